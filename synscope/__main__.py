@@ -1,0 +1,5 @@
+"""``python -m synscope``."""
+
+from synscope.cli import main
+
+main()

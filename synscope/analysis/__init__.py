@@ -1,0 +1,1 @@
+"""Per-segment analysis (Wireshark's tcp.analysis flags) and per-connection facts."""

@@ -1,0 +1,215 @@
+"""The analysis stage: runs the flag cascade on each packet and gathers per-direction facts.
+
+Fed in capture order, right after the tracker has placed a packet in its
+connection. At the end of a connection, :func:`finish` adds the annotations
+that need hindsight (half-close, SYN backoff pattern, capture artefacts).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+
+from synscope.analysis import flags as F
+from synscope.model import ACK, FIN, RST, SYN
+from synscope.seqnum import MASK, seq_gt, seq_le
+from synscope.tracker import C2S, Connection, Packet
+
+# Retransmission family: what counts as "sent again"
+RETRANSMITTED = F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION
+# Keep at most this many RTT samples per direction (min/median/max need no more)
+MAX_RTT_SAMPLES = 2048
+# Segments remembered per direction for RTT and retransmission timing
+MAX_IN_FLIGHT = 4096
+
+
+@dataclass(slots=True)
+class DirectionFacts:
+    """Per-direction statistics an engineer asks for (tcptrace's columns, and more)."""
+
+    packets: int = 0
+    data_segments: int = 0
+    payload_bytes: int = 0
+    retransmitted_segments: int = 0
+    retransmitted_bytes: int = 0
+    fast_retransmissions: int = 0
+    timeout_retransmissions: int = 0
+    spurious_retransmissions: int = 0
+    out_of_order: int = 0
+    duplicate_acks: int = 0
+    lost_segments: int = 0  # "previous segment not captured"
+    acked_unseen: int = 0
+    zero_window_adverts: int = 0
+    zero_window_probes: int = 0
+    zero_window_time: float = 0.0
+    window_full: int = 0
+    keep_alives: int = 0
+    max_idle: float = 0.0
+    rtt_samples: list[float] = field(default_factory=list)
+    first_data_ts: float | None = None
+    last_data_ts: float | None = None
+    # internal bookkeeping
+    _zero_since: float | None = None
+    _last_ts: float | None = None
+
+    @property
+    def retransmission_rate(self) -> float:
+        """Share of data segments that were sent again."""
+        return self.retransmitted_segments / self.data_segments if self.data_segments else 0.0
+
+    def rtt_summary(self) -> tuple[float, float, float] | None:
+        """(min, median, max) of RTT samples, seconds."""
+        if not self.rtt_samples:
+            return None
+        return min(self.rtt_samples), statistics.median(self.rtt_samples), max(self.rtt_samples)
+
+    def throughput(self) -> float:
+        """Payload bytes per second over the span of data in this direction."""
+        if self.first_data_ts is None or self.last_data_ts is None:
+            return 0.0
+        span = self.last_data_ts - self.first_data_ts
+        return self.payload_bytes / span if span > 0 else 0.0
+
+
+@dataclass(slots=True)
+class ConnAnalysis:
+    """Analysis state and results kept on ``Connection.analysis``."""
+
+    seq: tuple[F.SeqState, F.SeqState] = field(default_factory=lambda: (F.SeqState(), F.SeqState()))
+    facts: tuple[DirectionFacts, DirectionFacts] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
+    flight: tuple[deque, deque] = field(default_factory=lambda: (deque(), deque()))
+    flag_totals: int = 0
+    finished: bool = False
+
+
+class Analyser:
+    """Stateful per-packet analysis; one instance serves every connection of a run."""
+
+    def on_packet(self, conn: Connection, pkt: Packet) -> None:
+        """Analyse one packet; fills ``pkt.analysis`` and the connection's facts."""
+        state: ConnAnalysis | None = conn.analysis
+        if state is None:
+            state = conn.analysis = ConnAnalysis()
+            if conn.reused_from is not None:
+                pkt.analysis |= F.A_REUSED_PORTS
+        seg = pkt.seg
+        d = pkt.dir
+        fwd, rev = state.seq[d], state.seq[1 - d]
+        me = conn.client if d == C2S else conn.server
+        peer = conn.server if d == C2S else conn.client
+        flags = seg.flags
+        window = seg.win
+        if not flags & SYN and me.win_scale >= 0:
+            window <<= me.win_scale
+        irtt = None
+        if conn.syn_ts is not None and conn.handshake_ack_ts is not None:
+            irtt = conn.handshake_ack_ts - conn.syn_ts
+        ts = seg.ts
+        seglen = seg.length
+        bits, dup_num, dup_frame = F.analyse_segment(
+            ts, seg.frame, seg.seq, seg.ack, seglen, flags, window, fwd, rev, peer.win_scale, irtt
+        )
+        bits |= pkt.analysis
+        pkt.analysis = bits
+        state.flag_totals |= bits
+        if dup_num:
+            pkt.dupack_num, pkt.dupack_frame = dup_num, dup_frame
+        facts = state.facts[d]
+        facts.packets += 1
+        if facts._last_ts is not None:
+            gap = ts - facts._last_ts
+            if gap > facts.max_idle:
+                facts.max_idle = gap
+        facts._last_ts = ts
+        flight = state.flight[d]
+        if seglen:
+            facts.data_segments += 1
+            facts.payload_bytes += seglen
+            if facts.first_data_ts is None:
+                facts.first_data_ts = ts
+            facts.last_data_ts = ts
+        if bits:
+            self._count(facts, bits, seglen, pkt, flight, window)
+        # zero-window time: from the first zero advert to the next non-zero window
+        if not flags & (SYN | RST):
+            if window == 0:
+                if facts._zero_since is None:
+                    facts._zero_since = ts
+            elif facts._zero_since is not None:
+                facts.zero_window_time += ts - facts._zero_since
+                facts._zero_since = None
+        if (seglen or flags & (SYN | FIN)) and not bits & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
+            end = (seg.seq + seglen + (1 if flags & (SYN | FIN) else 0)) & MASK
+            if bits & (RETRANSMITTED | F.A_OUT_OF_ORDER):
+                self._mark_retransmitted(flight, seg.seq, pkt, ts)
+            elif len(flight) < MAX_IN_FLIGHT:
+                flight.append([seg.seq, end, ts, False, seg.frame])
+        if flags & ACK:
+            self._take_rtt(state.flight[1 - d], state.facts[1 - d], seg.ack, ts, pkt)
+
+    @staticmethod
+    def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: deque, window: int) -> None:
+        if bits & RETRANSMITTED:
+            facts.retransmitted_segments += 1
+            facts.retransmitted_bytes += seglen
+            if bits & F.A_FAST_RETRANSMISSION:
+                facts.fast_retransmissions += 1
+            elif bits & F.A_SPURIOUS_RETRANSMISSION:
+                facts.spurious_retransmissions += 1
+            else:
+                facts.timeout_retransmissions += 1
+        if bits & F.A_OUT_OF_ORDER:
+            facts.out_of_order += 1
+        if bits & F.A_DUPLICATE_ACK:
+            facts.duplicate_acks += 1
+        if bits & F.A_LOST_SEGMENT:
+            facts.lost_segments += 1
+        if bits & F.A_ACK_LOST_SEGMENT:
+            facts.acked_unseen += 1
+        if bits & F.A_ZERO_WINDOW:
+            facts.zero_window_adverts += 1
+        if bits & F.A_ZERO_WINDOW_PROBE:
+            facts.zero_window_probes += 1
+        if bits & F.A_WINDOW_FULL:
+            facts.window_full += 1
+        if bits & F.A_KEEP_ALIVE:
+            facts.keep_alives += 1
+
+    @staticmethod
+    def _mark_retransmitted(flight: deque, seq: int, pkt: Packet, ts: float) -> None:
+        """Karn's rule: segments sent twice give no RTT sample; note the time since the original."""
+        for entry in flight:
+            if entry[0] == seq:
+                if pkt.rto is None:
+                    pkt.rto = ts - entry[2]
+                    pkt.rto_frame = entry[4]
+                entry[3] = True
+            elif seq_le(entry[0], seq) and seq_gt(entry[1], seq):
+                entry[3] = True
+
+    @staticmethod
+    def _take_rtt(flight: deque, facts: DirectionFacts, ack: int, ts: float, pkt: Packet) -> None:
+        last = None
+        while flight and seq_le(flight[0][1], ack):
+            last = flight.popleft()
+        if last is not None and not last[3]:
+            sample = ts - last[2]
+            pkt.ack_rtt = sample
+            if len(facts.rtt_samples) < MAX_RTT_SAMPLES:
+                facts.rtt_samples.append(sample)
+
+    def finish(self, conn: Connection) -> ConnAnalysis:
+        """Close the books on a connection: open zero-window spans end at its last packet."""
+        state: ConnAnalysis | None = conn.analysis
+        if state is None:
+            state = conn.analysis = ConnAnalysis()
+        if not state.finished:
+            for facts in state.facts:
+                if facts._zero_since is not None:
+                    facts.zero_window_time += conn.last_ts - facts._zero_since
+                    facts._zero_since = None
+            state.flight[0].clear()
+            state.flight[1].clear()
+            state.finished = True
+        return state

@@ -1,0 +1,197 @@
+"""Command line: parse options, wire the stages, map errors to messages and exit codes.
+
+Heavy modules are imported inside the commands so ``synscope --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import click
+
+from synscope import __version__
+from synscope.exit_codes import ExitCode
+
+
+def _fail(message: str, code: ExitCode) -> None:
+    click.echo(f"synscope: {message}", err=True)
+    sys.exit(int(code))
+
+
+def _parse_ports(values: tuple[str, ...]) -> frozenset[int]:
+    from synscope.ports import PortSpecError, parse_ports
+
+    ports: set[int] = set()
+    for v in values:
+        try:
+            ports.update(parse_ports(v))
+        except PortSpecError as e:
+            raise click.BadParameter(str(e), param_hint="--port") from None
+    return frozenset(ports)
+
+
+def _parse_hosts(values: tuple[str, ...]) -> frozenset[bytes]:
+    from synscope.addr import parse_ip
+
+    hosts: set[bytes] = set()
+    for v in values:
+        try:
+            hosts.add(parse_ip(v))
+        except ValueError:
+            raise click.BadParameter(f"{v!r} is not an IP address (give a literal IPv4 or IPv6 address)", param_hint="--host") from None
+    return frozenset(hosts)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="synscope")
+def main() -> None:
+    """synscope: why did this TCP connection fail?
+
+    Reads captures (read), probes ports (probe) and follows live traffic (watch),
+    and explains every connection: timeline, Zeek state, plain-English verdict.
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=str)
+@click.option("--all", "show_all", is_flag=True, help="Show the timeline of every connection, not only the ones that went wrong.")
+@click.option("--conn", "conn_ids", type=int, multiple=True, metavar="ID", help="Show only this connection (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one object per connection (schema in the README).")
+@click.option("--absolute", is_flag=True, help="Raw sequence and ack numbers instead of relative ones.")
+@click.option("--host", "hosts", multiple=True, metavar="IP", help="Only connections to or from this address (repeatable).")
+@click.option("--port", "ports", multiple=True, metavar="PORTS", help="Only connections using these ports, e.g. 443 or 8000-8100 (repeatable).")
+@click.option("--filter", "bpf", metavar="EXPR", help="tcpdump filter expression applied to every frame (compiled by libpcap).")
+@click.option("--stats", is_flag=True, help="Add totals per outcome and top connections by retransmission rate and duration.")
+@click.option("--max-conns", type=click.IntRange(min=1), metavar="N", help="Bound the live connection table; the oldest idle one is evicted (counted).")
+@click.option("--payload", is_flag=True, help="Show a preview of each segment's payload (escaped).")
+@click.option("--keep-duplicates", is_flag=True, help="Keep frames captured twice (loopback AF_PACKET copies) instead of dropping them.")
+def read(
+    files: tuple[str, ...],
+    show_all: bool,
+    conn_ids: tuple[int, ...],
+    as_json: bool,
+    absolute: bool,
+    hosts: tuple[str, ...],
+    ports: tuple[str, ...],
+    bpf: str | None,
+    stats: bool,
+    max_conns: int | None,
+    payload: bool,
+    keep_duplicates: bool,
+) -> None:
+    """Analyse pcap / pcapng files (gzip too; '-' reads standard input)."""
+    from synscope.bpf import FilterError, FrameFilter
+    from synscope.pipeline import Pipeline, Selection, run
+    from synscope.sources.pcap import CaptureError, open_capture
+
+    selection = Selection(_parse_hosts(hosts), _parse_ports(ports))
+    if bpf:
+        try:
+            selection.frame_filter = FrameFilter(bpf)
+        except FilterError as e:
+            raise click.BadParameter(str(e), param_hint="--filter") from None
+    pipeline = Pipeline(selection, max_conns=max_conns, keep_payload=payload, dedup=not keep_duplicates)
+    readers = []
+    exit_code = ExitCode.OK
+    for path in files:
+        try:
+            readers.append(open_capture(path))
+        except CaptureError as e:
+            click.echo(f"synscope: {e}", err=True)
+            exit_code = ExitCode.BAD_INPUT
+    if not readers:
+        sys.exit(int(exit_code))
+    out = click.get_text_stream("stdout")
+    reports = []
+    interrupted = False
+    try:
+        for report in run(((r.path, r) for r in readers), pipeline):
+            if conn_ids and report.conn.id not in conn_ids:
+                continue
+            if as_json:
+                from synscope.render.json import write_connection
+
+                write_connection(report, out, absolute)
+            else:
+                reports.append(report)
+    except KeyboardInterrupt:
+        interrupted = True
+        if not as_json:
+            reports.extend(pipeline.finish())
+    for r in readers:
+        for w in r.warnings:
+            click.echo(f"synscope: warning: {w}", err=True)
+        if r.truncated_at is not None:
+            exit_code = ExitCode.PARTIAL_INPUT if exit_code == ExitCode.OK else exit_code
+    _warn_run(pipeline)
+    if not as_json:
+        reports.sort(key=lambda r: r.conn.id)
+        if conn_ids:
+            missing = set(conn_ids) - {r.conn.id for r in reports}
+            if missing:
+                click.echo(f"synscope: no connection with id {', '.join(map(str, sorted(missing)))}", err=True)
+                exit_code = ExitCode.USAGE
+        _write_text(readers, pipeline, reports, out, show_all or bool(conn_ids), absolute, payload, stats)
+    if interrupted:
+        click.echo("synscope: interrupted; results above are partial", err=True)
+    sys.exit(int(exit_code))
+
+
+def _warn_run(pipeline: object) -> None:
+    from synscope.pipeline import Pipeline
+
+    assert isinstance(pipeline, Pipeline)
+    st = pipeline.stats
+    ds = pipeline.decoder.stats
+    if st.duplicates:
+        click.echo(
+            f"synscope: note: dropped {st.duplicates} duplicate frames (the same bytes twice within 1 ms: "
+            "a loopback capture through AF_PACKET records each packet twice); --keep-duplicates keeps them",
+            err=True,
+        )
+    for lt, n in ds.unknown_linktype.items():
+        click.echo(f"synscope: warning: {n} frames with unsupported link type {lt} skipped", err=True)
+    if ds.malformed:
+        click.echo(f"synscope: warning: {ds.malformed} malformed frames skipped", err=True)
+    if pipeline.tracker.evicted:
+        click.echo(f"synscope: warning: {pipeline.tracker.evicted} connections evicted from the table (--max-conns)", err=True)
+
+
+def _write_text(readers: list, pipeline: object, reports: list, out: TextIO, show_all: bool, absolute: bool, payload: bool, stats: bool) -> None:
+    from synscope.render.table import stats_tables, summary_table
+    from synscope.render.text import write_connection, write_header
+
+    st = pipeline.stats  # type: ignore[attr-defined]
+    names = ", ".join(r.path for r in readers)
+    kinds = []
+    for r in readers:
+        desc = [r.format + (" (gzip)" if r.compressed else "")]
+        desc.append(_linktype_names(r.linktypes))
+        desc.append(f"{r.ts_resolution} timestamps")
+        kinds.append(", ".join(d for d in desc if d))
+    span = (st.last_ts - st.first_ts) if st.first_ts is not None else 0.0
+    write_header(names, reports, st.frames, span, "; ".join(kinds), out)
+    if not reports:
+        out.write("No TCP connections found.\n")
+        return
+    origin = min(r.conn.first_ts for r in reports)
+    summary_table(reports, origin, out)
+    if stats:
+        stats_tables(reports, out)
+    shown = [r for r in reports if show_all or not r.verdict.ok]
+    if shown:
+        out.write("\n")
+    for r in shown:
+        write_connection(r, out, absolute=absolute, payload=payload)
+
+
+_LINKTYPE_NAMES = {0: "null/loopback", 1: "ethernet", 101: "raw IP", 108: "loopback", 113: "linux cooked (SLL)", 228: "raw IPv4", 229: "raw IPv6", 276: "linux cooked v2 (SLL2)", 12: "raw IP", 14: "raw IP"}
+
+
+def _linktype_names(linktypes: object) -> str:
+    return "+".join(_LINKTYPE_NAMES.get(lt, f"linktype {lt}") for lt in sorted(linktypes))  # type: ignore[call-overload]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Exit codes scripts can rely on (also listed in the README)."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit status of every synscope command."""
+
+    OK = 0  # done; probe: every probed port open
+    ERROR = 1  # runtime failure (network error, tool missing); message on stderr
+    USAGE = 2  # bad option, bad port or host: nothing was done (click's own code)
+    CLOSED = 3  # probe: at least one port closed (RST), none filtered
+    FILTERED = 4  # probe: at least one port filtered (ICMP error or no answer)
+    PARTIAL_INPUT = 5  # read: a capture ended mid-record or was corrupt; what came before is reported
+    BAD_INPUT = 6  # read: a file is not a capture, is empty, or cannot be opened
+    NO_PRIVILEGE = 77  # raw sockets need root or CAP_NET_RAW (EX_NOPERM)

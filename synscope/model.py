@@ -1,0 +1,175 @@
+"""Records passed between pipeline stages.
+
+Every stage takes and returns these plain records, never scapy packets, so each
+stage can be tested without a socket, a capture file or root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+# TCP flag bits as they sit in the header's flags byte (plus NS/AE in the high nibble).
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+URG = 0x20
+ECE = 0x40
+CWR = 0x80
+
+_FLAG_LETTERS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"), (ECE, "E"), (CWR, "C"))
+
+
+def flag_string(flags: int) -> str:
+    """Flags as the compact letters tcpdump and Zeek use, e.g. ``SA`` or ``FA``."""
+    return "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit) or "."
+
+
+class LinkType(IntEnum):
+    """pcap LINKTYPE_* values synscope decodes."""
+
+    NULL = 0  # BSD loopback: 4-byte address family in host byte order
+    ETHERNET = 1
+    RAW = 101  # raw IPv4 or IPv6, version from the first nibble
+    LOOP = 108  # OpenBSD loopback: address family in network byte order
+    LINUX_SLL = 113
+    IPV4 = 228
+    IPV6 = 229
+    LINUX_SLL2 = 276
+    # DLT_RAW as some platforms number it in pcap files
+    RAW_ALT12 = 12
+    RAW_ALT14 = 14
+
+
+@dataclass(slots=True)
+class RawFrame:
+    """One captured record, undecoded, as a source hands it over."""
+
+    frame: int  # 1-based record number in its file: tshark's frame.number
+    ts: float  # epoch seconds
+    linktype: int
+    data: bytes  # captured bytes (may be shorter than orig_len)
+    orig_len: int  # length on the wire
+    # SLL packet type / pcapng direction: 4 means "outgoing" (PACKET_OUTGOING); -1 unknown
+    pkttype: int = -1
+
+
+@dataclass(slots=True)
+class TcpOptions:
+    """Decoded TCP options; absent options stay None / False."""
+
+    mss: int | None = None
+    wscale: int | None = None
+    sack_permitted: bool = False
+    sack_blocks: tuple[tuple[int, int], ...] = ()
+    ts_val: int | None = None
+    ts_ecr: int | None = None
+    tfo_cookie: bytes | None = None  # b"" for a cookie request
+    unknown: tuple[int, ...] = ()  # kinds we do not decode, by number
+    malformed: bool = False  # an option's length ran past the header
+
+    def describe(self) -> str:
+        """Short human form, like ``mss 1460 sack ts ws 7``."""
+        parts: list[str] = []
+        if self.mss is not None:
+            parts.append(f"mss {self.mss}")
+        if self.sack_permitted:
+            parts.append("sack")
+        if self.ts_val is not None:
+            parts.append("ts")
+        if self.wscale is not None:
+            parts.append(f"ws {self.wscale}")
+        if self.sack_blocks:
+            parts.append("sack-blocks " + ",".join(f"{a}-{b}" for a, b in self.sack_blocks))
+        if self.tfo_cookie is not None:
+            parts.append("tfo" + (" cookie-request" if not self.tfo_cookie else f" cookie {self.tfo_cookie.hex()}"))
+        for kind in self.unknown:
+            parts.append(f"opt{kind}")
+        if self.malformed:
+            parts.append("malformed-options")
+        return " ".join(parts)
+
+
+@dataclass(slots=True)
+class Segment:
+    """One TCP segment as decoded from a frame.
+
+    Addresses are packed bytes (4 or 16) to keep decoding cheap; render them
+    with :func:`synscope.addr.fmt_ip`.
+    """
+
+    frame: int
+    ts: float
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    win: int  # raw, unscaled window field
+    length: int  # TCP payload length (from the IP length, not the captured bytes)
+    ttl: int = 0  # IPv4 TTL / IPv6 hop limit
+    ip_id: int = 0
+    raw_options: bytes = b""  # decoded lazily: most segments never need it
+    truncated: bool = False  # capture cut the packet short (snaplen)
+    fragment: bool = False  # IPv4 first fragment (more fragments follow)
+    payload: bytes = b""  # the first bytes of payload that were captured (preview)
+    ecn: int = 0  # IP ECN bits
+    pkttype: int = -1
+    source_index: int = 0  # which input file, when several are read in one call
+    _options: TcpOptions | None = None
+
+    @property
+    def options(self) -> TcpOptions:
+        """TCP options, decoded on first use."""
+        if self._options is None:
+            from synscope.decode import parse_tcp_options
+
+            self._options = parse_tcp_options(self.raw_options)
+        return self._options
+
+
+@dataclass(slots=True)
+class IcmpError:
+    """An ICMP or ICMPv6 error that quotes a TCP header."""
+
+    frame: int
+    ts: float
+    router: bytes  # who sent the error
+    version: int  # 4 or 6
+    type: int
+    code: int
+    # the quoted (offending) packet: it was sent by src:sport towards dst:dport
+    src: bytes
+    dst: bytes
+    sport: int
+    dport: int
+    seq: int | None  # quoted sequence number, when the quote is long enough
+    ttl: int = 0  # TTL of the ICMP packet itself (hops back to the router)
+    mtu: int | None = None  # packet-too-big / frag-needed
+    source_index: int = 0
+
+    @property
+    def name(self) -> str:
+        """Readable name such as ``admin-prohibited`` (nmap's reason vocabulary)."""
+        from synscope.icmp import icmp_reason
+
+        return icmp_reason(self.version, self.type, self.code)
+
+
+@dataclass(slots=True)
+class DecodeStats:
+    """What the decoder skipped, so nothing is dropped silently."""
+
+    frames: int = 0
+    tcp: int = 0
+    icmp_errors: int = 0
+    not_tcp: int = 0
+    malformed: int = 0
+    truncated: int = 0
+    fragments: int = 0
+    unknown_linktype: dict[int, int] = field(default_factory=dict)
+    loopback_duplicates: int = 0

@@ -1,0 +1,112 @@
+"""JSON Lines: one object per connection, versioned schema (documented in the README)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from synscope.addr import fmt_ip
+from synscope.analysis.flags import flag_names
+from synscope.model import ACK, SYN, flag_string
+from synscope.pipeline import ConnReport
+from synscope.tracker import C2S
+
+SCHEMA = 1
+
+
+def _round(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def connection_object(r: ConnReport, absolute: bool = False) -> dict[str, Any]:
+    """The JSON object for one connection (schema 1)."""
+    c = r.conn
+    v = r.verdict
+    fc, fs = r.analysis.facts
+    packets = []
+    for pkt in c.packets:
+        seg = pkt.seg
+        me = c.client if pkt.dir == C2S else c.server
+        peer = c.server if pkt.dir == C2S else c.client
+        seq = seg.seq if absolute else me.rel_seq(seg.seq)
+        ack = seg.ack if absolute or not seg.flags & ACK else peer.rel_seq(seg.ack)
+        obj: dict[str, Any] = {
+            "frame": seg.frame,
+            "t": round(seg.ts, 9),
+            "dir": "c2s" if pkt.dir == C2S else "s2c",
+            "flags": flag_string(seg.flags),
+            "seq": seq,
+            "ack": ack,
+            "len": seg.length,
+            "win": seg.win << me.win_scale if me.win_scale >= 0 and not seg.flags & SYN else seg.win,
+            "analysis": flag_names(pkt.analysis),
+            "note": "; ".join(pkt.notes) if pkt.notes else None,
+        }
+        if seg.flags & SYN:
+            obj["options"] = seg.options.describe()
+        if pkt.dupack_num:
+            obj["duplicate_ack_num"] = pkt.dupack_num
+            obj["duplicate_ack_frame"] = pkt.dupack_frame
+        if pkt.rto is not None:
+            obj["rto"] = _round(pkt.rto)
+        packets.append(obj)
+    handshake_rtt = c.handshake_ack_ts - c.syn_ts if c.handshake_ack_ts is not None and c.syn_ts is not None else None
+
+    def direction(f: Any) -> dict[str, Any]:
+        rtt = f.rtt_summary()
+        return {
+            "packets": f.packets,
+            "bytes": f.payload_bytes,
+            "data_segments": f.data_segments,
+            "retransmitted_segments": f.retransmitted_segments,
+            "retransmitted_bytes": f.retransmitted_bytes,
+            "retransmission_rate": round(f.retransmission_rate, 4),
+            "fast_retransmissions": f.fast_retransmissions,
+            "out_of_order": f.out_of_order,
+            "duplicate_acks": f.duplicate_acks,
+            "zero_window_time": _round(f.zero_window_time),
+            "max_idle": _round(f.max_idle),
+            "throughput_bps": round(f.throughput() * 8, 1),
+            "rtt": None if rtt is None else {"min": _round(rtt[0]), "median": _round(rtt[1]), "max": _round(rtt[2])},
+        }
+
+    return {
+        "schema": SCHEMA,
+        "id": c.id,
+        "source": r.source_name,
+        "client": {"ip": fmt_ip(c.client.ip), "port": c.client.port},
+        "server": {"ip": fmt_ip(c.server.ip), "port": c.server.port},
+        "roles_guessed": c.roles_guessed,
+        "start": round(c.first_ts, 6),
+        "end": round(c.last_ts, 6),
+        "state": v.conn_state,
+        "history": v.history,
+        "outcome": v.outcome,
+        "ok": v.ok,
+        "verdict": v.explanation,
+        "next_step": v.next_step or None,
+        "client_state": c.state_of(c.client),
+        "server_state": c.state_of(c.server),
+        "syn_retransmissions": max(c.client.syn_count - 1, 0),
+        "synack_retransmissions": max(c.server.syn_count - 1, 0),
+        "handshake_rtt": _round(handshake_rtt),
+        "handshake_rtt_server_leg": _round(c.synack_ts - c.syn_ts if c.synack_ts is not None and c.syn_ts is not None else None),
+        "handshake_rtt_client_leg": _round(
+            c.handshake_ack_ts - c.synack_ts if c.handshake_ack_ts is not None and c.synack_ts is not None else None
+        ),
+        "reused_from": c.reused_from,
+        "retry_of": r.retry_of,
+        "icmp": [
+            {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
+            for e in c.icmp
+        ],
+        "c2s": direction(fc),
+        "s2c": direction(fs),
+        "packets": packets,
+    }
+
+
+def write_connection(r: ConnReport, out: TextIO, absolute: bool = False) -> None:
+    """Write one JSON line and flush, so ``| jq`` sees it at once."""
+    out.write(json.dumps(connection_object(r, absolute), ensure_ascii=True, separators=(",", ":")) + "\n")
+    out.flush()

@@ -1,0 +1,83 @@
+"""Summary tables (the only module that imports tabulate)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TextIO
+
+from tabulate import tabulate
+
+from synscope import fmt
+from synscope.addr import fmt_endpoint
+from synscope.pipeline import ConnReport
+
+
+def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None:
+    """One row per connection: who, when, how much, and how it ended."""
+    rows = []
+    for r in reports:
+        c = r.conn
+        fc, fs = r.analysis.facts
+        client = fmt_endpoint(c.client.ip, c.client.port) + ("?" if c.roles_guessed else "")
+        rows.append(
+            [
+                c.id,
+                client,
+                fmt_endpoint(c.server.ip, c.server.port),
+                f"+{c.first_ts - origin:.3f}",
+                f"{c.last_ts - c.first_ts:.3f}",
+                f"{fc.packets}/{fs.packets}",
+                f"{fc.payload_bytes}/{fs.payload_bytes}",
+                r.verdict.outcome,
+                r.verdict.summary,
+            ]
+        )
+    headers = ["id", "client", "server", "start", "dur", "pkts c>s/s>c", "bytes c>s/s>c", "outcome", "notes"]
+    out.write(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
+    if any(r.conn.roles_guessed for r in reports):
+        out.write("? client/server guessed from the ports (picked up mid-stream)\n")
+
+
+def stats_tables(reports: list[ConnReport], out: TextIO, top: int = 5) -> None:
+    """--stats: totals per outcome, top connections by retransmission rate and by duration."""
+    outcomes = Counter(r.verdict.outcome for r in reports)
+    out.write("\nOutcomes\n")
+    out.write(tabulate(sorted(outcomes.items(), key=lambda kv: -kv[1]), headers=["outcome", "connections"], tablefmt="plain") + "\n")
+
+    def retrans(r: ConnReport) -> float:
+        fc, fs = r.analysis.facts
+        data = fc.data_segments + fs.data_segments
+        return (fc.retransmitted_segments + fs.retransmitted_segments) / data if data else 0.0
+
+    by_rate = [r for r in sorted(reports, key=retrans, reverse=True) if retrans(r) > 0][:top]
+    out.write("\nTop connections by retransmission rate\n")
+    if by_rate:
+        rows = []
+        for r in by_rate:
+            fc, fs = r.analysis.facts
+            rows.append([r.conn.id, fmt_endpoint(r.conn.client.ip, r.conn.client.port), fmt_endpoint(r.conn.server.ip, r.conn.server.port),
+                         fmt.percent(retrans(r)), f"{fc.retransmitted_segments}/{fs.retransmitted_segments}", r.verdict.outcome])
+        out.write(tabulate(rows, headers=["id", "client", "server", "retrans", "segs c>s/s>c", "outcome"], tablefmt="plain", disable_numparse=True) + "\n")
+    else:
+        out.write("(no retransmissions)\n")
+    out.write("\nTop connections by duration\n")
+    rows = [[r.conn.id, fmt_endpoint(r.conn.client.ip, r.conn.client.port), fmt_endpoint(r.conn.server.ip, r.conn.server.port),
+             fmt.duration(r.conn.last_ts - r.conn.first_ts), r.verdict.outcome]
+            for r in sorted(reports, key=lambda r: r.conn.last_ts - r.conn.first_ts, reverse=True)[:top]]
+    out.write(tabulate(rows, headers=["id", "client", "server", "duration", "outcome"], tablefmt="plain", disable_numparse=True) + "\n")
+
+
+def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None:
+    """Per-direction figures (tcptrace's columns) for one connection."""
+    rows = []
+    for label, f in (("client→server", report.analysis.facts[0]), ("server→client", report.analysis.facts[1])):
+        rtt = f.rtt_summary()
+        rows.append([
+            label, f.packets, f.payload_bytes, f"{f.retransmitted_segments} ({fmt.percent(f.retransmission_rate)})",
+            f.retransmitted_bytes, f.out_of_order, f.duplicate_acks, fmt.duration(f.zero_window_time) if f.zero_window_adverts else "-",
+            fmt.duration(f.max_idle), fmt.rate(f.throughput()) if f.payload_bytes else "-",
+            "/".join(fmt.duration(x) for x in rtt) if rtt else "-",
+        ])
+    headers = ["direction", "pkts", "bytes", "retrans", "rexmit B", "ooo", "dupack", "zero-win", "max idle", "throughput", "rtt min/med/max"]
+    text = tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+    out.write("".join(indent + line + "\n" for line in text.splitlines()))

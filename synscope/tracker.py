@@ -1,0 +1,338 @@
+"""Connections from segments: 4-tuple + ISN epoch, roles, relative numbers, RFC 9293 states.
+
+The tracker does no I/O and reads no clock: it is fed segments in capture
+order and hands back the connection and the per-packet record each one
+belongs to. Per-segment analysis (retransmissions and the like) is a later
+stage; it keeps its own state on the connection's ``analysis`` slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from synscope.model import ACK, FIN, RST, SYN, IcmpError, Segment
+from synscope.seqnum import MASK, seq_ge, seq_gt
+
+C2S = 0
+S2C = 1
+
+# A connection that saw RST or both FINs is handed on once the capture clock
+# is this far past its last packet: long enough for a TIME_WAIT retransmitted FIN.
+CLOSED_LINGER = 60.0
+# Well-known ports below this are taken to be the server when the handshake is missing.
+EPHEMERAL_FLOOR = 32768
+
+
+@dataclass(slots=True)
+class Packet:
+    """One segment as part of a connection, with everything later stages add to it."""
+
+    seg: Segment
+    dir: int  # C2S or S2C
+    analysis: int = 0  # bit set of analysis.flags.A_* names
+    dupack_num: int = 0
+    dupack_frame: int = 0
+    rto: float | None = None  # for retransmissions: time since the original
+    rto_frame: int = 0
+    ack_rtt: float | None = None
+    notes: list[str] | None = None
+
+    def note(self, text: str) -> None:
+        """Attach an annotation shown in brackets on the timeline."""
+        if self.notes is None:
+            self.notes = [text]
+        else:
+            self.notes.append(text)
+
+
+@dataclass(slots=True)
+class Side:
+    """What one endpoint did, as far as the capture shows."""
+
+    ip: bytes
+    port: int
+    isn: int | None = None  # ISN from its SYN, when seen
+    base: int | None = None  # subtracted for relative numbers
+    syn_count: int = 0
+    syn_times: list[float] = field(default_factory=list)
+    syn_options: Any = None  # TcpOptions of its (first) SYN
+    win_scale: int = -1  # -1 unknown, -2 no scaling negotiated, else the shift
+    fin_seq: int | None = None  # sequence number of its FIN
+    fin_ts: float | None = None
+    fin_acked: bool = False
+    rst_ts: float | None = None
+    rst_frame: int = 0
+    packets: int = 0
+    bytes: int = 0  # payload bytes, retransmissions included
+    ip_bytes: int = 0
+    last_ack: int | None = None
+    highest_ack: int | None = None
+    next_seq: int | None = None  # highest seq+len sent
+    ttl: int | None = None
+
+    def rel_seq(self, seq: int) -> int:
+        """Sequence number relative to this side's base."""
+        return (seq - self.base) & MASK if self.base is not None else seq
+
+
+@dataclass(slots=True)
+class Connection:
+    """One TCP connection: a 4-tuple and one ISN epoch."""
+
+    id: int
+    client: Side
+    server: Side
+    first_ts: float
+    last_ts: float
+    roles_guessed: bool = False
+    midstream: bool = False
+    reused_from: int | None = None  # id of the earlier connection on this 4-tuple
+    packets: list[Packet] = field(default_factory=list)
+    icmp: list[IcmpError] = field(default_factory=list)
+    syn_ts: float | None = None
+    synack_ts: float | None = None
+    handshake_ack_ts: float | None = None
+    source_index: int = 0
+    analysis: Any = None  # owned by the analysis stage
+    evicted: bool = False
+    dup_frames: int = 0
+
+    def side(self, direction: int) -> Side:
+        """Sender side of a packet in this direction."""
+        return self.client if direction == C2S else self.server
+
+    @property
+    def closed(self) -> bool:
+        """RST seen, or both FINs seen."""
+        c, s = self.client, self.server
+        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None)
+
+    @property
+    def established(self) -> bool:
+        """Handshake completed as far as the capture shows (or picked up mid-stream)."""
+        return self.handshake_ack_ts is not None or self.midstream
+
+    def state_of(self, side: Side) -> str:
+        """RFC 9293 state of one side at the end of the capture, as the capture shows it."""
+        peer = self.server if side is self.client else self.client
+        if side.rst_ts is not None or peer.rst_ts is not None:
+            return "CLOSED"
+        if side.fin_seq is not None and peer.fin_seq is not None:
+            first = side.fin_ts is not None and peer.fin_ts is not None and side.fin_ts <= peer.fin_ts
+            if first:
+                if side.fin_acked and peer.fin_acked:
+                    return "TIME-WAIT"
+                return "FIN-WAIT-1" if not side.fin_acked else "TIME-WAIT" if peer.fin_acked else "FIN-WAIT-2"
+            return "CLOSED" if side.fin_acked else "LAST-ACK"
+        if side.fin_seq is not None:
+            return "FIN-WAIT-2" if side.fin_acked else "FIN-WAIT-1"
+        if peer.fin_seq is not None:
+            return "CLOSE-WAIT"
+        if self.established:
+            return "ESTABLISHED"
+        if side is self.client:
+            return "SYN-SENT" if side.syn_count else "unknown"
+        if side.syn_count:
+            return "SYN-RECEIVED"
+        return "LISTEN" if self.client.syn_count else "unknown"
+
+
+def _key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, bytes, int]:
+    """Direction-free key of a 4-tuple."""
+    if (src, sport) <= (dst, dport):
+        return (src, sport, dst, dport)
+    return (dst, dport, src, sport)
+
+
+class Tracker:
+    """Assigns segments to connections and keeps each side's handshake and teardown facts."""
+
+    def __init__(self, max_conns: int | None = None, keep_packets: bool = True) -> None:
+        self.table: dict[tuple[bytes, int, bytes, int], Connection] = {}
+        self.next_id = 1
+        self.max_conns = max_conns
+        self.keep_packets = keep_packets
+        self.evicted = 0
+        self.orphan_icmp: list[IcmpError] = []
+        self.reused = 0
+        self._retired: list[Connection] = []
+        self.clock = 0.0
+
+    # ----------------------------------------------------------------- segments
+    def feed(self, seg: Segment) -> tuple[Connection, Packet]:
+        """Attach one segment to its connection; returns the connection and the new packet record."""
+        key = _key(seg.src, seg.sport, seg.dst, seg.dport)
+        ts = seg.ts
+        if ts > self.clock:
+            self.clock = ts
+        conn = self.table.get(key)
+        flags = seg.flags
+        if conn is None:
+            conn = self._open(key, seg)
+        elif flags & SYN and self._starts_new_epoch(conn, seg):
+            old = conn
+            self._retire(key)
+            conn = self._open(key, seg)
+            conn.reused_from = old.id
+            self.reused += 1
+        direction = C2S if (seg.src == conn.client.ip and seg.sport == conn.client.port) else S2C
+        pkt = Packet(seg, direction)
+        if self.keep_packets:
+            conn.packets.append(pkt)
+        if ts > conn.last_ts:
+            conn.last_ts = ts
+        self._update_sides(conn, pkt)
+        return conn, pkt
+
+    def _starts_new_epoch(self, conn: Connection, seg: Segment) -> bool:
+        """A SYN whose ISN differs from the one this 4-tuple already has starts a new connection.
+
+        Retransmitted SYNs (same ISN) stay in the attempt they belong to.
+        """
+        src_is_client = seg.src == conn.client.ip and seg.sport == conn.client.port
+        sender = conn.client if src_is_client else conn.server
+        if seg.flags & ACK:  # SYN-ACK: only a different ISN from an already-seen SYN-ACK
+            return sender.isn is not None and seg.seq != sender.isn
+        if sender.isn is not None:
+            return seg.seq != sender.isn
+        # a SYN from a side that never sent one: new attempt if the old connection is over
+        return conn.closed or conn.midstream
+
+    def _open(self, key: tuple[bytes, int, bytes, int], seg: Segment) -> Connection:
+        flags = seg.flags
+        guessed = False
+        midstream = False
+        if flags & SYN and not flags & ACK:
+            client = Side(seg.src, seg.sport)
+            server = Side(seg.dst, seg.dport)
+        elif flags & SYN:  # SYN-ACK first: the sender is the server
+            client = Side(seg.dst, seg.dport)
+            server = Side(seg.src, seg.sport)
+        else:
+            midstream = True
+            guessed = True
+            if _looks_like_server(seg.sport, seg.dport):
+                client, server = Side(seg.dst, seg.dport), Side(seg.src, seg.sport)
+            else:
+                client, server = Side(seg.src, seg.sport), Side(seg.dst, seg.dport)
+        if self.max_conns is not None and len(self.table) >= self.max_conns:
+            self._evict_oldest()
+        conn = Connection(self.next_id, client, server, seg.ts, seg.ts, guessed, midstream)
+        conn.source_index = seg.source_index
+        self.next_id += 1
+        self.table[key] = conn
+        return conn
+
+    def _update_sides(self, conn: Connection, pkt: Packet) -> None:
+        seg = pkt.seg
+        flags = seg.flags
+        me = conn.client if pkt.dir == C2S else conn.server
+        peer = conn.server if pkt.dir == C2S else conn.client
+        me.packets += 1
+        me.bytes += seg.length
+        me.ttl = seg.ttl
+        if flags & SYN:
+            if me.isn is None:
+                me.isn = seg.seq
+                me.base = seg.seq
+                me.syn_options = seg.options
+                wscale = seg.options.wscale
+                if flags & ACK:
+                    # scaling is on only when both SYNs carry the option (RFC 7323)
+                    if wscale is not None and peer.syn_options is not None and peer.syn_options.wscale is not None:
+                        me.win_scale = wscale
+                        peer.win_scale = peer.syn_options.wscale
+                    else:
+                        me.win_scale = peer.win_scale = -2
+            me.syn_count += 1
+            me.syn_times.append(seg.ts)
+            if flags & ACK:
+                if conn.synack_ts is None:
+                    conn.synack_ts = seg.ts
+            elif conn.syn_ts is None:
+                conn.syn_ts = seg.ts
+        elif me.base is None:
+            me.base = (seg.seq - 1) & MASK  # as Wireshark: first mid-stream byte is relative 1
+        end = (seg.seq + seg.length + (1 if flags & (SYN | FIN) else 0)) & MASK
+        if me.next_seq is None or seq_gt(end, me.next_seq):
+            me.next_seq = end
+        if flags & FIN and me.fin_seq is None:
+            me.fin_seq = (seg.seq + seg.length) & MASK
+            me.fin_ts = seg.ts
+        if flags & RST:
+            if me.rst_ts is None:
+                me.rst_ts = seg.ts
+                me.rst_frame = seg.frame
+        if flags & ACK:
+            me.last_ack = seg.ack
+            if me.highest_ack is None or seq_gt(seg.ack, me.highest_ack):
+                me.highest_ack = seg.ack
+            if peer.base is None and not flags & RST:
+                peer.base = (seg.ack - 1) & MASK
+            if (
+                conn.handshake_ack_ts is None
+                and not flags & (SYN | RST)
+                and conn.synack_ts is not None
+                and pkt.dir == C2S
+                and conn.server.isn is not None
+                and seq_ge(seg.ack, (conn.server.isn + 1) & MASK)
+            ):
+                conn.handshake_ack_ts = seg.ts
+            if peer.fin_seq is not None and not peer.fin_acked and seq_gt(seg.ack, peer.fin_seq):
+                peer.fin_acked = True
+
+    # -------------------------------------------------------------------- ICMP
+    def attach_icmp(self, err: IcmpError) -> Connection | None:
+        """Attach an ICMP error to the connection whose packet it quotes (None if not tracked)."""
+        key = _key(err.src, err.sport, err.dst, err.dport)
+        conn = self.table.get(key)
+        if conn is None:
+            self.orphan_icmp.append(err)
+            return None
+        conn.icmp.append(err)
+        if err.ts > conn.last_ts:
+            conn.last_ts = err.ts
+        return conn
+
+    # -------------------------------------------------------------- retirement
+    def _retire(self, key: tuple[bytes, int, bytes, int]) -> None:
+        conn = self.table.pop(key)
+        self._retired.append(conn)
+
+    def _evict_oldest(self) -> None:
+        # dicts keep insertion order; the least recently active is found by a scan, which
+        # only happens when the table is full
+        victim_key = min(self.table, key=lambda k: self.table[k].last_ts)
+        self.table[victim_key].evicted = True
+        self.evicted += 1
+        self._retire(victim_key)
+
+    def sweep(self) -> None:
+        """Retire connections that closed long enough ago (capture time) to be complete."""
+        horizon = self.clock - CLOSED_LINGER
+        done = [k for k, c in self.table.items() if c.last_ts < horizon and c.closed]
+        for k in done:
+            self._retire(k)
+
+    def take_retired(self) -> list[Connection]:
+        """Connections finished since the last call, in the order they finished."""
+        out, self._retired = self._retired, []
+        return out
+
+    def drain(self) -> Iterator[Connection]:
+        """End of input: every connection still open, oldest first."""
+        yield from self.take_retired()
+        for conn in sorted(self.table.values(), key=lambda c: c.id):
+            yield conn
+        self.table.clear()
+
+
+def _looks_like_server(sport: int, dport: int) -> bool:
+    """Guess whether the sender of a mid-stream packet is the server (lower, well-known port)."""
+    if sport < EPHEMERAL_FLOOR <= dport:
+        return True
+    if dport < EPHEMERAL_FLOOR <= sport:
+        return False
+    return sport < dport

@@ -1,0 +1,422 @@
+"""Outcome, Zeek conn_state and history, and a plain-English verdict per connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from synscope import fmt
+from synscope.addr import fmt_ip
+from synscope.analysis import flags as F
+from synscope.analysis.annotate import backoff_pattern, gaps_text
+from synscope.analysis.engine import ConnAnalysis, DirectionFacts
+from synscope.icmp import FILTER_REASONS, icmp_label
+from synscope.model import ACK, FIN, RST, SYN
+from synscope.tracker import C2S, Connection
+
+# Retransmission rate above which loss on the path is the headline
+LOSS_RATE_ALERT = 0.01
+# Zero-window spans shorter than this are normal flow control, not a stalled reader
+ZERO_WINDOW_ALERT = 0.2
+# Outcomes that count as "ended well" (not expanded by default)
+GOOD_OUTCOMES = frozenset({"closed", "established", "half-closed"})
+# Common initial TTLs, to turn a received TTL into a hop count
+INITIAL_TTLS = (64, 128, 255)
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What happened to one connection, for people and for scripts."""
+
+    outcome: str  # one word or hyphenated phrase (JSON "outcome")
+    conn_state: str  # Zeek conn_state
+    history: str  # Zeek history string
+    summary: str  # short note for the summary table
+    explanation: str  # two or three sentences
+    next_step: str  # what to check next ("" when nothing to do)
+    ok: bool  # ended well: not expanded by default
+    side: str = ""  # client | server | path | capture | ""
+    server_time_wait: bool = False
+
+
+def hops(ttl: int | None) -> int | None:
+    """Hops a packet travelled, guessed from its TTL and the usual initial values."""
+    if ttl is None or ttl <= 0:
+        return None
+    for initial in INITIAL_TTLS:
+        if ttl <= initial:
+            return initial - ttl
+    return None
+
+
+def conn_state(conn: Connection) -> str:
+    """Zeek's conn_state code."""
+    c, s = conn.client, conn.server
+    orig_syn = c.syn_count > 0
+    resp_synack = s.syn_count > 0
+    if conn.midstream and not orig_syn and not resp_synack:
+        return "OTH"
+    if not orig_syn and resp_synack:
+        if s.rst_ts is not None:
+            return "RSTRH"
+        if s.fin_seq is not None:
+            return "SHR"
+        return "OTH"
+    if not resp_synack:
+        if s.rst_ts is not None:
+            return "REJ"
+        if c.rst_ts is not None:
+            return "RSTOS0"
+        if c.fin_seq is not None:
+            return "SH"
+        if s.packets == 0:
+            return "S0"
+        return "OTH"
+    # established (SYN and SYN-ACK seen)
+    if c.rst_ts is not None and (s.rst_ts is None or c.rst_ts <= s.rst_ts):
+        return "RSTO"
+    if s.rst_ts is not None:
+        return "RSTR"
+    if c.fin_seq is not None and s.fin_seq is not None:
+        return "SF"
+    if c.fin_seq is not None:
+        return "S2"
+    if s.fin_seq is not None:
+        return "S3"
+    return "S1"
+
+
+# history letters that repeat logarithmically (1st, 10th, 100th ...)
+_LOG_LETTERS = "tgw"
+
+
+def history(conn: Connection) -> str:
+    """Zeek's history string: upper case for the originator, lower for the responder."""
+    out: list[str] = []
+    once: set[str] = set()
+    last_seq: dict[str, int] = {}
+    counts: dict[str, int] = {}
+
+    def add(letter: str, d: int, seq: int | None = None) -> None:
+        ch = letter.upper() if d == C2S else letter
+        if letter in "adiq":
+            if ch in once:
+                return
+            once.add(ch)
+        elif letter in "fhrs":
+            if ch in last_seq and last_seq[ch] == seq:
+                return
+            last_seq[ch] = seq  # type: ignore[assignment]
+        elif letter in _LOG_LETTERS:
+            n = counts.get(ch, 0) + 1
+            counts[ch] = n
+            if n not in (1, 10, 100, 1000, 10000, 100000):
+                return
+        out.append(ch)
+
+    if conn.roles_guessed and conn.packets and conn.packets[0].dir != C2S:
+        out.append("^")
+    for pkt in conn.packets:
+        seg = pkt.seg
+        fl = seg.flags
+        d = pkt.dir
+        if fl & SYN:
+            if fl & (FIN | RST):
+                add("q", d)
+            add("h" if fl & ACK else "s", d, seg.seq)
+        if fl & FIN:
+            add("f", d, seg.seq)
+        if fl & RST:
+            add("r", d, seg.seq)
+        if fl & ACK and not seg.length and not fl & (SYN | FIN | RST):
+            add("a", d)
+        if seg.length:
+            add("d", d)
+        if pkt.analysis & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION) and seg.length:
+            add("t", d)
+        if pkt.analysis & F.A_LOST_SEGMENT:
+            add("g", d)
+        if pkt.analysis & F.A_ZERO_WINDOW:
+            add("w", d)
+    return "".join(out)
+
+
+def _server_addr(conn: Connection) -> str:
+    return fmt_ip(conn.server.ip)
+
+
+def _icmp_sentence(conn: Connection) -> tuple[str, str, str, str]:
+    """(outcome, summary, explanation, next step) for an attempt killed by ICMP."""
+    err = conn.icmp[-1]
+    reason = err.name
+    router = fmt_ip(err.router)
+    label = icmp_label(err.version, err.type, err.code)
+    server = _server_addr(conn)
+    port = conn.server.port
+    where = f"at {router}"
+    router_hops = hops(err.ttl)
+    if err.router == conn.server.ip:
+        where = f"by the server {server} itself"
+    elif router_hops is not None:
+        where = f"at {router}, {router_hops + 1} hop{'s' if router_hops else ''} from the capture point"
+    if reason in FILTER_REASONS:
+        outcome = "icmp-prohibited"
+        summary = f"{reason} ({label}) from {router}"
+        expl = (
+            f"A filter {where} rejected the SYN to {server}:{port} with {label} ({reason}): "
+            f"the packet never reached the server, and the filter said so instead of dropping it silently."
+        )
+        nxt = f"Check the firewall / ACL on {router} for a reject rule covering port {port} (nft list ruleset, iptables -S)."
+    elif reason == "time-exceeded":
+        outcome = "icmp-time-exceeded"
+        summary = f"TTL expired at {router}"
+        expl = f"The SYN's TTL ran out {where} before it reached {server}: a routing loop or too many hops."
+        nxt = f"Run traceroute -T -p {port} {server} and look for a loop."
+    else:
+        outcome = "icmp-unreachable"
+        summary = f"{reason} ({label}) from {router}"
+        expl = f"{router} answered the SYN to {server}:{port} with {label} ({reason}): "
+        if reason == "port-unreach":
+            expl += "the host says nothing listens on that port."
+        elif reason in ("host-unreach", "net-unreach"):
+            expl += "it has no way to deliver to the server (no route, or ARP/ND for the server fails)."
+        elif reason in ("frag-needed", "packet-too-big"):
+            expl += f"the packet is larger than the path allows (MTU {err.mtu})."
+        else:
+            expl += "delivery failed on the way."
+        nxt = f"Check routing towards {server} on {router} (ip route get {server}) and whether the server is up."
+    return outcome, summary, expl, nxt
+
+
+def _loss_text(f: DirectionFacts, who: str) -> str:
+    parts = []
+    if f.fast_retransmissions:
+        parts.append(f"{f.fast_retransmissions} fast retransmit{'s' if f.fast_retransmissions > 1 else ''}")
+    if f.timeout_retransmissions:
+        parts.append(f"{f.timeout_retransmissions} after a timeout")
+    if f.spurious_retransmissions:
+        parts.append(f"{f.spurious_retransmissions} spurious")
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return (
+        f"{fmt.percent(f.retransmission_rate)} of the {who}'s data segments were retransmitted"
+        f" ({f.retransmitted_segments} of {f.data_segments}){detail}"
+    )
+
+
+def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
+    """Decide the outcome and word the verdict for one connection."""
+    c, s = conn.client, conn.server
+    cs = conn_state(conn)
+    hist = history(conn)
+    server = _server_addr(conn)
+    port = s.port
+    fc, fs = state.facts
+    syn_times = c.syn_times
+    handshake_rtt = (
+        conn.handshake_ack_ts - conn.syn_ts if conn.handshake_ack_ts is not None and conn.syn_ts is not None else None
+    )
+    notes: list[str] = []
+    side = ""
+    next_step = ""
+    ok = False
+
+    if conn.icmp and not conn.established and s.syn_count == 0:
+        outcome, summary, explanation, next_step = _icmp_sentence(conn)
+        side = "path"
+    elif cs == "REJ":
+        outcome = "refused"
+        delay = (s.rst_ts - conn.syn_ts) if (s.rst_ts is not None and conn.syn_ts is not None) else None
+        summary = f"RST from server {fmt.duration(delay)} after SYN" if delay is not None else "RST from server"
+        tries = f" (all {c.syn_count} SYNs)" if c.syn_count > 1 else ""
+        explanation = (
+            f"Server {server} answered the SYN{tries} with RST"
+            f"{' after ' + fmt.duration(delay) if delay is not None else ''}: "
+            f"the host is reachable, but nothing listens on port {port}"
+            " (or a firewall on the way sends resets for it)."
+        )
+        next_step = f"Check the service is running and bound to this address: ss -lntp | grep :{port} on {server}."
+        side = "server"
+    elif cs in ("S0", "SH", "RSTOS0") and not conn.icmp:
+        outcome = "no-answer"
+        span = syn_times[-1] - syn_times[0] if len(syn_times) > 1 else 0.0
+        pattern = backoff_pattern(syn_times)
+        gaps = gaps_text(syn_times)
+        if c.syn_count > 1:
+            summary = f"{c.syn_count} SYNs, gaps {gaps}, nothing back"
+            explanation = (
+                f"{c.syn_count} SYNs over {fmt.duration(span)} (gaps {gaps}"
+                f"{'; ' + pattern if pattern else ''}), and nothing came back: no SYN-ACK, no RST, no ICMP."
+            )
+        else:
+            summary = "1 SYN, nothing back"
+            explanation = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before the capture ended."
+        explanation += f" Packets to {server}:{port} are dropped on the way, or the host is down."
+        if cs == "RSTOS0":
+            explanation += " The client then gave up with RST."
+        next_step = (
+            f"Check firewalls / security groups on the path for DROP rules on port {port}; "
+            f"test from closer to the server (nc -vz {server} {port}) and check the host is up."
+        )
+        side = "path"
+    elif cs in ("RSTO", "RSTR", "RSTRH"):
+        by_client = cs == "RSTO"
+        outcome = "reset-by-client" if by_client else "reset-by-server"
+        who = "client" if by_client else "server"
+        other = "server" if by_client else "client"
+        rst_ts = c.rst_ts if by_client else s.rst_ts
+        after = fmt.duration((rst_ts or conn.last_ts) - conn.first_ts)
+        moved = fc.payload_bytes + fs.payload_bytes
+        if not conn.established or (s.syn_count and conn.handshake_ack_ts is None and not conn.midstream):
+            if by_client:
+                summary = "client reset the half-open handshake"
+                explanation = (
+                    f"The server answered with SYN-ACK, then the client sent RST instead of completing the handshake"
+                    f" (a port scanner or probe does this, or the client's socket was gone)."
+                )
+                next_step = "Nothing to fix if this was a scan; otherwise check the client application logs."
+            else:
+                summary = "server reset during the handshake"
+                explanation = "The server sent a SYN-ACK and then RST before the handshake completed."
+                next_step = f"Check the server's accept queue and application on {server}."
+            side = who
+        else:
+            summary = f"RST from {who} after {after}"
+            explanation = (
+                f"The {who} aborted the connection with RST {after} after it started, "
+                f"after {fmt.size(moved)} of data; the {other} did not close it. "
+            )
+            last_data = None
+            for pkt in conn.packets:
+                if pkt.seg.length:
+                    last_data = pkt
+            if last_data is not None and last_data.seg.ts <= (rst_ts or 0) and (rst_ts or 0) - last_data.seg.ts < 0.5:
+                explanation += "Data was still flowing: an application closing with unread data, a crash, or a middlebox cutting it."
+            else:
+                explanation += "An application abort (SO_LINGER 0), a crash, or an idle timeout on a firewall/NAT."
+            next_step = f"Check the {who} application's logs around that time, and any firewall or load balancer idle timeouts."
+            side = who
+    elif cs == "SF":
+        outcome = "closed"
+        first = "client" if (c.fin_ts or 0) <= (s.fin_ts or 0) else "server"
+        summary = f"{first} closed first"
+        explanation = f"Normal connection: handshake, {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received, closed with FIN by both sides, the {first} first."
+        ok = True
+    elif cs in ("S2", "S3", "SHR"):
+        who = "client" if cs == "S2" else "server"
+        other = "server" if cs == "S2" else "client"
+        outcome = "half-closed"
+        me = c if who == "client" else s
+        data_after = any(p.seg.length and p.seg.ts > (me.fin_ts or 0) and p.dir != (C2S if who == "client" else 1) for p in conn.packets)
+        summary = f"{who} sent FIN, {other} did not"
+        explanation = f"The {who} closed its sending side (FIN); the {other} had not sent its FIN when the capture ended"
+        explanation += ", and kept sending data after it (a half-close)." if data_after else "."
+        next_step = f"If the {other} should have closed: it may still hold the socket in CLOSE-WAIT (ss -tan state close-wait)."
+        ok = True
+    elif cs == "OTH":
+        outcome = "midstream"
+        summary = "picked up mid-stream, roles guessed from ports"
+        explanation = (
+            "The capture starts after this connection's handshake, so client and server were guessed from the ports"
+            f" ({fmt_ip(c.ip)}:{c.port} taken as the client)."
+        )
+        if c.rst_ts or s.rst_ts:
+            explanation += " It ended with RST."
+        elif c.fin_seq is not None and s.fin_seq is not None:
+            explanation += " It closed with FIN from both sides."
+        ok = not (c.rst_ts or s.rst_ts)
+    else:  # S1: established, not terminated
+        outcome = "established"
+        if conn.handshake_ack_ts is None and s.syn_count:
+            outcome = "handshake-incomplete"
+            summary = "SYN-ACK not acknowledged"
+            n = s.syn_count
+            explanation = (
+                f"The server answered with SYN-ACK{' ' + str(n) + ' times' if n > 1 else ''}, but no ACK from the client is in the capture: "
+                "the SYN-ACK is lost on the way back, or the client gave up."
+            )
+            if n > 1:
+                explanation += f" The server retransmitted the SYN-ACK (gaps {gaps_text(s.syn_times)})."
+            next_step = f"Check the return path from {server} to the client (asymmetric routing, a stateful firewall dropping the SYN-ACK)."
+            side = "path"
+        else:
+            summary = "open at end of capture"
+            explanation = "The connection was established and still open when the capture ended."
+            ok = True
+
+    # secondary findings that apply to established connections
+    if conn.established:
+        extra, worst = _secondary(conn, state, handshake_rtt)
+        if extra:
+            notes.extend(extra)
+        if worst:
+            ok = False
+            if not next_step:
+                next_step = worst
+    if s.syn_count > 1 and conn.established:
+        notes.append(f"the server retransmitted its SYN-ACK {s.syn_count - 1} time(s): the first was lost or the client's ACK was")
+        ok = False
+    if c.syn_count > 1 and conn.established and outcome not in ("refused", "no-answer"):
+        notes.append(
+            f"the client sent {c.syn_count} SYNs before the handshake completed (gaps {gaps_text(syn_times)}): "
+            "the first SYN(s) or SYN-ACK(s) were lost"
+        )
+        ok = False
+    if conn.reused_from is not None:
+        notes.append(f"this 4-tuple was used before by connection #{conn.reused_from} (port reuse)")
+    if conn.evicted:
+        notes.append("evicted from the connection table (--max-conns) before it ended; later packets start a new entry")
+    tw = ""
+    if cs == "SF":
+        ct, st = conn.state_of(c), conn.state_of(s)
+        if ct == "TIME-WAIT":
+            tw = "the client ends in TIME-WAIT"
+        elif st == "TIME-WAIT":
+            tw = "the server ends in TIME-WAIT (it closed first; many of these can exhaust its ports)"
+        if tw:
+            notes.append(tw)
+    if handshake_rtt is not None and outcome in ("closed", "established", "half-closed", "reset-by-client", "reset-by-server"):
+        summary = f"handshake {fmt.duration(handshake_rtt)}; " + summary
+    if notes:
+        explanation = explanation.rstrip() + " " + " ".join(n[0].upper() + n[1:] + "." for n in notes)
+    return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, "server ends" in tw)
+
+
+def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | None) -> tuple[list[str], str]:
+    """Loss, zero window, keep-alive and capture-artefact findings; and the next step for the worst."""
+    notes: list[str] = []
+    worst = ""
+    rtt_txt = f"; handshake RTT {fmt.duration(handshake_rtt)}" if handshake_rtt is not None else ""
+    for d, who in ((C2S, "client"), (1, "server")):
+        f = state.facts[d]
+        peer = "server" if who == "client" else "client"
+        artefacts = f.acked_unseen and f.spurious_retransmissions and not f.timeout_retransmissions and not f.fast_retransmissions
+        if f.retransmitted_segments and f.retransmission_rate >= LOSS_RATE_ALERT and not artefacts:
+            notes.append(_loss_text(f, who) + rtt_txt + ": loss on the path")
+            worst = worst or (
+                "Look for packet loss between the two hosts: interface errors (ip -s link), "
+                "a congested or policing link, mtr towards the peer."
+            )
+        elif f.retransmitted_segments and not artefacts:
+            notes.append(_loss_text(f, who))
+        if artefacts:
+            notes.append(
+                f"{f.spurious_retransmissions} segment(s) from the {who} look retransmitted only because the capture "
+                "saw them out of order: capture artefact, not network loss"
+            )
+        pf = state.facts[1 - d]
+        if f.zero_window_time >= ZERO_WINDOW_ALERT and f.zero_window_adverts:
+            probes = pf.zero_window_probes + pf.keep_alives
+            notes.append(
+                f"the {who} stopped reading: it advertised a zero window for {fmt.duration(f.zero_window_time)}"
+                f" ({f.zero_window_adverts} times) while the {peer} probed {probes} time{'s' if probes != 1 else ''}"
+            )
+            worst = worst or f"The {who} application is not reading its socket fast enough: check its CPU, locks, or back-pressure."
+        if f.lost_segments and not f.acked_unseen:
+            notes.append(f"{f.lost_segments} gap(s) in the {who}'s data not in the capture (capture drops or loss before the capture point)")
+        elif pf.acked_unseen and not f.retransmitted_segments:
+            notes.append(
+                f"the {peer} acknowledged {pf.acked_unseen} time(s) data from the {who} that the capture never saw: "
+                "missing from the capture, not lost on the network"
+            )
+        if f.keep_alives and not pf.zero_window_adverts:
+            notes.append(f"the {who} sent {f.keep_alives} keep-alive(s) on an idle connection (longest idle gap {fmt.duration(f.max_idle)})")
+    return notes, worst
