@@ -193,5 +193,8 @@ def _linktype_names(linktypes: object) -> str:
     return "+".join(_LINKTYPE_NAMES.get(lt, f"linktype {lt}") for lt in sorted(linktypes))  # type: ignore[call-overload]
 
 
+# --- further commands register here (one line each) ---
+
+
 if __name__ == "__main__":
     main()

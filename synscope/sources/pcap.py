@@ -35,6 +35,9 @@ CHUNK = 1 << 20
 MAX_RECORD = 256 << 20
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Compressed bytes fed to zlib per call. Small enough that a damaged stream loses
+# little (see _salvage), large enough that the per-call cost does not show.
+_GZ_PIECE = 1 << 16
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib parses the gzip header and trailer itself
 
 # pcap magic (as the first 4 bytes appear in the file) -> (byte order, units per
@@ -93,9 +96,7 @@ class _Structs:
         self.rec = struct.Struct(order + "IIII")  # pcap: ts_sec, ts_frac, caplen, len
         self.blockhdr = struct.Struct(order + "II")  # pcapng: type, total length
         self.epb = struct.Struct(order + "IIIII")  # if_id, ts_hi, ts_lo, caplen, len
-        self.pb = struct.Struct(
-            order + "HHIIII"
-        )  # if_id, drops, ts_hi, ts_lo, cap, len
+        self.pb = struct.Struct(order + "HHIIII")  # if_id, drops, ts_hi, ts_lo, cap, len
         self.idb = struct.Struct(order + "HHI")  # linktype, reserved, snaplen
         self.opt = struct.Struct(order + "HH")  # option code, length
         self.u16 = struct.Struct(order + "H")
@@ -189,11 +190,11 @@ class _Gunzip:
             if d.unconsumed_tail:  # output was capped at n last time
                 data = d.unconsumed_tail
             elif d.eof:  # a member ended: another may follow
-                data = d.unused_data or self._inp.read(CHUNK)
+                data = d.unused_data or self._inp.read(_GZ_PIECE)
                 # zero padding after the last member is common (tape blocking);
                 # gzip(1) ignores it too
                 while data and not data.strip(b"\0"):
-                    data = self._inp.read(CHUNK)
+                    data = self._inp.read(_GZ_PIECE)
                 if not data:
                     self._d = None
                     if self._inp.error:
@@ -201,25 +202,45 @@ class _Gunzip:
                     return b""
                 data = data.lstrip(b"\0")
                 if not _GZIP_MAGIC.startswith(data[:2]):
-                    return self._fail(
-                        "trailing garbage after the gzip data ignored", False
-                    )
+                    return self._fail("trailing garbage after the gzip data ignored", False)
                 d = self._d = zlib.decompressobj(_GZIP_WBITS)
             else:
-                data = self._inp.read(CHUNK)
+                data = self._inp.read(_GZ_PIECE)
                 if not data:
                     # input ended inside a member: hand over what zlib still holds
                     tail = d.flush()
-                    self._fail(
-                        self._inp.error or "the gzip data ends early (cut-off file)"
-                    )
+                    self._fail(self._inp.error or "the gzip data ends early (cut-off file)")
                     return tail
+            saved = d.copy()  # a few µs per 64 KiB: buys salvage if this piece is bad
             try:
                 out = d.decompress(data, n)
             except zlib.error as exc:
-                return self._fail(f"corrupt gzip data ({exc})")
+                # zlib drops the whole call's output on an error; replay the piece
+                # in small steps to hand over everything before the damage, as zcat does
+                out = _salvage(saved, data)
+                self._fail(f"corrupt gzip data ({exc})")
             if out:
                 return out
+
+
+def _salvage(d: zlib._Decompress, data: bytes) -> bytes:
+    """Decompress `data` in small steps, keeping the output made before an error.
+
+    Steps of 256 bytes, and the step that fails once more byte by byte, so at
+    most a few bytes' worth of output before the damage is lost.
+    """
+    parts = []
+    for step in (256, 1):
+        for i in range(0, len(data), step):
+            saved = d.copy()
+            try:
+                parts.append(d.decompress(data[i : i + step]))
+            except zlib.error:
+                d, data = saved, data[i : i + step]
+                break
+        else:
+            break  # no error at all: nothing more to replay
+    return b"".join(parts)
 
 
 def _describe_resolution(code: int) -> str:
@@ -295,9 +316,7 @@ class CaptureReader:
 
     def __iter__(self) -> Iterator[RawFrame]:
         if self._gen is None:
-            self._gen = (
-                self._pcap_frames() if self.format == "pcap" else self._pcapng_frames()
-            )
+            self._gen = self._pcap_frames() if self.format == "pcap" else self._pcapng_frames()
         return self._gen
 
     def close(self) -> None:
@@ -353,9 +372,7 @@ class CaptureReader:
             head = self._fill(4)
             if not head:
                 err = self._src.error
-                raise CaptureError(
-                    f"{name}: " + (err if err else "empty file (inside gzip)")
-                )
+                raise CaptureError(f"{name}: " + (err if err else "empty file (inside gzip)"))
         else:
             self._buf = head
         magic = head[:4]
@@ -369,20 +386,14 @@ class CaptureReader:
                 if head.startswith(prefix):
                     raise CaptureError(f"{name}: {inside} {what}")
             what = "the gzip data is not" if self.compressed else "not"
-            raise CaptureError(
-                f"{name}: {what} a pcap or pcapng file (starts with {magic.hex(' ')})"
-            )
+            raise CaptureError(f"{name}: {what} a pcap or pcapng file (starts with {magic.hex(' ')})")
 
     def _start_pcap(self, magic: bytes) -> None:
         order, units, hdrlen = _PCAP_MAGICS[magic]
         hdr = self._fill(24)
         if len(hdr) < 24:
-            raise CaptureError(
-                f"{self.name}: pcap file header cut short ({len(hdr)} of 24 bytes)"
-            )
-        major, minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(
-            order + "HHiIII", hdr, 4
-        )
+            raise CaptureError(f"{self.name}: pcap file header cut short ({len(hdr)} of 24 bytes)")
+        major, minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(order + "HHiIII", hdr, 4)
         if major != 2:
             raise CaptureError(f"{self.name}: unsupported pcap version {major}.{minor}")
         self.format = "pcap"
@@ -401,21 +412,13 @@ class CaptureReader:
         hdr = self._fill(12)
         order = _PCAPNG_BOM.get(hdr[8:12])
         if order is None:
-            raise CaptureError(
-                f"{name}: not a pcapng file (bad byte-order magic "
-                f"{hdr[8:12].hex(' ') or 'missing'})"
-            )
+            raise CaptureError(f"{name}: not a pcapng file (bad byte-order magic {hdr[8:12].hex(' ') or 'missing'})")
         (blen,) = struct.unpack_from(order + "I", hdr, 4)
         if blen < 28 or blen > MAX_RECORD or blen % 4:
-            raise CaptureError(
-                f"{name}: pcapng section header has an impossible length {blen}"
-            )
+            raise CaptureError(f"{name}: pcapng section header has an impossible length {blen}")
         block = self._fill(blen)
         if len(block) < blen:
-            raise CaptureError(
-                f"{name}: pcapng section header cut short "
-                f"({len(block)} of {blen} bytes)"
-            )
+            raise CaptureError(f"{name}: pcapng section header cut short ({len(block)} of {blen} bytes)")
         self._check_section(block, 0, order)
         self.format = "pcapng"
         self._order = order
@@ -442,9 +445,7 @@ class CaptureReader:
         major = _STRUCTS[order].u16.unpack_from(buf, pos + 12)[0]
         if major != 1:
             minor = _STRUCTS[order].u16.unpack_from(buf, pos + 14)[0]
-            raise CaptureError(
-                f"{self.name}: unsupported pcapng version {major}.{minor}"
-            )
+            raise CaptureError(f"{self.name}: unsupported pcapng version {major}.{minor}")
 
     def _add_interface(self, buf: bytes, pos: int, blen: int, st: _Structs) -> None:
         """Record an Interface Description Block whose bytes are all in `buf`."""
@@ -463,9 +464,7 @@ class CaptureReader:
                 res_code = buf[opos + 4]
                 exp = res_code & 0x7F
                 if exp > 100:  # 10^-100 s is corruption, not a clock
-                    raise _BadBlock(
-                        f"interface has an impossible if_tsresol {res_code:#x}"
-                    )
+                    raise _BadBlock(f"interface has an impossible if_tsresol {res_code:#x}")
                 units = 1 << exp if res_code & 0x80 else 10**exp
             elif code == _OPT_TSOFFSET and olen >= 8:
                 offset = st.i64.unpack_from(buf, opos + 4)[0]
@@ -479,9 +478,7 @@ class CaptureReader:
         desc = _describe_resolution(res_code)
         self._resolutions.append(desc)
         first = self._resolutions[0]
-        self.ts_resolution = (
-            first if all(r == first for r in self._resolutions) else "mixed"
-        )
+        self.ts_resolution = first if all(r == first for r in self._resolutions) else "mixed"
 
     # ----- reading -----
 
@@ -510,9 +507,7 @@ class CaptureReader:
     def _stop(self, offset: int, what: str) -> None:
         """End reading at a fault: remember where, and tell the user in one line."""
         self.truncated_at = offset
-        self.warnings.append(
-            f"{self.name}: {what} {self._where(offset)}; the rest is lost"
-        )
+        self.warnings.append(f"{self.name}: {what} {self._where(offset)}; the rest is lost")
 
     def _cut(self, offset: int) -> None:
         """The input ended (or failed) inside the record starting at `offset`."""
@@ -537,10 +532,7 @@ class CaptureReader:
         self._buf, self._pos = buf, pos
         if bad_frac:
             frames = "1 frame" if bad_frac == 1 else f"{bad_frac} frames"
-            self.warnings.append(
-                f"{self.name}: {frames} with invalid sub-second timestamp fields "
-                "(clamped to just under the next second)"
-            )
+            self.warnings.append(f"{self.name}: {frames} with invalid sub-second timestamp fields (clamped to just under the next second)")
         self._close_file()
 
     def _pcap_frames(self) -> Generator[RawFrame, None, None]:
@@ -605,9 +597,7 @@ class CaptureReader:
         buf, pos = self._buf, self._pos
         n = len(buf)
         frame = 0
-        last_ts = (
-            0.0  # Simple Packet Blocks have no timestamp: they get the previous one
-        )
+        last_ts = 0.0  # Simple Packet Blocks have no timestamp: they get the previous one
         try:
             while True:
                 if pos + 12 > n:
@@ -658,9 +648,7 @@ class CaptureReader:
                 if btype == _EPB:
                     if blen < 32:
                         self.frames = frame
-                        self._stop(
-                            self._base + pos, f"packet block too short ({blen} bytes)"
-                        )
+                        self._stop(self._base + pos, f"packet block too short ({blen} bytes)")
                         return
                     ifid, hi, lo, cap, olen = epb(buf, pos + 8)
                     padded = (cap + 3) & ~3
@@ -673,9 +661,7 @@ class CaptureReader:
                         return
                     if ifid >= len(ifaces):
                         self.frames = frame
-                        self._stop(
-                            self._base + pos, f"packet for undeclared interface {ifid}"
-                        )
+                        self._stop(self._base + pos, f"packet for undeclared interface {ifid}")
                         return
                     lt, units, offset, _snap = ifaces[ifid]
                     # int / int is correctly rounded in CPython, even past 2^53 ns
@@ -712,9 +698,7 @@ class CaptureReader:
                         return
                     if not ifaces:
                         self.frames = frame
-                        self._stop(
-                            self._base + pos, "packet for undeclared interface 0"
-                        )
+                        self._stop(self._base + pos, "packet for undeclared interface 0")
                         return
                     lt, _units, _offset, snap = ifaces[0]
                     olen = u32(buf, pos + 8)[0]
@@ -724,9 +708,7 @@ class CaptureReader:
                     if snap and cap > snap:
                         cap = snap
                     frame += 1
-                    yield RawFrame(
-                        frame, last_ts, lt, buf[pos + 12 : pos + 12 + cap], olen
-                    )
+                    yield RawFrame(frame, last_ts, lt, buf[pos + 12 : pos + 12 + cap], olen)
 
                 elif btype == _IDB:
                     try:
@@ -739,9 +721,7 @@ class CaptureReader:
                 elif btype == _SHB:
                     if blen < 28:
                         self.frames = frame
-                        self._stop(
-                            self._base + pos, f"section header too short ({blen} bytes)"
-                        )
+                        self._stop(self._base + pos, f"section header too short ({blen} bytes)")
                         return
                     major = st.u16.unpack_from(buf, pos + 12)[0]
                     if major != 1:
@@ -757,9 +737,7 @@ class CaptureReader:
                 elif btype == _PB:
                     if blen < 32:
                         self.frames = frame
-                        self._stop(
-                            self._base + pos, f"packet block too short ({blen} bytes)"
-                        )
+                        self._stop(self._base + pos, f"packet block too short ({blen} bytes)")
                         return
                     ifid, _drops, hi, lo, cap, olen = st.pb.unpack_from(buf, pos + 8)
                     padded = (cap + 3) & ~3
@@ -809,13 +787,8 @@ def open_capture(path: str) -> CaptureReader:
             raise CaptureError("stdin: not available")
         isatty = getattr(f, "isatty", None)
         if isatty is not None and isatty():
-            raise CaptureError(
-                "stdin: is a terminal; pipe a capture in, "
-                "e.g. tcpdump -w - | synscope read -"
-            )
-        reader = CaptureReader(
-            path, "stdin", f, streaming=True, size=None, owns_file=False
-        )
+            raise CaptureError("stdin: is a terminal; pipe a capture in, e.g. tcpdump -w - | synscope read -")
+        reader = CaptureReader(path, "stdin", f, streaming=True, size=None, owns_file=False)
     else:
         try:
             f = open(path, "rb", buffering=0)  # noqa: SIM115 - the reader owns and closes it
@@ -837,9 +810,7 @@ def open_capture(path: str) -> CaptureReader:
         regular = stat.S_ISREG(mode)
         # a FIFO or process substitution (<(tcpdump -w - ...)) behaves like stdin
         size = os.fstat(f.fileno()).st_size if regular else None
-        reader = CaptureReader(
-            path, path, f, streaming=not regular, size=size, owns_file=True
-        )
+        reader = CaptureReader(path, path, f, streaming=not regular, size=size, owns_file=True)
     try:
         reader._start()
     except BaseException:

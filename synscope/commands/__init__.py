@@ -1,0 +1,1 @@
+"""Click commands other than ``read``, one module each; cli.py registers them."""
