@@ -146,8 +146,20 @@ def _warn_run(pipeline: object) -> None:
     ds = pipeline.decoder.stats
     if st.duplicates:
         click.echo(
-            f"synscope: note: dropped {st.duplicates} duplicate frames (the same bytes twice within 1 ms: "
-            "a loopback capture through AF_PACKET records each packet twice); --keep-duplicates keeps them",
+            f"synscope: note: dropped {st.duplicates} duplicate frames: the same packet captured twice within 1 ms "
+            "(loopback through AF_PACKET, or -i any on a host that forwards it); --keep-duplicates keeps them",
+            err=True,
+        )
+    if st.reordered:
+        click.echo(
+            f"synscope: note: {st.reordered} frames were written out of time order (interfaces interleaved in batches); "
+            "analysed in time order, frame numbers unchanged",
+            err=True,
+        )
+    if st.backwards:
+        click.echo(
+            f"synscope: warning: {st.backwards} frames are stamped earlier than a frame before them "
+            "(clock stepped, or a damaged capture): times and RTTs around them are unreliable",
             err=True,
         )
     for lt, n in ds.unknown_linktype.items():
@@ -186,7 +198,18 @@ def _write_text(readers: list, pipeline: object, reports: list, out: TextIO, sho
         write_connection(r, out, absolute=absolute, payload=payload)
 
 
-_LINKTYPE_NAMES = {0: "null/loopback", 1: "ethernet", 101: "raw IP", 108: "loopback", 113: "linux cooked (SLL)", 228: "raw IPv4", 229: "raw IPv6", 276: "linux cooked v2 (SLL2)", 12: "raw IP", 14: "raw IP"}
+_LINKTYPE_NAMES = {
+    0: "null/loopback",
+    1: "ethernet",
+    12: "raw IP",
+    14: "raw IP",
+    101: "raw IP",
+    108: "loopback",
+    113: "linux cooked (SLL)",
+    228: "raw IPv4",
+    229: "raw IPv6",
+    276: "linux cooked v2 (SLL2)",
+}
 
 
 def _linktype_names(linktypes: object) -> str:

@@ -7,6 +7,7 @@ memory stays flat on long captures.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -15,14 +16,18 @@ from synscope.analysis.engine import Analyser, ConnAnalysis
 from synscope.bpf import FrameFilter
 from synscope.decode import Decoder
 from synscope.model import IcmpError, RawFrame, Segment
-from synscope.tracker import Connection, Tracker
+from synscope.tracker import CLOSED_LINGER, Connection, Tracker
 from synscope.verdict import Verdict, judge
 
-# Identical bytes seen again this soon is the capture seeing one packet twice
-# (AF_PACKET on loopback records the outgoing and the incoming copy).
+# The same segment seen again this soon is the capture seeing one packet twice
+# (loopback through AF_PACKET; -i any on a host that forwards).
 DUPLICATE_WINDOW = 0.001
 # Capture-time interval between sweeps for finished connections
 SWEEP_INTERVAL = 5.0
+# pcapng files from several interfaces interleave them in batches, out of time order;
+# frames are put back in time order within this much capture time (as reordercap would)
+REORDER_WINDOW = 2.0
+REORDER_MAX_HELD = 200_000
 # A failed attempt followed this soon by another to the same server port is an application retry
 RETRY_WINDOW = 120.0
 
@@ -49,6 +54,8 @@ class RunStats:
     first_ts: float | None = None
     last_ts: float | None = None
     connections: int = 0
+    reordered: int = 0  # frames put back in time order
+    backwards: int = 0  # frames stamped earlier than a frame before them (clock steps, broken capture)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -76,15 +83,24 @@ class Pipeline:
         max_conns: int | None = None,
         keep_payload: bool = False,
         dedup: bool = True,
+        closed_linger: float = CLOSED_LINGER,
+        idle_timeout: float | None = None,
+        prepare: Callable[[Connection, ConnAnalysis], None] | None = None,
     ) -> None:
+        """``closed_linger`` / ``idle_timeout``: see :class:`Tracker` (a live source hands closed
+        connections on sooner, and idle ones at all); ``prepare`` is called on each finished
+        connection before it is annotated and judged (``watch --handshakes`` uses it)."""
         self.selection = selection or Selection()
         self.decoder = Decoder(keep_payload=keep_payload)
-        self.tracker = Tracker(max_conns=max_conns)
+        self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout)
+        self.prepare = prepare
         self.analyser = Analyser()
         self.stats = RunStats()
         self.dedup = dedup
-        self._prev_data: bytes = b""
-        self._prev_ts = 0.0
+        # two generations of recently seen segment identities (see _seen_twice)
+        self._recent: dict[tuple, float] = {}
+        self._older: dict[tuple, float] = {}
+        self._recent_start = 0.0
         self._next_sweep = 0.0
         self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int]] = {}
         self.source_names: list[str] = []
@@ -96,13 +112,11 @@ class Pipeline:
         ts = frame.ts
         if stats.first_ts is None or ts < stats.first_ts:
             stats.first_ts = ts
-        if stats.last_ts is None or ts > stats.last_ts:
+        if stats.last_ts is None or ts >= stats.last_ts:
             stats.last_ts = ts
+        elif stats.last_ts - ts > DUPLICATE_WINDOW:
+            stats.backwards += 1
         data = frame.data
-        if self.dedup and data == self._prev_data and 0 <= ts - self._prev_ts < DUPLICATE_WINDOW:
-            stats.duplicates += 1
-            return
-        self._prev_data, self._prev_ts = data, ts
         sel = self.selection
         if sel.frame_filter is not None and not sel.frame_filter.matches(frame.linktype, data, frame.orig_len):
             stats.filtered_out += 1
@@ -115,6 +129,11 @@ class Pipeline:
             return
         item.source_index = source_index
         if isinstance(item, Segment):
+            if self.dedup and self._seen_twice(item):
+                stats.duplicates += 1
+                return
+            if self.tracker.is_straggler(item):
+                return
             conn, pkt = self.tracker.feed(item)
             self.analyser.on_packet(conn, pkt)
         else:
@@ -122,6 +141,36 @@ class Pipeline:
         if ts >= self._next_sweep:
             self._next_sweep = ts + SWEEP_INTERVAL
             self.tracker.sweep()
+
+    def _seen_twice(self, seg: Segment) -> bool:
+        """The same segment again within DUPLICATE_WINDOW: one packet captured twice.
+
+        Loopback captures through AF_PACKET record the outgoing and incoming copy;
+        ``tcpdump -i any`` on a router or container host records a forwarded
+        packet on every interface it crosses (its TTL one lower). Same
+        addresses, ports, seq, ack, flags, length, IP ID and TCP options is the
+        same packet: a real retransmission differs in IP ID or timestamp.
+        """
+        key = (seg.src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack, seg.flags, seg.length, seg.ip_id, seg.raw_options, seg.win)
+        ts = seg.ts
+        if ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start:
+            self._older, self._recent, self._recent_start = self._recent, {}, ts
+        prev = self._recent.get(key)
+        if prev is None:
+            prev = self._older.get(key)
+        if prev is not None and abs(ts - prev) <= DUPLICATE_WINDOW:
+            return True
+        self._recent[key] = ts
+        return False
+
+    def sweep(self, now: float | None = None) -> None:
+        """Hand on finished (and, with an idle timeout, idle) connections now; ``now`` is the
+        wall clock for a live source with no packets arriving. Collect them with :meth:`ready`."""
+        self.tracker.sweep(now)
+        horizon = max(self.tracker.clock, now or 0.0) - RETRY_WINDOW
+        if self._failed:
+            for key in [k for k, v in self._failed.items() if v[1] < horizon]:
+                del self._failed[key]
 
     def ready(self) -> list[ConnReport]:
         """Connections finished so far (call between frames to stream output)."""
@@ -133,6 +182,8 @@ class Pipeline:
 
     def _report(self, conn: Connection) -> ConnReport:
         state = self.analyser.finish(conn)
+        if self.prepare is not None:
+            self.prepare(conn, state)
         annotate(conn, state)
         verdict = judge(conn, state)
         self.stats.connections += 1
@@ -162,17 +213,42 @@ class Pipeline:
             self._failed[key] = (conn.id, conn.syn_ts, report.retry_number)
 
 
+def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFrame]:
+    """Frames in timestamp order, holding at most REORDER_WINDOW seconds of capture.
+
+    Multi-interface pcapng captures are written in per-interface batches; analysing
+    them in file order would make every batch look like a burst of retransmissions.
+    Frames keep their file frame numbers, so they still match Wireshark's.
+    """
+    heap: list[tuple[float, int, RawFrame]] = []
+    newest = float("-inf")
+    for frame in frames:
+        ts = frame.ts
+        if ts < newest:
+            stats.reordered += 1
+        else:
+            newest = ts
+        heapq.heappush(heap, (ts, frame.frame, frame))
+        while heap and (heap[0][0] < newest - REORDER_WINDOW or len(heap) > REORDER_MAX_HELD):
+            yield heapq.heappop(heap)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
 def run(
     sources: Iterable[tuple[str, Iterable[RawFrame]]],
     pipeline: Pipeline,
-    on_report: Callable[[ConnReport], None] | None = None,
 ) -> Iterator[ConnReport]:
-    """Feed every frame of every source; yield reports as connections finish, then the rest."""
+    """Feed every frame of every source; yield reports as connections finish, then the rest.
+
+    A source whose ``format`` attribute is ``"pcapng"`` is put in time order first.
+    """
     for index, (name, frames) in enumerate(sources):
         pipeline.source_names.append(name)
         feed = pipeline.feed
+        stream = time_ordered(frames, pipeline.stats) if getattr(frames, "format", "") == "pcapng" else frames
         n = 0
-        for frame in frames:
+        for frame in stream:
             feed(frame, index)
             n += 1
             if n & 0x3FF == 0:

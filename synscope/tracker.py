@@ -21,6 +21,9 @@ S2C = 1
 # A connection that saw RST or both FINs is handed on once the capture clock
 # is this far past its last packet: long enough for a TIME_WAIT retransmitted FIN.
 CLOSED_LINGER = 60.0
+# Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
+# 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
+MAX_RECENT_CLOSED = 65536
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR = 32768
 
@@ -98,6 +101,7 @@ class Connection:
     analysis: Any = None  # owned by the analysis stage
     evicted: bool = False
     dup_frames: int = 0
+    timed_out: bool = False  # retired by the idle timeout (Tracker.idle_timeout), not by FIN/RST
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""
@@ -149,7 +153,21 @@ def _key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, by
 class Tracker:
     """Assigns segments to connections and keeps each side's handshake and teardown facts."""
 
-    def __init__(self, max_conns: int | None = None, keep_packets: bool = True) -> None:
+    def __init__(
+        self,
+        max_conns: int | None = None,
+        keep_packets: bool = True,
+        closed_linger: float = CLOSED_LINGER,
+        idle_timeout: float | None = None,
+    ) -> None:
+        """``closed_linger``: how long after its last packet a closed connection is held before it is
+        handed on; ``idle_timeout``: hand on any connection silent this long (None: never)."""
+        self.closed_linger = closed_linger
+        self.idle_timeout = idle_timeout
+        # 4-tuples of closed connections retired before CLOSED_LINGER was over → when that is over
+        self._recent_closed: dict[tuple[bytes, int, bytes, int], float] = {}
+        self.stragglers = 0
+        self.timed_out = 0
         self.table: dict[tuple[bytes, int, bytes, int], Connection] = {}
         self.next_id = 1
         self.max_conns = max_conns
@@ -309,12 +327,53 @@ class Tracker:
         self.evicted += 1
         self._retire(victim_key)
 
-    def sweep(self) -> None:
-        """Retire connections that closed long enough ago (capture time) to be complete."""
-        horizon = self.clock - CLOSED_LINGER
-        done = [k for k, c in self.table.items() if c.last_ts < horizon and c.closed]
+    def sweep(self, now: float | None = None) -> None:
+        """Retire connections that closed long enough ago to be complete, and (with an
+        idle timeout) connections silent for longer than it.
+
+        Time is the capture clock, or ``now`` when that is later (a live source
+        passes the wall clock while no packets arrive).
+        """
+        clock = self.clock if now is None or now < self.clock else now
+        horizon = clock - self.closed_linger
+        idle_horizon = None if self.idle_timeout is None else clock - self.idle_timeout
+        done = []
+        for k, c in self.table.items():
+            if c.closed:
+                if c.last_ts < horizon:
+                    done.append(k)
+            elif idle_horizon is not None and c.last_ts < idle_horizon:
+                c.timed_out = True
+                self.timed_out += 1
+                done.append(k)
+        remember = self.closed_linger < CLOSED_LINGER
+        recent = self._recent_closed
         for k in done:
+            if remember and not self.table[k].timed_out:
+                recent[k] = self.table[k].last_ts + CLOSED_LINGER
+                if len(recent) > MAX_RECENT_CLOSED:
+                    del recent[next(iter(recent))]
             self._retire(k)
+        while recent:  # roughly in expiry order: drop the expired from the front
+            k = next(iter(recent))
+            if recent[k] >= clock:
+                break
+            del recent[k]
+
+    def is_straggler(self, seg: Segment) -> bool:
+        """A late packet (TIME_WAIT retransmitted FIN, last ACK, extra RST) of a closed connection
+        that was already handed on early (``closed_linger`` below CLOSED_LINGER): counted, not tracked."""
+        if not self._recent_closed:
+            return False
+        key = _key(seg.src, seg.sport, seg.dst, seg.dport)
+        until = self._recent_closed.get(key)
+        if until is None:
+            return False
+        if seg.flags & SYN or seg.ts > until or key in self.table:
+            del self._recent_closed[key]
+            return False
+        self.stragglers += 1
+        return True
 
     def take_retired(self) -> list[Connection]:
         """Connections finished since the last call, in the order they finished."""
@@ -324,8 +383,7 @@ class Tracker:
     def drain(self) -> Iterator[Connection]:
         """End of input: every connection still open, oldest first."""
         yield from self.take_retired()
-        for conn in sorted(self.table.values(), key=lambda c: c.id):
-            yield conn
+        yield from sorted(self.table.values(), key=lambda c: c.id)
         self.table.clear()
 
 

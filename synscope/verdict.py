@@ -140,6 +140,25 @@ def history(conn: Connection) -> str:
     return "".join(out)
 
 
+def _half_close(conn: Connection) -> str:
+    """A sentence when one side sent FIN and the other kept sending data for a while."""
+    for me, who, other, d in ((conn.client, "client", "server", C2S), (conn.server, "server", "client", 1)):
+        if me.fin_ts is None:
+            continue
+        peer = conn.server if me is conn.client else conn.client
+        if peer.fin_ts is not None and peer.fin_ts < me.fin_ts:
+            continue
+        after = [p for p in conn.packets if p.dir != d and p.seg.length and p.seg.ts > me.fin_ts]
+        if after:
+            sent = sum(p.seg.length for p in after)
+            span = (peer.fin_ts or after[-1].seg.ts) - me.fin_ts
+            return (
+                f"The {who} half-closed (shut down its sending side with FIN) and the {other} kept sending"
+                f" {fmt.size(sent)} for {fmt.duration(span)} before closing its side: a deliberate half-close."
+            )
+    return ""
+
+
 def _server_addr(conn: Connection) -> str:
     return fmt_ip(conn.server.ip)
 
@@ -188,17 +207,16 @@ def _icmp_sentence(conn: Connection) -> tuple[str, str, str, str]:
 
 
 def _loss_text(f: DirectionFacts, who: str) -> str:
-    parts = []
+    parts: list[str] = []
     if f.fast_retransmissions:
         parts.append(f"{f.fast_retransmissions} fast retransmit{'s' if f.fast_retransmissions > 1 else ''}")
     if f.timeout_retransmissions:
         parts.append(f"{f.timeout_retransmissions} after a timeout")
-    if f.spurious_retransmissions:
-        parts.append(f"{f.spurious_retransmissions} spurious")
-    detail = f" ({', '.join(parts)})" if parts else ""
+    lost = f.lost_retransmissions
+    rate = lost / f.data_segments if f.data_segments else 0.0
     return (
-        f"{fmt.percent(f.retransmission_rate)} of the {who}'s data segments were retransmitted"
-        f" ({f.retransmitted_segments} of {f.data_segments}){detail}"
+        f"{fmt.percent(rate)} of the {who}'s data segments were retransmitted"
+        f" ({lost} of {f.data_segments}: {', '.join(parts)})"
     )
 
 
@@ -269,8 +287,8 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
             if by_client:
                 summary = "client reset the half-open handshake"
                 explanation = (
-                    f"The server answered with SYN-ACK, then the client sent RST instead of completing the handshake"
-                    f" (a port scanner or probe does this, or the client's socket was gone)."
+                    "The server answered with SYN-ACK, then the client sent RST instead of completing the handshake"
+                    " (a port scanner or probe does this, or the client's socket was gone)."
                 )
                 next_step = "Nothing to fix if this was a scan; otherwise check the client application logs."
             else:
@@ -298,7 +316,14 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         outcome = "closed"
         first = "client" if (c.fin_ts or 0) <= (s.fin_ts or 0) else "server"
         summary = f"{first} closed first"
-        explanation = f"Normal connection: handshake, {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received, closed with FIN by both sides, the {first} first."
+        explanation = (
+            f"Normal connection: handshake, {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received,"
+            f" closed with FIN by both sides, the {first} first."
+        )
+        half = _half_close(conn)
+        if half:
+            explanation += " " + half
+            summary += "; half-close"
         ok = True
     elif cs in ("S2", "S3", "SHR"):
         who = "client" if cs == "S2" else "server"
@@ -344,21 +369,30 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
 
     # secondary findings that apply to established connections
     if conn.established:
-        extra, worst = _secondary(conn, state, handshake_rtt)
-        if extra:
-            notes.extend(extra)
+        extra, worst, tag = _secondary(conn, state, handshake_rtt)
+        notes.extend(extra)
+        if tag:
+            summary += "; " + tag
         if worst:
             ok = False
             if not next_step:
                 next_step = worst
     if s.syn_count > 1 and conn.established:
-        notes.append(f"the server retransmitted its SYN-ACK {s.syn_count - 1} time(s): the first was lost or the client's ACK was")
+        notes.append(
+            f"the server retransmitted its SYN-ACK {s.syn_count - 1} time(s) (gaps {gaps_text(s.syn_times)}): "
+            "the first SYN-ACK or the client's ACK was lost"
+        )
+        summary += f"; SYN-ACK sent {s.syn_count}x"
+        next_step = next_step or (
+            f"Check the return path from {server} to the client: loss, asymmetric routing, or a stateful firewall dropping SYN-ACKs."
+        )
         ok = False
     if c.syn_count > 1 and conn.established and outcome not in ("refused", "no-answer"):
         notes.append(
             f"the client sent {c.syn_count} SYNs before the handshake completed (gaps {gaps_text(syn_times)}): "
             "the first SYN(s) or SYN-ACK(s) were lost"
         )
+        summary += f"; {c.syn_count} SYNs"
         ok = False
     if conn.reused_from is not None:
         notes.append(f"this 4-tuple was used before by connection #{conn.reused_from} (port reuse)")
@@ -380,43 +414,75 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
     return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, "server ends" in tw)
 
 
-def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | None) -> tuple[list[str], str]:
-    """Loss, zero window, keep-alive and capture-artefact findings; and the next step for the worst."""
+def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | None) -> tuple[list[str], str, str]:
+    """Loss, reordering, zero window, keep-alive and capture-artefact findings.
+
+    Returns (sentences, next step for the worst finding, short tag for the table).
+    Where the loss happened is read from what the capture saw: a retransmission
+    whose original the capture never saw was lost between the sender and the
+    capture point; one whose original passed the capture point was lost beyond it.
+    """
     notes: list[str] = []
     worst = ""
+    tag = ""
     rtt_txt = f"; handshake RTT {fmt.duration(handshake_rtt)}" if handshake_rtt is not None else ""
     for d, who in ((C2S, "client"), (1, "server")):
         f = state.facts[d]
+        pf = state.facts[1 - d]
         peer = "server" if who == "client" else "client"
-        artefacts = f.acked_unseen and f.spurious_retransmissions and not f.timeout_retransmissions and not f.fast_retransmissions
-        if f.retransmitted_segments and f.retransmission_rate >= LOSS_RATE_ALERT and not artefacts:
-            notes.append(_loss_text(f, who) + rtt_txt + ": loss on the path")
-            worst = worst or (
-                "Look for packet loss between the two hosts: interface errors (ip -s link), "
-                "a congested or policing link, mtr towards the peer."
+        lost = f.lost_retransmissions
+        artefact = bool(f.spurious_retransmissions and pf.acked_unseen and not lost)
+        if lost:
+            rate = lost / f.data_segments if f.data_segments else 0.0
+            upstream = f.unseen_originals
+            downstream = lost - upstream
+            where = []
+            if upstream:
+                where.append(f"{upstream} lost between the {who} and the capture point (the capture never saw the original)")
+            if downstream:
+                where.append(f"{downstream} lost after passing the capture point, on the way to the {peer} (or their ACKs were lost)")
+            text = _loss_text(f, who) + rtt_txt
+            if rate >= LOSS_RATE_ALERT:
+                text += ": loss on the path"
+                tag = tag or f"{fmt.percent(rate)} of {who} data retransmitted"
+                worst = worst or (
+                    "Look for packet loss between the two hosts: interface errors and drops (ip -s link), "
+                    "a congested or policing link, mtr towards the peer."
+                )
+            notes.append(text + (" — " + "; ".join(where) if where else ""))
+        if f.out_of_order:
+            cause = f" and caused {f.spurious_retransmissions} spurious retransmission(s)" if f.spurious_retransmissions and not artefact else ""
+            notes.append(f"{f.out_of_order} segment(s) from the {who} arrived out of order: reordering on the path{cause}, not loss")
+            tag = tag or f"reordering ({f.out_of_order} out of order)"
+        elif f.spurious_retransmissions and not artefact:
+            notes.append(
+                f"{f.spurious_retransmissions} retransmission(s) from the {who} were spurious (the data had already been acknowledged):"
+                " a timer that fired too early, or reordering"
             )
-        elif f.retransmitted_segments and not artefacts:
-            notes.append(_loss_text(f, who))
-        if artefacts:
+        if artefact:
             notes.append(
                 f"{f.spurious_retransmissions} segment(s) from the {who} look retransmitted only because the capture "
-                "saw them out of order: capture artefact, not network loss"
+                "recorded them after their ACK: capture artefact, not network loss"
             )
-        pf = state.facts[1 - d]
+            tag = tag or "capture artefact: reordered in capture"
+        unexplained_gaps = f.lost_segments - f.unseen_originals - f.out_of_order
+        if unexplained_gaps > 0 and not pf.acked_unseen:
+            notes.append(f"{unexplained_gaps} gap(s) in the {who}'s data that the capture never filled")
+        if pf.acked_unseen and not lost and not artefact:
+            notes.append(
+                f"the {peer} acknowledged data from the {who} that the capture never saw ({pf.acked_unseen} time(s)): "
+                "missing from the capture (capture drops), not lost on the network: capture artefact"
+            )
+            tag = tag or "capture missed packets"
         if f.zero_window_time >= ZERO_WINDOW_ALERT and f.zero_window_adverts:
             probes = pf.zero_window_probes + pf.keep_alives
             notes.append(
                 f"the {who} stopped reading: it advertised a zero window for {fmt.duration(f.zero_window_time)}"
                 f" ({f.zero_window_adverts} times) while the {peer} probed {probes} time{'s' if probes != 1 else ''}"
             )
+            tag = tag or f"{who} zero window {fmt.duration(f.zero_window_time)}"
             worst = worst or f"The {who} application is not reading its socket fast enough: check its CPU, locks, or back-pressure."
-        if f.lost_segments and not f.acked_unseen:
-            notes.append(f"{f.lost_segments} gap(s) in the {who}'s data not in the capture (capture drops or loss before the capture point)")
-        elif pf.acked_unseen and not f.retransmitted_segments:
-            notes.append(
-                f"the {peer} acknowledged {pf.acked_unseen} time(s) data from the {who} that the capture never saw: "
-                "missing from the capture, not lost on the network"
-            )
         if f.keep_alives and not pf.zero_window_adverts:
             notes.append(f"the {who} sent {f.keep_alives} keep-alive(s) on an idle connection (longest idle gap {fmt.duration(f.max_idle)})")
-    return notes, worst
+            tag = tag or f"{f.keep_alives} keep-alives"
+    return notes, worst, tag

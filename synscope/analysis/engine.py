@@ -40,6 +40,7 @@ class DirectionFacts:
     duplicate_acks: int = 0
     lost_segments: int = 0  # "previous segment not captured"
     acked_unseen: int = 0
+    unseen_originals: int = 0  # retransmissions whose original the capture never saw
     zero_window_adverts: int = 0
     zero_window_probes: int = 0
     zero_window_time: float = 0.0
@@ -63,6 +64,11 @@ class DirectionFacts:
         if not self.rtt_samples:
             return None
         return min(self.rtt_samples), statistics.median(self.rtt_samples), max(self.rtt_samples)
+
+    @property
+    def lost_retransmissions(self) -> int:
+        """Retransmissions that repair loss (spurious ones repaired nothing)."""
+        return self.fast_retransmissions + self.timeout_retransmissions
 
     def throughput(self) -> float:
         """Payload bytes per second over the span of data in this direction."""
@@ -143,6 +149,8 @@ class Analyser:
             end = (seg.seq + seglen + (1 if flags & (SYN | FIN) else 0)) & MASK
             if bits & (RETRANSMITTED | F.A_OUT_OF_ORDER):
                 self._mark_retransmitted(flight, seg.seq, pkt, ts)
+                if pkt.rto is None and seglen and bits & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION):
+                    facts.unseen_originals += 1
             elif len(flight) < MAX_IN_FLIGHT:
                 flight.append([seg.seq, end, ts, False, seg.frame])
         if flags & ACK:
@@ -150,7 +158,7 @@ class Analyser:
 
     @staticmethod
     def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: deque, window: int) -> None:
-        if bits & RETRANSMITTED:
+        if bits & RETRANSMITTED and seglen:
             facts.retransmitted_segments += 1
             facts.retransmitted_bytes += seglen
             if bits & F.A_FAST_RETRANSMISSION:

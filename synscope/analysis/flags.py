@@ -58,7 +58,13 @@ _SFR = SYN | FIN | RST
 
 
 def flag_names(bits: int) -> list[str]:
-    """tshark's names of the flags set in ``bits``."""
+    """tshark's names of the flags set in ``bits``.
+
+    tshark also sets ``tcp.analysis.retransmission`` on fast and spurious
+    retransmissions, so a filter on it finds all three; so do we.
+    """
+    if bits & (A_FAST_RETRANSMISSION | A_SPURIOUS_RETRANSMISSION):
+        bits |= A_RETRANSMISSION
     return [name for bit, name in FLAG_NAMES if bits & bit]
 
 
@@ -162,30 +168,31 @@ def is_ack_lost_segment(ack: int, flags: int, rev: SeqState) -> bool:
 
 
 def classify_retransmission(
-    ts: float, seq: int, seglen: int, fwd: SeqState, rev: SeqState, irtt: float | None
+    ts: float, seq: int, seglen: int, syn_fin: int, fwd: SeqState, rev: SeqState, irtt: float | None
 ) -> int:
     """The retransmission family, for a segment carrying data, SYN or FIN.
 
+    - spurious retransmission: all of its data was already acknowledged;
     - fast retransmission: below the next expected seq, at least two duplicate ACKs
       the other way for exactly this seq, within 20 ms of the last of them;
-    - out of order: below the next expected seq, not exactly filling up to it, and
-      sooner after the highest segment than the handshake RTT (3 ms if unknown);
-    - spurious retransmission: all of its data was already acknowledged;
+    - out of order: below the next expected seq, not ending exactly at it (SYN and FIN
+      count one), and sooner after the highest segment than the handshake RTT
+      (3 ms if unknown; a timestamp going backwards never counts as sooner);
     - retransmission: below the next expected seq otherwise.
     """
     not_advanced = fwd.nextseq is not None and seq_lt(seq, fwd.nextseq)
+    if seglen > 0 and rev.lastack is not None and seq_le((seq + seglen) & MASK, rev.lastack):
+        return A_SPURIOUS_RETRANSMISSION
     if (
         not_advanced
         and rev.dupacknum >= 2
         and rev.lastack == seq
-        and ts - rev.lastack_time < FAST_RETRANSMISSION_WINDOW
+        and 0 <= ts - rev.lastack_time < FAST_RETRANSMISSION_WINDOW
     ):
         return A_FAST_RETRANSMISSION
     threshold = irtt if irtt else DEFAULT_OOO_THRESHOLD
-    if not_advanced and ts - fwd.nextseq_time < threshold and fwd.nextseq != (seq + seglen) & MASK:
+    if not_advanced and 0 <= ts - fwd.nextseq_time < threshold and fwd.nextseq != (seq + seglen + syn_fin) & MASK:
         return A_OUT_OF_ORDER
-    if seglen > 0 and rev.lastack is not None and seq_le((seq + seglen) & MASK, rev.lastack):
-        return A_SPURIOUS_RETRANSMISSION
     if not_advanced:
         return A_RETRANSMISSION
     return 0
@@ -257,7 +264,7 @@ def analyse_segment(
         rev.maxseqtobeacked = rev.nextseq
     if seglen > 0 or flags & (SYN | FIN):
         if not bits & A_KEEP_ALIVE:
-            bits |= classify_retransmission(ts, seq, seglen, fwd, rev, irtt)
+            bits |= classify_retransmission(ts, seq, seglen, 1 if flags & (SYN | FIN) else 0, fwd, rev, irtt)
         nextseq = (seq + seglen + (1 if flags & (SYN | FIN) else 0)) & MASK
         if not bits & A_ZERO_WINDOW_PROBE:  # probes do not advance the sequence space
             if fwd.nextseq is None or seq_gt(nextseq, fwd.nextseq):

@@ -75,7 +75,7 @@ def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None
         rows.append([
             label, f.packets, f.payload_bytes, f"{f.retransmitted_segments} ({fmt.percent(f.retransmission_rate)})",
             f.retransmitted_bytes, f.out_of_order, f.duplicate_acks, fmt.duration(f.zero_window_time) if f.zero_window_adverts else "-",
-            fmt.duration(f.max_idle), fmt.rate(f.throughput()) if f.payload_bytes else "-",
+            fmt.duration(f.max_idle), fmt.rate(f.throughput()) if f.throughput() else "-",
             "/".join(fmt.duration(x) for x in rtt) if rtt else "-",
         ])
     headers = ["direction", "pkts", "bytes", "retrans", "rexmit B", "ooo", "dupack", "zero-win", "max idle", "throughput", "rtt min/med/max"]

@@ -35,10 +35,7 @@ _STATS = struct.Struct("@II")
 DEFAULT_BUFFER = 32 * 1024 * 1024
 DEFAULT_SNAPLEN = 262144
 
-FIX_PRIVILEGE = (
-    "raw sockets need root or CAP_NET_RAW: run as root, or "
-    "setcap cap_net_raw,cap_net_admin+ep \"$(readlink -f \"$(command -v python3)\")\""
-)
+FIX_PRIVILEGE = 'raw sockets need root or CAP_NET_RAW: run as root, or setcap cap_net_raw,cap_net_admin+ep "$(readlink -f "$(command -v python3)")"'
 
 
 class PrivilegeError(Exception):
@@ -128,7 +125,7 @@ class LiveCapture:
                 from synscope.bpf import CompiledFilter
 
                 # cooked sockets hand the filter the packet from the network header on
-                filter_linktype = LinkType.RAW if self._cooked else self.linktype
+                filter_linktype = LinkType.RAW_ALT12 if self._cooked else self.linktype  # DLT_RAW: pcap_open_dead takes DLT numbers
                 self._filter_buf = attach_filter(self.sock, CompiledFilter(bpf, filter_linktype, snaplen).instructions())
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_bytes)

@@ -71,18 +71,18 @@ _PB = 2  # obsolete Packet Block, still written by some old tools
 _SPB = 3
 _EPB = 6
 
+# Blocks that are no packet but that tshark (4.0) lists as frames, so they take
+# a frame number here too: custom blocks (copiable or not), systemd journal entries.
+_NUMBERED_NON_PACKETS = frozenset((0x00000BAD, 0x40000BAD, 9))
+
 _OPT_END = 0
 _OPT_FLAGS = 2  # epb_flags / pack_flags
 _OPT_TSRESOL = 9
 _OPT_TSOFFSET = 14
 
-# epb_flags direction bits -> RawFrame.pkttype (Linux PACKET_* numbering).
-_DIRECTION_PKTTYPE = (
-    -1,
-    0,
-    4,
-    -1,
-)  # unknown, inbound (HOST), outbound (OUTGOING), invalid
+# epb_flags direction bits (0 unknown, 1 inbound, 2 outbound, 3 invalid) ->
+# RawFrame.pkttype in Linux PACKET_* numbering: 0 HOST, 4 OUTGOING, -1 unknown.
+_DIRECTION_PKTTYPE = (-1, 0, 4, -1)
 
 _RES_NAMES = {0: "s", 3: "ms", 6: "µs", 9: "ns", 12: "ps"}
 
@@ -90,12 +90,14 @@ _RES_NAMES = {0: "s", 3: "ms", 6: "µs", 9: "ns", 12: "ps"}
 class _Structs:
     """Precompiled layouts for one byte order: compiling once keeps unpacking cheap."""
 
-    __slots__ = ("blockhdr", "epb", "i64", "idb", "opt", "pb", "rec", "u16", "u32")
+    __slots__ = ("blockhdr", "epb", "epb_full", "i64", "idb", "opt", "pb", "rec", "u16", "u32")
 
     def __init__(self, order: str) -> None:
         self.rec = struct.Struct(order + "IIII")  # pcap: ts_sec, ts_frac, caplen, len
         self.blockhdr = struct.Struct(order + "II")  # pcapng: type, total length
         self.epb = struct.Struct(order + "IIIII")  # if_id, ts_hi, ts_lo, caplen, len
+        # block header + EPB fields in one call: the common case, one unpack per packet
+        self.epb_full = struct.Struct(order + "IIIIIII")
         self.pb = struct.Struct(order + "HHIIII")  # if_id, drops, ts_hi, ts_lo, cap, len
         self.idb = struct.Struct(order + "HHI")  # linktype, reserved, snaplen
         self.opt = struct.Struct(order + "HH")  # option code, length
@@ -264,7 +266,8 @@ class CaptureReader:
     - ``snaplen``: from the pcap header or the first pcapng interface (0: none).
     - ``size``: file size in bytes, None for stdin or a pipe; ``bytes_read``:
       bytes of the file read so far (compressed bytes for gzip), for progress.
-    - ``frames``: records yielded so far.
+    - ``frames``: the last frame number reached: records yielded so far, plus
+      the pcapng custom and systemd-journal blocks, which tshark numbers too.
     - ``warnings``: one line each, for the user; ``truncated_at``: byte offset
       (in the decompressed stream for gzip) where the record that could not be
       read starts, or None when the whole file was read.
@@ -410,9 +413,11 @@ class CaptureReader:
     def _start_pcapng(self) -> None:
         name = self.name
         hdr = self._fill(12)
+        if len(hdr) < 12:
+            raise CaptureError(f"{name}: pcapng section header cut short ({len(hdr)} bytes)")
         order = _PCAPNG_BOM.get(hdr[8:12])
         if order is None:
-            raise CaptureError(f"{name}: not a pcapng file (bad byte-order magic {hdr[8:12].hex(' ') or 'missing'})")
+            raise CaptureError(f"{name}: not a pcapng file (bad byte-order magic {hdr[8:12].hex(' ')})")
         (blen,) = struct.unpack_from(order + "I", hdr, 4)
         if blen < 28 or blen > MAX_RECORD or blen % 4:
             raise CaptureError(f"{name}: pcapng section header has an impossible length {blen}")
@@ -434,6 +439,8 @@ class CaptureReader:
             btype, blen = st.blockhdr.unpack_from(buf, pos)
             if btype != _IDB or blen < 20 or blen % 4 or pos + blen > len(buf):
                 break
+            if st.u32.unpack_from(buf, pos + blen - 4)[0] != blen:
+                break  # the iterator meets it again and reports it
             try:
                 self._add_interface(buf, pos, blen, st)
             except _BadBlock:
@@ -586,8 +593,9 @@ class CaptureReader:
     def _pcapng_frames(self) -> Generator[RawFrame, None, None]:
         """The pcapng block loop: yields packet blocks, header blocks update state."""
         st = _STRUCTS[self._order]
-        blockhdr, epb, u32, opt = (
+        blockhdr, head, epb, u32, opt = (
             st.blockhdr.unpack_from,
+            st.epb_full.unpack_from,
             st.epb.unpack_from,
             st.u32.unpack_from,
             st.opt.unpack_from,
@@ -611,7 +619,12 @@ class CaptureReader:
                         else:
                             self._ended(self._base)
                         return
-                btype, blen = blockhdr(buf, pos)
+                if pos + 28 <= n:
+                    # read as if it were an EPB (most blocks are); other types ignore the rest
+                    btype, blen, ifid, hi, lo, cap, olen = head(buf, pos)
+                else:
+                    btype, blen = blockhdr(buf, pos)
+                    ifid = -1  # EPB fields not read yet
                 if btype == _SHB:
                     # A new section may switch byte order: read its length in it.
                     order = _PCAPNG_BOM.get(buf[pos + 8 : pos + 12])
@@ -623,8 +636,9 @@ class CaptureReader:
                         )
                         return
                     st = _STRUCTS[order]
-                    blockhdr, epb, u32, opt = (
+                    blockhdr, head, epb, u32, opt = (
                         st.blockhdr.unpack_from,
+                        st.epb_full.unpack_from,
                         st.epb.unpack_from,
                         st.u32.unpack_from,
                         st.opt.unpack_from,
@@ -644,13 +658,20 @@ class CaptureReader:
                         self.frames = frame
                         self._cut(self._base)
                         return
+                if u32(buf, end - 4)[0] != blen:
+                    # the trailing copy of the length is the one check that catches a
+                    # corrupt length before we parse garbage; Wireshark stops here too
+                    self.frames = frame
+                    self._stop(self._base + pos, f"block lengths disagree ({blen} and {u32(buf, end - 4)[0]})")
+                    return
 
                 if btype == _EPB:
                     if blen < 32:
                         self.frames = frame
                         self._stop(self._base + pos, f"packet block too short ({blen} bytes)")
                         return
-                    ifid, hi, lo, cap, olen = epb(buf, pos + 8)
+                    if ifid < 0:
+                        ifid, hi, lo, cap, olen = epb(buf, pos + 8)
                     padded = (cap + 3) & ~3
                     if padded + 32 > blen:
                         self.frames = frame
@@ -767,7 +788,10 @@ class CaptureReader:
                         olen,
                         pkttype,
                     )
-                # other blocks (names, statistics, secrets, custom...) are skipped
+                elif btype in _NUMBERED_NON_PACKETS:
+                    # not a packet, but tshark gives it a frame number: keep in step
+                    frame += 1
+                # other blocks (names, statistics, secrets, local use...) are skipped
                 pos = end
         finally:
             self._finish(buf, pos, frame, 0)
@@ -791,7 +815,8 @@ def open_capture(path: str) -> CaptureReader:
         reader = CaptureReader(path, "stdin", f, streaming=True, size=None, owns_file=False)
     else:
         try:
-            f = open(path, "rb", buffering=0)  # noqa: SIM115 - the reader owns and closes it
+            # unbuffered: we read 1 MiB at a time, a second buffer would only copy
+            f = open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise CaptureError(f"{path}: no such file") from None
         except IsADirectoryError:
@@ -800,16 +825,13 @@ def open_capture(path: str) -> CaptureReader:
             raise CaptureError(f"{path}: permission denied") from None
         except OSError as exc:
             raise CaptureError(f"{path}: cannot open ({exc.strerror or exc})") from None
-        try:
-            mode = os.fstat(f.fileno()).st_mode
-        except OSError:
-            mode = 0
-        if stat.S_ISDIR(mode):
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):  # where open() itself does not refuse
             f.close()
             raise CaptureError(f"{path}: is a directory")
-        regular = stat.S_ISREG(mode)
+        regular = stat.S_ISREG(st.st_mode)
         # a FIFO or process substitution (<(tcpdump -w - ...)) behaves like stdin
-        size = os.fstat(f.fileno()).st_size if regular else None
+        size = st.st_size if regular else None
         reader = CaptureReader(path, path, f, streaming=not regular, size=size, owns_file=True)
     try:
         reader._start()

@@ -1,0 +1,36 @@
+"""Shared test helpers: run the read pipeline in-process or the CLI as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from synscope.pipeline import ConnReport, Pipeline, run
+from synscope.sources.pcap import open_capture
+
+ROOT = Path(__file__).resolve().parent.parent
+PCAPS = ROOT / "pcaps"
+
+
+def pcap(name: str) -> str:
+    """Path of a bundled capture."""
+    path = PCAPS / name
+    assert path.exists(), f"bundled capture {name} missing: run scripts/make-pcaps"
+    return str(path)
+
+
+def analyse(*names: str, **pipeline_options: object) -> list[ConnReport]:
+    """Reports for bundled captures, sorted by connection id."""
+    pipeline = Pipeline(**pipeline_options)  # type: ignore[arg-type]
+    readers = [open_capture(pcap(n)) for n in names]
+    reports = list(run(((r.path, r) for r in readers), pipeline))
+    return sorted(reports, key=lambda r: r.conn.id)
+
+
+def cli(*args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``synscope ARGS`` in a subprocess, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "synscope", *args], input=input, capture_output=True, timeout=timeout, cwd=ROOT
+    )
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))

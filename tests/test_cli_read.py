@@ -1,0 +1,109 @@
+"""Bad input and CLI behaviour of `synscope read`: one-line errors, useful exit codes, nothing lost."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+from synscope.exit_codes import ExitCode
+from tests.helpers import ROOT, cli, pcap
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines, "expected an error message"
+    return lines[0]
+
+
+def test_not_a_capture(tmp_path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("hello, this is not a capture\n")
+    proc = cli("read", str(f))
+    assert proc.returncode == ExitCode.BAD_INPUT
+    assert "not a pcap or pcapng file" in one_line_error(proc)
+
+
+def test_empty_file(tmp_path) -> None:
+    f = tmp_path / "empty.pcap"
+    f.write_bytes(b"")
+    proc = cli("read", str(f))
+    assert proc.returncode == ExitCode.BAD_INPUT
+    assert "empty" in one_line_error(proc)
+
+
+def test_missing_file_and_directory(tmp_path) -> None:
+    proc = cli("read", str(tmp_path / "nope.pcap"))
+    assert proc.returncode == ExitCode.BAD_INPUT and "no such file" in one_line_error(proc).lower()
+    proc = cli("read", str(tmp_path))
+    assert proc.returncode == ExitCode.BAD_INPUT and "directory" in one_line_error(proc)
+
+
+def test_truncated_file_reports_what_came_before(tmp_path) -> None:
+    data = open(pcap("rst-midstream.pcap"), "rb").read()
+    f = tmp_path / "cut.pcap"
+    f.write_bytes(data[: len(data) * 2 // 3])
+    proc = cli("read", "--json", str(f))
+    assert proc.returncode == ExitCode.PARTIAL_INPUT
+    assert "Traceback" not in proc.stderr and "mid-record" in proc.stderr
+    [obj] = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert obj["outcome"] == "established" and len(obj["packets"]) > 5
+
+
+def test_one_good_one_bad_file_still_reports_the_good_one(tmp_path) -> None:
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"\x00" * 100)
+    proc = cli("read", str(bad), pcap("refused.pcap"))
+    assert proc.returncode == ExitCode.BAD_INPUT
+    assert "refused" in proc.stdout
+
+
+def test_stdin_and_gzip_stdin() -> None:
+    raw = open(pcap("refused.pcap"), "rb").read()
+    for payload in (raw, gzip.compress(raw)):
+        proc = cli("read", "--json", "-", input=payload)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["outcome"] == "refused"
+
+
+def test_filters_select_connections() -> None:
+    both = [pcap("ipv6.pcap"), pcap("refused.pcap")]
+    by_port = cli("read", "--json", "--port", "81", *both).stdout.splitlines()
+    assert [json.loads(x)["outcome"] for x in by_port] == ["refused", "refused"]
+    by_host = cli("read", "--json", "--host", "2001:db8:2::2", *both).stdout.splitlines()
+    assert len(by_host) == 2 and all(json.loads(x)["server"]["ip"] == "2001:db8:2::2" for x in by_host)
+    by_bpf = cli("read", "--json", "--filter", "ip6 and tcp port 80", *both).stdout.splitlines()
+    assert [json.loads(x)["outcome"] for x in by_bpf] == ["closed"]
+
+
+def test_bad_options_are_usage_errors() -> None:
+    for args in (["--port", "70000"], ["--port", "a-b"], ["--host", "not-an-ip"], ["--filter", "tcp portx 80"], ["--bogus"]):
+        proc = cli("read", *args, pcap("refused.pcap"))
+        assert proc.returncode == ExitCode.USAGE, args
+        assert "Traceback" not in proc.stderr
+
+
+def test_unknown_connection_id() -> None:
+    proc = cli("read", "--conn", "99", pcap("refused.pcap"))
+    assert proc.returncode == ExitCode.USAGE and "no connection with id 99" in proc.stderr
+
+
+def test_help_is_fast_and_every_command_has_help() -> None:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "synscope", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0
+    assert "scapy" not in proc.stderr, "--help must not import scapy"
+    from synscope.cli import main
+
+    for name, command in main.commands.items():
+        assert command.help, f"command {name} has no help text"
+
+
+def test_read_path_does_not_import_scapy() -> None:
+    code = "import sys, runpy; sys.argv=['synscope','read','--json','" + pcap("normal.pcap") + "'];\n" \
+           "import synscope.cli\n" \
+           "try:\n    synscope.cli.main()\nexcept SystemExit:\n    pass\n" \
+           "assert not any(m.startswith('scapy') for m in sys.modules), 'scapy imported'\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
