@@ -103,39 +103,98 @@ def read(
     if not readers:
         sys.exit(int(exit_code))
     out = click.get_text_stream("stdout")
-    reports = []
-    interrupted = False
-    try:
-        for report in run(((r.path, r) for r in readers), pipeline):
-            if conn_ids and report.conn.id not in conn_ids:
-                continue
-            if as_json:
-                from synscope.render.json import write_connection
+    from synscope.render.summary import RunSummary
 
-                write_connection(report, out, absolute)
-            else:
-                reports.append(report)
+    summary = RunSummary(show_all=show_all or bool(conn_ids))
+    if conn_ids:
+        summary.timeline_limit = len(conn_ids)
+    progress = _Progress(readers)
+    seen_ids: set[int] = set()
+    interrupted = False
+
+    def take(report: object) -> None:
+        if conn_ids and report.conn.id not in conn_ids:  # type: ignore[attr-defined]
+            return
+        seen_ids.add(report.conn.id)  # type: ignore[attr-defined]
+        if as_json:
+            from synscope.render.json import write_connection
+
+            write_connection(report, out, absolute)  # type: ignore[arg-type]
+        else:
+            summary.add(report)  # type: ignore[arg-type]
+
+    try:
+        for report in run(((r.path, r) for r in readers), pipeline, progress.update):
+            take(report)
     except KeyboardInterrupt:
         interrupted = True
-        if not as_json:
-            reports.extend(pipeline.finish())
+        for report in pipeline.finish():
+            take(report)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (| head): nothing left to say
+        sys.exit(int(ExitCode.OK))
+    progress.done()
     for r in readers:
         for w in r.warnings:
             click.echo(f"synscope: warning: {w}", err=True)
-        if r.truncated_at is not None:
-            exit_code = ExitCode.PARTIAL_INPUT if exit_code == ExitCode.OK else exit_code
+        if r.truncated_at is not None and exit_code == ExitCode.OK:
+            exit_code = ExitCode.PARTIAL_INPUT
     _warn_run(pipeline)
+    if conn_ids:
+        missing = set(conn_ids) - seen_ids
+        if missing:
+            click.echo(f"synscope: no connection with id {', '.join(map(str, sorted(missing)))}", err=True)
+            exit_code = ExitCode.USAGE
     if not as_json:
-        reports.sort(key=lambda r: r.conn.id)
-        if conn_ids:
-            missing = set(conn_ids) - {r.conn.id for r in reports}
-            if missing:
-                click.echo(f"synscope: no connection with id {', '.join(map(str, sorted(missing)))}", err=True)
-                exit_code = ExitCode.USAGE
-        _write_text(readers, pipeline, reports, out, show_all or bool(conn_ids), absolute, payload, stats)
+        _write_text(readers, pipeline, summary, out, absolute, payload, stats)
     if interrupted:
         click.echo("synscope: interrupted; results above are partial", err=True)
     sys.exit(int(exit_code))
+
+
+class _Progress:
+    """Progress on stderr (packets, MB, rate, ETA) when it is a terminal and the read takes over a second."""
+
+    DELAY = 1.0
+
+    def __init__(self, readers: list) -> None:
+        import time
+
+        self.readers = readers
+        self.enabled = sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.shown = False
+        self.frames = 0
+        self._clock = time.monotonic
+
+    def update(self, index: int, frames: int) -> None:
+        """Called by the pipeline every thousand frames or so."""
+        self.frames += 1024
+        if not self.enabled:
+            return
+        elapsed = self._clock() - self.start
+        if elapsed < self.DELAY:
+            return
+        reader = self.readers[index]
+        done = reader.bytes_read
+        total = reader.size
+        rate = frames / elapsed if elapsed else 0.0
+        text = f"{reader.name if hasattr(reader, 'name') else reader.path}: {frames:,} packets, {done / 1e6:,.0f} MB"
+        if total:
+            frac = min(done / total, 1.0)
+            eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
+            text += f" of {total / 1e6:,.0f} MB ({frac:.0%}), {rate:,.0f} pkt/s, ETA {eta:,.0f} s"
+        else:
+            text += f", {rate:,.0f} pkt/s"
+        sys.stderr.write("\r" + text[:150] + "\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        """Clear the progress line."""
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def _warn_run(pipeline: object) -> None:
@@ -170,10 +229,11 @@ def _warn_run(pipeline: object) -> None:
         click.echo(f"synscope: warning: {pipeline.tracker.evicted} connections evicted from the table (--max-conns)", err=True)
 
 
-def _write_text(readers: list, pipeline: object, reports: list, out: TextIO, show_all: bool, absolute: bool, payload: bool, stats: bool) -> None:
-    from synscope.render.table import stats_tables, summary_table
-    from synscope.render.text import write_connection, write_header
+def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, absolute: bool, payload: bool, stats: bool) -> None:
+    from synscope.render.summary import RunSummary
+    from synscope.render.text import write_header
 
+    assert isinstance(summary, RunSummary)
     st = pipeline.stats  # type: ignore[attr-defined]
     names = ", ".join(r.path for r in readers)
     kinds = []
@@ -183,19 +243,11 @@ def _write_text(readers: list, pipeline: object, reports: list, out: TextIO, sho
         desc.append(f"{r.ts_resolution} timestamps")
         kinds.append(", ".join(d for d in desc if d))
     span = (st.last_ts - st.first_ts) if st.first_ts is not None else 0.0
-    write_header(names, reports, st.frames, span, "; ".join(kinds), out)
-    if not reports:
+    write_header(names, summary.total, st.frames, span, "; ".join(kinds), out)
+    if not summary.total:
         out.write("No TCP connections found.\n")
         return
-    origin = min(r.conn.first_ts for r in reports)
-    summary_table(reports, origin, out)
-    if stats:
-        stats_tables(reports, out)
-    shown = [r for r in reports if show_all or not r.verdict.ok]
-    if shown:
-        out.write("\n")
-    for r in shown:
-        write_connection(r, out, absolute=absolute, payload=payload)
+    summary.write(out, stats, absolute, payload)
 
 
 _LINKTYPE_NAMES = {

@@ -238,6 +238,7 @@ def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFra
 def run(
     sources: Iterable[tuple[str, Iterable[RawFrame]]],
     pipeline: Pipeline,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[ConnReport]:
     """Feed every frame of every source; yield reports as connections finish, then the rest.
 
@@ -252,6 +253,8 @@ def run(
             feed(frame, index)
             n += 1
             if n & 0x3FF == 0:
+                if progress is not None:
+                    progress(index, n)
                 yield from pipeline.ready()
     yield from pipeline.ready()
     yield from pipeline.finish()

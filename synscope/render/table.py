@@ -40,9 +40,6 @@ def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None
 
 def stats_tables(reports: list[ConnReport], out: TextIO, top: int = 5) -> None:
     """--stats: totals per outcome, top connections by retransmission rate and by duration."""
-    outcomes = Counter(r.verdict.outcome for r in reports)
-    out.write("\nOutcomes\n")
-    out.write(tabulate(sorted(outcomes.items(), key=lambda kv: -kv[1]), headers=["outcome", "connections"], tablefmt="plain") + "\n")
 
     def retrans(r: ConnReport) -> float:
         fc, fs = r.analysis.facts
@@ -50,20 +47,30 @@ def stats_tables(reports: list[ConnReport], out: TextIO, top: int = 5) -> None:
         return (fc.retransmitted_segments + fs.retransmitted_segments) / data if data else 0.0
 
     by_rate = [r for r in sorted(reports, key=retrans, reverse=True) if retrans(r) > 0][:top]
+    by_duration = sorted(reports, key=lambda r: r.conn.last_ts - r.conn.first_ts, reverse=True)[:top]
+    stats_from_tops(Counter(r.verdict.outcome for r in reports), by_rate, by_duration, out)
+
+
+def stats_from_tops(outcomes: Counter, by_rate: list[ConnReport], by_duration: list[ConnReport], out: TextIO) -> None:
+    """Print the --stats tables from totals already gathered."""
+    out.write("\nOutcomes\n")
+    out.write(tabulate(sorted(outcomes.items(), key=lambda kv: -kv[1]), headers=["outcome", "connections"], tablefmt="plain") + "\n")
     out.write("\nTop connections by retransmission rate\n")
     if by_rate:
         rows = []
         for r in by_rate:
             fc, fs = r.analysis.facts
+            data = fc.data_segments + fs.data_segments
+            rate = (fc.retransmitted_segments + fs.retransmitted_segments) / data if data else 0.0
             rows.append([r.conn.id, fmt_endpoint(r.conn.client.ip, r.conn.client.port), fmt_endpoint(r.conn.server.ip, r.conn.server.port),
-                         fmt.percent(retrans(r)), f"{fc.retransmitted_segments}/{fs.retransmitted_segments}", r.verdict.outcome])
-        out.write(tabulate(rows, headers=["id", "client", "server", "retrans", "segs c>s/s>c", "outcome"], tablefmt="plain", disable_numparse=True) + "\n")
+                         fmt.percent(rate), f"{fc.retransmitted_segments}/{fs.retransmitted_segments}", r.verdict.outcome])
+        headers = ["id", "client", "server", "retrans", "segs c>s/s>c", "outcome"]
+        out.write(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
     else:
         out.write("(no retransmissions)\n")
     out.write("\nTop connections by duration\n")
     rows = [[r.conn.id, fmt_endpoint(r.conn.client.ip, r.conn.client.port), fmt_endpoint(r.conn.server.ip, r.conn.server.port),
-             fmt.duration(r.conn.last_ts - r.conn.first_ts), r.verdict.outcome]
-            for r in sorted(reports, key=lambda r: r.conn.last_ts - r.conn.first_ts, reverse=True)[:top]]
+             fmt.duration(r.conn.last_ts - r.conn.first_ts), r.verdict.outcome] for r in by_duration]
     out.write(tabulate(rows, headers=["id", "client", "server", "duration", "outcome"], tablefmt="plain", disable_numparse=True) + "\n")
 
 

@@ -101,9 +101,9 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
         out.write(line + "\n")
 
 
-def write_header(name: str, reports: list[ConnReport], frames: int, span: float, details: str, out: TextIO) -> None:
+def write_header(name: str, connections: int, frames: int, span: float, details: str, out: TextIO) -> None:
     """``capture.pcap: 3 connections, 21 packets, 7.1 s   (pcap, ethernet, µs timestamps)``."""
     out.write(
-        f"{name}: {len(reports)} connection{'s' if len(reports) != 1 else ''}, {frames} packet{'s' if frames != 1 else ''}, "
+        f"{name}: {connections} connection{'s' if connections != 1 else ''}, {frames} packet{'s' if frames != 1 else ''}, "
         f"{fmt.duration(span)}   ({details})\n\n"
     )
