@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from synscope.analysis import flags as F
 from synscope.model import ACK, FIN, RST, SYN
-from synscope.seqnum import MASK, seq_gt, seq_le
+from synscope.seqnum import MASK, seq_diff, seq_gt, seq_le
 from synscope.tracker import C2S, Connection, Packet
 
 # Retransmission family: what counts as "sent again"
@@ -130,6 +130,8 @@ class Analyser:
         facts._last_ts = ts
         flight = state.flight[d]
         if seglen:
+            if rev.lastack is not None and fwd.nextseq is not None:
+                pkt.in_flight = seq_diff(fwd.nextseq, rev.lastack)
             facts.data_segments += 1
             facts.payload_bytes += seglen
             if facts.first_data_ts is None:

@@ -49,12 +49,21 @@ def connection_object(r: ConnReport, absolute: bool = False) -> dict[str, Any]:
             obj["duplicate_ack_frame"] = pkt.dupack_frame
         if pkt.rto is not None:
             obj["rto"] = _round(pkt.rto)
+        if pkt.in_flight is not None:
+            obj["in_flight"] = pkt.in_flight
         packets.append(obj)
     handshake_rtt = c.handshake_ack_ts - c.syn_ts if c.handshake_ack_ts is not None and c.syn_ts is not None else None
 
-    def direction(f: Any) -> dict[str, Any]:
+    def direction(f: Any, side: Any, peer: Any) -> dict[str, Any]:
         rtt = f.rtt_summary()
+        opts = side.syn_options
         return {
+            "isn": side.isn,
+            "next_seq": None if side.next_seq is None else (side.next_seq if absolute else side.rel_seq(side.next_seq)),
+            "highest_ack": None if side.highest_ack is None else (side.highest_ack if absolute else peer.rel_seq(side.highest_ack)),
+            "mss": opts.mss if opts is not None else None,
+            "win_scale": side.win_scale if side.win_scale >= 0 else None,
+            "sack_permitted": bool(opts.sack_permitted) if opts is not None else None,
             "packets": f.packets,
             "bytes": f.payload_bytes,
             "data_segments": f.data_segments,
@@ -100,8 +109,8 @@ def connection_object(r: ConnReport, absolute: bool = False) -> dict[str, Any]:
             {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
             for e in c.icmp
         ],
-        "c2s": direction(fc),
-        "s2c": direction(fs),
+        "c2s": direction(fc, c.client, c.server),
+        "s2c": direction(fs, c.server, c.client),
         "packets": packets,
     }
 

@@ -76,26 +76,28 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
                 extras.append(opts)
         if seg.truncated:
             extras.append("(truncated by snaplen)")
+        if seg.fragment:
+            extras.append("(IP fragment: more fragments follow)")
         if pkt.notes:
             extras.append("[" + "; ".join(pkt.notes) + "]")
         if payload and seg.payload:
             extras.append('"' + escape_bytes(seg.payload) + '"')
         line = (
             f"  {seg.ts - t0:10.6f} {delta:>10}  {arrow} {flag_string(seg.flags):<5} {seq:>10} {ack:>10} "
-            f"{seg.length:>6} {win:>7}  {' '.join(extras)}"
+            f"{seg.length:>6} {win:>7} {'' if pkt.in_flight is None else pkt.in_flight:>7}  {' '.join(extras)}"
         )
         rows.append((seg.ts, seg.frame, line.rstrip()))
     for err in c.icmp:
         label = icmp_label(err.version, err.type, err.code)
         hop = ""
         line = (
-            f"  {err.ts - t0:10.6f} {'':>10}  ← ICMP  [{err.name} ({label}) from {fmt_ip(err.router)}{hop}"
+            f"  {err.ts - t0:10.6f} {'':>10}  ← ICMP  {'':>10} {'':>10} {'':>6} {'':>7} {'':>7}  [{err.name} ({label}) from {fmt_ip(err.router)}{hop}"
             f" about the packet to {fmt_endpoint(err.dst, err.dport)}"
             f"{', MTU ' + str(err.mtu) if err.mtu else ''}; ttl {err.ttl}]"
         )
         rows.append((err.ts, err.frame, line))
     rows.sort(key=lambda x: (x[0], x[1]))
-    header = f"  {'t':>10} {'Δ':>10}    {'flags':<5} {'seq':>10} {'ack':>10} {'len':>6} {'win':>7}"
+    header = f"  {'t':>10} {'Δ':>10}    {'flags':<5} {'seq':>10} {'ack':>10} {'len':>6} {'win':>7} {'inflight':>7}"
     out.write(header + "\n")
     for _, _, line in rows:
         out.write(line + "\n")
