@@ -396,8 +396,6 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         ok = False
     if conn.reused_from is not None:
         notes.append(f"this 4-tuple was used before by connection #{conn.reused_from} (port reuse)")
-    if conn.late_for is not None:
-        notes.append(f"these are late packets of connection #{conn.late_for}, which had already ended and been reported")
     if conn.evicted:
         notes.append("evicted from the connection table (--max-conns) before it ended; later packets start a new entry")
     tw = ""
