@@ -36,6 +36,7 @@ _ICMP6_ERRORS = frozenset({1, 2, 3, 4})
 _NULL_AF_INET6 = frozenset({10, 24, 28, 30})
 
 PAYLOAD_PREVIEW = 64  # payload bytes kept per segment for previews
+MAX_INTERNED = 1 << 20  # distinct addresses shared before the table starts over (a spoofed flood)
 
 
 class Decoder:
@@ -44,6 +45,7 @@ class Decoder:
     def __init__(self, keep_payload: bool = False) -> None:
         self.stats = DecodeStats()
         self.keep_payload = keep_payload
+        self._addresses: dict[bytes, bytes] = {}
 
     def decode(self, frame: RawFrame) -> Segment | IcmpError | None:
         """Decode one frame; None for anything that is not TCP or a TCP-quoting ICMP error."""
@@ -202,6 +204,12 @@ class Decoder:
         if truncated:
             stats.truncated += 1
         stats.tcp += 1
+        # one bytes object per address, shared by every segment: a long capture holds millions
+        intern = self._addresses
+        src = intern.setdefault(src, src)
+        dst = intern.setdefault(dst, dst)
+        if len(intern) > MAX_INTERNED:
+            intern.clear()
         seg = Segment(
             frame.frame,
             frame.ts,

@@ -157,6 +157,9 @@ class Analyser:
                 flight.append([seg.seq, end, ts, False, seg.frame])
         if flags & ACK:
             self._take_rtt(state.flight[1 - d], state.facts[1 - d], seg.ack, ts, pkt)
+        if not flags & SYN and seg.raw_options:
+            # only SYN options are shown later; dropping the rest saves a bytes object per packet
+            seg.raw_options = b""
 
     @staticmethod
     def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: deque, window: int) -> None:

@@ -234,32 +234,37 @@ def analyse_segment(
     """
     bits = 0
     dup_num = dup_frame = 0
-    if is_zero_window_probe(seglen, seq, fwd, rev):
+    # Each detector is only asked when it can fire (most need no data, or data):
+    # the order among those asked is Wireshark's.
+    if seglen == 1 and is_zero_window_probe(seglen, seq, fwd, rev):
         bits = A_ZERO_WINDOW_PROBE  # Wireshark skips the other forward checks
     else:
-        if is_zero_window(window, flags):
+        if window == 0 and is_zero_window(window, flags):
             bits |= A_ZERO_WINDOW
-        if is_lost_segment(seq, flags, fwd):
-            bits |= A_LOST_SEGMENT
-        if is_keep_alive(seglen, seq, flags, fwd):
-            bits |= A_KEEP_ALIVE
-        if is_window_update(seglen, window, seq, ack, flags, fwd):
-            bits |= A_WINDOW_UPDATE
-        if is_window_full(seglen, seq, flags, rev, rev_scale):
+        if fwd.nextseq is not None and seq != fwd.nextseq:
+            if is_lost_segment(seq, flags, fwd):
+                bits |= A_LOST_SEGMENT
+            if seglen <= 1 and is_keep_alive(seglen, seq, flags, fwd):
+                bits |= A_KEEP_ALIVE
+        if seglen == 0:
+            if window != fwd.window:
+                if is_window_update(seglen, window, seq, ack, flags, fwd):
+                    bits |= A_WINDOW_UPDATE
+            elif rev.lastsegmentflags and is_keep_alive_ack(seglen, window, seq, ack, flags, fwd, rev):
+                bits |= A_KEEP_ALIVE_ACK
+            elif rev.lastsegmentflags and is_zero_window_probe_ack(seglen, window, seq, ack, flags, fwd, rev):
+                bits |= A_ZERO_WINDOW_PROBE_ACK
+            elif is_duplicate_ack(seglen, window, seq, ack, flags, fwd):
+                fwd.dupacknum += 1
+                bits |= A_DUPLICATE_ACK
+                dup_num = fwd.dupacknum
+                dup_frame = fwd.lastnondupack
+        elif rev_scale != -1 and is_window_full(seglen, seq, flags, rev, rev_scale):
             bits |= A_WINDOW_FULL
-        if is_keep_alive_ack(seglen, window, seq, ack, flags, fwd, rev):
-            bits |= A_KEEP_ALIVE_ACK
-        elif is_zero_window_probe_ack(seglen, window, seq, ack, flags, fwd, rev):
-            bits |= A_ZERO_WINDOW_PROBE_ACK
-        elif is_duplicate_ack(seglen, window, seq, ack, flags, fwd):
-            fwd.dupacknum += 1
-            bits |= A_DUPLICATE_ACK
-            dup_num = fwd.dupacknum
-            dup_frame = fwd.lastnondupack
     if ack != fwd.lastack:
         fwd.lastnondupack = frame
         fwd.dupacknum = 0
-    if is_ack_lost_segment(ack, flags, rev):
+    if rev.maxseqtobeacked is not None and is_ack_lost_segment(ack, flags, rev):
         bits |= A_ACK_LOST_SEGMENT
         rev.maxseqtobeacked = rev.nextseq
     if seglen > 0 or flags & (SYN | FIN):
