@@ -451,8 +451,12 @@ def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | Non
                 )
             notes.append(text + (" — " + "; ".join(where) if where else ""))
         if f.out_of_order:
-            cause = f" and caused {f.spurious_retransmissions} spurious retransmission(s)" if f.spurious_retransmissions and not artefact else ""
-            notes.append(f"{f.out_of_order} segment(s) from the {who} arrived out of order: reordering on the path{cause}, not loss")
+            cause = (
+                f"; the {who} took it for loss and sent {f.spurious_retransmissions} spurious retransmission(s)"
+                if f.spurious_retransmissions and not artefact
+                else ""
+            )
+            notes.append(f"{f.out_of_order} segment(s) from the {who} arrived out of order: reordering on the path, not loss{cause}")
             tag = tag or f"reordering ({f.out_of_order} out of order)"
         elif f.spurious_retransmissions and not artefact:
             notes.append(

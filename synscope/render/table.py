@@ -25,7 +25,7 @@ def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None
                 client,
                 fmt_endpoint(c.server.ip, c.server.port),
                 f"+{c.first_ts - origin:.3f}",
-                f"{c.last_ts - c.first_ts:.3f}",
+                fmt.duration(c.last_ts - c.first_ts),
                 f"{fc.packets}/{fs.packets}",
                 f"{fc.payload_bytes}/{fs.payload_bytes}",
                 r.verdict.outcome,
