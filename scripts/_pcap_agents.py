@@ -116,7 +116,7 @@ def connect(addr, port, timeout=20.0, src_port=None, rcvbuf=None, reuse=False):
     try:
         s.connect((addr, port))
     except OSError as e:
-        log("connect %s:%d failed after %.2fs: %s" % (addr, port, time.monotonic() - t0, e))
+        log(f"connect {addr}:{port} failed after {time.monotonic() - t0:.2f}s: {e}")
         s.close()
         return None
     s.settimeout(timeout)
@@ -184,7 +184,7 @@ def serve_one(a, c):
         abort(c)
     elif m == "halfclose":       # read to EOF (client SHUT_WR), then keep sending
         req = drain(c)
-        log("server: got %d bytes then FIN" % req)
+        log(f"server: got {req} bytes then FIN")
         c.sendall(resp_head())
         for i in range(a.chunks):
             c.sendall(b"%05d " % i + b"y" * (a.chunk - 7) + b"\n")
@@ -211,7 +211,7 @@ def slow_reader(a, c):
         while got < a.burst:
             d = c.recv(min(1024, a.burst - got))
             if not d:
-                log("reader: EOF after %d bytes" % total)
+                log(f"reader: EOF after {total} bytes")
                 return
             got += len(d)
             total += len(d)
@@ -248,7 +248,7 @@ def client(a):
             body += d
         time.sleep(0.02)
         s.close()
-        log("client: got %d body bytes" % len(body))
+        log(f"client: got {len(body)} body bytes")
         return
     if m == "http-reuse":        # same source port twice; server closes first
         for i in range(a.tries):
@@ -258,7 +258,7 @@ def client(a):
             s.sendall(HTTP_REQ)
             n = drain(s)
             s.close()
-            log("client: conn %d got %d bytes" % (i, n))
+            log(f"client: conn {i} got {n} bytes")
             time.sleep(a.gap)
         return
     if m == "bulk":
@@ -268,7 +268,7 @@ def client(a):
         s.sendall(HTTP_REQ)
         n = drain(s)
         s.close()
-        log("client: got %d bytes" % n)
+        log(f"client: got {n} bytes")
         return
     if m == "slowread":          # receiver with tiny buffer, reads slowly
         s = connect(a.addr, a.port, timeout=a.timeout, rcvbuf=a.rcvbuf)
@@ -291,7 +291,7 @@ def client(a):
                     break
                 n += len(d)
         except ConnectionResetError:
-            log("client: connection reset after %d bytes" % n)
+            log(f"client: connection reset after {n} bytes")
         s.close()
         return
     if m == "halfclose":
@@ -302,7 +302,7 @@ def client(a):
         s.shutdown(socket.SHUT_WR)
         n = drain(s)
         s.close()
-        log("client: got %d bytes after half-close" % n)
+        log(f"client: got {n} bytes after half-close")
         return
     if m == "keepalive":
         s = connect(a.addr, a.port, timeout=a.timeout)
@@ -361,7 +361,7 @@ def sniff(a):
             f.write(data)
             f.flush()
             n += 1
-    log("sniffer: %d frames" % n)
+    log(f"sniffer: {n} frames")
 
 
 # ---------------------------------------------------------------- L2 relay (TAP / AF_PACKET)
@@ -484,7 +484,7 @@ def relay(a):
                     nswapped += 1
     if held is not None:
         left.write(held)
-    log("relay: %d frames, %d data frames, %d swapped" % (nframes, ndata, nswapped))
+    log(f"relay: {nframes} frames, {ndata} data frames, {nswapped} swapped")
 
 
 # ---------------------------------------------------------------- main
