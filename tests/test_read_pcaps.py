@@ -239,3 +239,13 @@ def test_stats_view() -> None:
     out = cli("read", "--stats", pcap("refused-retry.pcap"), pcap("bulk-loss.pcap")).stdout
     assert "Outcomes" in out and "refused" in out
     assert "Top connections by retransmission rate" in out and "Top connections by duration" in out
+
+
+def test_fast_json_lines_equal_the_json_objects() -> None:
+    """The streamed JSON line is exactly the documented object, packets included."""
+    from synscope.render.json import connection_line, connection_object
+
+    for name in ("bulk-loss.pcap", "zero-window.pcap", "icmp-prohibited.pcap", "wraparound.pcap"):
+        for r in analyse(name):
+            for absolute in (False, True):
+                assert json.loads(connection_line(r, absolute)) == json.loads(json.dumps(connection_object(r, absolute)))

@@ -18,13 +18,13 @@ def _round(x: float | None, nd: int = 6) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def connection_object(r: ConnReport, absolute: bool = False) -> dict[str, Any]:
+def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool = True) -> dict[str, Any]:
     """The JSON object for one connection (schema 1)."""
     c = r.conn
     v = r.verdict
     fc, fs = r.analysis.facts
     packets = []
-    for pkt in c.packets:
+    for pkt in c.packets if with_packets else ():
         seg = pkt.seg
         me = c.client if pkt.dir == C2S else c.server
         peer = c.server if pkt.dir == C2S else c.client
@@ -111,11 +111,63 @@ def connection_object(r: ConnReport, absolute: bool = False) -> dict[str, Any]:
         ],
         "c2s": direction(fc, c.client, c.server),
         "s2c": direction(fs, c.server, c.client),
-        "packets": packets,
+        **({"packets": packets} if with_packets else {}),
     }
+
+
+def connection_line(r: ConnReport, absolute: bool = False) -> str:
+    """One JSON line for a connection: the same object as :func:`connection_object`,
+    with the packet list formatted directly (it is most of the work on big captures)."""
+    obj = connection_object(r, absolute, with_packets=False)
+    head = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+    return head[:-1] + ',"packets":[' + ",".join(_packet_texts(r, absolute)) + "]}"
+
+
+_FLAGS_TEXT: dict[int, str] = {}
+_ANALYSIS_TEXT: dict[int, str] = {}
+
+
+def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
+    c = r.conn
+    client, server = c.client, c.server
+    out = []
+    dumps = json.dumps
+    for pkt in c.packets:
+        seg = pkt.seg
+        c2s = pkt.dir == C2S
+        me, peer = (client, server) if c2s else (server, client)
+        fl = seg.flags
+        flags_text = _FLAGS_TEXT.get(fl)
+        if flags_text is None:
+            flags_text = _FLAGS_TEXT[fl] = dumps(flag_string(fl))
+        bits = pkt.analysis
+        names = _ANALYSIS_TEXT.get(bits)
+        if names is None:
+            names = _ANALYSIS_TEXT[bits] = dumps(flag_names(bits), separators=(",", ":"))
+        if absolute:
+            seq, ack = seg.seq, seg.ack
+        else:
+            seq = me.rel_seq(seg.seq)
+            ack = peer.rel_seq(seg.ack) if fl & ACK else seg.ack
+        win = seg.win << me.win_scale if me.win_scale >= 0 and not fl & SYN else seg.win
+        note = "null" if not pkt.notes else dumps("; ".join(pkt.notes))
+        text = (
+            f'{{"frame":{seg.frame},"t":{round(seg.ts, 9)!r},"dir":"{"c2s" if c2s else "s2c"}","flags":{flags_text},'
+            f'"seq":{seq},"ack":{ack},"len":{seg.length},"win":{win},"analysis":{names},"note":{note}'
+        )
+        if fl & SYN:
+            text += ',"options":' + dumps(seg.options.describe())
+        if pkt.dupack_num:
+            text += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
+        if pkt.rto is not None:
+            text += f',"rto":{_round(pkt.rto)!r}'
+        if pkt.in_flight is not None:
+            text += f',"in_flight":{pkt.in_flight}'
+        out.append(text + "}")
+    return out
 
 
 def write_connection(r: ConnReport, out: TextIO, absolute: bool = False) -> None:
     """Write one JSON line and flush, so ``| jq`` sees it at once."""
-    out.write(json.dumps(connection_object(r, absolute), ensure_ascii=True, separators=(",", ":")) + "\n")
+    out.write(connection_line(r, absolute) + "\n")
     out.flush()
