@@ -249,3 +249,19 @@ def test_fast_json_lines_equal_the_json_objects() -> None:
         for r in analyse(name):
             for absolute in (False, True):
                 assert json.loads(connection_line(r, absolute)) == json.loads(json.dumps(connection_object(r, absolute)))
+
+
+def test_long_connections_keep_every_flagged_packet_but_not_every_plain_one() -> None:
+    from synscope.pipeline import Pipeline, run
+    from synscope.sources.pcap import open_capture
+
+    full = analyse("bulk-loss.pcap")[0]
+    pipeline = Pipeline()
+    pipeline.analyser.max_kept_packets = 50
+    reader = open_capture(pcap("bulk-loss.pcap"))
+    [r] = list(run([(reader.path, reader)], pipeline))
+    total = sum(f.packets for f in r.analysis.facts)
+    assert r.analysis.omitted > 0 and len(r.conn.packets) + r.analysis.omitted == total
+    flagged = lambda rep: [p.seg.frame for p in rep.conn.packets if p.analysis or p.seg.flags & 0x07]  # noqa: E731
+    assert flagged(r) == flagged(full), "flagged and SYN/FIN/RST packets must all be kept"
+    assert r.verdict.explanation == full.verdict.explanation

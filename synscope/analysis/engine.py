@@ -22,6 +22,10 @@ RETRANSMITTED = F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETR
 MAX_RTT_SAMPLES = 2048
 # Segments remembered per direction for RTT and retransmission timing
 MAX_IN_FLIGHT = 4096
+# Per-packet records kept per connection. Past this, plain packets (no analysis flag,
+# no SYN/FIN/RST) are counted but not kept, so a bulk transfer of millions of packets
+# does not grow memory; every flagged or control packet is always kept.
+MAX_KEPT_PACKETS = 5000
 
 
 @dataclass(slots=True)
@@ -86,11 +90,15 @@ class ConnAnalysis:
     facts: tuple[DirectionFacts, DirectionFacts] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
     flight: tuple[deque, deque] = field(default_factory=lambda: (deque(), deque()))
     flag_totals: int = 0
+    omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False
 
 
 class Analyser:
     """Stateful per-packet analysis; one instance serves every connection of a run."""
+
+    def __init__(self, max_kept_packets: int = MAX_KEPT_PACKETS) -> None:
+        self.max_kept_packets = max_kept_packets
 
     def on_packet(self, conn: Connection, pkt: Packet) -> None:
         """Analyse one packet; fills ``pkt.analysis`` and the connection's facts."""
@@ -160,6 +168,10 @@ class Analyser:
         if not flags & SYN and seg.raw_options:
             # only SYN options are shown later; dropping the rest saves a bytes object per packet
             seg.raw_options = b""
+        packets = conn.packets
+        if len(packets) > self.max_kept_packets and not bits and not flags & (SYN | FIN | RST) and packets[-1] is pkt:
+            packets.pop()
+            state.omitted += 1
 
     @staticmethod
     def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: deque, window: int) -> None:

@@ -103,6 +103,7 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "handshake_rtt_client_leg": _round(
             c.handshake_ack_ts - c.synack_ts if c.handshake_ack_ts is not None and c.synack_ts is not None else None
         ),
+        "packets_omitted": r.analysis.omitted,
         "reused_from": c.reused_from,
         "retry_of": r.retry_of,
         "icmp": [

@@ -101,6 +101,8 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
     out.write(header + "\n")
     for _, _, line in rows:
         out.write(line + "\n")
+    if r.analysis.omitted:
+        out.write(f"  … {r.analysis.omitted} plain data/ACK packets not kept (long connection); every flagged or control packet is shown\n")
 
 
 def write_header(name: str, connections: int, frames: int, span: float, details: str, out: TextIO) -> None:
