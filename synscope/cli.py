@@ -269,6 +269,9 @@ def _linktype_names(linktypes: object) -> str:
 
 
 # --- further commands register here (one line each) ---
+from synscope.commands.watch import watch  # noqa: E402
+
+main.add_command(watch)
 
 
 if __name__ == "__main__":
