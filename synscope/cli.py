@@ -225,6 +225,12 @@ def _warn_run(pipeline: object) -> None:
         click.echo(f"synscope: warning: {n} frames with unsupported link type {lt} skipped", err=True)
     if ds.malformed:
         click.echo(f"synscope: warning: {ds.malformed} malformed frames skipped", err=True)
+    if pipeline.tracker.stragglers:
+        click.echo(
+            f"synscope: note: {pipeline.tracker.stragglers} late packets of connections that had already ended "
+            "and been reported were counted, not shown",
+            err=True,
+        )
     if pipeline.tracker.evicted:
         click.echo(f"synscope: warning: {pipeline.tracker.evicted} connections evicted from the table (--max-conns)", err=True)
 

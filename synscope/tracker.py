@@ -21,6 +21,10 @@ S2C = 1
 # A connection that saw RST or both FINs is handed on once the capture clock
 # is this far past its last packet: long enough for a TIME_WAIT retransmitted FIN.
 CLOSED_LINGER = 60.0
+# A complete connection (RST seen, or both FINs acknowledged) expects nothing more: it is
+# handed on this long after its last packet, so memory stays flat on long captures. A late
+# straggler (a last ACK repeated after a lost one) is absorbed and counted, as in watch.
+COMPLETE_LINGER = 5.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
 MAX_RECENT_CLOSED = 65536
@@ -115,6 +119,12 @@ class Connection:
         return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None)
 
     @property
+    def complete(self) -> bool:
+        """RST seen, or both FINs seen and acknowledged: nothing more is expected."""
+        c, s = self.client, self.server
+        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_acked and s.fin_acked)
+
+    @property
     def established(self) -> bool:
         """Handshake completed as far as the capture shows (or picked up mid-stream)."""
         return self.handshake_ack_ts is not None or self.midstream
@@ -177,6 +187,8 @@ class Tracker:
         self.orphan_icmp: list[IcmpError] = []
         self.reused = 0
         self._retired: list[Connection] = []
+        # id of the last connection handed on per 4-tuple, to report port reuse after it
+        self._last_id: dict[tuple[bytes, int, bytes, int], int] = {}
         self.clock = 0.0
 
     # ----------------------------------------------------------------- segments
@@ -242,6 +254,8 @@ class Tracker:
         conn.source_index = seg.source_index
         self.next_id += 1
         self.table[key] = conn
+        if flags & SYN and self._last_id:
+            conn.reused_from = self._last_id.pop(key, None)
         return conn
 
     def _update_sides(self, conn: Connection, pkt: Packet) -> None:
@@ -319,6 +333,10 @@ class Tracker:
     def _retire(self, key: tuple[bytes, int, bytes, int]) -> None:
         conn = self.table.pop(key)
         self._retired.append(conn)
+        last = self._last_id
+        last[key] = conn.id
+        if len(last) > MAX_RECENT_CLOSED:
+            del last[next(iter(last))]
 
     def _evict_oldest(self) -> None:
         # dicts keep insertion order; the least recently active is found by a scan, which
@@ -337,20 +355,21 @@ class Tracker:
         """
         clock = self.clock if now is None or now < self.clock else now
         horizon = clock - self.closed_linger
+        complete_horizon = clock - min(self.closed_linger, COMPLETE_LINGER)
         idle_horizon = None if self.idle_timeout is None else clock - self.idle_timeout
         done = []
         for k, c in self.table.items():
             if c.closed:
-                if c.last_ts < horizon:
+                if c.last_ts < horizon or (c.last_ts < complete_horizon and c.complete):
                     done.append(k)
             elif idle_horizon is not None and c.last_ts < idle_horizon:
                 c.timed_out = True
                 self.timed_out += 1
                 done.append(k)
-        remember = self.closed_linger < CLOSED_LINGER
         recent = self._recent_closed
+        remember_after = clock - CLOSED_LINGER
         for k in done:
-            if remember and not self.table[k].timed_out:
+            if self.table[k].last_ts >= remember_after and not self.table[k].timed_out:
                 recent[k] = self.table[k].last_ts + CLOSED_LINGER
                 if len(recent) > MAX_RECENT_CLOSED:
                     del recent[next(iter(recent))]
