@@ -275,6 +275,9 @@ def _linktype_names(linktypes: object) -> str:
 
 
 # --- further commands register here (one line each) ---
+from synscope.commands.probe import demo, probe  # noqa: E402
+
+main.add_command(probe); main.add_command(demo)  # noqa: E702
 from synscope.commands.watch import watch  # noqa: E402
 
 main.add_command(watch)

@@ -14,3 +14,4 @@ class ExitCode(IntEnum):
     PARTIAL_INPUT = 5  # read: a capture ended mid-record or was corrupt; what came before is reported
     BAD_INPUT = 6  # read: a file is not a capture, is empty, or cannot be opened
     NO_PRIVILEGE = 77  # raw sockets need root or CAP_NET_RAW (EX_NOPERM)
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM: partial results printed, everything cleaned up (128 + SIGINT)

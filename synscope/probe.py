@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from synscope.addr import fmt_ip
 from synscope.exit_codes import ExitCode
@@ -32,7 +33,7 @@ SPLIT_HANDSHAKE = "split-handshake-syn"
 # ICMP errors that say something about the path, not about the port: keep waiting
 NOT_ABOUT_THE_PORT = frozenset({"frag-needed", "packet-too-big", "source-quench"})
 # Port states, best first: a port that answered SYN-ACK once is open (as nmap decides)
-STATE_RANK = {"open": 0, "closed": 1, "filtered": 2}
+STATE_RANK = {"open": 0, "closed": 1, "filtered": 2, "unknown": 3}
 
 _PORTS_SEQ = struct.Struct("!HHI")
 _U16 = struct.Struct("!H")
@@ -192,9 +193,8 @@ def build_rst(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int
 # ---------------------------------------------------------------- answers
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeId:
-    """Who a probe was: answers are matched against this."""
+class ProbeId(NamedTuple):
+    """Who a probe was: answers are matched against this (a tuple: built once per answer, cheaply)."""
 
     src: bytes
     dst: bytes
@@ -423,10 +423,19 @@ def aggregate(port: int, rounds: list[Round], waits: list[float] | None = None) 
     RTT is the mean over the rounds that ended in that state; ``tries`` counts
     every SYN sent to the port.
     """
+    if len(rounds) == 1:  # the usual case, kept cheap for sweeps of many ports
+        rd = rounds[0]
+        rep = rd.reply
+        if rep is not None:
+            tries = rd.tries
+            rtt = rep.ts - tries[0].ts if len(tries) == 1 else rd.rtt()
+            return PortResult(port, rep.state, rep.reason, rep.sender, rtt, len(tries), rep, rounds, [])
     done = [r for r in rounds if r.state]
     tries = sum(len(r.tries) for r in rounds)
     if not done:
-        return PortResult(port, "filtered", "no-response", None, None, tries, None, rounds, list(waits or []))
+        # a run stopped early (Ctrl-C): say so rather than call the port filtered
+        reason = "not-probed" if not tries else "interrupted"
+        return PortResult(port, "unknown", reason, None, None, tries, None, rounds, list(waits or []))
     best = min(done, key=lambda r: (STATE_RANK[r.state], r.reply is None))
     same = [r for r in done if r.state == best.state and r.reason == best.reason]
     rtts = [x for x in (r.rtt() for r in same) if x is not None]

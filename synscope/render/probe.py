@@ -39,7 +39,7 @@ def _columns(rows: list[list[str]], out: TextIO, indent: str = " ") -> None:
 
 
 def _waits_text(waits: list[float]) -> str:
-    return ", ".join(fmt.duration(w) for w in waits)
+    return ", ".join(f"{round(w, 3):g} s" for w in waits)
 
 
 def result_note(result: PortResult, target: bytes) -> str:
@@ -49,6 +49,8 @@ def result_note(result: PortResult, target: bytes) -> str:
     rounds = [r for r in result.rounds if r.tries]
     if not rounds:
         return "not probed (interrupted)"
+    if result.state == "unknown":
+        return f"{result.tries} tr{'ies' if result.tries != 1 else 'y'} sent, interrupted while waiting"
     if len(rounds) == 1:
         n = len(rounds[0].tries)
         return f"{n} tr{'ies' if n != 1 else 'y'}, waited {_waits_text(result.waits[:n])}"
@@ -86,7 +88,7 @@ def write_header(outcome: Any, out: TextIO) -> None:
     rounds = f", {cfg.count} rounds" if cfg.count > 1 else ""
     via = f" via {t.iface}" if t.iface else ""
     out.write(
-        f"probe {name}: {n} port{'s' if n != 1 else ''} from {t.src}{via}, up to {cfg.retries + 1} tries "
+        f"probe {name}: {n} port{'s' if n != 1 else ''} from {t.src}{via}, up to {cfg.retries + 1} tr{'ies' if cfg.retries else 'y'} "
         f"(waits {_waits_text(outcome_waits(cfg))}){rounds}, {rate}\n\n"
     )
 
@@ -111,10 +113,15 @@ def write_stats(result: PortResult, address: str, out: TextIO) -> None:
     out.write("\n")
 
 
-def _failed_reports(outcome: Any, show_all: bool) -> list[ConnReport]:
-    """Connections whose timeline is shown: every one that was not open (all with --all), few when many failed."""
+def _timeline_reports(outcome: Any, show_all: bool) -> tuple[list[ConnReport], int]:
+    """Connections whose timeline is shown, and how many failed ports were left out.
+
+    Every port that was not open (all of them with --all); when many failed,
+    one example per kind of answer; with --count, the first round of each.
+    """
     results = outcome.results
     chosen = [r for r in results if show_all or r.state != "open"]
+    left_out = 0
     if not show_all and len(chosen) > TIMELINE_LIMIT:
         seen: set[tuple[str, str]] = set()
         examples = []
@@ -122,11 +129,14 @@ def _failed_reports(outcome: Any, show_all: bool) -> list[ConnReport]:
             if (r.state, r.reason) not in seen:
                 seen.add((r.state, r.reason))
                 examples.append(r)
+        left_out = len(chosen) - len(examples)
         chosen = examples
+    by_port = outcome.reports_for(r.port for r in chosen)
     reports: list[ConnReport] = []
     for r in chosen:
-        reports.extend(outcome.reports.get(r.port, []))
-    return reports
+        reps = by_port.get(r.port, [])
+        reports.extend(reps if show_all else reps[:1])
+    return reports, left_out
 
 
 def write_probe_text(outcome: Any, out: TextIO, show_all: bool = False, absolute: bool = False) -> None:
@@ -141,20 +151,20 @@ def write_probe_text(outcome: Any, out: TextIO, show_all: bool = False, absolute
     if outcome.config.count > 1:
         for r in outcome.results:
             write_stats(r, outcome.target.addr, out)
-    reports = _failed_reports(outcome, show_all)
+    reports, left_out = _timeline_reports(outcome, show_all)
     for rep in reports:
         write_connection(rep, out, absolute=absolute)
-    shown_ports = {rep.conn.server.port for rep in reports}
-    failed = [r for r in outcome.results if r.state != "open"]
-    if not show_all and len(failed) > len(shown_ports) and len(failed) > TIMELINE_LIMIT:
-        out.write(f"(one timeline per kind of answer shown; --all shows all {len(failed):,})\n\n")
+    if left_out:
+        out.write(f"(one timeline per kind of answer; {left_out:,} more like these: --all shows every one)\n\n")
+    elif outcome.config.count > 1 and not show_all and reports:
+        out.write("(first round of each port shown; --all shows every round)\n\n")
     write_footer(outcome, out)
 
 
 def write_footer(outcome: Any, out: TextIO) -> None:
     """Totals, duration, what was captured and where it was saved."""
     counts = Counter(r.state for r in outcome.results)
-    parts = [f"{counts[s]:,} {s}" for s in ("open", "closed", "filtered") if counts[s]]
+    parts = [f"{counts[s]:,} {s}" for s in ("open", "closed", "filtered", "unknown") if counts[s]]
     line = f"{', '.join(parts) or 'nothing probed'} in {fmt.duration(outcome.elapsed)}; {outcome.frames:,} packets captured"
     if outcome.rsts_sent:
         line += f"; {outcome.rsts_sent} RST{'s' if outcome.rsts_sent != 1 else ''} sent to close half-open connections"
@@ -191,11 +201,13 @@ def _round_object(rd: Round) -> dict[str, Any]:
         "rtt": None if rtt is None else round(rtt, 9),
         "rtt_clock": None if rtt is None else ("kernel" if kernel else "user"),
         "tries": [round(t.ts, 9) for t in rd.tries],
+        "rst_sent": rd.rst_sent,
     }
 
 
-def port_object(outcome: Any, result: PortResult, absolute: bool = False) -> dict[str, Any]:
-    """The JSON object for one probed port (schema shared with ``read --json``)."""
+def port_object(outcome: Any, result: PortResult, absolute: bool = False, packets: bool = True) -> dict[str, Any]:
+    """The JSON object for one probed port (schema shared with ``read --json``); ``packets=False`` leaves
+    out ``connections`` and ``packets`` (no pipeline run: fast for big sweeps)."""
     t = outcome.target
     reply = result.reply
     server = None
@@ -215,8 +227,7 @@ def port_object(outcome: Any, result: PortResult, absolute: bool = False) -> dic
             "ecn": reply.ece,
             "ip_ecn": reply.ecn_ip,
         }
-    conns, packets = _reports_json(outcome.reports.get(result.port, []), absolute)
-    answered = [rd for rd in result.rounds if rd.reply is not None]
+    conns, pkts = _reports_json(outcome.reports_for([result.port])[result.port], absolute) if packets else (None, None)
     obj: dict[str, Any] = {
         "schema": SCHEMA,
         "kind": "probe",
@@ -239,21 +250,23 @@ def port_object(outcome: Any, result: PortResult, absolute: bool = False) -> dic
         "rounds": [_round_object(rd) for rd in result.rounds],
         "rtt_stats": None,
         "connections": conns,
-        "packets": packets,
+        "packets": pkts,
     }
-    stats = rtt_stats(result.rtts())
     if len(result.rounds) > 1:
+        stats = rtt_stats(result.rtts())
         obj["rtt_stats"] = {
-            "sent": len(result.rounds), "answered": len(answered),
+            "sent": len(result.rounds), "answered": sum(1 for rd in result.rounds if rd.reply is not None),
             **({} if stats is None else dict(zip(("min", "avg", "max", "stddev"), (round(x, 9) for x in stats), strict=True))),
         }
     return obj
 
 
-def write_probe_json(outcome: Any, out: TextIO, absolute: bool = False) -> None:
+def write_probe_json(outcome: Any, out: TextIO, absolute: bool = False, packets: bool = True) -> None:
     """JSON Lines: one object per port, in the order the ports were given."""
-    for r in outcome.results:
-        out.write(json.dumps(port_object(outcome, r, absolute), ensure_ascii=True, separators=(",", ":")) + "\n")
+    if packets:
+        outcome.reports_for(r.port for r in outcome.results)  # one pipeline run for all of them
+    encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+    out.write("".join(encode(port_object(outcome, r, absolute, packets)) + "\n" for r in outcome.results))
     out.flush()
 
 
