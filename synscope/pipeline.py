@@ -23,7 +23,10 @@ from synscope.verdict import Verdict, judge
 # (loopback through AF_PACKET; -i any on a host that forwards).
 DUPLICATE_WINDOW = 0.001
 # Capture-time interval between sweeps for finished connections
-SWEEP_INTERVAL = 5.0
+SWEEP_INTERVAL = 0.5
+# ... and only once this many segments per connection in the table went by since the last
+# sweep, so a table of a million half-open connections is not scanned every half second
+SWEEP_WORK_RATIO = 0.5
 # pcapng files from several interfaces interleave them in batches, out of time order;
 # frames are put back in time order within this much capture time (as reordercap would)
 REORDER_WINDOW = 2.0
@@ -102,6 +105,7 @@ class Pipeline:
         self._older: dict[tuple, float] = {}
         self._recent_start = 0.0
         self._next_sweep = 0.0
+        self._since_sweep = 0
         self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int]] = {}
         self.source_names: list[str] = []
 
@@ -138,8 +142,10 @@ class Pipeline:
             self.analyser.on_packet(conn, pkt)
         else:
             self.tracker.attach_icmp(item)
-        if ts >= self._next_sweep:
+        self._since_sweep += 1
+        if ts >= self._next_sweep and self._since_sweep >= SWEEP_WORK_RATIO * len(self.tracker.table):
             self._next_sweep = ts + SWEEP_INTERVAL
+            self._since_sweep = 0
             self.tracker.sweep()
 
     def _seen_twice(self, seg: Segment) -> bool:

@@ -24,7 +24,7 @@ CLOSED_LINGER = 60.0
 # A complete connection (RST seen, or both FINs acknowledged) expects nothing more: it is
 # handed on this long after its last packet, so memory stays flat on long captures. A late
 # straggler (a last ACK repeated after a lost one) is absorbed and counted, as in watch.
-COMPLETE_LINGER = 5.0
+COMPLETE_LINGER = 1.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
 MAX_RECENT_CLOSED = 65536
