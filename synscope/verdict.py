@@ -489,4 +489,67 @@ def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | Non
         if f.keep_alives and not pf.zero_window_adverts:
             notes.append(f"the {who} sent {f.keep_alives} keep-alive(s) on an idle connection (longest idle gap {fmt.duration(f.max_idle)})")
             tag = tag or f"{f.keep_alives} keep-alives"
+    app_note, app_tag, app_next = _application_latency(conn, handshake_rtt)
+    if app_note:
+        notes.append(app_note)
+        tag = tag or app_tag
+        worst = worst or app_next
+    for err in conn.icmp:
+        router = fmt_ip(err.router)
+        if err.mtu:
+            notes.append(
+                f"{router} sent {icmp_label(err.version, err.type, err.code)} ({err.name}, MTU {err.mtu}): the path MTU is smaller"
+                " than the packets sent; if such ICMP errors are filtered elsewhere, large transfers stall (PMTU black hole)"
+            )
+        else:
+            notes.append(f"{router} sent {icmp_label(err.version, err.type, err.code)} ({err.name}) about this connection")
+        tag = tag or f"ICMP {err.name} from {router}"
     return notes, worst, tag
+
+
+# The server's first byte after a request is "slow" past this many handshake RTTs and this long
+APP_LATENCY_RTTS = 10
+APP_LATENCY_MIN = 0.2
+# An open connection whose request got no answer for this long before the capture ended
+UNANSWERED_AFTER = 1.0
+
+
+def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple[str, str, str]:
+    """Tell network delay from application delay: the request is acknowledged at once, the
+    answer comes much later (a slow server application), or never comes."""
+    first_req = first_ack = first_answer = None
+    for pkt in conn.packets:
+        seg = pkt.seg
+        if first_req is None:
+            if pkt.dir == C2S and seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
+                first_req = seg
+            continue
+        if pkt.dir == 1:
+            if first_ack is None and seg.flags & ACK:
+                first_ack = seg
+            if seg.length and not pkt.analysis & F.A_KEEP_ALIVE:
+                first_answer = seg
+                break
+    if first_req is None:
+        return "", "", ""
+    server = fmt_ip(conn.server.ip)
+    acked = f"; the request itself was acknowledged after {fmt.duration(first_ack.ts - first_req.ts)}" if first_ack else ""
+    if first_answer is not None:
+        wait = first_answer.ts - first_req.ts
+        floor = max(APP_LATENCY_MIN, APP_LATENCY_RTTS * (handshake_rtt or 0.0))
+        if wait >= floor:
+            return (
+                f"the server took {fmt.duration(wait)} to send its first byte after the client's request{acked}:"
+                " the delay is in the server application, not the network",
+                f"server answered after {fmt.duration(wait)}",
+                f"Look at the server application on {server} (slow handler, locks, a backend it waits for).",
+            )
+        return "", "", ""
+    if conn.server.fin_seq is None and conn.server.rst_ts is None and conn.last_ts - first_req.ts >= UNANSWERED_AFTER:
+        return (
+            f"the client's request got no answer for {fmt.duration(conn.last_ts - first_req.ts)} until the capture ended{acked}:"
+            " the server application has not responded",
+            "request unanswered",
+            f"Check the server application on {server}: is it stuck, or waiting for something?",
+        )
+    return "", "", ""
