@@ -366,6 +366,9 @@ class ProbeConfig:
     sport: int | None = None
     spec: SynSpec = field(default_factory=SynSpec)
     write: str | None = None
+    # called once the capture, the raw socket and the -w file are open, before the first send or read
+    # (--user: give up root there); an exception it raises ends the run, everything closed
+    after_open: Callable[[], None] | None = None
 
 
 @dataclass
@@ -560,6 +563,8 @@ def run_probe(target: Target, cfg: ProbeConfig, stop: Stopper | None = None, rng
         cap = _open_capture(target, probe_filter(target, sports))
         prober.sock = _open_raw(target.family)
         prober.writer = _open_writer(cfg.write, cap.linktype)
+        if cfg.after_open is not None:
+            cfg.after_open()
         prober.l2 = L2_HEADER.get(cap.linktype, -1)
         started = time.monotonic()
         interrupted = _loop(prober, template, cap, stop)
@@ -782,11 +787,14 @@ def run_connect(
     retries: int = 2,
     write: str | None = None,
     stop: Stopper | None = None,
+    after_open: Callable[[], None] | None = None,
 ) -> ConnectOutcome:
     """connect() with the kernel's own TCP, optional request, read the answer, close; all captured.
 
     The kernel retransmits the SYN itself (``TCP_SYNCNT`` = ``retries``); the
     whole attempt is bounded by the same total wait as the half-open probe.
+    ``after_open`` is called once the capture and the ``write`` file are open,
+    before connect() and the first read (``--user``: give up root there).
     """
     stop = stop or Stopper()
     started = time.monotonic()
@@ -805,6 +813,8 @@ def run_connect(
         sport = sock.getsockname()[1]
         cap = _open_capture(target, probe_filter(target, [sport]))
         writer = _open_writer(write, cap.linktype)
+        if after_open is not None:
+            after_open()
         watch = _Watch(target, sport, port, cap, writer)
         sock.setsockopt(socket.IPPROTO_TCP, TCP_SYNCNT, max(1, min(retries, 127)))
         sock.setblocking(False)

@@ -30,6 +30,68 @@ def _fail(message: str, code: ExitCode) -> None:
     sys.exit(int(code))
 
 
+# What runs after --user gives up root, imported while still root: the interpreter's own files may
+# be unreadable to that user (a Python under /root), and an import after the drop would fail there
+AFTER_DROP_MODULES = (
+    "synscope.decode",
+    "synscope.icmp",
+    "synscope.privileges",
+    "synscope.render.json",
+    "synscope.render.probe",
+    "synscope.render.table",
+    "synscope.render.text",
+)
+
+
+def check_user(user: str) -> None:
+    """``--user NAME``, checked before anything is opened: an unknown or root account is a usage
+    error (exit 2), running without root (nothing to drop) a privilege error (exit 77)."""
+    import pwd
+
+    shown = user if user.isprintable() else repr(user)
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, OverflowError, ValueError):
+        _fail(f"--user {shown}: no such user (not in /etc/passwd or the name service); give an existing account, e.g. nobody", ExitCode.USAGE)
+        return
+    if pw.pw_uid == 0:
+        _fail(f"--user {shown}: that account is root (uid 0), so nothing would be dropped; give an unprivileged account, e.g. nobody", ExitCode.USAGE)
+    if os.geteuid() != 0:
+        _fail(
+            f"--user {shown}: dropping privileges needs root, and this process runs as uid {os.geteuid()}; run it with sudo, or leave out --user",
+            ExitCode.NO_PRIVILEGE,
+        )
+
+
+def prepare_drop(user: str, modules: tuple[str, ...] = AFTER_DROP_MODULES) -> Callable[[], None]:
+    """Import ``modules`` now (as root) and return the call that gives up root for ``user`` for good
+    (:func:`synscope.privileges.drop_privileges`; raises PrivilegeDropError)."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+    from synscope.privileges import PrivilegeDropError, drop_privileges
+
+    def drop() -> None:
+        try:
+            drop_privileges(user)
+        except OSError as e:  # the kernel refused a switch (root without CAP_SETUID / CAP_SETGID, as in some containers)
+            raise PrivilegeDropError(f"--user {user}: switching to this user was refused ({e.strerror or e}); stopping") from None
+
+    return drop
+
+
+def _drop_or_probe_error(drop: Callable[[], None]) -> None:
+    """Give up root (ProbeConfig.after_open); a failed drop ends the probe as a runtime error (exit 1)."""
+    from synscope.privileges import PrivilegeDropError
+    from synscope.probe_run import ProbeError
+
+    try:
+        drop()
+    except PrivilegeDropError as e:
+        raise ProbeError(str(e)) from None
+
+
 def unescape(text: str) -> bytes:
     r"""``--send`` data with C escapes: ``\r``, ``\n``, ``\t``, ``\\``, ``\xNN``, ``\0``."""
     try:
@@ -105,6 +167,7 @@ def _stop_on_signals() -> Iterator[object]:
 @click.option("--no-packets", is_flag=True, help="With --json: leave out connections and packets (one short line per port; fast for big sweeps).")
 @click.option("--absolute", is_flag=True, help="Raw sequence and ack numbers in timelines.")
 @click.option("-w", "--write", "write_path", metavar="FILE", help="Save every packet sent and captured to this pcap file (complete even after Ctrl-C).")
+@click.option("--user", metavar="NAME", help="Once the sockets and the -w file are open, give up root and run as this user (like tcpdump -Z).")
 @_without_gc
 def probe(
     host: str,
@@ -128,6 +191,7 @@ def probe(
     no_packets: bool,
     absolute: bool,
     write_path: str | None,
+    user: str | None,
 ) -> None:
     """Send SYNs to HOST and explain each answer: open, closed, filtered (needs root or CAP_NET_RAW).
 
@@ -139,6 +203,8 @@ def probe(
     Exit status: 0 all ports open, 3 a port closed, 4 a port filtered or silent,
     2 usage error, 1 runtime error, 77 no privilege, 130 interrupted.
     """
+    if user is not None:
+        check_user(user)
     from synscope.ports import PortSpecError, parse_ports
     from synscope.probe import SynSpec, exit_code
     from synscope.probe_run import DEFAULT_RATE, ProbeConfig, ProbeError, find_target, run_connect, run_probe
@@ -165,11 +231,14 @@ def probe(
 
         family = socket.AF_INET if ipv4 else socket.AF_INET6
     out = click.get_text_stream("stdout")
+    after_open: Callable[[], None] | None = None
+    if user is not None:
+        after_open = functools.partial(_drop_or_probe_error, prepare_drop(user))
     try:
         target = find_target(host, family)
         with _stop_on_signals() as stopper:
             if connect_mode:
-                co = run_connect(target, port_list[0], payload, timeout, retries, write_path, stopper)  # type: ignore[arg-type]
+                co = run_connect(target, port_list[0], payload, timeout, retries, write_path, stopper, after_open)  # type: ignore[arg-type]
                 from synscope.render.probe import write_connect_json, write_connect_text
 
                 (write_connect_json if as_json else write_connect_text)(co, out, absolute)
@@ -183,7 +252,7 @@ def probe(
                     syn = dataclasses.replace(syn, mss=mss)
                 if window is not None:
                     syn = dataclasses.replace(syn, window=window)
-                cfg = ProbeConfig(port_list, retries, timeout, DEFAULT_RATE if rate is None else rate, count, sport, syn, write_path)
+                cfg = ProbeConfig(port_list, retries, timeout, DEFAULT_RATE if rate is None else rate, count, sport, syn, write_path, after_open)
                 outcome = run_probe(target, cfg, stopper)  # type: ignore[arg-type]
                 from synscope.render.probe import write_probe_json, write_probe_text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -49,6 +50,7 @@ from synscope.exit_codes import ExitCode
     metavar="MiB",
     help="Kernel receive buffer: bursts wait here instead of being dropped.",
 )
+@click.option("--user", metavar="NAME", help="Once the capture and the -w file are open, give up root and run as this user (like tcpdump -Z).")
 def watch(
     iface: str,
     bpf: str | None,
@@ -64,6 +66,7 @@ def watch(
     count: int | None,
     max_conns: int | None,
     buffer_mb: int,
+    user: str | None,
 ) -> None:
     """Follow live TCP connections on an interface (needs root or CAP_NET_RAW).
 
@@ -72,6 +75,12 @@ def watch(
     On a terminal, a status line on stderr shows open connections, packets and
     kernel drops. Ctrl-C or SIGTERM prints the summary of everything seen.
     """
+    drop: Callable[[], None] | None = None
+    if user is not None:
+        from synscope.commands.probe import check_user, prepare_drop
+
+        check_user(user)  # an unknown user is a usage error before anything is opened
+        drop = prepare_drop(user)
     from synscope.bpf import CompiledFilter, FilterError
     from synscope.cli import _fail, _parse_hosts, _parse_ports
     from synscope.model import LinkType
@@ -107,6 +116,17 @@ def watch(
         except OSError as e:
             capture.close()
             _fail(f"cannot write {write_path}: {e.strerror or e}", ExitCode.ERROR)
+    if drop is not None:
+        # every privileged thing is open: give up root before the first packet is read
+        from synscope.privileges import PrivilegeDropError
+
+        try:
+            drop()
+        except PrivilegeDropError as e:
+            capture.close()
+            if writer is not None:
+                writer.close()
+            _fail(str(e), ExitCode.ERROR)
     pipeline = Pipeline(
         Selection(host_set, port_set),
         max_conns=max_conns,
