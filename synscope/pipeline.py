@@ -31,6 +31,9 @@ SWEEP_WORK_RATIO = 0.5
 # frames are put back in time order within this much capture time (as reordercap would)
 REORDER_WINDOW = 2.0
 REORDER_MAX_HELD = 200_000
+# Segments of one direction remembered per flow for duplicate detection (a burst
+# interleaves the in- and outgoing copies of a few packets on a forwarding host)
+DUPLICATE_HISTORY = 8
 # A failed attempt followed this soon by another to the same server port is an application retry
 RETRY_WINDOW = 120.0
 
@@ -101,8 +104,8 @@ class Pipeline:
         self.stats = RunStats()
         self.dedup = dedup
         # two generations of recently seen segment identities (see _seen_twice)
-        self._recent: dict[tuple, float] = {}
-        self._older: dict[tuple, float] = {}
+        self._recent: dict[tuple, list] = {}
+        self._older: dict[tuple, list] = {}
         self._recent_start = 0.0
         self._next_sweep = 0.0
         self._since_sweep = 0
@@ -149,24 +152,42 @@ class Pipeline:
             self.tracker.sweep()
 
     def _seen_twice(self, seg: Segment) -> bool:
-        """The same segment again within DUPLICATE_WINDOW: one packet captured twice.
+        """The same segment again within DUPLICATE_WINDOW, with nothing from the other side
+        in between: one packet captured twice.
 
         Loopback captures through AF_PACKET record the outgoing and incoming copy;
         ``tcpdump -i any`` on a router or container host records a forwarded
-        packet on every interface it crosses (its TTL one lower). Same
-        addresses, ports, seq, ack, flags, length, IP ID and TCP options is the
-        same packet: a real retransmission differs in IP ID or timestamp.
+        packet on every interface it crosses (its TTL one lower). Same ports,
+        seq, ack, flags, length, window, IP ID and TCP options is the same packet.
+        A real retransmission always follows something from the other side (a
+        duplicate ACK, or the peer's own retransmission: Linux answers a repeated
+        SYN at once with a byte-identical SYN-ACK), so a packet the other way in
+        between means the copy is genuine.
         """
-        key = (seg.src, seg.dst, seg.sport, seg.dport, seg.seq, seg.ack, seg.flags, seg.length, seg.ip_id, seg.raw_options, seg.win)
+        src, dst = seg.src, seg.dst
+        sport = seg.sport
+        forward = (src, sport) <= (dst, seg.dport)
+        flow = (src, sport, dst, seg.dport) if forward else (dst, seg.dport, src, sport)
+        ident = (seg.seq, seg.ack, seg.flags, seg.length, seg.ip_id, seg.raw_options, seg.win)
         ts = seg.ts
         if ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start:
             self._older, self._recent, self._recent_start = self._recent, {}, ts
-        prev = self._recent.get(key)
-        if prev is None:
-            prev = self._older.get(key)
+        recent = self._recent
+        entry = recent.get(flow)
+        if entry is None:
+            entry = self._older.get(flow)
+            if entry is not None:
+                recent[flow] = entry
+        if entry is None or entry[0] != forward:
+            recent[flow] = [forward, {ident: ts}]  # first packet, or the other side spoke: start over
+            return False
+        seen = entry[1]
+        prev = seen.get(ident)
         if prev is not None and abs(ts - prev) <= DUPLICATE_WINDOW:
             return True
-        self._recent[key] = ts
+        if len(seen) >= DUPLICATE_HISTORY:
+            seen.clear()
+        seen[ident] = ts
         return False
 
     def sweep(self, now: float | None = None) -> None:
