@@ -268,3 +268,25 @@ def test_long_connections_keep_every_flagged_packet_but_not_every_plain_one() ->
     flagged = lambda rep: [p.seg.frame for p in rep.conn.packets if p.analysis or p.seg.flags & 0x07]  # noqa: E731
     assert flagged(r) == flagged(full), "flagged and SYN/FIN/RST packets must all be kept"
     assert r.verdict.explanation == full.verdict.explanation
+
+
+def test_read_path_makes_no_reference_cycles() -> None:
+    """`read` turns the cyclic garbage collector off; that is only safe while nothing builds cycles."""
+    import gc
+    import io
+
+    from synscope.render.json import write_connection
+    from synscope.render.text import write_connection as write_text
+
+    analyse("normal.pcap")  # warm up imports and caches
+    gc.collect()
+    gc.disable()
+    try:
+        for name in ("bulk-loss.pcap", "zero-window.pcap", "icmp-prohibited.pcap", "port-reuse.pcap", "reorder.pcap"):
+            for r in analyse(name):
+                write_connection(r, io.StringIO())
+                write_text(r, io.StringIO())
+        del r
+        assert gc.collect() == 0, "the read path left reference cycles behind"
+    finally:
+        gc.enable()
