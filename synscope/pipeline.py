@@ -139,10 +139,10 @@ class Pipeline:
             if self.dedup and self._seen_twice(item):
                 stats.duplicates += 1
                 return
-            if self.tracker.is_straggler(item):
-                return
             conn, pkt = self.tracker.feed(item)
-            self.analyser.on_packet(conn, pkt)
+            if conn is None:  # a late packet of a connection already handed on: counted
+                return
+            self.analyser.on_packet(conn, pkt)  # type: ignore[arg-type]
         else:
             self.tracker.attach_icmp(item)
         self._since_sweep += 1

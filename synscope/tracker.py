@@ -192,15 +192,19 @@ class Tracker:
         self.clock = 0.0
 
     # ----------------------------------------------------------------- segments
-    def feed(self, seg: Segment) -> tuple[Connection, Packet]:
-        """Attach one segment to its connection; returns the connection and the new packet record."""
-        key = _key(seg.src, seg.sport, seg.dst, seg.dport)
+    def feed(self, seg: Segment) -> tuple[Connection, Packet] | tuple[None, None]:
+        """Attach one segment to its connection; returns the connection and the new packet record,
+        or (None, None) for a straggler of a connection already handed on (see :meth:`is_straggler`)."""
+        src, sport, dst, dport = seg.src, seg.sport, seg.dst, seg.dport
+        key = (src, sport, dst, dport) if (src, sport) <= (dst, dport) else (dst, dport, src, sport)
         ts = seg.ts
         if ts > self.clock:
             self.clock = ts
         conn = self.table.get(key)
         flags = seg.flags
         if conn is None:
+            if self._recent_closed and self._absorb(key, seg):
+                return None, None
             conn = self._open(key, seg)
         elif flags & SYN and self._starts_new_epoch(conn, seg):
             old = conn
@@ -386,10 +390,13 @@ class Tracker:
         if not self._recent_closed:
             return False
         key = _key(seg.src, seg.sport, seg.dst, seg.dport)
+        return key not in self.table and self._absorb(key, seg)
+
+    def _absorb(self, key: tuple[bytes, int, bytes, int], seg: Segment) -> bool:
         until = self._recent_closed.get(key)
         if until is None:
             return False
-        if seg.flags & SYN or seg.ts > until or key in self.table:
+        if seg.flags & SYN or seg.ts > until:
             del self._recent_closed[key]
             return False
         self.stragglers += 1
