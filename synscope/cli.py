@@ -103,7 +103,7 @@ def read(
             exit_code = ExitCode.BAD_INPUT
     if not readers:
         sys.exit(int(exit_code))
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     from synscope.render.summary import RunSummary
 
     summary = RunSummary(show_all=show_all or bool(conn_ids))

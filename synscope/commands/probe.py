@@ -230,7 +230,7 @@ def probe(
         import socket
 
         family = socket.AF_INET if ipv4 else socket.AF_INET6
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     after_open: Callable[[], None] | None = None
     if user is not None:
         after_open = functools.partial(_drop_or_probe_error, prepare_drop(user))
@@ -289,7 +289,7 @@ def demo() -> None:
     from synscope.demo import DemoError, run_demo
 
     try:
-        code = run_demo(click.get_text_stream("stdout"))
+        code = run_demo(sys.stdout)
     except DemoError as e:
         _fail(str(e), e.code)
     except KeyboardInterrupt:

@@ -135,8 +135,8 @@ def watch(
         prepare=limit_to_handshakes if handshakes else None,
     )
     config = WatchConfig(iface, idle_timeout, show_all, handshakes, as_json, absolute, duration, count)
-    out = click.get_text_stream("stdout")
-    err = click.get_text_stream("stderr")
+    out = sys.stdout
+    err = sys.stderr
     watcher = Watcher(capture, pipeline, config, out, err, writer)
     previous = {sig: signal.signal(sig, watcher.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     mode = " (handshakes mode: SYN, FIN, RST and ICMP errors only)" if handshakes else ""
