@@ -25,6 +25,10 @@ CLOSED_LINGER = 60.0
 # handed on this long after its last packet, so memory stays flat on long captures. A late
 # straggler (a last ACK repeated after a lost one) is absorbed and counted, as in watch.
 COMPLETE_LINGER = 1.0
+# --max-conns: the victim is the least recently active of this many oldest entries; entries
+# active in the last EVICT_ACTIVE seconds are moved to the back of the table when scanned.
+EVICT_SAMPLE = 64
+EVICT_ACTIVE = 1.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
 MAX_RECENT_CLOSED = 65536
@@ -343,12 +347,31 @@ class Tracker:
             del last[next(iter(last))]
 
     def _evict_oldest(self) -> None:
-        # dicts keep insertion order; the least recently active is found by a scan, which
-        # only happens when the table is full
-        victim_key = min(self.table, key=lambda k: self.table[k].last_ts)
-        self.table[victim_key].evicted = True
+        """Evict the least recently active of the oldest EVICT_SAMPLE entries (approximate LRU).
+
+        Scanning the whole table per new connection made a full table quadratic. The
+        table is in creation order; entries near the front that are still active are
+        moved to the back, so the front fills with the long idle.
+        """
+        table = self.table
+        victim_key = None
+        victim_ts = float("inf")
+        active: list[tuple[bytes, int, bytes, int]] = []
+        recent = self.clock - EVICT_ACTIVE
+        for i, (k, c) in enumerate(table.items()):
+            if i >= EVICT_SAMPLE:
+                break
+            if c.last_ts < victim_ts:
+                victim_key, victim_ts = k, c.last_ts
+            if c.last_ts >= recent:
+                active.append(k)
+        assert victim_key is not None
+        table[victim_key].evicted = True
         self.evicted += 1
         self._retire(victim_key)
+        for k in active:
+            if k != victim_key:
+                table[k] = table.pop(k)
 
     def sweep(self, now: float | None = None) -> None:
         """Retire connections that closed long enough ago to be complete, and (with an

@@ -397,7 +397,7 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
     if conn.reused_from is not None:
         notes.append(f"this 4-tuple was used before by connection #{conn.reused_from} (port reuse)")
     if conn.evicted:
-        notes.append("evicted from the connection table (--max-conns) before it ended; later packets start a new entry")
+        notes.append("evicted from the full connection table (--max-conns) to make room; any later packets of it start a new entry")
     tw = ""
     if cs == "SF":
         ct, st = conn.state_of(c), conn.state_of(s)

@@ -290,3 +290,11 @@ def test_read_path_makes_no_reference_cycles() -> None:
         assert gc.collect() == 0, "the read path left reference cycles behind"
     finally:
         gc.enable()
+
+
+def test_max_conns_evicts_idle_connections_and_says_so() -> None:
+    proc = cli("read", "--json", "--max-conns", "1", pcap("ipv6.pcap"), pcap("refused.pcap"))
+    objs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and len(objs) == 3
+    assert "evicted" in proc.stderr
+    assert any("evicted from the full connection table" in o["verdict"].lower() for o in objs)
