@@ -116,7 +116,8 @@ def read(
     def take(report: object) -> None:
         if conn_ids and report.conn.id not in conn_ids:  # type: ignore[attr-defined]
             return
-        seen_ids.add(report.conn.id)  # type: ignore[attr-defined]
+        if conn_ids:
+            seen_ids.add(report.conn.id)  # type: ignore[attr-defined]
         if as_json:
             from synscope.render.json import write_connection
 
@@ -229,6 +230,12 @@ def _warn_run(pipeline: object) -> None:
         )
     for lt, n in ds.unknown_linktype.items():
         click.echo(f"synscope: warning: {n} frames with unsupported link type {lt} skipped", err=True)
+    if ds.truncated:
+        click.echo(
+            f"synscope: note: {ds.truncated} packets were cut short by the capture's snaplen; headers were decoded as far "
+            "as the bytes go (packets too short for a TCP header are skipped)",
+            err=True,
+        )
     if ds.malformed:
         click.echo(f"synscope: warning: {ds.malformed} malformed frames skipped", err=True)
     if pipeline.tracker.stragglers:

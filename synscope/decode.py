@@ -58,14 +58,12 @@ class Decoder:
             if lt == 1:
                 off, ethertype = 12, 0
                 if len(data) < 14:
-                    stats.malformed += 1
-                    return None
+                    return self._short(frame)
                 ethertype = _U16.unpack_from(data, 12)[0]
                 off = 14
                 while ethertype in _VLAN_TAGS:
                     if len(data) < off + 4:
-                        stats.malformed += 1
-                        return None
+                        return self._short(frame)
                     ethertype = _U16.unpack_from(data, off + 2)[0]
                     off += 4
                 if ethertype == _ETH_IPV4:
@@ -77,16 +75,14 @@ class Decoder:
                     return None
             elif lt == 113:  # Linux cooked v1
                 if len(data) < 16:
-                    stats.malformed += 1
-                    return None
+                    return self._short(frame)
                 pkttype = _U16.unpack_from(data, 0)[0]
                 ethertype = _U16.unpack_from(data, 14)[0]
                 off = 16
                 version = 4 if ethertype == _ETH_IPV4 else 6 if ethertype == _ETH_IPV6 else 0
             elif lt == 276:  # Linux cooked v2
                 if len(data) < 20:
-                    stats.malformed += 1
-                    return None
+                    return self._short(frame)
                 ethertype = _U16.unpack_from(data, 0)[0]
                 pkttype = data[10]
                 off = 20
@@ -96,8 +92,7 @@ class Decoder:
                 version = (data[0] >> 4) if data else 0
             elif lt == 0 or lt == 108:
                 if len(data) < 4:
-                    stats.malformed += 1
-                    return None
+                    return self._short(frame)
                 af = _U32.unpack_from(data, 0)[0] if lt == 108 else _U32_LE.unpack_from(data, 0)[0]
                 if af > 0xFFFF:  # written on a big-endian host
                     af = _U32.unpack_from(data, 0)[0]
@@ -113,14 +108,20 @@ class Decoder:
             stats.not_tcp += 1
             return None
         except (struct.error, IndexError):
-            stats.malformed += 1
-            return None
+            return self._short(frame)
+
+    def _short(self, frame: RawFrame) -> None:
+        """Too few bytes to decode: the capture's snaplen cut the frame (counted as truncated,
+        as tcpdump's "[|tcp]"), or the frame itself is broken (malformed)."""
+        if frame.orig_len > len(frame.data):
+            self.stats.truncated += 1
+        else:
+            self.stats.malformed += 1
 
     def _ipv4(self, frame: RawFrame, data: bytes, off: int, pkttype: int) -> Segment | IcmpError | None:
         stats = self.stats
         if len(data) < off + 20:
-            stats.malformed += 1
-            return None
+            return self._short(frame)
         vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst = _IPV4.unpack_from(data, off)
         ihl = (vihl & 0x0F) * 4
         if ihl < 20 or (vihl >> 4) != 4:
@@ -149,8 +150,7 @@ class Decoder:
     def _ipv6(self, frame: RawFrame, data: bytes, off: int, pkttype: int) -> Segment | IcmpError | None:
         stats = self.stats
         if len(data) < off + 40:
-            stats.malformed += 1
-            return None
+            return self._short(frame)
         vtc, plen, nxt, hlim, src, dst = _IPV6.unpack_from(data, off)
         if vtc >> 28 != 6:
             stats.malformed += 1
@@ -160,8 +160,7 @@ class Decoder:
         end = l4 + plen if plen else off + max(frame.orig_len, len(data)) - off
         l4, nxt, fragmented = _skip_v6_ext(data, l4, nxt)
         if l4 < 0:
-            stats.malformed += 1
-            return None
+            return self._short(frame)
         if fragmented == 2:
             stats.fragments += 1
             return None
@@ -189,8 +188,7 @@ class Decoder:
         stats = self.stats
         have = len(data)
         if have < l4 + 16:  # without flags and window there is nothing to follow
-            stats.truncated += 1
-            return None
+            return self._short(frame)
         if have < l4 + 20:
             sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data + bytes(20), l4)
         else:
@@ -237,8 +235,7 @@ class Decoder:
     def _icmp(self, frame: RawFrame, data: bytes, l4: int, end: int, router: bytes, ttl: int, version: int) -> IcmpError | None:
         stats = self.stats
         if len(data) < l4 + 8:
-            stats.malformed += 1
-            return None
+            return self._short(frame)
         itype, code = data[l4], data[l4 + 1]
         if itype not in (_ICMP4_ERRORS if version == 4 else _ICMP6_ERRORS):
             stats.not_tcp += 1
@@ -250,7 +247,9 @@ class Decoder:
             mtu = _U32.unpack_from(data, l4 + 4)[0]
         q = l4 + 8
         if version == 4:
-            if len(data) < q + 20 or data[q] >> 4 != 4:
+            if len(data) < q + 20:
+                return self._short(frame)
+            if data[q] >> 4 != 4:
                 stats.malformed += 1
                 return None
             qihl = (data[q] & 0x0F) * 4
@@ -260,7 +259,9 @@ class Decoder:
             qsrc, qdst = data[q + 12 : q + 16], data[q + 16 : q + 20]
             qt = q + qihl
         else:
-            if len(data) < q + 40 or data[q] >> 4 != 6:
+            if len(data) < q + 40:
+                return self._short(frame)
+            if data[q] >> 4 != 6:
                 stats.malformed += 1
                 return None
             qsrc, qdst = data[q + 8 : q + 24], data[q + 24 : q + 40]
@@ -269,8 +270,7 @@ class Decoder:
                 stats.not_tcp += 1
                 return None
         if len(data) < qt + 4:  # RFC 792 promises 8 bytes of the transport header; be lenient
-            stats.malformed += 1
-            return None
+            return self._short(frame)
         sport, dport = _U16.unpack_from(data, qt)[0], _U16.unpack_from(data, qt + 2)[0]
         seq = _U32.unpack_from(data, qt + 4)[0] if len(data) >= qt + 8 else None
         stats.icmp_errors += 1

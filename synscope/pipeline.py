@@ -150,6 +150,7 @@ class Pipeline:
             self._next_sweep = ts + SWEEP_INTERVAL
             self._since_sweep = 0
             self.tracker.sweep()
+            self._forget_old_failures(self.tracker.clock)
 
     def _seen_twice(self, seg: Segment) -> bool:
         """The same segment again within DUPLICATE_WINDOW, with nothing from the other side
@@ -194,10 +195,17 @@ class Pipeline:
         """Hand on finished (and, with an idle timeout, idle) connections now; ``now`` is the
         wall clock for a live source with no packets arriving. Collect them with :meth:`ready`."""
         self.tracker.sweep(now)
-        horizon = max(self.tracker.clock, now or 0.0) - RETRY_WINDOW
-        if self._failed:
-            for key in [k for k, v in self._failed.items() if v[1] < horizon]:
-                del self._failed[key]
+        self._forget_old_failures(max(self.tracker.clock, now or 0.0))
+
+    def _forget_old_failures(self, clock: float) -> None:
+        # kept in time order (updates re-insert), so the expired ones are at the front
+        failed = self._failed
+        horizon = clock - RETRY_WINDOW
+        while failed:
+            key = next(iter(failed))
+            if failed[key][1] >= horizon:
+                break
+            del failed[key]
 
     def ready(self) -> list[ConnReport]:
         """Connections finished so far (call between frames to stream output)."""
@@ -234,9 +242,8 @@ class Pipeline:
                 report.verdict.explanation += (
                     f" This is retry #{report.retry_number} by the application (new source port) after connection #{prev[0]}."
                 )
-        if report.verdict.ok:
-            self._failed.pop(key, None)
-        else:
+        self._failed.pop(key, None)
+        if not report.verdict.ok:
             self._failed[key] = (conn.id, conn.syn_ts, report.retry_number)
 
 

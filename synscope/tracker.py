@@ -28,6 +28,8 @@ COMPLETE_LINGER = 1.0
 # --max-conns: the victim is the least recently active of this many oldest entries; entries
 # active in the last EVICT_ACTIVE seconds are moved to the back of the table when scanned.
 EVICT_SAMPLE = 64
+# ICMP errors about connections not in the table, kept for reporting
+MAX_ORPHAN_ICMP = 1000
 EVICT_ACTIVE = 1.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
@@ -71,6 +73,7 @@ class Side:
     syn_times: list[float] = field(default_factory=list)
     syn_options: Any = None  # TcpOptions of its (first) SYN
     win_scale: int = -1  # -1 unknown, -2 no scaling negotiated, else the shift
+    syn_truncated: bool = False  # its SYN was cut short by the snaplen (options may be missing)
     fin_seq: int | None = None  # sequence number of its FIN
     fin_ts: float | None = None
     fin_acked: bool = False
@@ -123,6 +126,21 @@ class Connection:
         return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None)
 
     @property
+    def handshake_rtt(self) -> float | None:
+        """SYN → the ACK completing the handshake, at the capture point (None if unknown or nonsense)."""
+        return _span(self.syn_ts, self.handshake_ack_ts)
+
+    @property
+    def server_leg(self) -> float | None:
+        """SYN → SYN-ACK: capture point to the server and back."""
+        return _span(self.syn_ts, self.synack_ts)
+
+    @property
+    def client_leg(self) -> float | None:
+        """SYN-ACK → ACK: capture point to the client and back."""
+        return _span(self.synack_ts, self.handshake_ack_ts)
+
+    @property
     def complete(self) -> bool:
         """RST seen, or both FINs seen and acknowledged: nothing more is expected."""
         c, s = self.client, self.server
@@ -156,6 +174,13 @@ class Connection:
         if side.syn_count:
             return "SYN-RECEIVED"
         return "LISTEN" if self.client.syn_count else "unknown"
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    """end - start, or None when either is unknown or time ran backwards between them."""
+    if start is None or end is None or end < start:
+        return None
+    return end - start
 
 
 def _key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, bytes, int]:
@@ -281,12 +306,17 @@ class Tracker:
                 me.syn_options = seg.options
                 wscale = seg.options.wscale
                 if flags & ACK:
-                    # scaling is on only when both SYNs carry the option (RFC 7323)
+                    # scaling is on only when both SYNs carry the option (RFC 7323); a SYN whose
+                    # options the snaplen cut off leaves it unknown, not "off"
                     if wscale is not None and peer.syn_options is not None and peer.syn_options.wscale is not None:
                         me.win_scale = wscale
                         peer.win_scale = peer.syn_options.wscale
+                    elif seg.truncated or peer.syn_truncated:
+                        me.win_scale = peer.win_scale = -1
                     else:
                         me.win_scale = peer.win_scale = -2
+                else:
+                    me.syn_truncated = seg.truncated
             me.syn_count += 1
             me.syn_times.append(seg.ts)
             if flags & ACK:
@@ -330,7 +360,10 @@ class Tracker:
         key = _key(err.src, err.sport, err.dst, err.dport)
         conn = self.table.get(key)
         if conn is None:
-            self.orphan_icmp.append(err)
+            # kept for whoever reports them (watch drains the list); bounded, so an ICMP
+            # flood about unknown connections cannot grow memory
+            if len(self.orphan_icmp) < MAX_ORPHAN_ICMP:
+                self.orphan_icmp.append(err)
             return None
         conn.icmp.append(err)
         if err.ts > conn.last_ts:

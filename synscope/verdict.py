@@ -229,9 +229,7 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
     port = s.port
     fc, fs = state.facts
     syn_times = c.syn_times
-    handshake_rtt = (
-        conn.handshake_ack_ts - conn.syn_ts if conn.handshake_ack_ts is not None and conn.syn_ts is not None else None
-    )
+    handshake_rtt = conn.handshake_rtt
     notes: list[str] = []
     side = ""
     next_step = ""
@@ -242,7 +240,7 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         side = "path"
     elif cs == "REJ":
         outcome = "refused"
-        delay = (s.rst_ts - conn.syn_ts) if (s.rst_ts is not None and conn.syn_ts is not None) else None
+        delay = (s.rst_ts - conn.syn_ts) if (s.rst_ts is not None and conn.syn_ts is not None and s.rst_ts >= conn.syn_ts) else None
         summary = f"RST from server {fmt.duration(delay)} after SYN" if delay is not None else "RST from server"
         tries = f" (all {c.syn_count} SYNs)" if c.syn_count > 1 else ""
         explanation = (

@@ -67,7 +67,7 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
                 gap = seg.ts - prev_syn_ts[pkt.dir]
                 pkt.note(f"{kind} retransmission #{n}, +{fmt.duration(gap)} after #{n - 1 if n > 1 else 'original'}"
                          if n > 1 else f"{kind} retransmission #1, +{fmt.duration(gap)} after the original")
-            elif flags & ACK and conn.syn_ts is not None:
+            elif flags & ACK and conn.syn_ts is not None and seg.ts >= conn.syn_ts:
                 pkt.note(f"server answers {fmt.duration(seg.ts - conn.syn_ts)} after the SYN")
             syn_no[pkt.dir] = n + 1
             prev_syn_ts[pkt.dir] = seg.ts
@@ -79,13 +79,12 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
             and conn.syn_ts is not None
         ):
             handshake_noted = True
-            legs = ""
-            if conn.synack_ts is not None:
-                legs = (
-                    f": {fmt.duration(conn.synack_ts - conn.syn_ts)} to the server and back, "
-                    f"{fmt.duration(seg.ts - conn.synack_ts)} to the client and back"
-                )
-            pkt.note(f"handshake RTT {fmt.duration(seg.ts - conn.syn_ts)}{legs}")
+            rtt, server_leg, client_leg = conn.handshake_rtt, conn.server_leg, conn.client_leg
+            if rtt is not None:
+                legs = ""
+                if server_leg is not None and client_leg is not None:
+                    legs = f": {fmt.duration(server_leg)} to the server and back, {fmt.duration(client_leg)} to the client and back"
+                pkt.note(f"handshake RTT {fmt.duration(rtt)}{legs}")
         if flags & RST:
             pkt.note(_rst_note(conn, pkt.dir, who))
         if flags & FIN and me.fin_ts == seg.ts:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from synscope.analysis import flags as F
 from synscope.model import ACK, FIN, RST, SYN
-from synscope.seqnum import MASK, seq_diff, seq_gt, seq_le
+from synscope.seqnum import MASK, seq_diff, seq_le
 from synscope.tracker import C2S, Connection, Packet
 
 # Retransmission family: what counts as "sent again"
@@ -116,9 +116,7 @@ class Analyser:
         window = seg.win
         if not flags & SYN and me.win_scale >= 0:
             window <<= me.win_scale
-        irtt = None
-        if conn.syn_ts is not None and conn.handshake_ack_ts is not None:
-            irtt = conn.handshake_ack_ts - conn.syn_ts
+        irtt = conn.handshake_rtt if conn.handshake_ack_ts is not None else None
         ts = seg.ts
         seglen = seg.length
         bits, dup_num, dup_frame = F.analyse_segment(
@@ -203,14 +201,29 @@ class Analyser:
 
     @staticmethod
     def _mark_retransmitted(flight: deque, seq: int, pkt: Packet, ts: float) -> None:
-        """Karn's rule: segments sent twice give no RTT sample; note the time since the original."""
-        for entry in flight:
-            if entry[0] == seq:
-                if pkt.rto is None:
-                    pkt.rto = ts - entry[2]
-                    pkt.rto_frame = entry[4]
-                entry[3] = True
-            elif seq_le(entry[0], seq) and seq_gt(entry[1], seq):
+        """Karn's rule: segments sent twice give no RTT sample; note the time since the original.
+
+        The flight is in sequence order, so the segment is found by bisection: a storm of
+        retransmissions over a full window costs log(window) each, not the window.
+        """
+        n = len(flight)
+        if not n:
+            return
+        base = flight[0][0]
+        lo, hi = 0, n
+        offset = (seq - base) & MASK
+        while lo < hi:  # first entry whose end is beyond seq
+            mid = (lo + hi) // 2
+            if ((flight[mid][1] - base) & MASK) <= offset:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < n:
+            entry = flight[lo]
+            if entry[0] == seq and pkt.rto is None:
+                pkt.rto = ts - entry[2]
+                pkt.rto_frame = entry[4]
+            if seq_le(entry[0], seq):
                 entry[3] = True
 
     @staticmethod
@@ -218,7 +231,7 @@ class Analyser:
         last = None
         while flight and seq_le(flight[0][1], ack):
             last = flight.popleft()
-        if last is not None and not last[3]:
+        if last is not None and not last[3] and ts >= last[2]:  # time going backwards gives no sample
             sample = ts - last[2]
             pkt.ack_rtt = sample
             if len(facts.rtt_samples) < MAX_RTT_SAMPLES:

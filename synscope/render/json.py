@@ -52,7 +52,6 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         if pkt.in_flight is not None:
             obj["in_flight"] = pkt.in_flight
         packets.append(obj)
-    handshake_rtt = c.handshake_ack_ts - c.syn_ts if c.handshake_ack_ts is not None and c.syn_ts is not None else None
 
     def direction(f: Any, side: Any, peer: Any) -> dict[str, Any]:
         rtt = f.rtt_summary()
@@ -98,11 +97,9 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "server_state": c.state_of(c.server),
         "syn_retransmissions": max(c.client.syn_count - 1, 0),
         "synack_retransmissions": max(c.server.syn_count - 1, 0),
-        "handshake_rtt": _round(handshake_rtt),
-        "handshake_rtt_server_leg": _round(c.synack_ts - c.syn_ts if c.synack_ts is not None and c.syn_ts is not None else None),
-        "handshake_rtt_client_leg": _round(
-            c.handshake_ack_ts - c.synack_ts if c.handshake_ack_ts is not None and c.synack_ts is not None else None
-        ),
+        "handshake_rtt": _round(c.handshake_rtt),
+        "handshake_rtt_server_leg": _round(c.server_leg),
+        "handshake_rtt_client_leg": _round(c.client_leg),
         "packets_omitted": r.analysis.omitted,
         "reused_from": c.reused_from,
         "retry_of": r.retry_of,

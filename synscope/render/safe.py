@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import re
 
-# C0 and C1 controls, DEL, and the Unicode bidi / line separators that can reorder or hide text
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C0 controls but \n (TAB too: it moves the cursor), DEL, C1 controls, soft hyphen; the
+# Unicode bidi controls (embeddings, overrides, isolates, LRM / RLM / ALM: "Trojan Source",
+# CVE-2021-42574), zero-width and other invisible format characters, line / paragraph
+# separators, the BOM and interlinear annotation marks; and lone surrogates (from
+# ``errors="surrogateescape"``), which cannot even be encoded for the terminal.
+_UNSAFE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
 
 
 def escape_text(text: str) -> str:

@@ -86,6 +86,12 @@ _DIRECTION_PKTTYPE = (-1, 0, 4, -1)
 
 _RES_NAMES = {0: "s", 3: "ms", 6: "µs", 9: "ns", 12: "ps"}
 
+# Frames stamped outside [1980, 2100) are counted and reported: a clock that was never set
+# (1970 plus uptime, or zero) or a damaged field (0xFFFFFFFF is 2106-02-07). Times
+# relative to other frames may still be right.
+TS_PLAUSIBLE_MIN = 315_532_800  # 1980-01-01
+TS_PLAUSIBLE_MAX = 4_102_444_800  # 2100-01-01
+
 
 class _Structs:
     """Precompiled layouts for one byte order: compiling once keeps unpacking cheap."""
@@ -534,12 +540,18 @@ class CaptureReader:
         else:
             self.warnings.append(f"{self.name}: {err}")
 
-    def _finish(self, buf: bytes, pos: int, frame: int, bad_frac: int) -> None:
+    def _finish(self, buf: bytes, pos: int, frame: int, bad_frac: int, odd_ts: int = 0) -> None:
         self.frames = frame
         self._buf, self._pos = buf, pos
         if bad_frac:
             frames = "1 frame" if bad_frac == 1 else f"{bad_frac} frames"
             self.warnings.append(f"{self.name}: {frames} with invalid sub-second timestamp fields (clamped to just under the next second)")
+        if odd_ts:
+            frames = "1 frame" if odd_ts == 1 else f"{odd_ts} frames"
+            self.warnings.append(
+                f"{self.name}: {frames} stamped before 1980 or after 2100 (capture clock not set, or damaged timestamps): "
+                "dates are wrong, and times across them may be too"
+            )
         self._close_file()
 
     def _pcap_frames(self) -> Generator[RawFrame, None, None]:
@@ -554,6 +566,8 @@ class CaptureReader:
         n = len(buf)
         frame = 0
         bad_frac = 0
+        odd_ts = 0
+        ts_min, ts_max = TS_PLAUSIBLE_MIN, TS_PLAUSIBLE_MAX
         try:
             while True:
                 if pos + hl > n:
@@ -584,11 +598,13 @@ class CaptureReader:
                 if frac >= limit:
                     bad_frac += 1
                     frac = limit - 1
+                if sec < ts_min or sec >= ts_max:
+                    odd_ts += 1
                 frame += 1
                 yield RawFrame(frame, sec + frac / scale, lt, buf[pos + hl : end], olen)
                 pos = end
         finally:
-            self._finish(buf, pos, frame, bad_frac)
+            self._finish(buf, pos, frame, bad_frac, odd_ts)
 
     def _pcapng_frames(self) -> Generator[RawFrame, None, None]:
         """The pcapng block loop: yields packet blocks, header blocks update state."""
@@ -606,6 +622,8 @@ class CaptureReader:
         n = len(buf)
         frame = 0
         last_ts = 0.0  # Simple Packet Blocks have no timestamp: they get the previous one
+        odd_ts = 0
+        ts_min, ts_max = TS_PLAUSIBLE_MIN, TS_PLAUSIBLE_MAX
         try:
             while True:
                 if pos + 12 > n:
@@ -687,6 +705,8 @@ class CaptureReader:
                     lt, units, offset, _snap = ifaces[ifid]
                     # int / int is correctly rounded in CPython, even past 2^53 ns
                     last_ts = (((hi << 32) | lo) + offset) / units
+                    if not ts_min <= last_ts < ts_max:
+                        odd_ts += 1
                     pkttype = -1
                     if blen > padded + 32:  # options present: look for epb_flags
                         opos = pos + 28 + padded
@@ -768,6 +788,8 @@ class CaptureReader:
                         return
                     lt, units, offset, _snap = ifaces[ifid]
                     last_ts = (((hi << 32) | lo) + offset) / units
+                    if not ts_min <= last_ts < ts_max:
+                        odd_ts += 1
                     pkttype = -1
                     opos = pos + 28 + padded
                     oend = end - 4
@@ -794,7 +816,7 @@ class CaptureReader:
                 # other blocks (names, statistics, secrets, local use...) are skipped
                 pos = end
         finally:
-            self._finish(buf, pos, frame, 0)
+            self._finish(buf, pos, frame, 0, odd_ts)
 
 
 def open_capture(path: str) -> CaptureReader:
