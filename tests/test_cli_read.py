@@ -107,3 +107,18 @@ def test_read_path_does_not_import_scapy() -> None:
            "assert not any(m.startswith('scapy') for m in sys.modules), 'scapy imported'\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_syn_flood_is_summarised_first(tmp_path) -> None:
+    """A crafted flood (synscope.craft) is named as such before the table, with its target and rate."""
+    from synscope.craft import write_synflood
+
+    path = tmp_path / "flood.pcap"
+    with open(path, "wb") as f:
+        write_synflood(f, 5000, rate=5000.0, seed=7)
+    proc = cli("read", "--max-conns", "2000", str(path))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "SYN flood against 192.0.2.10:443" in out
+    assert out.index("SYN flood against") < out.index("outcome")
+    assert "more connections not listed" in out or "more timelines not shown" in out

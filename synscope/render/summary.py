@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from synscope.flood import FloodDetector, render_flood
 from synscope.pipeline import ConnReport
 
 ROW_LIMIT = 5000
@@ -43,9 +44,11 @@ class RunSummary:
     by_rate: list[tuple[float, int, ConnReport]] = field(default_factory=list)
     by_duration: list[tuple[float, int, ConnReport]] = field(default_factory=list)
     first_ts: float | None = None
+    floods: FloodDetector = field(default_factory=FloodDetector)
 
     def add(self, r: ConnReport) -> None:
         """Take one finished connection."""
+        self.floods.add(r)
         self.total += 1
         self.outcomes[r.verdict.outcome] += 1
         if self.first_ts is None or r.conn.first_ts < self.first_ts:
@@ -73,6 +76,9 @@ class RunSummary:
         from synscope.render.table import stats_from_tops, summary_table
         from synscope.render.text import write_connection
 
+        for flood in self.floods.summaries():
+            render_flood(flood, out)
+            out.write("\n")
         self.rows.sort(key=lambda r: r.conn.id)
         summary_table(self.rows, self.first_ts or 0.0, out)
         if self.rows_dropped:
