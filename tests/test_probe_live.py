@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from synscope import sandbox
-from synscope.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT, REJECTED_PORT, build_lab, start_server
+from synscope.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT, REJECTED_PORT, start_server
 from synscope.exit_codes import ExitCode
+from tests.livelib import lab_in_sandbox
 
 pytestmark = pytest.mark.live
 
@@ -32,19 +33,7 @@ FAST = ["--timeout", "0.2", "--retries", "2"]
 
 @pytest.fixture(scope="module")
 def lab():
-    why = sandbox.available()
-    if why:
-        pytest.skip(why)
-    if not shutil.which("nft"):
-        pytest.skip("nftables (nft) is not installed")
-    sb = sandbox.Sandbox(prefix="sst")
-    try:
-        built = build_lab(sb)
-        built.sb = sb  # type: ignore[attr-defined]
-        yield built
-    finally:
-        sb.close()
-    assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split() if ns.startswith(sb.tag)]
+    yield from lab_in_sandbox("sst")
 
 
 def synscope(lab, *args: str, ns: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

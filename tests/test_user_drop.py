@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,10 +21,10 @@ import time
 
 import pytest
 
-from synscope import sandbox
-from synscope.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT, build_lab
+from synscope.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT
 from synscope.exit_codes import ExitCode
 from tests.helpers import ROOT, cli
+from tests.livelib import lab_in_sandbox, wait_line
 
 pytestmark = pytest.mark.live
 
@@ -53,19 +52,7 @@ CLIENT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def lab():
-    why = sandbox.available()
-    if why:
-        pytest.skip(why)
-    if not shutil.which("nft"):
-        pytest.skip("nftables (nft) is not installed")
-    sb = sandbox.Sandbox(prefix="ssu")
-    try:
-        built = build_lab(sb)
-        built.sb = sb  # type: ignore[attr-defined]
-        yield built
-    finally:
-        sb.close()
-    assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split() if ns.startswith(sb.tag)]
+    yield from lab_in_sandbox("ssu")
 
 
 def proc_status(pid: int) -> dict[str, list[str]]:
@@ -98,16 +85,6 @@ def wait_until_user(proc: subprocess.Popen, pw: pwd.struct_passwd, timeout: floa
             return False
         time.sleep(0.01)
     return False
-
-
-def wait_line(stream, needle: str, timeout: float = 10.0) -> str:
-    """The next line of a pipe, which must contain needle (read by a thread: bounded)."""
-    result: list[str] = []
-    t = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
-    t.start()
-    t.join(timeout)
-    assert result and needle in result[0], f"expected {needle!r}, got {result}"
-    return result[0]
 
 
 def no_traceback(stderr: str) -> None:

@@ -25,6 +25,7 @@ from synscope import sandbox
 from synscope.exit_codes import ExitCode
 from synscope.watch import kernel_filter
 from tests.helpers import ROOT, cli
+from tests.livelib import wait_line
 
 pytestmark = pytest.mark.live
 
@@ -120,16 +121,6 @@ class Lines:
 
     def text(self) -> list[str]:
         return [line for _, line in self.items]
-
-
-def wait_line(stream, needle: str, timeout: float = 10.0) -> str:
-    """First line of a process's stderr, which must contain needle (tcpdump's / watch's "listening")."""
-    result: list[str] = []
-    t = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
-    t.start()
-    t.join(timeout)
-    assert result and needle in result[0], f"expected {needle!r}, got {result}"
-    return result[0]
 
 
 def write_agent(tmp: Path) -> str:
