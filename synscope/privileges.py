@@ -52,8 +52,8 @@ def drop_privileges(user: str, umask: int = SAFE_UMASK) -> None:
     ``user`` is root itself, or if any check after the switch fails.
     """
     try:
-        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except (KeyError, OverflowError):
+        pw = pwd.getpwuid(int(user)) if user.isascii() and user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, OverflowError, ValueError):  # ValueError: a NUL byte in the name
         raise PrivilegeDropError(f"--user {user}: no such user (not in /etc/passwd or the name service); give an existing account, e.g. nobody") from None
     uid, gid = pw.pw_uid, pw.pw_gid
     if uid == 0:
@@ -62,12 +62,17 @@ def drop_privileges(user: str, umask: int = SAFE_UMASK) -> None:
         raise PrivilegeDropError(
             f"--user {user}: dropping privileges needs root, and this process runs as uid {os.geteuid()}; run it with sudo, or leave out --user"
         )
+    if gid == 0:
+        raise PrivilegeDropError(f"--user {user}: that account's primary group is root (gid 0); give an unprivileged account, e.g. nobody")
     try:
-        os.initgroups(pw.pw_name, gid)
-    except OSError:
-        os.setgroups([gid])  # name service without group lookups: at least no root's groups
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+        try:
+            os.initgroups(pw.pw_name, gid)
+        except OSError:
+            os.setgroups([gid])  # name service without group lookups: at least no root's groups
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:  # e.g. root without CAP_SETUID/CAP_SETGID in a container
+        raise PrivilegeDropError(f"--user {user}: the kernel refused the switch ({e.strerror or e}); stopping") from None
     _no_new_privs()
     os.umask(umask)
     _verify(user, uid, gid)

@@ -122,3 +122,15 @@ def test_not_root_is_a_clear_error() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "needs root" in proc.stdout and "sudo" in proc.stdout
     assert len(proc.stdout.strip().splitlines()) == 1
+
+
+def test_odd_user_names_are_clean_errors() -> None:
+    from synscope.privileges import PrivilegeDropError, drop_privileges
+
+    for name in ("²", "a\x00b"):
+        try:
+            drop_privileges(name)
+        except PrivilegeDropError as e:
+            assert "no such user" in str(e)
+        else:  # pragma: no cover - would mean we dropped root inside the test process
+            raise AssertionError(f"{name!r} was accepted")
