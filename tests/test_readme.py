@@ -12,7 +12,7 @@ def test_readme_example_is_real_output() -> None:
     m = re.search(r"```\n\$ synscope (read [^\n]+)\n(.*?)```", text, re.S)
     assert m, "README lost its example"
     proc = cli(*m.group(1).split())
-    assert proc.stdout == m.group(2), "README example output is stale: paste the current output of the command"
+    assert proc.stdout.rstrip() == m.group(2).rstrip(), "README example output is stale: paste the current output of the command"
 
 
 def test_ci_runs_the_readme_test_command() -> None:
