@@ -437,6 +437,19 @@ def test_send_escapes() -> None:
     assert unescape(r"\x00\tA\\") == b"\x00\tA\\"
 
 
+def test_unknown_host_is_a_usage_error(monkeypatch) -> None:
+    """Name resolution fails (faked: a test must not send a DNS query to the host's resolver)."""
+    import socket
+
+    def no_such_host(*_args, **_kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    result = _cli("probe", "no-such-host.invalid")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "unknown host" in result.output and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -450,7 +463,6 @@ def test_send_escapes() -> None:
         (["probe", "255.255.255.255"], "broadcast"),
         (["probe", "0.0.0.0"], "unspecified"),
         (["probe", "ff02::1"], "multicast"),
-        (["probe", "no-such-host.invalid"], "unknown host"),
     ],
 )
 def test_usage_errors_exit_2_before_sending_anything(args: list[str], message: str) -> None:

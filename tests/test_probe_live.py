@@ -347,9 +347,9 @@ def test_ctrl_c_stops_cleanly_and_the_pcap_stays_valid(lab, tmp_path: Path) -> N
 
 
 def test_no_route_and_interface_without_link(lab) -> None:
-    proc = synscope(lab, "203.0.113.9", ns=lab.topo.router)  # the router has no default route
+    proc = synscope(lab, "198.19.255.9", ns=lab.topo.router)  # the router has no default route
     assert proc.returncode == ExitCode.ERROR
-    assert proc.stderr.startswith("synscope: no route to host 203.0.113.9") and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("synscope: no route to host 198.19.255.9") and proc.stderr.count("\n") == 1
     sb = sandbox.Sandbox(prefix="ssl")
     try:
         a, b = sb.namespace("a"), sb.namespace("b")
