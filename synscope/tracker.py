@@ -81,7 +81,6 @@ class Side:
     rst_frame: int = 0
     packets: int = 0
     bytes: int = 0  # payload bytes, retransmissions included
-    ip_bytes: int = 0
     last_ack: int | None = None
     highest_ack: int | None = None
     next_seq: int | None = None  # highest seq+len sent
@@ -112,7 +111,6 @@ class Connection:
     source_index: int = 0
     analysis: Any = None  # owned by the analysis stage
     evicted: bool = False
-    dup_frames: int = 0
     timed_out: bool = False  # retired by the idle timeout (Tracker.idle_timeout), not by FIN/RST
 
     def side(self, direction: int) -> Side:

@@ -93,6 +93,13 @@ class ConnAnalysis:
     omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False
 
+    @property
+    def retransmission_rate(self) -> float:
+        """Share of the data segments of both directions that were sent again."""
+        fc, fs = self.facts
+        data = fc.data_segments + fs.data_segments
+        return (fc.retransmitted_segments + fs.retransmitted_segments) / data if data else 0.0
+
 
 class Analyser:
     """Stateful per-packet analysis; one instance serves every connection of a run."""

@@ -21,12 +21,6 @@ TIMELINE_LIMIT = 100
 TOP = 5
 
 
-def _retrans_rate(r: ConnReport) -> float:
-    fc, fs = r.analysis.facts
-    data = fc.data_segments + fs.data_segments
-    return (fc.retransmitted_segments + fs.retransmitted_segments) / data if data else 0.0
-
-
 @dataclass
 class RunSummary:
     """Everything the end-of-run text needs, in bounded memory."""
@@ -66,7 +60,7 @@ class RunSummary:
             self.rows.append(r)
         else:
             self.rows_dropped += 1
-        rate = _retrans_rate(r)
+        rate = r.analysis.retransmission_rate
         if rate > 0:
             _push_top(self.by_rate, (rate, -r.conn.id, r))
         _push_top(self.by_duration, (r.conn.last_ts - r.conn.first_ts, -r.conn.id, r))

@@ -38,19 +38,6 @@ def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None
         out.write("? client/server guessed from the ports (picked up mid-stream)\n")
 
 
-def stats_tables(reports: list[ConnReport], out: TextIO, top: int = 5) -> None:
-    """--stats: totals per outcome, top connections by retransmission rate and by duration."""
-
-    def retrans(r: ConnReport) -> float:
-        fc, fs = r.analysis.facts
-        data = fc.data_segments + fs.data_segments
-        return (fc.retransmitted_segments + fs.retransmitted_segments) / data if data else 0.0
-
-    by_rate = [r for r in sorted(reports, key=retrans, reverse=True) if retrans(r) > 0][:top]
-    by_duration = sorted(reports, key=lambda r: r.conn.last_ts - r.conn.first_ts, reverse=True)[:top]
-    stats_from_tops(Counter(r.verdict.outcome for r in reports), by_rate, by_duration, out)
-
-
 def stats_from_tops(outcomes: Counter, by_rate: list[ConnReport], by_duration: list[ConnReport], out: TextIO) -> None:
     """Print the --stats tables from totals already gathered."""
     out.write("\nOutcomes\n")
@@ -60,10 +47,8 @@ def stats_from_tops(outcomes: Counter, by_rate: list[ConnReport], by_duration: l
         rows = []
         for r in by_rate:
             fc, fs = r.analysis.facts
-            data = fc.data_segments + fs.data_segments
-            rate = (fc.retransmitted_segments + fs.retransmitted_segments) / data if data else 0.0
             rows.append([r.conn.id, fmt_endpoint(r.conn.client.ip, r.conn.client.port), fmt_endpoint(r.conn.server.ip, r.conn.server.port),
-                         fmt.percent(rate), f"{fc.retransmitted_segments}/{fs.retransmitted_segments}", r.verdict.outcome])
+                         fmt.percent(r.analysis.retransmission_rate), f"{fc.retransmitted_segments}/{fs.retransmitted_segments}", r.verdict.outcome])
         headers = ["id", "client", "server", "retrans", "segs c>s/s>c", "outcome"]
         out.write(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
     else:
