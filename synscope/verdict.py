@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from synscope import fmt
 from synscope.addr import fmt_ip
 from synscope.analysis import flags as F
-from synscope.analysis.annotate import backoff_pattern, gaps_text
+from synscope.analysis.annotate import backoff_pattern, data_after, gaps_text
 from synscope.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.icmp import FILTER_REASONS, icmp_label
 from synscope.model import ACK, FIN, RST, SYN
@@ -148,7 +148,7 @@ def _half_close(conn: Connection) -> str:
         peer = conn.server if me is conn.client else conn.client
         if peer.fin_ts is not None and peer.fin_ts < me.fin_ts:
             continue
-        after = [p for p in conn.packets if p.dir != d and p.seg.length and p.seg.ts > me.fin_ts]
+        after = data_after(conn, d, me.fin_ts)
         if after:
             sent = sum(p.seg.length for p in after)
             span = (peer.fin_ts or after[-1].seg.ts) - me.fin_ts
@@ -328,10 +328,10 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         other = "server" if cs == "S2" else "client"
         outcome = "half-closed"
         me = c if who == "client" else s
-        data_after = any(p.seg.length and p.seg.ts > (me.fin_ts or 0) and p.dir != (C2S if who == "client" else 1) for p in conn.packets)
+        kept_sending = me.fin_ts is not None and data_after(conn, C2S if me is c else 1, me.fin_ts)
         summary = f"{who} sent FIN, {other} did not"
         explanation = f"The {who} closed its sending side (FIN); the {other} had not sent its FIN when the capture ended"
-        explanation += ", and kept sending data after it (a half-close)." if data_after else "."
+        explanation += ", and kept sending data after it (a half-close)." if kept_sending else "."
         next_step = f"If the {other} should have closed: it may still hold the socket in CLOSE-WAIT (ss -tan state close-wait)."
         ok = True
     elif cs == "OTH":

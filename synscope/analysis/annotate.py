@@ -91,7 +91,7 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
             if first_fin_dir is None:
                 first_fin_dir = pkt.dir
                 peer = s if pkt.dir == C2S else c
-                if _peer_sent_data_after(conn, pkt.dir, seg.ts):
+                if data_after(conn, pkt.dir, seg.ts):
                     pkt.note(f"FIN: {who} half-closes; the {other} keeps sending")
                 elif peer.fin_seq is None:
                     pkt.note(f"FIN: {who} closes its side; no FIN back from the {other}")
@@ -112,11 +112,13 @@ def _rst_note(conn: Connection, direction: int, who: str) -> str:
     return f"RST from {who}: connection aborted"
 
 
-def _peer_sent_data_after(conn: Connection, direction: int, ts: float) -> bool:
-    for pkt in conn.packets:
-        if pkt.dir != direction and pkt.seg.ts > ts and pkt.seg.length > 0 and not pkt.analysis & F.A_KEEP_ALIVE:
-            return True
-    return False
+def data_after(conn: Connection, direction: int, ts: float) -> list[Packet]:
+    """Data segments (keep-alive bytes aside) the other side sent after ``ts``: after a FIN
+    from ``direction``, they make it a half-close."""
+    return [
+        pkt for pkt in conn.packets
+        if pkt.dir != direction and pkt.seg.ts > ts and pkt.seg.length > 0 and not pkt.analysis & F.A_KEEP_ALIVE
+    ]
 
 
 def _flag_notes(pkt: Packet, who: str) -> None:
