@@ -16,7 +16,7 @@ from synscope.analysis.engine import Analyser, ConnAnalysis
 from synscope.bpf import FrameFilter
 from synscope.decode import Decoder
 from synscope.model import IcmpError, RawFrame, Segment
-from synscope.tracker import CLOSED_LINGER, Connection, Tracker
+from synscope.tracker import CLOSED_LINGER, Connection, Tracker, flow_key
 from synscope.verdict import Verdict, judge
 
 # The same segment seen again this soon is the capture seeing one packet twice
@@ -136,10 +136,11 @@ class Pipeline:
             return
         item.source_index = source_index
         if isinstance(item, Segment):
-            if self.dedup and self._seen_twice(item):
+            key = flow_key(item.src, item.sport, item.dst, item.dport)
+            if self.dedup and self._seen_twice(item, key):
                 stats.duplicates += 1
                 return
-            conn, pkt = self.tracker.feed(item)
+            conn, pkt = self.tracker.feed(item, key)
             if conn is None:  # a late packet of a connection already handed on: counted
                 return
             self.analyser.on_packet(conn, pkt)  # type: ignore[arg-type]
@@ -152,7 +153,7 @@ class Pipeline:
             self.tracker.sweep()
             self._forget_old_failures(self.tracker.clock)
 
-    def _seen_twice(self, seg: Segment) -> bool:
+    def _seen_twice(self, seg: Segment, flow: tuple[bytes, int, bytes, int]) -> bool:
         """The same segment again within DUPLICATE_WINDOW, with nothing from the other side
         in between: one packet captured twice.
 
@@ -165,10 +166,7 @@ class Pipeline:
         SYN at once with a byte-identical SYN-ACK), so a packet the other way in
         between means the copy is genuine.
         """
-        src, dst = seg.src, seg.dst
-        sport = seg.sport
-        forward = (src, sport) <= (dst, seg.dport)
-        flow = (src, sport, dst, seg.dport) if forward else (dst, seg.dport, src, sport)
+        forward = flow[1] == seg.sport and flow[0] == seg.src
         ident = (seg.seq, seg.ack, seg.flags, seg.length, seg.ip_id, seg.raw_options, seg.win)
         ts = seg.ts
         if ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start:

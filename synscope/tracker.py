@@ -181,8 +181,8 @@ def _span(start: float | None, end: float | None) -> float | None:
     return end - start
 
 
-def _key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, bytes, int]:
-    """Direction-free key of a 4-tuple."""
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, bytes, int]:
+    """Direction-free key of a 4-tuple: the lower (address, port) first."""
     if (src, sport) <= (dst, dport):
         return (src, sport, dst, dport)
     return (dst, dport, src, sport)
@@ -219,11 +219,14 @@ class Tracker:
         self.clock = 0.0
 
     # ----------------------------------------------------------------- segments
-    def feed(self, seg: Segment) -> tuple[Connection, Packet] | tuple[None, None]:
+    def feed(self, seg: Segment, key: tuple[bytes, int, bytes, int] | None = None) -> tuple[Connection, Packet] | tuple[None, None]:
         """Attach one segment to its connection; returns the connection and the new packet record,
-        or (None, None) for a straggler of a connection already handed on (see :meth:`is_straggler`)."""
-        src, sport, dst, dport = seg.src, seg.sport, seg.dst, seg.dport
-        key = (src, sport, dst, dport) if (src, sport) <= (dst, dport) else (dst, dport, src, sport)
+        or (None, None) for a straggler of a connection already handed on (see :meth:`is_straggler`).
+
+        ``key``: the segment's :func:`flow_key`, when the caller has it already.
+        """
+        if key is None:
+            key = flow_key(seg.src, seg.sport, seg.dst, seg.dport)
         ts = seg.ts
         if ts > self.clock:
             self.clock = ts
@@ -355,7 +358,7 @@ class Tracker:
     # -------------------------------------------------------------------- ICMP
     def attach_icmp(self, err: IcmpError) -> Connection | None:
         """Attach an ICMP error to the connection whose packet it quotes (None if not tracked)."""
-        key = _key(err.src, err.sport, err.dst, err.dport)
+        key = flow_key(err.src, err.sport, err.dst, err.dport)
         conn = self.table.get(key)
         if conn is None:
             # kept for whoever reports them (watch drains the list); bounded, so an ICMP
@@ -443,7 +446,7 @@ class Tracker:
         that was already handed on early (``closed_linger`` below CLOSED_LINGER): counted, not tracked."""
         if not self._recent_closed:
             return False
-        key = _key(seg.src, seg.sport, seg.dst, seg.dport)
+        key = flow_key(seg.src, seg.sport, seg.dst, seg.dport)
         return key not in self.table and self._absorb(key, seg)
 
     def _absorb(self, key: tuple[bytes, int, bytes, int], seg: Segment) -> bool:
