@@ -15,11 +15,6 @@ from synscope import __version__
 from synscope.exit_codes import ExitCode
 
 
-def _fail(message: str, code: ExitCode) -> None:
-    click.echo(f"synscope: {message}", err=True)
-    sys.exit(int(code))
-
-
 def _parse_ports(values: tuple[str, ...]) -> frozenset[int]:
     from synscope.ports import PortSpecError, parse_ports
 

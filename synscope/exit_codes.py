@@ -1,6 +1,8 @@
 """Exit codes scripts can rely on (also listed in the README)."""
 
+import sys
 from enum import IntEnum
+from typing import NoReturn
 
 
 class ExitCode(IntEnum):
@@ -15,3 +17,10 @@ class ExitCode(IntEnum):
     BAD_INPUT = 6  # read: a file is not a capture, is empty, or cannot be opened
     NO_PRIVILEGE = 77  # raw sockets need root or CAP_NET_RAW (EX_NOPERM)
     INTERRUPTED = 130  # Ctrl-C / SIGTERM: partial results printed, everything cleaned up (128 + SIGINT)
+
+
+def fail(message: str, code: ExitCode) -> NoReturn:
+    """The one-line error every command prints (``synscope: ...`` on stderr), then exit with ``code``."""
+    sys.stderr.write(f"synscope: {message}\n")
+    sys.stderr.flush()
+    sys.exit(int(code))

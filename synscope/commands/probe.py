@@ -21,13 +21,11 @@ from contextlib import contextmanager
 import click
 
 from synscope.exit_codes import ExitCode
+from synscope.exit_codes import fail as _fail
 
 DEFAULT_PORTS = "80"
 
 
-def _fail(message: str, code: ExitCode) -> None:
-    click.echo(f"synscope: {message}", err=True)
-    sys.exit(int(code))
 
 
 # What runs after --user gives up root, imported while still root: the interpreter's own files may

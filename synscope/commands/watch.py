@@ -82,7 +82,8 @@ def watch(
         check_user(user)  # an unknown user is a usage error before anything is opened
         drop = prepare_drop(user)
     from synscope.bpf import CompiledFilter, FilterError
-    from synscope.cli import _fail, _parse_hosts, _parse_ports
+    from synscope.cli import _parse_hosts, _parse_ports
+    from synscope.exit_codes import fail as _fail
     from synscope.model import LinkType
     from synscope.pipeline import Pipeline, Selection
     from synscope.sources.live import InterfaceError, LiveCapture, PcapWriter, PrivilegeError
