@@ -194,7 +194,6 @@ class Tracker:
     def __init__(
         self,
         max_conns: int | None = None,
-        keep_packets: bool = True,
         closed_linger: float = CLOSED_LINGER,
         idle_timeout: float | None = None,
     ) -> None:
@@ -209,7 +208,6 @@ class Tracker:
         self.table: dict[tuple[bytes, int, bytes, int], Connection] = {}
         self.next_id = 1
         self.max_conns = max_conns
-        self.keep_packets = keep_packets
         self.evicted = 0
         self.orphan_icmp: list[IcmpError] = []
         self.reused = 0
@@ -221,7 +219,7 @@ class Tracker:
     # ----------------------------------------------------------------- segments
     def feed(self, seg: Segment, key: tuple[bytes, int, bytes, int] | None = None) -> tuple[Connection, Packet] | tuple[None, None]:
         """Attach one segment to its connection; returns the connection and the new packet record,
-        or (None, None) for a straggler of a connection already handed on (see :meth:`is_straggler`).
+        or (None, None) for a straggler of a connection already handed on (counted in ``stragglers``).
 
         ``key``: the segment's :func:`flow_key`, when the caller has it already.
         """
@@ -244,8 +242,7 @@ class Tracker:
             self.reused += 1
         direction = C2S if (seg.src == conn.client.ip and seg.sport == conn.client.port) else S2C
         pkt = Packet(seg, direction)
-        if self.keep_packets:
-            conn.packets.append(pkt)
+        conn.packets.append(pkt)
         if ts > conn.last_ts:
             conn.last_ts = ts
         self._update_sides(conn, pkt)
@@ -441,15 +438,9 @@ class Tracker:
                 break
             del recent[k]
 
-    def is_straggler(self, seg: Segment) -> bool:
-        """A late packet (TIME_WAIT retransmitted FIN, last ACK, extra RST) of a closed connection
-        that was already handed on early (``closed_linger`` below CLOSED_LINGER): counted, not tracked."""
-        if not self._recent_closed:
-            return False
-        key = flow_key(seg.src, seg.sport, seg.dst, seg.dport)
-        return key not in self.table and self._absorb(key, seg)
-
     def _absorb(self, key: tuple[bytes, int, bytes, int], seg: Segment) -> bool:
+        """A late packet (TIME_WAIT retransmitted FIN, last ACK, extra RST) of a closed connection
+        that was already handed on before CLOSED_LINGER was over: counted, not tracked."""
         until = self._recent_closed.get(key)
         if until is None:
             return False
