@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from synscope.model import DecodeStats, IcmpError, LinkType, RawFrame, Segment, TcpOptions
+from synscope.model import DecodeStats, IcmpError, RawFrame, Segment, TcpOptions
 
 _U16 = struct.Struct("!H")
 _U16_LE = struct.Struct("<H")
@@ -344,5 +344,3 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
     opts.unknown = tuple(unknown)
     return opts
 
-
-SUPPORTED_LINKTYPES = frozenset(int(x) for x in LinkType)

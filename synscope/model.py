@@ -172,4 +172,3 @@ class DecodeStats:
     truncated: int = 0
     fragments: int = 0
     unknown_linktype: dict[int, int] = field(default_factory=dict)
-    loopback_duplicates: int = 0

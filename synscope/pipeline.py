@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from synscope.analysis.annotate import annotate
 from synscope.analysis.engine import Analyser, ConnAnalysis
@@ -59,10 +59,8 @@ class RunStats:
     duplicates: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
-    connections: int = 0
     reordered: int = 0  # frames put back in time order
     backwards: int = 0  # frames stamped earlier than a frame before them (clock steps, broken capture)
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -219,7 +217,6 @@ class Pipeline:
             self.prepare(conn, state)
         annotate(conn, state)
         verdict = judge(conn, state)
-        self.stats.connections += 1
         report = ConnReport(conn, state, verdict)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]

@@ -48,8 +48,6 @@ class Packet:
     dupack_num: int = 0
     dupack_frame: int = 0
     rto: float | None = None  # for retransmissions: time since the original
-    rto_frame: int = 0
-    ack_rtt: float | None = None
     in_flight: int | None = None  # bytes sent and not yet acknowledged after this data segment
     notes: list[str] | None = None
 

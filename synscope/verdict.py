@@ -35,7 +35,6 @@ class Verdict:
     next_step: str  # what to check next ("" when nothing to do)
     ok: bool  # ended well: not expanded by default
     side: str = ""  # client | server | path | capture | ""
-    server_time_wait: bool = False
 
 
 def hops(ttl: int | None) -> int | None:
@@ -409,7 +408,7 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         summary = f"handshake {fmt.duration(handshake_rtt)}; " + summary
     if notes:
         explanation = explanation.rstrip() + " " + " ".join(n[0].upper() + n[1:] + "." for n in notes)
-    return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, "server ends" in tw)
+    return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side)
 
 
 def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | None) -> tuple[list[str], str, str]:

@@ -167,9 +167,9 @@ class Analyser:
                 if pkt.rto is None and seglen and bits & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION):
                     facts.unseen_originals += 1
             elif len(flight) < MAX_IN_FLIGHT:
-                flight.append([seg.seq, end, ts, False, seg.frame])
+                flight.append([seg.seq, end, ts, False])  # seq, end, sent at, sent again
         if flags & ACK:
-            self._take_rtt(state.flight[1 - d], state.facts[1 - d], seg.ack, ts, pkt)
+            self._take_rtt(state.flight[1 - d], state.facts[1 - d], seg.ack, ts)
         if not flags & SYN and seg.raw_options:
             # only SYN options are shown later; dropping the rest saves a bytes object per packet
             seg.raw_options = b""
@@ -229,18 +229,16 @@ class Analyser:
             entry = flight[lo]
             if entry[0] == seq and pkt.rto is None:
                 pkt.rto = ts - entry[2]
-                pkt.rto_frame = entry[4]
             if seq_le(entry[0], seq):
                 entry[3] = True
 
     @staticmethod
-    def _take_rtt(flight: deque, facts: DirectionFacts, ack: int, ts: float, pkt: Packet) -> None:
+    def _take_rtt(flight: deque, facts: DirectionFacts, ack: int, ts: float) -> None:
         last = None
         while flight and seq_le(flight[0][1], ack):
             last = flight.popleft()
         if last is not None and not last[3] and ts >= last[2]:  # time going backwards gives no sample
             sample = ts - last[2]
-            pkt.ack_rtt = sample
             if len(facts.rtt_samples) < MAX_RTT_SAMPLES:
                 facts.rtt_samples.append(sample)
 
