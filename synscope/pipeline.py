@@ -22,11 +22,15 @@ from synscope.verdict import Verdict, judge
 # The same segment seen again this soon is the capture seeing one packet twice
 # (loopback through AF_PACKET; -i any on a host that forwards).
 DUPLICATE_WINDOW = 0.001
-# Capture-time interval between sweeps for finished connections
+# Capture-time interval between sweeps for finished connections. Sweeps run on this clock
+# alone, so every worker of a split run sweeps at the same frames as a single one would.
 SWEEP_INTERVAL = 0.5
-# ... and only once this many segments per connection in the table went by since the last
-# sweep, so a table of a million half-open connections is not scanned every half second
+# With an idle timeout (live) a sweep scans the whole table: only once this many segments per
+# connection in the table went by, so a table of a million half-open connections is not
+# scanned every half second
 SWEEP_WORK_RATIO = 0.5
+# Tracker.stamp of connections handed on at the end of the input (after every other)
+DRAIN_STAMP = 1 << 62
 # pcapng files from several interfaces interleave them in batches, out of time order;
 # frames are put back in time order within this much capture time (as reordercap would)
 REORDER_WINDOW = 2.0
@@ -107,8 +111,11 @@ class Pipeline:
         self._recent_start = 0.0
         self._next_sweep = 0.0
         self._since_sweep = 0
-        self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int]] = {}
+        self.retries = RetryLinker()
+        self.link_retries = True
         self.source_names: list[str] = []
+        # (this worker, workers): track only the connections whose flow_key hashes to this worker
+        self.shard: tuple[int, int] | None = None
 
     def feed(self, frame: RawFrame, source_index: int = 0) -> None:
         """Push one captured frame through decode, tracking and analysis."""
@@ -133,23 +140,42 @@ class Pipeline:
             stats.filtered_out += 1
             return
         item.source_index = source_index
+        # Everything up to the shard test below sees every decoded item, in every worker of a
+        # split run: the capture clock, the sweeps and the duplicate window's generations.
+        tracker = self.tracker
+        ts = item.ts
+        if ts > tracker.clock:
+            tracker.clock = ts
+        position = stats.frames
+        if ts >= self._next_sweep and (tracker.idle_timeout is None or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
+            self._next_sweep = ts + SWEEP_INTERVAL
+            self._since_sweep = 0
+            tracker.stamp = 2 * position
+            tracker.sweep()
+        self._since_sweep += 1
+        tracker.stamp = 2 * position + 1
+        tracker.position = position
+        shard = self.shard
         if isinstance(item, Segment):
             key = flow_key(item.src, item.sport, item.dst, item.dport)
-            if self.dedup and self._seen_twice(item, key):
-                stats.duplicates += 1
+            if self.dedup:
+                if ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start:
+                    self._older, self._recent, self._recent_start = self._recent, {}, ts
+                if shard is not None and shard_of(key, shard[1]) != shard[0]:
+                    return
+                if self._seen_twice(item, key):
+                    stats.duplicates += 1
+                    return
+            elif shard is not None and shard_of(key, shard[1]) != shard[0]:
                 return
-            conn, pkt = self.tracker.feed(item, key)
+            conn, pkt = tracker.feed(item, key)
             if conn is None:  # a late packet of a connection already handed on: counted
                 return
             self.analyser.on_packet(conn, pkt)  # type: ignore[arg-type]
         else:
-            self.tracker.attach_icmp(item)
-        self._since_sweep += 1
-        if ts >= self._next_sweep and self._since_sweep >= SWEEP_WORK_RATIO * len(self.tracker.table):
-            self._next_sweep = ts + SWEEP_INTERVAL
-            self._since_sweep = 0
-            self.tracker.sweep()
-            self._forget_old_failures(self.tracker.clock)
+            if shard is not None and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), shard[1]) != shard[0]:
+                return
+            tracker.attach_icmp(item)
 
     def _seen_twice(self, seg: Segment, flow: tuple[bytes, int, bytes, int]) -> bool:
         """The same segment again within DUPLICATE_WINDOW, with nothing from the other side
@@ -167,9 +193,7 @@ class Pipeline:
         forward = flow[1] == seg.sport and flow[0] == seg.src
         ident = (seg.seq, seg.ack, seg.flags, seg.length, seg.ip_id, seg.raw_options, seg.win)
         ts = seg.ts
-        if ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start:
-            self._older, self._recent, self._recent_start = self._recent, {}, ts
-        recent = self._recent
+        recent = self._recent  # (its generations turn over in feed())
         entry = recent.get(flow)
         if entry is None:
             entry = self._older.get(flow)
@@ -190,18 +214,8 @@ class Pipeline:
     def sweep(self, now: float | None = None) -> None:
         """Hand on finished (and, with an idle timeout, idle) connections now; ``now`` is the
         wall clock for a live source with no packets arriving. Collect them with :meth:`ready`."""
+        self.tracker.stamp = 2 * self.stats.frames + 2
         self.tracker.sweep(now)
-        self._forget_old_failures(max(self.tracker.clock, now or 0.0))
-
-    def _forget_old_failures(self, clock: float) -> None:
-        # kept in time order (updates re-insert), so the expired ones are at the front
-        failed = self._failed
-        horizon = clock - RETRY_WINDOW
-        while failed:
-            key = next(iter(failed))
-            if failed[key][1] >= horizon:
-                break
-            del failed[key]
 
     def ready(self) -> list[ConnReport]:
         """Connections finished so far (call between frames to stream output)."""
@@ -209,6 +223,7 @@ class Pipeline:
 
     def finish(self) -> list[ConnReport]:
         """End of input: reports for every connection still held."""
+        self.tracker.stamp = DRAIN_STAMP
         return [self._report(c) for c in self.tracker.drain()]
 
     def _report(self, conn: Connection) -> ConnReport:
@@ -220,26 +235,53 @@ class Pipeline:
         report = ConnReport(conn, state, verdict)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
-        self._link_retries(report)
+        if self.link_retries and conn.syn_ts is not None:
+            linked = self.retries.link((conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, verdict.ok, conn.retire_clock)
+            if linked is not None:
+                report.retry_of, report.retry_number = linked
+                if conn.client.port != 0:
+                    verdict.explanation += retry_sentence(*linked)
         return report
 
-    def _link_retries(self, report: ConnReport) -> None:
-        """Failed attempts to one server port from new source ports are the application retrying."""
-        conn = report.conn
-        if conn.syn_ts is None:
-            return
-        key = (conn.client.ip, conn.server.ip, conn.server.port)
-        prev = self._failed.get(key)
-        if prev is not None and 0 <= conn.syn_ts - prev[1] <= RETRY_WINDOW and prev[0] != conn.id:
-            report.retry_of = prev[0]
-            report.retry_number = prev[2] + 1
-            if report.conn.client.port != 0:
-                report.verdict.explanation += (
-                    f" This is retry #{report.retry_number} by the application (new source port) after connection #{prev[0]}."
-                )
-        self._failed.pop(key, None)
-        if not report.verdict.ok:
-            self._failed[key] = (conn.id, conn.syn_ts, report.retry_number)
+
+class RetryLinker:
+    """Failed attempts to one server port from new source ports are the application retrying.
+
+    Fed the connections in the order they are handed on; a split run links them after
+    merging, so the numbers are the same as one worker's.
+    """
+
+    def __init__(self) -> None:
+        # (client ip, server ip, server port) → (id, SYN time, retry number) of the last failure
+        self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int]] = {}
+
+    def link(self, key: tuple[bytes, bytes, int], conn_id: int, syn_ts: float, ok: bool, clock: float) -> tuple[int, int] | None:
+        """(id of the failed attempt this one retries, retry number), or None; ``clock`` is the
+        capture clock when the connection was handed on."""
+        failed = self._failed
+        horizon = clock - RETRY_WINDOW
+        while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
+            first = next(iter(failed))
+            if failed[first][1] >= horizon:
+                break
+            del failed[first]
+        prev = failed.pop(key, None)
+        linked = None
+        if prev is not None and 0 <= syn_ts - prev[1] <= RETRY_WINDOW and prev[0] != conn_id:
+            linked = (prev[0], prev[2] + 1)
+        if not ok:
+            failed[key] = (conn_id, syn_ts, linked[1] if linked else 0)
+        return linked
+
+
+def retry_sentence(prev_id: int, number: int) -> str:
+    """What a linked retry adds to its verdict's explanation."""
+    return f" This is retry #{number} by the application (new source port) after connection #{prev_id}."
+
+
+def shard_of(key: tuple[bytes, int, bytes, int], workers: int) -> int:
+    """Which worker of a split run tracks the connections of this flow_key (stable across processes)."""
+    return (key[1] + key[3] + key[0][-1] + key[2][-1]) % workers
 
 
 def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFrame]:

@@ -110,6 +110,12 @@ class Connection:
     analysis: Any = None  # owned by the analysis stage
     evicted: bool = False
     timed_out: bool = False  # retired by the idle timeout (Tracker.idle_timeout), not by FIN/RST
+    # where in the input it began and ended: the position of the frame that opened it, the
+    # Tracker.stamp when it was handed on, and the capture clock then (ordering and retry linking
+    # depend only on these, so workers that split the connections reproduce one worker's output)
+    opened_at: int = 0
+    retired_at: int = 0
+    retire_clock: float = 0.0
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""
@@ -204,7 +210,15 @@ class Tracker:
         self.stragglers = 0
         self.timed_out = 0
         self.table: dict[tuple[bytes, int, bytes, int], Connection] = {}
+        # closed connections still in the table: what a sweep looks at (without an idle timeout)
+        self._closing: dict[tuple[bytes, int, bytes, int], Connection] = {}
         self.next_id = 1
+        # set by the caller before each feed() / sweep(): the input position, recorded on the
+        # connections opened (opened_at) and handed on (retired_at) by that call
+        self.position = 0
+        self.stamp = 0
+        # a worker of a split run numbers connections by opened_at; the merge renumbers them
+        self.ids_from_position = False
         self.max_conns = max_conns
         self.evicted = 0
         self.orphan_icmp: list[IcmpError] = []
@@ -244,6 +258,8 @@ class Tracker:
         if ts > conn.last_ts:
             conn.last_ts = ts
         self._update_sides(conn, pkt)
+        if flags & (FIN | RST) and key not in self._closing and conn.closed:
+            self._closing[key] = conn
         return conn, pkt
 
     def _starts_new_epoch(self, conn: Connection, seg: Segment) -> bool:
@@ -279,8 +295,9 @@ class Tracker:
                 client, server = Side(seg.src, seg.sport), Side(seg.dst, seg.dport)
         if self.max_conns is not None and len(self.table) >= self.max_conns:
             self._evict_oldest()
-        conn = Connection(self.next_id, client, server, seg.ts, seg.ts, guessed, midstream)
+        conn = Connection(self.position if self.ids_from_position else self.next_id, client, server, seg.ts, seg.ts, guessed, midstream)
         conn.source_index = seg.source_index
+        conn.opened_at = self.position
         self.next_id += 1
         self.table[key] = conn
         if flags & SYN and self._last_id:
@@ -367,8 +384,11 @@ class Tracker:
         return conn
 
     # -------------------------------------------------------------- retirement
-    def _retire(self, key: tuple[bytes, int, bytes, int]) -> None:
+    def _retire(self, key: tuple[bytes, int, bytes, int], clock: float | None = None) -> None:
         conn = self.table.pop(key)
+        self._closing.pop(key, None)
+        conn.retired_at = self.stamp
+        conn.retire_clock = self.clock if clock is None else clock
         self._retired.append(conn)
         last = self._last_id
         last[key] = conn.id
@@ -414,7 +434,9 @@ class Tracker:
         complete_horizon = clock - min(self.closed_linger, COMPLETE_LINGER)
         idle_horizon = None if self.idle_timeout is None else clock - self.idle_timeout
         done = []
-        for k, c in self.table.items():
+        # without an idle timeout only closed connections can be due: look at those alone, so a
+        # table of a million half-open connections costs nothing here
+        for k, c in (self.table if idle_horizon is not None else self._closing).items():
             if c.closed:
                 if c.last_ts < horizon or (c.last_ts < complete_horizon and c.complete):
                     done.append(k)
@@ -422,14 +444,16 @@ class Tracker:
                 c.timed_out = True
                 self.timed_out += 1
                 done.append(k)
+        table = self.table
+        done.sort(key=lambda k: table[k].id)
         recent = self._recent_closed
         remember_after = clock - CLOSED_LINGER
         for k in done:
-            if self.table[k].last_ts >= remember_after and not self.table[k].timed_out:
-                recent[k] = self.table[k].last_ts + CLOSED_LINGER
+            if table[k].last_ts >= remember_after and not table[k].timed_out:
+                recent[k] = table[k].last_ts + CLOSED_LINGER
                 if len(recent) > MAX_RECENT_CLOSED:
                     del recent[next(iter(recent))]
-            self._retire(k)
+            self._retire(k, clock)
         while recent:  # roughly in expiry order: drop the expired from the front
             k = next(iter(recent))
             if recent[k] >= clock:
@@ -456,8 +480,13 @@ class Tracker:
     def drain(self) -> Iterator[Connection]:
         """End of input: every connection still open, oldest first."""
         yield from self.take_retired()
-        yield from sorted(self.table.values(), key=lambda c: c.id)
+        rest = sorted(self.table.values(), key=lambda c: c.id)
         self.table.clear()
+        self._closing.clear()
+        for c in rest:
+            c.retired_at = self.stamp
+            c.retire_clock = self.clock
+        yield from rest
 
 
 def _looks_like_server(sport: int, dport: int) -> bool:

@@ -286,4 +286,4 @@ def test_retry_bookkeeping_stays_bounded(tmp_path) -> None:
     _, pipeline = _read_flood(path, 1000)
     from synscope.pipeline import RETRY_WINDOW
 
-    assert len(pipeline._failed) <= 10 * RETRY_WINDOW * 1.5
+    assert len(pipeline.retries._failed) <= 10 * RETRY_WINDOW * 1.5
