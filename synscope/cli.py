@@ -62,6 +62,12 @@ def main() -> None:
 @click.option("--max-conns", type=click.IntRange(min=1), metavar="N", help="Bound the live connection table; the oldest idle one is evicted (counted).")
 @click.option("--payload", is_flag=True, help="Show a preview of each segment's payload (escaped).")
 @click.option("--keep-duplicates", is_flag=True, help="Keep frames captured twice (loopback AF_PACKET copies) instead of dropping them.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --json: split the connections over N processes (default: one per core, at most 4, for files over 16 MB). Same output.",
+)
 def read(
     files: tuple[str, ...],
     show_all: bool,
@@ -75,6 +81,7 @@ def read(
     max_conns: int | None,
     payload: bool,
     keep_duplicates: bool,
+    workers: int | None,
 ) -> None:
     """Analyse pcap / pcapng files (gzip too; '-' reads standard input)."""
     from synscope.bpf import FilterError, FrameFilter
@@ -87,7 +94,18 @@ def read(
             selection.frame_filter = FrameFilter(bpf)
         except FilterError as e:
             raise click.BadParameter(str(e), param_hint="--filter") from None
-    pipeline = Pipeline(selection, max_conns=max_conns, keep_payload=payload, dedup=not keep_duplicates)
+    if workers is not None and workers > 1:
+        if not as_json:
+            raise click.BadParameter("splitting the work is done for --json output only", param_hint="--workers")
+        if max_conns is not None:
+            raise click.BadParameter("--max-conns bounds one connection table: use it with --workers 1", param_hint="--workers")
+        if "-" in files:
+            raise click.BadParameter("standard input can be read by one worker only", param_hint="--workers")
+
+    def make_pipeline() -> Pipeline:
+        return Pipeline(selection, max_conns=max_conns, keep_payload=payload, dedup=not keep_duplicates)
+
+    pipeline = make_pipeline()
     readers = []
     exit_code = ExitCode.OK
     for path in files:
@@ -124,13 +142,18 @@ def read(
     # segments), so reference counting frees everything; the cyclic collector would only rescan
     # millions of live objects again and again (about a sixth of the run time on big captures).
     gc.disable()
+    split = _split_workers(workers, as_json, max_conns, readers)
     try:
-        for report in run(((r.path, r) for r in readers), pipeline, progress.update):
-            take(report)
-    except KeyboardInterrupt:
-        interrupted = True
-        for report in pipeline.finish():
-            take(report)
+        if split > 1:
+            interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, progress, out)
+        else:
+            try:
+                for report in run(((r.path, r) for r in readers), pipeline, progress.update):
+                    take(report)
+            except KeyboardInterrupt:
+                interrupted = True
+                for report in pipeline.finish():
+                    take(report)
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (| head): nothing left to say
         sys.exit(int(ExitCode.OK))
@@ -154,6 +177,53 @@ def read(
     sys.exit(int(exit_code))
 
 
+# Files smaller than this in all are read by one process: forking would cost more than it saves
+SPLIT_MIN_BYTES = 16_000_000
+
+
+def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, readers: list) -> int:
+    """How many processes read: --workers, or by default one per core for big files with --json."""
+    if workers is not None:
+        return workers
+    if not as_json or max_conns is not None or any(r.size is None for r in readers):
+        return 1
+    if sum(r.size for r in readers) < SPLIT_MIN_BYTES:
+        return 1
+    from synscope.parallel import default_workers
+
+    return default_workers()
+
+
+def _read_split(
+    readers: list, make_pipeline: object, pipeline: object, workers: int, absolute: bool,
+    conn_ids: tuple[int, ...], seen_ids: set[int], progress: _Progress, out: TextIO,
+) -> bool:
+    """``read --json`` over several processes (synscope.parallel); True if interrupted."""
+    from synscope.exit_codes import fail
+    from synscope.parallel import SplitRun, WorkerFailed
+
+    split = SplitRun([r.path for r in readers], make_pipeline, workers, absolute)  # type: ignore[arg-type]
+    split.on_progress = progress.update
+    try:
+        for cid, line in split:
+            if conn_ids:
+                if cid not in conn_ids:
+                    continue
+                seen_ids.add(cid)
+            out.write(line + "\n")
+            out.flush()
+    except WorkerFailed as e:
+        split.close()
+        fail(str(e), ExitCode.ERROR)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        split.close()
+        fail("interrupted", ExitCode.INTERRUPTED)
+    finally:
+        split.close()
+    split.totals(pipeline, readers)  # type: ignore[arg-type]
+    return split.interrupted
+
+
 class _Progress:
     """Progress on stderr (packets, MB, rate, ETA) when it is a terminal and the read takes over a second."""
 
@@ -169,8 +239,9 @@ class _Progress:
         self.frames = 0
         self._clock = time.monotonic
 
-    def update(self, index: int, frames: int) -> None:
-        """Called by the pipeline every thousand frames or so."""
+    def update(self, index: int, frames: int, done: int | None = None) -> None:
+        """Called by the pipeline every thousand frames or so; ``done``: bytes read, when
+        the reading happens in another process."""
         self.frames += 1024
         if not self.enabled:
             return
@@ -178,7 +249,8 @@ class _Progress:
         if elapsed < self.DELAY:
             return
         reader = self.readers[index]
-        done = reader.bytes_read
+        if done is None:
+            done = reader.bytes_read
         total = reader.size
         rate = frames / elapsed if elapsed else 0.0
         text = f"{reader.name if hasattr(reader, 'name') else reader.path}: {frames:,} packets, {done / 1e6:,.0f} MB"

@@ -217,8 +217,10 @@ class Tracker:
         # connections opened (opened_at) and handed on (retired_at) by that call
         self.position = 0
         self.stamp = 0
-        # a worker of a split run numbers connections by opened_at; the merge renumbers them
+        # a worker of a split run numbers connections by opened_at and lists every opening here;
+        # the merge renumbers them
         self.ids_from_position = False
+        self.opened: list[int] | None = None
         self.max_conns = max_conns
         self.evicted = 0
         self.orphan_icmp: list[IcmpError] = []
@@ -299,6 +301,8 @@ class Tracker:
         conn.source_index = seg.source_index
         conn.opened_at = self.position
         self.next_id += 1
+        if self.opened is not None:
+            self.opened.append(self.position)
         self.table[key] = conn
         if flags & SYN and self._last_id:
             conn.reused_from = self._last_id.pop(key, None)

@@ -116,9 +116,17 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
 def connection_line(r: ConnReport, absolute: bool = False) -> str:
     """One JSON line for a connection: the same object as :func:`connection_object`,
     with the packet list formatted directly (it is most of the work on big captures)."""
-    obj = connection_object(r, absolute, with_packets=False)
-    head = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
-    return head[:-1] + ',"packets":[' + ",".join(_packet_texts(r, absolute)) + "]}"
+    return join_line(connection_object(r, absolute, with_packets=False), packets_text(r, absolute))
+
+
+def join_line(head: dict[str, Any], packets: str) -> str:
+    """A connection's JSON line from its object without packets and :func:`packets_text`."""
+    return json.dumps(head, ensure_ascii=True, separators=(",", ":"))[:-1] + ',"packets":[' + packets + "]}"
+
+
+def packets_text(r: ConnReport, absolute: bool = False) -> str:
+    """The members of a connection's ``packets`` array, as JSON text."""
+    return ",".join(_packet_texts(r, absolute))
 
 
 _FLAGS_TEXT: dict[int, str] = {}

@@ -1,0 +1,340 @@
+"""``read --json`` on several cores: workers split the connections, the parent merges.
+
+Every worker reads and decodes the whole input but tracks and analyses only the
+connections whose 4-tuple hashes to it (:func:`synscope.pipeline.shard_of`),
+and renders their JSON. What could differ from one worker is made not to:
+
+- the capture clock, the sweeps and the duplicate window's generations see
+  every frame in every worker (see ``Pipeline.feed``);
+- a connection is handed on at a *stamp* (its input position) and ordered by
+  (stamp, position of its first frame), which is the order one worker emits;
+- ids are numbered by the position of the frame that opened the connection;
+  the parent renumbers them 1, 2, 3... from every worker's list of openings;
+- retries of one server port come from several 4-tuples, so several workers:
+  the parent links them, in the merged order.
+
+``tests/test_parallel.py`` checks the output is byte for byte the single-worker one.
+Workers are forked (they inherit the compiled --filter and the options) and talk
+to the parent over a pipe, one pickled message per batch of about a thousand frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import traceback
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, retry_sentence, time_ordered
+from synscope.render.json import connection_object, join_line, packets_text
+from synscope.sources.pcap import open_capture
+from synscope.tracker import MAX_ORPHAN_ICMP
+
+# Frames per message from a worker
+BATCH = 1024
+PIPE_BYTES = 1 << 20
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux), spelled out for older ones
+_LEN = struct.Struct("<Q")
+_DONE = 1 << 63  # progress of a worker that has sent everything
+
+
+class WorkerFailed(Exception):
+    """A worker process died or raised; the message is one line for the user."""
+
+
+def default_workers() -> int:
+    """Worker processes for a split run: the cores this process may use, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+class SplitRun:
+    """Runs ``workers`` forked workers over ``paths`` and merges their JSON lines in order.
+
+    ``make_pipeline`` builds each worker's pipeline (the same options as a single run).
+    Iterate for (connection id, JSON line); afterwards :meth:`totals` gives the run's
+    counters as a single run would have them.
+    """
+
+    def __init__(self, paths: list[str], make_pipeline: Callable[[], Pipeline], workers: int, absolute: bool = False) -> None:
+        self.paths = paths
+        self.workers = workers
+        self.absolute = absolute
+        self.interrupted = False
+        self._pids: list[int] = []
+        self._fds: list[int] = []
+        self._buffers = [bytearray() for _ in range(workers)]
+        self._queues: list[deque] = [deque() for _ in range(workers)]
+        self._progress = [0] * workers
+        self._opened: list[list[int]] = [[] for _ in range(workers)]
+        self._final: list[dict[str, Any] | None] = [None] * workers
+        self._linker = RetryLinker()
+        self.on_progress: Callable[[int, int, int], None] | None = None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for index in range(workers):
+            r, w = os.pipe()
+            with contextlib.suppress(OSError):  # a bigger pipe: workers block less on a busy parent
+                fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_BYTES)
+            pid = os.fork()
+            if pid == 0:  # the worker
+                os.close(r)
+                for fd in self._fds:
+                    os.close(fd)
+                _work(index, workers, paths, make_pipeline, absolute, w)  # never returns
+            os.close(w)
+            self._pids.append(pid)
+            self._fds.append(r)
+        self._old_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    # ------------------------------------------------------------------ merging
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        queues = self._queues
+        progress = self._progress
+        while True:
+            best = None
+            for w, q in enumerate(queues):
+                if q and (best is None or q[0][:2] < queues[best][0][:2]):
+                    best = w
+            if best is None:
+                lagging = min(range(self.workers), key=lambda w: progress[w])
+                if progress[lagging] == _DONE:
+                    return
+                self._receive(lagging)
+                continue
+            stamp = queues[best][0][0]
+            # every other worker must have sent all it has up to this stamp
+            waiting = next((w for w, q in enumerate(queues) if w != best and not q and progress[w] < stamp), None)
+            if waiting is not None:
+                self._receive(waiting)
+                continue
+            yield self._line(queues[best].popleft())
+
+    def _id(self, position: int) -> int:
+        return 1 + sum(bisect_left(opened, position) for opened in self._opened)
+
+    def _line(self, item: tuple) -> tuple[int, str]:
+        _stamp, opened_at, reused_from, retire_clock, link, head, packets = item
+        cid = self._id(opened_at)
+        head["id"] = cid
+        if reused_from is not None:
+            earlier = self._id(reused_from)
+            head["reused_from"] = earlier
+            head["verdict"] = head["verdict"].replace(f"connection #{reused_from} (port reuse)", f"connection #{earlier} (port reuse)")
+        if link is not None:
+            key, syn_ts, ok, client_port = link
+            linked = self._linker.link(key, cid, syn_ts, ok, retire_clock)
+            if linked is not None:
+                head["retry_of"] = linked[0]
+                if client_port != 0:
+                    head["verdict"] += retry_sentence(*linked)
+        return cid, join_line(head, packets)
+
+    def _receive(self, need: int) -> None:
+        """Read until a message from worker ``need`` is in; meanwhile take whatever the others
+        sent, so none of them waits on a full pipe while the merge waits for ``need``."""
+        got = False
+        while not got:
+            open_fds = [fd for w, fd in enumerate(self._fds) if self._progress[w] != _DONE]
+            ready, _, _ = select.select(open_fds, [], [])
+            for fd in ready:
+                w = self._fds.index(fd)
+                chunk = os.read(fd, PIPE_BYTES)
+                if not chunk:
+                    self._progress[w] = _DONE
+                    status = self._reap(w)
+                    raise WorkerFailed(f"worker {w + 1} of {self.workers} ended without finishing ({status})")
+                buf = self._buffers[w]
+                buf += chunk
+                while len(buf) >= _LEN.size:
+                    size = _LEN.unpack_from(buf)[0]
+                    end = _LEN.size + size
+                    if len(buf) < end:
+                        break
+                    body = bytes(buf[_LEN.size:end])
+                    del buf[:end]
+                    self._message(w, body)
+                    got = got or w == need
+
+    def _message(self, w: int, body: bytes) -> None:
+        kind, *rest = pickle.loads(body)
+        if kind == "batch":
+            progress, opened, items, source, frames, bytes_read = rest
+            self._opened[w].extend(opened)
+            self._queues[w].extend(items)
+            self._progress[w] = progress
+            if w == 0 and self.on_progress is not None and frames:
+                self.on_progress(source, frames, bytes_read)
+        elif kind == "done":
+            self._final[w] = rest[0]
+            self._progress[w] = _DONE
+        else:  # "failed"
+            self._progress[w] = _DONE
+            raise WorkerFailed(f"worker {w + 1} of {self.workers} failed: {rest[0]}")
+
+    def _reap(self, w: int) -> str:
+        try:
+            _, status = os.waitpid(self._pids[w], 0)
+        except ChildProcessError:
+            return "already reaped"
+        self._pids[w] = 0
+        if os.WIFSIGNALED(status):
+            return f"killed by signal {os.WTERMSIG(status)}"
+        return f"exit status {os.WEXITSTATUS(status)}"
+
+    # --------------------------------------------------------------- lifecycle
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        """First Ctrl-C: workers stop reading and hand on what they hold (as a single run
+        does on Ctrl-C); a second one stops at once."""
+        if self.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.interrupted = True
+        for pid in self._pids:
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+
+    def close(self) -> None:
+        """Stop and reap every worker this run started (by PID); restore Ctrl-C."""
+        signal.signal(signal.SIGINT, self._old_sigint)
+        for w, fd in enumerate(self._fds):
+            if fd >= 0:
+                os.close(fd)
+                self._fds[w] = -1
+        for w, pid in enumerate(self._pids):
+            if not pid:
+                continue
+            if self._final[w] is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self._pids[w] = 0
+
+    def totals(self, pipeline: Pipeline, readers: list) -> None:
+        """Put the run's counters on ``pipeline`` and ``readers`` as a single run leaves them.
+
+        Frames, decoding, time order and the readers' findings are the same in every worker
+        (each reads everything): worker 1's. Duplicates and late packets belong to the
+        connections a worker tracked: summed.
+        """
+        finals = [f for f in self._final if f is not None]
+        if not finals:
+            return
+        first = finals[0]
+        pipeline.stats = first["stats"]
+        pipeline.stats.duplicates = sum(f["stats"].duplicates for f in finals)
+        pipeline.decoder.stats = first["decode"]
+        tracker = pipeline.tracker
+        tracker.stragglers = sum(f["stragglers"] for f in finals)
+        tracker.reused = sum(f["reused"] for f in finals)
+        tracker.orphan_icmp = sorted((e for f in finals for e in f["orphan_icmp"]), key=lambda e: e.frame)[:MAX_ORPHAN_ICMP]
+        for reader, state in zip(readers, first["readers"], strict=False):
+            for name, value in state.items():
+                setattr(reader, name, value)
+
+
+# ---------------------------------------------------------------------- worker
+def _work(index: int, workers: int, paths: list[str], make_pipeline: Callable[[], Pipeline], absolute: bool, fd: int) -> None:
+    """A forked worker's whole life: read everything, track its share, send JSON, exit."""
+    status = 0
+    out = os.fdopen(fd, "wb", buffering=1 << 20)
+    try:
+        _die_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (see SplitRun._on_sigint)
+        stop = []
+        signal.signal(signal.SIGUSR1, lambda *_: stop.append(True))
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the parent went away: so do we
+        _run_worker(index, workers, paths, make_pipeline(), absolute, out, stop)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which prints one line
+        status = 1
+        last = traceback.format_exception_only(type(e), e)[-1].strip()
+        with contextlib.suppress(Exception):
+            _send(out, ("failed", last))
+    finally:
+        with contextlib.suppress(Exception):
+            out.flush()
+        os._exit(status)
+
+
+def _run_worker(index: int, workers: int, paths: list[str], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list) -> None:
+    pipeline.shard = (index, workers)
+    pipeline.link_retries = False
+    tracker = pipeline.tracker
+    tracker.ids_from_position = True
+    opened: list[int] = []
+    tracker.opened = opened
+    readers = [open_capture(p) for p in paths]
+    stats = pipeline.stats
+
+    def send_batch(progress: int, source: int, frames: int, bytes_read: int, reports: list) -> None:
+        items = [_item(r, absolute) for r in reports]
+        _send(out, ("batch", progress, opened[:], items, source, frames, bytes_read))
+        opened.clear()
+
+    for source, reader in enumerate(readers):
+        pipeline.source_names.append(reader.path)
+        stream = time_ordered(reader, stats) if reader.format == "pcapng" else reader
+        feed = pipeline.feed
+        n = 0
+        for frame in stream:
+            feed(frame, source)
+            n += 1
+            if n % BATCH == 0:
+                send_batch(2 * stats.frames + 1, source, n, reader.bytes_read, pipeline.ready())
+                if stop:
+                    break
+        if stop:
+            break
+    send_batch(2 * stats.frames + 1, len(readers) - 1, 0, 0, pipeline.ready())
+    send_batch(DRAIN_STAMP, len(readers) - 1, 0, 0, pipeline.finish())
+    reader_state = [
+        {"linktypes": r.linktypes, "ts_resolution": r.ts_resolution, "warnings": r.warnings, "truncated_at": r.truncated_at, "frames": r.frames}
+        for r in readers
+    ]
+    _send(out, ("done", {
+        "stats": stats,
+        "decode": pipeline.decoder.stats,
+        "stragglers": tracker.stragglers,
+        "reused": tracker.reused,
+        "orphan_icmp": tracker.orphan_icmp,
+        "readers": reader_state,
+    }))
+
+
+def _item(report: Any, absolute: bool) -> tuple:
+    """What the parent needs of one connection: merge key, ids to renumber, retry facts, JSON."""
+    conn = report.conn
+    link = None
+    if conn.syn_ts is not None:
+        link = ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, report.verdict.ok, conn.client.port)
+    head = connection_object(report, absolute, with_packets=False)
+    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link, head, packets_text(report, absolute))
+
+
+def _send(out: BinaryIO, message: tuple) -> None:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_LEN.pack(len(body)))
+    out.write(body)
+    out.flush()
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker if the parent dies (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
