@@ -125,7 +125,91 @@ def connect(addr, port, timeout=20.0, src_port=None, rcvbuf=None, reuse=False):
 
 # ---------------------------------------------------------------- server
 
+def server_many(a):
+    """Serve up to a.conns HTTP exchanges, one thread each (the client closes first)."""
+    import threading
+
+    ls = listener(a.addr, a.port, backlog=256)
+    ls.settimeout(a.timeout)
+    ready()
+    threads = []
+    for _ in range(a.conns):
+        try:
+            c, _peer = ls.accept()
+        except TimeoutError:
+            log("server: accept timed out")
+            break
+        c.settimeout(a.timeout)
+
+        def one(c=c):
+            try:
+                recv_until(c, b"\r\n\r\n")
+                c.sendall(http_response(a.size))
+                drain(c)
+            except OSError as e:
+                log(f"server: {e}")
+            finally:
+                c.close()
+
+        t = threading.Thread(target=one, daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(a.timeout)
+    ls.close()
+
+
+def client_many(a):
+    """a.count HTTP exchanges from a.threads threads; every 10th goes to a.refused_port (nothing listens)."""
+    import threading
+
+    lock = threading.Lock()
+    todo = list(range(a.count))
+    done = {"ok": 0, "failed": 0}
+
+    def worker():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop()
+            port = a.refused_port if a.refused_port and i % 10 == 9 else a.port
+            s = connect(a.addr, port, timeout=a.timeout)
+            if not s:
+                with lock:
+                    done["failed"] += 1
+                continue
+            try:
+                s.sendall(HTTP_REQ)
+                buf = recv_until(s, b"\r\n\r\n")
+                head, _, body = buf.partition(b"\r\n\r\n")
+                clen = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        clen = int(line.split(b":")[1])
+                while len(body) < clen:
+                    d = s.recv(4096)
+                    if not d:
+                        break
+                    body += d
+                with lock:
+                    done["ok"] += 1
+            except OSError as e:
+                log(f"client: {e}")
+            finally:
+                s.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(a.timeout + 5)
+    log(f"client: {done['ok']} exchanges, {done['failed']} refused or failed")
+
+
 def server(a):
+    if a.mode == "many":
+        return server_many(a)
     ls = listener(a.addr, a.port, rcvbuf=a.rcvbuf)
     ls.settimeout(a.timeout)
     ready()
@@ -222,6 +306,8 @@ def slow_reader(a, c):
 
 def client(a):
     m = a.mode
+    if m == "many":
+        return client_many(a)
     if m == "refused":
         for i in range(a.tries):
             s = connect(a.addr, a.port, timeout=a.timeout)
@@ -509,6 +595,8 @@ def main():
     p.add_argument("--iface")
     p.add_argument("--out")
     p.add_argument("--count", type=int, default=200000)
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--refused-port", type=int, default=0)
     p.add_argument("--left")
     p.add_argument("--right")
     p.add_argument("--tags", action="append")

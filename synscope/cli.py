@@ -99,8 +99,6 @@ def read(
             raise click.BadParameter("splitting the work is done for --json output only", param_hint="--workers")
         if max_conns is not None:
             raise click.BadParameter("--max-conns bounds one connection table: use it with --workers 1", param_hint="--workers")
-        if "-" in files:
-            raise click.BadParameter("standard input can be read by one worker only", param_hint="--workers")
 
     def make_pipeline() -> Pipeline:
         return Pipeline(selection, max_conns=max_conns, keep_payload=payload, dedup=not keep_duplicates)
@@ -174,6 +172,8 @@ def read(
         _write_text(readers, pipeline, summary, out, absolute, payload, stats)
     if interrupted:
         click.echo("synscope: interrupted; results above are partial", err=True)
+        if exit_code == ExitCode.OK:
+            exit_code = ExitCode.INTERRUPTED
     sys.exit(int(exit_code))
 
 
@@ -184,6 +184,9 @@ SPLIT_MIN_BYTES = 16_000_000
 def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, readers: list) -> int:
     """How many processes read: --workers, or by default one per core for big files with --json."""
     if workers is not None:
+        pipe = next((r.path for r in readers if r.size is None), None)
+        if workers > 1 and pipe is not None:
+            raise click.BadParameter(f"{pipe} is a pipe or standard input, which only one process can read", param_hint="--workers")
         return workers
     if not as_json or max_conns is not None or any(r.size is None for r in readers):
         return 1

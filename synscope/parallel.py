@@ -135,8 +135,8 @@ class SplitRun:
             head["reused_from"] = earlier
             head["verdict"] = head["verdict"].replace(f"connection #{reused_from} (port reuse)", f"connection #{earlier} (port reuse)")
         if link is not None:
-            key, syn_ts, ok, client_port = link
-            linked = self._linker.link(key, cid, syn_ts, ok, retire_clock)
+            key, syn_ts, failed, client_port = link
+            linked = self._linker.link(key, cid, syn_ts, failed, retire_clock)
             if linked is not None:
                 head["retry_of"] = linked[0]
                 if client_port != 0:
@@ -321,7 +321,8 @@ def _item(report: Any, absolute: bool) -> tuple:
     conn = report.conn
     link = None
     if conn.syn_ts is not None:
-        link = ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, report.verdict.ok, conn.client.port)
+        failed = not report.verdict.ok and not conn.established
+        link = ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed, conn.client.port)
     head = connection_object(report, absolute, with_packets=False)
     return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link, head, packets_text(report, absolute))
 

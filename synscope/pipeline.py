@@ -236,7 +236,8 @@ class Pipeline:
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
         if self.link_retries and conn.syn_ts is not None:
-            linked = self.retries.link((conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, verdict.ok, conn.retire_clock)
+            failed = not verdict.ok and not conn.established
+            linked = self.retries.link((conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed, conn.retire_clock)
             if linked is not None:
                 report.retry_of, report.retry_number = linked
                 if conn.client.port != 0:
@@ -255,9 +256,10 @@ class RetryLinker:
         # (client ip, server ip, server port) → (id, SYN time, retry number) of the last failure
         self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int]] = {}
 
-    def link(self, key: tuple[bytes, bytes, int], conn_id: int, syn_ts: float, ok: bool, clock: float) -> tuple[int, int] | None:
-        """(id of the failed attempt this one retries, retry number), or None; ``clock`` is the
-        capture clock when the connection was handed on."""
+    def link(self, key: tuple[bytes, bytes, int], conn_id: int, syn_ts: float, failed_attempt: bool, clock: float) -> tuple[int, int] | None:
+        """(id of the failed attempt this one retries, retry number), or None. ``failed_attempt``:
+        this connection never got established (a connection that worked, even with loss, is
+        nothing to retry); ``clock``: the capture clock when it was handed on."""
         failed = self._failed
         horizon = clock - RETRY_WINDOW
         while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
@@ -269,7 +271,7 @@ class RetryLinker:
         linked = None
         if prev is not None and 0 <= syn_ts - prev[1] <= RETRY_WINDOW and prev[0] != conn_id:
             linked = (prev[0], prev[2] + 1)
-        if not ok:
+        if failed_attempt:
             failed[key] = (conn_id, syn_ts, linked[1] if linked else 0)
         return linked
 

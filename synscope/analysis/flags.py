@@ -267,16 +267,18 @@ def analyse_segment(
     if rev.maxseqtobeacked is not None and is_ack_lost_segment(ack, flags, rev):
         bits |= A_ACK_LOST_SEGMENT
         rev.maxseqtobeacked = rev.nextseq
-    if seglen > 0 or flags & (SYN | FIN):
-        if not bits & A_KEEP_ALIVE:
-            bits |= classify_retransmission(ts, seq, seglen, 1 if flags & (SYN | FIN) else 0, fwd, rev, irtt)
+    occupies = seglen > 0 or flags & (SYN | FIN)
+    if occupies and not bits & A_KEEP_ALIVE:
+        bits |= classify_retransmission(ts, seq, seglen, 1 if flags & (SYN | FIN) else 0, fwd, rev, irtt)
+    if not bits & A_ZERO_WINDOW_PROBE:  # probes do not advance the sequence space
+        # Any segment beyond the highest one moves it on, a bare ACK too (Wireshark does):
+        # after an ACK whose seq shows an unseen FIN, that FIN's retransmission is one.
         nextseq = (seq + seglen + (1 if flags & (SYN | FIN) else 0)) & MASK
-        if not bits & A_ZERO_WINDOW_PROBE:  # probes do not advance the sequence space
-            if fwd.nextseq is None or seq_gt(nextseq, fwd.nextseq):
-                fwd.nextseq = nextseq
-                fwd.nextseq_time = ts
-            if fwd.maxseqtobeacked is None or seq_gt(seq, fwd.maxseqtobeacked):
-                fwd.maxseqtobeacked = fwd.nextseq
+        if fwd.nextseq is None or seq_gt(nextseq, fwd.nextseq):
+            fwd.nextseq = nextseq
+            fwd.nextseq_time = ts
+        if occupies and (fwd.maxseqtobeacked is None or seq_gt(seq, fwd.maxseqtobeacked)):
+            fwd.maxseqtobeacked = fwd.nextseq
     if (fwd.maxseqtobeacked is None or seq == fwd.maxseqtobeacked) and not bits & A_ZERO_WINDOW_PROBE:
         fwd.maxseqtobeacked = fwd.nextseq
     fwd.window = window

@@ -1,0 +1,136 @@
+"""``read --json --workers N``: the split run prints exactly what one process prints.
+
+The captures are real kernel traffic: ``busy.pcap`` (600 concurrent connections with
+loss and refused attempts), every bundled capture read in one call (port reuse,
+application retries, ICMP, duplicates, several link types and files), and all of them
+stacked onto one start time in a single pcapng, so connections of different files
+share 4-tuples and interleave (the hardest case for the merge and the renumbering).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from synscope.sources.pcap import open_capture
+from tests.helpers import PCAPS, ROOT, cli, pcap
+
+ALL = sorted(str(p) for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
+
+
+def _same_for_all_workers(*args: str) -> str:
+    one = cli("read", "--json", "--workers", "1", *args)
+    assert one.returncode == 0, one.stderr
+    for workers in ("2", "3"):
+        split = cli("read", "--json", "--workers", workers, *args)
+        assert split.returncode == one.returncode
+        assert split.stderr == one.stderr, f"--workers {workers}: notes and warnings differ"
+        if split.stdout != one.stdout:
+            a, b = one.stdout.splitlines(), split.stdout.splitlines()
+            first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            pytest.fail(f"--workers {workers}: output differs from one worker at line {first + 1} ({len(a)} vs {len(b)} lines)")
+    return one.stdout
+
+
+def test_busy_capture_identical() -> None:
+    out = _same_for_all_workers(pcap("busy.pcap"))
+    conns = [json.loads(line) for line in out.splitlines()]
+    assert len(conns) == 600
+    assert sorted(c["id"] for c in conns) == list(range(1, 601)), "ids are 1..N as in a single run"
+    assert any(c["outcome"] == "refused" for c in conns)
+    assert any(p["analysis"] for c in conns for p in c["packets"]), "loss shows up as analysis flags"
+
+
+def test_every_bundled_capture_in_one_call_identical() -> None:
+    out = _same_for_all_workers(*ALL)
+    conns = [json.loads(line) for line in out.splitlines()]
+    assert any(c["reused_from"] for c in conns), "port reuse is renumbered across workers"
+    assert any(c["retry_of"] for c in conns), "application retries are linked after the merge"
+    # (normal.pcap.gz holds the very packets of normal.pcap: duplicates, dropped)
+    assert len({c["source"] for c in conns}) >= len(ALL) - 1
+
+
+def test_stacked_captures_identical(tmp_path) -> None:
+    """Every bundled capture shifted to one start time and merged: shared 4-tuples, interleaved."""
+    shifted = []
+    for i, path in enumerate(ALL):
+        with open_capture(path) as reader:
+            first = next(iter(reader)).ts
+        out = tmp_path / f"{i}.pcapng"
+        subprocess.run(["editcap", "-F", "pcapng", "-t", f"{1.7e9 - first:.6f}", path, str(out)], check=True, capture_output=True)
+        shifted.append(str(out))
+    merged = tmp_path / "stacked.pcapng"
+    subprocess.run(["mergecap", "-F", "pcapng", "-w", str(merged), *shifted], check=True, capture_output=True)
+    out = _same_for_all_workers(str(merged))
+    assert len(out.splitlines()) > 20
+
+
+def test_conn_selects_the_same_connection() -> None:
+    one = cli("read", "--json", "--workers", "1", "--conn", "17", "--conn", "400", pcap("busy.pcap"))
+    two = cli("read", "--json", "--workers", "2", "--conn", "17", "--conn", "400", pcap("busy.pcap"))
+    assert one.returncode == two.returncode == 0
+    assert one.stdout == two.stdout
+    assert [json.loads(line)["id"] for line in two.stdout.splitlines()] == [17, 400]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("read", "--workers", "2"), "--json output only"),
+        (("read", "--json", "--workers", "2", "--max-conns", "10"), "--max-conns"),
+        (("read", "--json", "--workers", "2", "-"), "only one process can read"),
+    ],
+)
+def test_workers_refused_where_they_cannot_split(args: tuple[str, ...], says: str) -> None:
+    with open(pcap("normal.pcap"), "rb") as f:
+        r = cli(*args, pcap("busy.pcap"), input=f.read())
+    assert r.returncode == 2
+    assert says in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_reports_what_was_read_and_leaves_no_workers(workers: int) -> None:
+    """SIGINT: reading stops, the connections held are handed on and printed, the result is
+    called partial and the exit code is 130; split workers are gone."""
+    # a long enough input: busy.pcap read 40 times over in one call
+    files = [pcap("busy.pcap")] * 40
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synscope", "read", "--json", "--workers", str(workers), *files],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith(b"{")
+        children = _children(proc.pid)
+        assert len(children) == (workers if workers > 1 else 0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert b"interrupted; results above are partial" in err
+    lines = [first, *out.splitlines()]
+    assert all(json.loads(line)["schema"] == 1 for line in lines)
+    assert len(lines) < 600 * 40
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"]
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
