@@ -179,6 +179,7 @@ def read(
 
 # Files smaller than this in all are read by one process: forking would cost more than it saves
 SPLIT_MIN_BYTES = 16_000_000
+GZIP_RATIO = 5
 
 
 def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, readers: list) -> int:
@@ -190,7 +191,8 @@ def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, re
         return workers
     if not as_json or max_conns is not None or any(r.size is None for r in readers):
         return 1
-    if sum(r.size for r in readers) < SPLIT_MIN_BYTES:
+    # a gzip file holds several times its size in frames
+    if sum(r.size * (GZIP_RATIO if r.compressed else 1) for r in readers) < SPLIT_MIN_BYTES:
         return 1
     from synscope.parallel import default_workers
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import json
 import os
 import pickle
 import select
@@ -36,10 +37,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, retry_sentence, time_ordered
-from synscope.render.json import connection_object, join_line, packets_text
+from synscope.render.json import SCHEMA, connection_object, join_line, packets_text
 from synscope.sources.pcap import open_capture
 from synscope.tracker import MAX_ORPHAN_ICMP
 
+# How every connection's JSON object begins; the id follows
+_HEAD_START = f'{{"schema":{SCHEMA},"id":'
 # Frames per message from a worker
 BATCH = 1024
 PIPE_BYTES = 1 << 20
@@ -127,20 +130,24 @@ class SplitRun:
         return 1 + sum(bisect_left(opened, position) for opened in self._opened)
 
     def _line(self, item: tuple) -> tuple[int, str]:
-        _stamp, opened_at, reused_from, retire_clock, link, head, packets = item
+        _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets = item
         cid = self._id(opened_at)
+        linked = None
+        if link is not None:
+            key, syn_ts, failed, client_port = link
+            linked = self._linker.link(key, cid, syn_ts, failed, retire_clock)
+        if reused_from is None and linked is None:  # the usual case: only the id to put in
+            return cid, _HEAD_START + str(cid) + head_rest + ',"packets":[' + packets + "]}"
+        head = json.loads(_HEAD_START + "0" + head_rest + "}")
         head["id"] = cid
         if reused_from is not None:
             earlier = self._id(reused_from)
             head["reused_from"] = earlier
             head["verdict"] = head["verdict"].replace(f"connection #{reused_from} (port reuse)", f"connection #{earlier} (port reuse)")
-        if link is not None:
-            key, syn_ts, failed, client_port = link
-            linked = self._linker.link(key, cid, syn_ts, failed, retire_clock)
-            if linked is not None:
-                head["retry_of"] = linked[0]
-                if client_port != 0:
-                    head["verdict"] += retry_sentence(*linked)
+        if linked is not None:
+            head["retry_of"] = linked[0]
+            if client_port != 0:
+                head["verdict"] += retry_sentence(*linked)
         return cid, join_line(head, packets)
 
     def _receive(self, need: int) -> None:
@@ -323,8 +330,12 @@ def _item(report: Any, absolute: bool) -> tuple:
     if conn.syn_ts is not None:
         failed = not report.verdict.ok and not conn.established
         link = ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed, conn.client.port)
-    head = connection_object(report, absolute, with_packets=False)
-    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link, head, packets_text(report, absolute))
+    # the object without packets, as JSON text after its id (the parent puts in the final id)
+    head = json.dumps(connection_object(report, absolute, with_packets=False), ensure_ascii=True, separators=(",", ":"))[:-1]
+    start = f"{_HEAD_START}{conn.id},"
+    if not head.startswith(start):  # the schema's first members moved: fail loudly, not wrongly
+        raise AssertionError(f"JSON object starts {head[:40]!r}, expected {start!r}")
+    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link, head[len(start) - 1:], packets_text(report, absolute))
 
 
 def _send(out: BinaryIO, message: tuple) -> None:

@@ -283,7 +283,9 @@ def retry_sentence(prev_id: int, number: int) -> str:
 
 def shard_of(key: tuple[bytes, int, bytes, int], workers: int) -> int:
     """Which worker of a split run tracks the connections of this flow_key (stable across processes)."""
-    return (key[1] + key[3] + key[0][-1] + key[2][-1]) % workers
+    # multiplied, not summed: Linux gives connect() even ports, so parities alone split badly
+    h = (key[1] * 0x9E3779B1 + key[3] * 0x85EBCA77 + key[0][-1] * 0xC2B2AE3D + key[2][-1] * 0x27D4EB2F) & 0xFFFFFFFF
+    return (h >> 16) % workers
 
 
 def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFrame]:
