@@ -20,6 +20,8 @@ _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, data offset, flags, window
 _PORTS_SEQ = struct.Struct("!HHI")
+# Ethernet type + IPv4 header without options + TCP header: the common frame in one unpack
+_ETH_IPV4_TCP = struct.Struct("!12xHBBHHHBBH4s4sHHIIBBH")
 
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
@@ -54,6 +56,12 @@ class Decoder:
         data = frame.data
         lt = frame.linktype
         pkttype = frame.pkttype
+        if lt == 1 and len(data) >= 54:  # the usual frame, decoded in one go; anything else below
+            (ethertype, vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst,
+             sport, dport, seq, ack, doff, flags, win) = _ETH_IPV4_TCP.unpack_from(data)
+            hlen = (doff >> 4) * 4
+            if ethertype == _ETH_IPV4 and vihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF and hlen >= 20 and hlen + 34 <= 14 + total:
+                return self._segment(frame, data, 34, 14 + total, hlen, src, dst, sport, dport, seq, ack, doff, flags, win, ttl, ip_id, tos & 3, pkttype, False)
         try:
             if lt == 1:
                 off, ethertype = 12, 0
@@ -197,6 +205,14 @@ class Decoder:
         if hlen < 20 or l4 + hlen > end:
             stats.malformed += 1
             return None
+        return self._segment(frame, data, l4, end, hlen, src, dst, sport, dport, seq, ack, doff, flags, win, ttl, ip_id, ecn, pkttype, fragment)
+
+    def _segment(
+        self, frame: RawFrame, data: bytes, l4: int, end: int, hlen: int, src: bytes, dst: bytes, sport: int, dport: int,
+        seq: int, ack: int, doff: int, flags: int, win: int, ttl: int, ip_id: int, ecn: int, pkttype: int, fragment: bool,
+    ) -> Segment:
+        stats = self.stats
+        have = len(data)
         length = end - l4 - hlen
         truncated = have < end
         if truncated:
