@@ -9,6 +9,7 @@ from synscope.addr import fmt_ip
 from synscope.analysis.flags import flag_names
 from synscope.model import ACK, SYN, flag_string
 from synscope.pipeline import ConnReport
+from synscope.seqnum import MASK
 from synscope.tracker import C2S
 
 SCHEMA = 1
@@ -136,29 +137,32 @@ _ANALYSIS_TEXT: dict[int, str] = {}
 def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     c = r.conn
     client, server = c.client, c.server
+    # per direction: the sender's and the receiver's base (None: numbers as they are), window shift
+    cbase, sbase = (None, None) if absolute else (client.base, server.base)
+    sides = {
+        C2S: (cbase, sbase, client.win_scale, '"c2s"'),
+        1 - C2S: (sbase, cbase, server.win_scale, '"s2c"'),
+    }
     out = []
     dumps = json.dumps
+    flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
     for pkt in c.packets:
         seg = pkt.seg
-        c2s = pkt.dir == C2S
-        me, peer = (client, server) if c2s else (server, client)
+        my_base, peer_base, shift, dir_text = sides[pkt.dir]
         fl = seg.flags
-        flags_text = _FLAGS_TEXT.get(fl)
+        flags_text = flags_texts.get(fl)
         if flags_text is None:
-            flags_text = _FLAGS_TEXT[fl] = dumps(flag_string(fl))
+            flags_text = flags_texts[fl] = dumps(flag_string(fl))
         bits = pkt.analysis
-        names = _ANALYSIS_TEXT.get(bits)
+        names = analysis_texts.get(bits)
         if names is None:
-            names = _ANALYSIS_TEXT[bits] = dumps(flag_names(bits), separators=(",", ":"))
-        if absolute:
-            seq, ack = seg.seq, seg.ack
-        else:
-            seq = me.rel_seq(seg.seq)
-            ack = peer.rel_seq(seg.ack) if fl & ACK else seg.ack
-        win = seg.win << me.win_scale if me.win_scale >= 0 and not fl & SYN else seg.win
+            names = analysis_texts[bits] = dumps(flag_names(bits), separators=(",", ":"))
+        seq = seg.seq if my_base is None else (seg.seq - my_base) & MASK
+        ack = seg.ack if peer_base is None or not fl & ACK else (seg.ack - peer_base) & MASK
+        win = seg.win << shift if shift >= 0 and not fl & SYN else seg.win
         note = "null" if not pkt.notes else dumps("; ".join(pkt.notes))
         text = (
-            f'{{"frame":{seg.frame},"t":{round(seg.ts, 9)!r},"dir":"{"c2s" if c2s else "s2c"}","flags":{flags_text},'
+            f'{{"frame":{seg.frame},"t":{round(seg.ts, 9)!r},"dir":{dir_text},"flags":{flags_text},'
             f'"seq":{seq},"ack":{ack},"len":{seg.length},"win":{win},"analysis":{names},"note":{note}'
         )
         if fl & SYN:
