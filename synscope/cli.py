@@ -11,7 +11,7 @@ from typing import TextIO
 
 import click
 
-from synscope import __version__
+from synscope import COMPILED_STATE, __version__
 from synscope.exit_codes import ExitCode
 
 
@@ -40,7 +40,7 @@ def _parse_hosts(values: tuple[str, ...]) -> frozenset[bytes]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="synscope")
+@click.version_option(__version__, prog_name="synscope", message=f"%(prog)s %(version)s; compiled read path: {COMPILED_STATE}")
 def main() -> None:
     """synscope: why did this TCP connection fail?
 

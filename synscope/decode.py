@@ -66,12 +66,14 @@ class Decoder:
             if lt == 1:
                 off, ethertype = 12, 0
                 if len(data) < 14:
-                    return self._short(frame)
+                    self._short(frame)
+                    return None
                 ethertype = _U16.unpack_from(data, 12)[0]
                 off = 14
                 while ethertype in _VLAN_TAGS:
                     if len(data) < off + 4:
-                        return self._short(frame)
+                        self._short(frame)
+                        return None
                     ethertype = _U16.unpack_from(data, off + 2)[0]
                     off += 4
                 if ethertype == _ETH_IPV4:
@@ -83,14 +85,16 @@ class Decoder:
                     return None
             elif lt == 113:  # Linux cooked v1
                 if len(data) < 16:
-                    return self._short(frame)
+                    self._short(frame)
+                    return None
                 pkttype = _U16.unpack_from(data, 0)[0]
                 ethertype = _U16.unpack_from(data, 14)[0]
                 off = 16
                 version = 4 if ethertype == _ETH_IPV4 else 6 if ethertype == _ETH_IPV6 else 0
             elif lt == 276:  # Linux cooked v2
                 if len(data) < 20:
-                    return self._short(frame)
+                    self._short(frame)
+                    return None
                 ethertype = _U16.unpack_from(data, 0)[0]
                 pkttype = data[10]
                 off = 20
@@ -100,7 +104,8 @@ class Decoder:
                 version = (data[0] >> 4) if data else 0
             elif lt == 0 or lt == 108:
                 if len(data) < 4:
-                    return self._short(frame)
+                    self._short(frame)
+                    return None
                 af = _U32.unpack_from(data, 0)[0] if lt == 108 else _U32_LE.unpack_from(data, 0)[0]
                 if af > 0xFFFF:  # written on a big-endian host
                     af = _U32.unpack_from(data, 0)[0]
@@ -116,7 +121,8 @@ class Decoder:
             stats.not_tcp += 1
             return None
         except (struct.error, IndexError):
-            return self._short(frame)
+            self._short(frame)
+            return None
 
     def _short(self, frame: RawFrame) -> None:
         """Too few bytes to decode: the capture's snaplen cut the frame (counted as truncated,
@@ -129,7 +135,8 @@ class Decoder:
     def _ipv4(self, frame: RawFrame, data: bytes, off: int, pkttype: int) -> Segment | IcmpError | None:
         stats = self.stats
         if len(data) < off + 20:
-            return self._short(frame)
+            self._short(frame)
+            return None
         vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst = _IPV4.unpack_from(data, off)
         ihl = (vihl & 0x0F) * 4
         if ihl < 20 or (vihl >> 4) != 4:
@@ -158,7 +165,8 @@ class Decoder:
     def _ipv6(self, frame: RawFrame, data: bytes, off: int, pkttype: int) -> Segment | IcmpError | None:
         stats = self.stats
         if len(data) < off + 40:
-            return self._short(frame)
+            self._short(frame)
+            return None
         vtc, plen, nxt, hlim, src, dst = _IPV6.unpack_from(data, off)
         if vtc >> 28 != 6:
             stats.malformed += 1
@@ -168,7 +176,8 @@ class Decoder:
         end = l4 + plen if plen else off + max(frame.orig_len, len(data)) - off
         l4, nxt, fragmented = _skip_v6_ext(data, l4, nxt)
         if l4 < 0:
-            return self._short(frame)
+            self._short(frame)
+            return None
         if fragmented == 2:
             stats.fragments += 1
             return None
@@ -196,7 +205,8 @@ class Decoder:
         stats = self.stats
         have = len(data)
         if have < l4 + 16:  # without flags and window there is nothing to follow
-            return self._short(frame)
+            self._short(frame)
+            return None
         if have < l4 + 20:
             sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data + bytes(20), l4)
         else:
@@ -251,7 +261,8 @@ class Decoder:
     def _icmp(self, frame: RawFrame, data: bytes, l4: int, end: int, router: bytes, ttl: int, version: int) -> IcmpError | None:
         stats = self.stats
         if len(data) < l4 + 8:
-            return self._short(frame)
+            self._short(frame)
+            return None
         itype, code = data[l4], data[l4 + 1]
         if itype not in (_ICMP4_ERRORS if version == 4 else _ICMP6_ERRORS):
             stats.not_tcp += 1
@@ -264,7 +275,8 @@ class Decoder:
         q = l4 + 8
         if version == 4:
             if len(data) < q + 20:
-                return self._short(frame)
+                self._short(frame)
+                return None
             if data[q] >> 4 != 4:
                 stats.malformed += 1
                 return None
@@ -276,7 +288,8 @@ class Decoder:
             qt = q + qihl
         else:
             if len(data) < q + 40:
-                return self._short(frame)
+                self._short(frame)
+                return None
             if data[q] >> 4 != 6:
                 stats.malformed += 1
                 return None
@@ -286,7 +299,8 @@ class Decoder:
                 stats.not_tcp += 1
                 return None
         if len(data) < qt + 4:  # RFC 792 promises 8 bytes of the transport header; be lenient
-            return self._short(frame)
+            self._short(frame)
+            return None
         sport, dport = _U16.unpack_from(data, qt)[0], _U16.unpack_from(data, qt + 2)[0]
         seq = _U32.unpack_from(data, qt + 4)[0] if len(data) >= qt + 8 else None
         stats.icmp_errors += 1

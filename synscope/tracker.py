@@ -449,7 +449,7 @@ class Tracker:
                 self.timed_out += 1
                 done.append(k)
         table = self.table
-        done.sort(key=lambda k: table[k].id)
+        done = [k for _, k in sorted([(table[k].id, k) for k in done])]  # ids are unique: keys never compared
         recent = self._recent_closed
         remember_after = clock - CLOSED_LINGER
         for k in done:
@@ -484,13 +484,17 @@ class Tracker:
     def drain(self) -> Iterator[Connection]:
         """End of input: every connection still open, oldest first."""
         yield from self.take_retired()
-        rest = sorted(self.table.values(), key=lambda c: c.id)
+        rest = [c for _, c in sorted([(c.id, c) for c in self.table.values()], key=_first)]
         self.table.clear()
         self._closing.clear()
         for c in rest:
             c.retired_at = self.stamp
             c.retire_clock = self.clock
         yield from rest
+
+
+def _first(pair: tuple[int, Connection]) -> int:
+    return pair[0]
 
 
 def _looks_like_server(sport: int, dport: int) -> bool:

@@ -88,30 +88,38 @@ def conn_state(conn: Connection) -> str:
 _LOG_LETTERS = "tgw"
 
 
-def history(conn: Connection) -> str:
-    """Zeek's history string: upper case for the originator, lower for the responder."""
-    out: list[str] = []
-    once: set[str] = set()
-    last_seq: dict[str, int] = {}
-    counts: dict[str, int] = {}
+class _History:
+    """Zeek's rules for adding a letter to a history string."""
 
-    def add(letter: str, d: int, seq: int | None = None) -> None:
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.once: set[str] = set()
+        self.last_seq: dict[str, int | None] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, letter: str, d: int, seq: int | None = None) -> None:
         ch = letter.upper() if d == C2S else letter
         if letter in "adiq":
-            if ch in once:
+            if ch in self.once:
                 return
-            once.add(ch)
+            self.once.add(ch)
         elif letter in "fhrs":
-            if ch in last_seq and last_seq[ch] == seq:
+            if ch in self.last_seq and self.last_seq[ch] == seq:
                 return
-            last_seq[ch] = seq  # type: ignore[assignment]
+            self.last_seq[ch] = seq
         elif letter in _LOG_LETTERS:
-            n = counts.get(ch, 0) + 1
-            counts[ch] = n
+            n = self.counts.get(ch, 0) + 1
+            self.counts[ch] = n
             if n not in (1, 10, 100, 1000, 10000, 100000):
                 return
-        out.append(ch)
+        self.out.append(ch)
 
+
+def history(conn: Connection) -> str:
+    """Zeek's history string: upper case for the originator, lower for the responder."""
+    h = _History()
+    add = h.add
+    out = h.out
     if conn.roles_guessed and conn.packets and conn.packets[0].dir != C2S:
         out.append("^")
     for pkt in conn.packets:

@@ -10,6 +10,7 @@ import gzip
 import io
 import os
 import struct
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -505,14 +506,18 @@ def test_missing_file(tmp_path):
     assert str(err.value) == f"{path}: no such file"
 
 
-def test_permission_denied(tmp_path, monkeypatch):
-    # root reads anything, so make open() refuse as it would for a normal user
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(pcap_mod, "open", refuse, raising=False)
-    with pytest.raises(CaptureError, match=r"^secret\.pcap: permission denied$"):
-        open_capture("secret.pcap")
+def test_permission_denied(tmp_path):
+    # root reads anything: run synscope as root without the capabilities that override file modes
+    secret = tmp_path / "secret.pcap"
+    secret.write_bytes(b"")
+    secret.chmod(0)
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "synscope", "read", str(secret)]
+    else:
+        cmd = [sys.executable, "-m", "synscope", "read", str(secret)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 6
+    assert proc.stderr == f"synscope: {secret}: permission denied\n"
 
 
 # ----- faults in the middle of a file -----

@@ -22,13 +22,7 @@ def backoff_pattern(times: list[float]) -> str:
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     if len(gaps) < 2:
         return ""
-
-    def same(a: float, b: float) -> bool:
-        return abs(a - b) <= GAP_TOLERANCE * max(a, b)
-
-    def doubled(a: float, b: float) -> bool:
-        return abs(b - 2 * a) <= GAP_TOLERANCE * 2 * a
-
+    same, doubled = _same_gap, _doubled_gap
     if all(doubled(a, b) for a, b in zip(gaps, gaps[1:], strict=False)):
         return "exponential backoff (each wait doubles)"
     i = 0
@@ -39,6 +33,14 @@ def backoff_pattern(times: list[float]) -> str:
     if all(doubled(a, b) for a, b in zip(gaps[i:], gaps[i + 1 :], strict=False)):
         return f"{i + 1} retries {fmt.short_gap(gaps[0])} s apart, then doubling (Linux linear SYN timeouts)"
     return "irregular gaps (not a kernel's backoff: an application or middlebox retrying?)"
+
+
+def _same_gap(a: float, b: float) -> bool:
+    return abs(a - b) <= GAP_TOLERANCE * max(a, b)
+
+
+def _doubled_gap(a: float, b: float) -> bool:
+    return abs(b - 2 * a) <= GAP_TOLERANCE * 2 * a
 
 
 def gaps_text(times: list[float]) -> str:

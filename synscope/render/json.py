@@ -54,30 +54,6 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
             obj["in_flight"] = pkt.in_flight
         packets.append(obj)
 
-    def direction(f: Any, side: Any, peer: Any) -> dict[str, Any]:
-        rtt = f.rtt_summary()
-        opts = side.syn_options
-        return {
-            "isn": side.isn,
-            "next_seq": None if side.next_seq is None else (side.next_seq if absolute else side.rel_seq(side.next_seq)),
-            "highest_ack": None if side.highest_ack is None else (side.highest_ack if absolute else peer.rel_seq(side.highest_ack)),
-            "mss": opts.mss if opts is not None else None,
-            "win_scale": side.win_scale if side.win_scale >= 0 else None,
-            "sack_permitted": bool(opts.sack_permitted) if opts is not None else None,
-            "packets": f.packets,
-            "bytes": f.payload_bytes,
-            "data_segments": f.data_segments,
-            "retransmitted_segments": f.retransmitted_segments,
-            "retransmitted_bytes": f.retransmitted_bytes,
-            "retransmission_rate": round(f.retransmission_rate, 4),
-            "fast_retransmissions": f.fast_retransmissions,
-            "out_of_order": f.out_of_order,
-            "duplicate_acks": f.duplicate_acks,
-            "zero_window_time": _round(f.zero_window_time),
-            "max_idle": _round(f.max_idle),
-            "throughput_bps": round(f.throughput() * 8, 1),
-            "rtt": None if rtt is None else {"min": _round(rtt[0]), "median": _round(rtt[1]), "max": _round(rtt[2])},
-        }
 
     return {
         "schema": SCHEMA,
@@ -108,9 +84,36 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
             {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
             for e in c.icmp
         ],
-        "c2s": direction(fc, c.client, c.server),
-        "s2c": direction(fs, c.server, c.client),
+        "c2s": _direction(fc, c.client, c.server, absolute),
+        "s2c": _direction(fs, c.server, c.client, absolute),
         **({"packets": packets} if with_packets else {}),
+    }
+
+
+def _direction(f: Any, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
+    """The per-direction member (``c2s`` / ``s2c``) of a connection object."""
+    rtt = f.rtt_summary()
+    opts = side.syn_options
+    return {
+        "isn": side.isn,
+        "next_seq": None if side.next_seq is None else (side.next_seq if absolute else side.rel_seq(side.next_seq)),
+        "highest_ack": None if side.highest_ack is None else (side.highest_ack if absolute else peer.rel_seq(side.highest_ack)),
+        "mss": opts.mss if opts is not None else None,
+        "win_scale": side.win_scale if side.win_scale >= 0 else None,
+        "sack_permitted": bool(opts.sack_permitted) if opts is not None else None,
+        "packets": f.packets,
+        "bytes": f.payload_bytes,
+        "data_segments": f.data_segments,
+        "retransmitted_segments": f.retransmitted_segments,
+        "retransmitted_bytes": f.retransmitted_bytes,
+        "retransmission_rate": round(f.retransmission_rate, 4),
+        "fast_retransmissions": f.fast_retransmissions,
+        "out_of_order": f.out_of_order,
+        "duplicate_acks": f.duplicate_acks,
+        "zero_window_time": _round(f.zero_window_time),
+        "max_idle": _round(f.max_idle),
+        "throughput_bps": round(f.throughput() * 8, 1),
+        "rtt": None if rtt is None else {"min": _round(rtt[0]), "median": _round(rtt[1]), "max": _round(rtt[2])},
     }
 
 
