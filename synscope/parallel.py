@@ -263,10 +263,9 @@ def _work(index: int, workers: int, paths: list[str], make_pipeline: Callable[[]
     try:
         _die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (see SplitRun._on_sigint)
-        stop = []
-        signal.signal(signal.SIGUSR1, lambda *_: stop.append(True))
+        signal.signal(signal.SIGUSR1, _on_stop)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the parent went away: so do we
-        _run_worker(index, workers, paths, make_pipeline(), absolute, out, stop)
+        _run_worker(index, workers, paths, make_pipeline(), absolute, out, _STOP)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which prints one line
         status = 1
         last = traceback.format_exception_only(type(e), e)[-1].strip()
@@ -276,6 +275,14 @@ def _work(index: int, workers: int, paths: list[str], make_pipeline: Callable[[]
         with contextlib.suppress(Exception):
             out.flush()
         os._exit(status)
+
+
+# set in a worker when the parent asks it to stop early (SIGUSR1: the user pressed Ctrl-C)
+_STOP: list[bool] = []
+
+
+def _on_stop(signum: int, frame: object) -> None:
+    _STOP.append(True)
 
 
 def _run_worker(index: int, workers: int, paths: list[str], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list) -> None:
