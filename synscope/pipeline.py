@@ -289,7 +289,8 @@ def shard_of(key: tuple[bytes, int, bytes, int], workers: int) -> int:
 
 
 def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFrame]:
-    """Frames in timestamp order, holding at most REORDER_WINDOW seconds of capture.
+    """Frames in timestamp order, holding at most REORDER_WINDOW seconds of capture, once the
+    file has declared a second interface.
 
     Multi-interface pcapng captures are written in per-interface batches; analysing
     them in file order would make every batch look like a burst of retransmissions.
@@ -297,8 +298,16 @@ def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFra
     """
     heap: list[tuple[float, int, RawFrame]] = []
     newest = float("-inf")
+    # While the file has declared one interface, frames stay in file order, as in a pcap file
+    # (holding seconds of frames would only cost memory and time)
+    declares = hasattr(frames, "interfaces")
     for frame in frames:
         ts = frame.ts
+        if not heap and declares and getattr(frames, "interfaces") <= 1:  # noqa: B009 (frames need not be a reader)
+            if ts > newest:
+                newest = ts
+            yield frame
+            continue
         if ts < newest:
             stats.reordered += 1
         else:

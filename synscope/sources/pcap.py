@@ -319,6 +319,11 @@ class CaptureReader:
     # ----- public -----
 
     @property
+    def interfaces(self) -> int:
+        """pcapng: interfaces declared so far in the current section (1 for pcap)."""
+        return len(self._ifaces) if self.format == "pcapng" else 1
+
+    @property
     def bytes_read(self) -> int:
         """Bytes of the input consumed so far (compressed bytes for a gzip file)."""
         return self._src.count
