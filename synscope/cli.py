@@ -207,7 +207,7 @@ def _read_split(
     from synscope.exit_codes import fail
     from synscope.parallel import SplitRun, WorkerFailed
 
-    split = SplitRun([r.path for r in readers], make_pipeline, workers, absolute)  # type: ignore[arg-type]
+    split = SplitRun([r.path for r in readers], [r.size for r in readers], make_pipeline, workers, absolute)  # type: ignore[arg-type]
     split.on_progress = progress.update
     try:
         for cid, line in split:

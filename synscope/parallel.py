@@ -72,7 +72,10 @@ class SplitRun:
     counters as a single run would have them.
     """
 
-    def __init__(self, paths: list[str], make_pipeline: Callable[[], Pipeline], workers: int, absolute: bool = False) -> None:
+    def __init__(
+        self, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], workers: int, absolute: bool = False
+    ) -> None:
+        """``sizes``: the files' sizes when they were opened; every worker reads that much."""
         self.paths = paths
         self.workers = workers
         self.absolute = absolute
@@ -97,7 +100,7 @@ class SplitRun:
                 os.close(r)
                 for fd in self._fds:
                     os.close(fd)
-                _work(index, workers, paths, make_pipeline, absolute, w)  # never returns
+                _work(index, workers, paths, sizes, make_pipeline, absolute, w)  # never returns
             os.close(w)
             self._pids.append(pid)
             self._fds.append(r)
@@ -256,7 +259,7 @@ class SplitRun:
 
 
 # ---------------------------------------------------------------------- worker
-def _work(index: int, workers: int, paths: list[str], make_pipeline: Callable[[], Pipeline], absolute: bool, fd: int) -> None:
+def _work(index: int, workers: int, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], absolute: bool, fd: int) -> None:
     """A forked worker's whole life: read everything, track its share, send JSON, exit."""
     status = 0
     out = os.fdopen(fd, "wb", buffering=1 << 20)
@@ -265,7 +268,7 @@ def _work(index: int, workers: int, paths: list[str], make_pipeline: Callable[[]
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (see SplitRun._on_sigint)
         signal.signal(signal.SIGUSR1, _on_stop)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the parent went away: so do we
-        _run_worker(index, workers, paths, make_pipeline(), absolute, out, _STOP)
+        _run_worker(index, workers, paths, sizes, make_pipeline(), absolute, out, _STOP)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which prints one line
         status = 1
         last = traceback.format_exception_only(type(e), e)[-1].strip()
@@ -285,14 +288,18 @@ def _on_stop(signum: int, frame: object) -> None:
     _STOP.append(True)
 
 
-def _run_worker(index: int, workers: int, paths: list[str], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list) -> None:
+def _run_worker(
+    index: int, workers: int, paths: list[str], sizes: list[int], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list
+) -> None:
     pipeline.shard = (index, workers)
     pipeline.link_retries = False
     tracker = pipeline.tracker
     tracker.ids_from_position = True
     opened: list[int] = []
     tracker.opened = opened
-    readers = [open_capture(p) for p in paths]
+    # every worker reads the same bytes, also of a file still being written (its size when the
+    # parent opened it)
+    readers = [open_capture(p, limit=size) for p, size in zip(paths, sizes, strict=True)]
     stats = pipeline.stats
 
     def send_batch(progress: int, source: int, frames: int, bytes_read: int, reports: list) -> None:

@@ -535,6 +535,23 @@ def test_truncated_mid_record_keeps_earlier_frames(tmp_path):
     assert reader.warnings == [f"{path}: file ends mid-record at byte {third} (after frame 2); the rest is lost"]
 
 
+def test_limit_reads_a_growing_file_as_it_was(tmp_path):
+    """Workers of a split run read a file still being written only as far as it was when the
+    parent opened it, so they all see the same frames."""
+    records = [(T0, i, pkt(i, 100)) for i in range(5)]
+    path = write(tmp_path, "growing.pcap", pcap_file(records[:3]))
+    size = os.path.getsize(path)
+    with open(path, "ab") as f:  # tcpdump goes on writing
+        f.write(pcap_file(records[3:])[24:])
+    reader = open_capture(path, limit=size)
+    assert [f.frame for f in reader] == [1, 2, 3]
+    assert reader.truncated_at is None and reader.warnings == []
+    # the same with a cut inside a record: both workers report the same cut
+    reader = open_capture(path, limit=size + 30)
+    assert [f.frame for f in reader] == [1, 2, 3]
+    assert reader.truncated_at == size
+
+
 def test_truncated_inside_a_record_header(tmp_path):
     full = pcap_file([(T0, i, pkt(i, 100)) for i in range(3)])
     reader, frames = read_all(write(tmp_path, "c.pcap", full[: 24 + 116 + 5]))

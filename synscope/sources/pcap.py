@@ -129,7 +129,7 @@ class _Input:
     Putting bytes back is how the format is detected on a pipe, which cannot seek.
     """
 
-    __slots__ = ("_pending", "_read", "count", "error", "lost")
+    __slots__ = ("_pending", "_read", "count", "error", "limit", "lost")
 
     def __init__(self, f: BinaryIO, streaming: bool) -> None:
         # On a pipe, read1 returns what has arrived instead of waiting for a whole
@@ -140,6 +140,7 @@ class _Input:
         self.count = 0
         self.error: str | None = None
         self.lost = False  # the error cost data (as opposed to a harmless oddity)
+        self.limit: int | None = None  # read no further than this many bytes (see open_capture)
 
     def unread(self, data: bytes) -> None:
         """Put `data` back in front of what comes next."""
@@ -150,6 +151,10 @@ class _Input:
         if self._pending:
             data, self._pending = self._pending, b""
             return data
+        if self.limit is not None:
+            n = min(n, self.limit - self.count)
+            if n <= 0:
+                return b""
         try:
             data = self._read(n)
         except (OSError, ValueError) as exc:  # ValueError: stream closed under us
@@ -824,12 +829,13 @@ class CaptureReader:
             self._finish(buf, pos, frame, 0, odd_ts)
 
 
-def open_capture(path: str) -> CaptureReader:
+def open_capture(path: str, limit: int | None = None) -> CaptureReader:
     """Open a pcap or pcapng file, gzipped or not; ``"-"`` reads stdin.
 
     The header is read and checked here, so a file that is not a capture fails
     before any output: raises :class:`CaptureError` with a one-line message.
-    Iterate the returned reader for frames.
+    Iterate the returned reader for frames. ``limit``: read at most this many bytes
+    of the file (a file still being written looks the same to every reader given it).
     """
     if path == "-":
         stdin = sys.stdin
@@ -860,6 +866,7 @@ def open_capture(path: str) -> CaptureReader:
         # a FIFO or process substitution (<(tcpdump -w - ...)) behaves like stdin
         size = st.st_size if regular else None
         reader = CaptureReader(path, path, f, streaming=not regular, size=size, owns_file=True)
+    reader._inp.limit = limit
     try:
         reader._start()
     except BaseException:
