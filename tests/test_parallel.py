@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -110,7 +111,15 @@ def test_ctrl_c_reports_what_was_read_and_leaves_no_workers(workers: int) -> Non
         children = _children(proc.pid)
         assert len(children) == (workers if workers > 1 else 0)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        # (read on through the same buffered reader: communicate() would skip what it holds)
+        watchdog = threading.Timer(60, proc.kill)  # a hang fails the test instead of stalling the suite
+        watchdog.start()
+        try:
+            out = proc.stdout.read()  # type: ignore[union-attr]
+            err = proc.stderr.read()  # type: ignore[union-attr]
+            proc.wait(timeout=60)
+        finally:
+            watchdog.cancel()
     finally:
         if proc.poll() is None:
             proc.kill()
