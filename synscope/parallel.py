@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, retry_sentence, time_ordered
+from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, retry_sentence, time_ordered
 from synscope.render.json import SCHEMA, connection_object, join_line, packets_text
 from synscope.sources.pcap import open_capture
 from synscope.tracker import MAX_ORPHAN_ICMP
@@ -108,34 +108,47 @@ class SplitRun:
 
     # ------------------------------------------------------------------ merging
     def __iter__(self) -> Iterator[tuple[int, str]]:
+        # (plain loops: closures in compiled code make reference cycles, and gc is off)
         queues = self._queues
         progress = self._progress
         while True:
-            best = None
+            best = -1
             for w, q in enumerate(queues):
-                if q and (best is None or q[0][:2] < queues[best][0][:2]):
+                if q and (best < 0 or q[0][:2] < queues[best][0][:2]):
                     best = w
-            if best is None:
-                lagging = min(range(self.workers), key=lambda w: progress[w])
+            if best < 0:
+                lagging = 0
+                for w in range(self.workers):
+                    if progress[w] < progress[lagging]:
+                        lagging = w
                 if progress[lagging] == _DONE:
                     return
                 self._receive(lagging)
                 continue
             stamp = queues[best][0][0]
             # every other worker must have sent all it has up to this stamp
-            waiting = next((w for w, q in enumerate(queues) if w != best and not q and progress[w] < stamp), None)
-            if waiting is not None:
+            waiting = -1
+            for w, q in enumerate(queues):
+                if w != best and not q and progress[w] < stamp:
+                    waiting = w
+                    break
+            if waiting >= 0:
                 self._receive(waiting)
                 continue
-            yield self._line(queues[best].popleft())
+            yield self._merged(queues[best].popleft())
 
     def _id(self, position: int) -> int:
-        return 1 + sum(bisect_left(opened, position) for opened in self._opened)
+        """The single-run id of the connection opened at ``position``: 1 + openings before it."""
+        before = 0
+        for opened in self._opened:
+            before += bisect_left(opened, position)
+        return before + 1
 
-    def _line(self, item: tuple) -> tuple[int, str]:
+    def _merged(self, item: tuple) -> tuple[int, str]:
         _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets = item
         cid = self._id(opened_at)
         linked = None
+        client_port = 0
         if link is not None:
             key, syn_ts, failed, client_port = link
             linked = self._linker.link(key, cid, syn_ts, failed, retire_clock)
@@ -337,13 +350,18 @@ def _run_worker(
     }))
 
 
+def _retry_facts(report: Any) -> tuple | None:
+    """What RetryLinker needs of a connection, linked by the parent in the merged order."""
+    conn = report.conn
+    if conn.syn_ts is None:
+        return None
+    return ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed_attempt(conn, report.verdict), conn.client.port)
+
+
 def _item(report: Any, absolute: bool) -> tuple:
     """What the parent needs of one connection: merge key, ids to renumber, retry facts, JSON."""
     conn = report.conn
-    link = None
-    if conn.syn_ts is not None:
-        failed = not report.verdict.ok and not conn.established
-        link = ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed, conn.client.port)
+    link = _retry_facts(report)
     # the object without packets, as JSON text after its id (the parent puts in the final id)
     head = json.dumps(connection_object(report, absolute, with_packets=False), ensure_ascii=True, separators=(",", ":"))[:-1]
     start = f"{_HEAD_START}{conn.id},"

@@ -236,8 +236,9 @@ class Pipeline:
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
         if self.link_retries and conn.syn_ts is not None:
-            failed = not verdict.ok and not conn.established
-            linked = self.retries.link((conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed, conn.retire_clock)
+            linked = self.retries.link(
+                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed_attempt(conn, verdict), conn.retire_clock
+            )
             if linked is not None:
                 report.retry_of, report.retry_number = linked
                 if conn.client.port != 0:
@@ -274,6 +275,11 @@ class RetryLinker:
         if failed_attempt:
             failed[key] = (conn_id, syn_ts, linked[1] if linked else 0)
         return linked
+
+
+def failed_attempt(conn: Connection, verdict: Verdict) -> bool:
+    """A connection the application may retry: it went wrong before it was ever established."""
+    return not verdict.ok and not conn.established
 
 
 def retry_sentence(prev_id: int, number: int) -> str:
