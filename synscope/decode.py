@@ -9,36 +9,37 @@ and the frame is skipped, or decoded as far as its bytes go.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from synscope.model import DecodeStats, IcmpError, RawFrame, Segment, TcpOptions
 
-_U16 = struct.Struct("!H")
-_U16_LE = struct.Struct("<H")
-_U32 = struct.Struct("!I")
-_U32_LE = struct.Struct("<I")
-_IPV4 = struct.Struct("!BBHHHBBH4s4s")
-_IPV6 = struct.Struct("!IHBB16s16s")
-_TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, data offset, flags, window
-_PORTS_SEQ = struct.Struct("!HHI")
+_U16: Final = struct.Struct("!H")
+_U16_LE: Final = struct.Struct("<H")
+_U32: Final = struct.Struct("!I")
+_U32_LE: Final = struct.Struct("<I")
+_IPV4: Final = struct.Struct("!BBHHHBBH4s4s")
+_IPV6: Final = struct.Struct("!IHBB16s16s")
+_TCP: Final = struct.Struct("!HHIIBBH")  # ports, seq, ack, data offset, flags, window
+_PORTS_SEQ: Final = struct.Struct("!HHI")
 # Ethernet type + IPv4 header without options + TCP header: the common frame in one unpack
-_ETH_IPV4_TCP = struct.Struct("!12xHBBHHHBBH4s4sHHIIBBH")
+_ETH_IPV4_TCP: Final = struct.Struct("!12xHBBHHHBBH4s4sHHIIBBH")
 
-_ETH_IPV4 = 0x0800
-_ETH_IPV6 = 0x86DD
-_VLAN_TAGS = (0x8100, 0x88A8, 0x9100, 0x9200)
-_PROTO_TCP = 6
-_PROTO_ICMP = 1
-_PROTO_ICMP6 = 58
+_ETH_IPV4: Final = 0x0800
+_ETH_IPV6: Final = 0x86DD
+_VLAN_TAGS: Final = (0x8100, 0x88A8, 0x9100, 0x9200)
+_PROTO_TCP: Final = 6
+_PROTO_ICMP: Final = 1
+_PROTO_ICMP6: Final = 58
 # IPv6 extension headers we step over to reach TCP (hop-by-hop, routing, destination options, mobility, HIP, shim6)
-_V6_EXT = frozenset({0, 43, 60, 135, 139, 140})
-_V6_FRAG = 44
-_V6_AH = 51
-_ICMP4_ERRORS = frozenset({3, 4, 5, 11, 12})
-_ICMP6_ERRORS = frozenset({1, 2, 3, 4})
-_NULL_AF_INET6 = frozenset({10, 24, 28, 30})
+_V6_EXT: Final = frozenset({0, 43, 60, 135, 139, 140})
+_V6_FRAG: Final = 44
+_V6_AH: Final = 51
+_ICMP4_ERRORS: Final = frozenset({3, 4, 5, 11, 12})
+_ICMP6_ERRORS: Final = frozenset({1, 2, 3, 4})
+_NULL_AF_INET6: Final = frozenset({10, 24, 28, 30})
 
-PAYLOAD_PREVIEW = 64  # payload bytes kept per segment for previews
-MAX_INTERNED = 1 << 20  # distinct addresses shared before the table starts over (a spoofed flood)
+PAYLOAD_PREVIEW: Final = 64  # payload bytes kept per segment for previews
+MAX_INTERNED: Final = 1 << 20  # distinct addresses shared before the table starts over (a spoofed flood)
 
 
 class Decoder:

@@ -1,6 +1,8 @@
 """ICMP / ICMPv6 error vocabulary, in nmap's reason words where nmap has one."""
 
-_V4_UNREACH = {
+from typing import Final
+
+_V4_UNREACH: Final = {
     0: "net-unreach",
     1: "host-unreach",
     2: "proto-unreach",
@@ -18,7 +20,7 @@ _V4_UNREACH = {
     14: "host-precedence-violation",
     15: "precedence-cutoff",
 }
-_V6_UNREACH = {
+_V6_UNREACH: Final = {
     0: "net-unreach",  # no route to destination
     1: "admin-prohibited",
     2: "beyond-scope",
@@ -29,7 +31,7 @@ _V6_UNREACH = {
 }
 
 # ICMP errors that mean "a filter rejected this" rather than "nothing is there".
-FILTER_REASONS = frozenset({"admin-prohibited", "net-prohibited", "host-prohibited", "source-policy-failed", "reject-route"})
+FILTER_REASONS: Final = frozenset({"admin-prohibited", "net-prohibited", "host-prohibited", "source-policy-failed", "reject-route"})
 
 
 def icmp_reason(version: int, icmp_type: int, code: int) -> str:

@@ -34,7 +34,7 @@ import traceback
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, retry_sentence, time_ordered
 from synscope.render.json import SCHEMA, connection_object, join_line, packets_text
@@ -42,13 +42,13 @@ from synscope.sources.pcap import open_capture
 from synscope.tracker import MAX_ORPHAN_ICMP
 
 # How every connection's JSON object begins; the id follows
-_HEAD_START = f'{{"schema":{SCHEMA},"id":'
+_HEAD_START: Final = f'{{"schema":{SCHEMA},"id":'
 # Frames per message from a worker
-BATCH = 1024
-PIPE_BYTES = 1 << 20
-F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux), spelled out for older ones
-_LEN = struct.Struct("<Q")
-_DONE = 1 << 63  # progress of a worker that has sent everything
+BATCH: Final = 1024
+PIPE_BYTES: Final = 1 << 20
+F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux), spelled out for older ones
+_LEN: Final = struct.Struct("<Q")
+_DONE: Final = 1 << 63  # progress of a worker that has sent everything
 
 
 class WorkerFailed(Exception):
@@ -294,7 +294,7 @@ def _work(index: int, workers: int, paths: list[str], sizes: list[int], make_pip
 
 
 # set in a worker when the parent asks it to stop early (SIGUSR1: the user pressed Ctrl-C)
-_STOP: list[bool] = []
+_STOP: Final[list[bool]] = []
 
 
 def _on_stop(signum: int, frame: object) -> None:

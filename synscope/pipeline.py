@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from synscope.analysis.annotate import annotate
 from synscope.analysis.engine import Analyser, ConnAnalysis
@@ -21,25 +22,25 @@ from synscope.verdict import Verdict, judge
 
 # The same segment seen again this soon is the capture seeing one packet twice
 # (loopback through AF_PACKET; -i any on a host that forwards).
-DUPLICATE_WINDOW = 0.001
+DUPLICATE_WINDOW: Final = 0.001
 # Capture-time interval between sweeps for finished connections. Sweeps run on this clock
 # alone, so every worker of a split run sweeps at the same frames as a single one would.
-SWEEP_INTERVAL = 0.5
+SWEEP_INTERVAL: Final = 0.5
 # With an idle timeout (live) a sweep scans the whole table: only once this many segments per
 # connection in the table went by, so a table of a million half-open connections is not
 # scanned every half second
-SWEEP_WORK_RATIO = 0.5
+SWEEP_WORK_RATIO: Final = 0.5
 # Tracker.stamp of connections handed on at the end of the input (after every other)
-DRAIN_STAMP = 1 << 62
+DRAIN_STAMP: Final = 1 << 62
 # pcapng files from several interfaces interleave them in batches, out of time order;
 # frames are put back in time order within this much capture time (as reordercap would)
-REORDER_WINDOW = 2.0
-REORDER_MAX_HELD = 200_000
+REORDER_WINDOW: Final = 2.0
+REORDER_MAX_HELD: Final = 200_000
 # Segments of one direction remembered per flow for duplicate detection (a burst
 # interleaves the in- and outgoing copies of a few packets on a forwarding host)
-DUPLICATE_HISTORY = 8
+DUPLICATE_HISTORY: Final = 8
 # A failed attempt followed this soon by another to the same server port is an application retry
-RETRY_WINDOW = 120.0
+RETRY_WINDOW: Final = 120.0
 
 
 @dataclass(slots=True)

@@ -1,8 +1,10 @@
 """Sequence-number arithmetic modulo 2^32 (RFC 9293 section 3.4)."""
 
-MOD = 1 << 32
-MASK = MOD - 1
-HALF = 1 << 31
+from typing import Final
+
+MOD: Final = 1 << 32
+MASK: Final = MOD - 1
+HALF: Final = 1 << 31
 
 
 def seq_diff(a: int, b: int) -> int:

@@ -10,32 +10,32 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from synscope.model import ACK, FIN, RST, SYN, IcmpError, Segment
 from synscope.seqnum import MASK, seq_ge, seq_gt
 
-C2S = 0
-S2C = 1
+C2S: Final = 0
+S2C: Final = 1
 
 # A connection that saw RST or both FINs is handed on once the capture clock
 # is this far past its last packet: long enough for a TIME_WAIT retransmitted FIN.
-CLOSED_LINGER = 60.0
+CLOSED_LINGER: Final = 60.0
 # A complete connection (RST seen, or both FINs acknowledged) expects nothing more: it is
 # handed on this long after its last packet, so memory stays flat on long captures. A late
 # straggler (a last ACK repeated after a lost one) is absorbed and counted, as in watch.
-COMPLETE_LINGER = 1.0
+COMPLETE_LINGER: Final = 1.0
 # --max-conns: the victim is the least recently active of this many oldest entries; entries
 # active in the last EVICT_ACTIVE seconds are moved to the back of the table when scanned.
-EVICT_SAMPLE = 64
+EVICT_SAMPLE: Final = 64
 # ICMP errors about connections not in the table, kept for reporting
-MAX_ORPHAN_ICMP = 1000
-EVICT_ACTIVE = 1.0
+MAX_ORPHAN_ICMP: Final = 1000
+EVICT_ACTIVE: Final = 1.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
-MAX_RECENT_CLOSED = 65536
+MAX_RECENT_CLOSED: Final = 65536
 # Well-known ports below this are taken to be the server when the handshake is missing.
-EPHEMERAL_FLOOR = 32768
+EPHEMERAL_FLOOR: Final = 32768
 
 
 @dataclass(slots=True)

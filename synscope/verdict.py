@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from synscope import fmt
 from synscope.addr import fmt_ip
@@ -14,13 +15,13 @@ from synscope.model import ACK, FIN, RST, SYN
 from synscope.tracker import C2S, Connection
 
 # Retransmission rate above which loss on the path is the headline
-LOSS_RATE_ALERT = 0.01
+LOSS_RATE_ALERT: Final = 0.01
 # Zero-window spans shorter than this are normal flow control, not a stalled reader
-ZERO_WINDOW_ALERT = 0.2
+ZERO_WINDOW_ALERT: Final = 0.2
 # Outcomes that count as "ended well" (not expanded by default)
-GOOD_OUTCOMES = frozenset({"closed", "established", "half-closed"})
+GOOD_OUTCOMES: Final = frozenset({"closed", "established", "half-closed"})
 # Common initial TTLs, to turn a received TTL into a hop count
-INITIAL_TTLS = (64, 128, 255)
+INITIAL_TTLS: Final = (64, 128, 255)
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ def conn_state(conn: Connection) -> str:
 
 
 # history letters that repeat logarithmically (1st, 10th, 100th ...)
-_LOG_LETTERS = "tgw"
+_LOG_LETTERS: Final = "tgw"
 
 
 class _History:
@@ -513,10 +514,10 @@ def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | Non
 
 
 # The server's first byte after a request is "slow" past this many handshake RTTs and this long
-APP_LATENCY_RTTS = 10
-APP_LATENCY_MIN = 0.2
+APP_LATENCY_RTTS: Final = 10
+APP_LATENCY_MIN: Final = 0.2
 # An open connection whose request got no answer for this long before the capture ended
-UNANSWERED_AFTER = 1.0
+UNANSWERED_AFTER: Final = 1.0
 
 
 def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple[str, str, str]:

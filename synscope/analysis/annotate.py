@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from synscope import fmt
 from synscope.analysis import flags as F
 from synscope.analysis.engine import ConnAnalysis
@@ -9,7 +11,7 @@ from synscope.model import ACK, FIN, RST, SYN
 from synscope.tracker import C2S, Connection, Packet
 
 # Two gaps are "the same" when within this ratio; "doubled" when the ratio is 2 within it.
-GAP_TOLERANCE = 0.3
+GAP_TOLERANCE: Final = 0.3
 
 
 def backoff_pattern(times: list[float]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Final
 
 from synscope.analysis import flags as F
 from synscope.model import ACK, FIN, RST, SYN
@@ -17,15 +18,15 @@ from synscope.seqnum import MASK, seq_diff, seq_le
 from synscope.tracker import C2S, Connection, Packet
 
 # Retransmission family: what counts as "sent again"
-RETRANSMITTED = F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION
+RETRANSMITTED: Final = F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION
 # Keep at most this many RTT samples per direction (min/median/max need no more)
-MAX_RTT_SAMPLES = 2048
+MAX_RTT_SAMPLES: Final = 2048
 # Segments remembered per direction for RTT and retransmission timing
-MAX_IN_FLIGHT = 4096
+MAX_IN_FLIGHT: Final = 4096
 # Per-packet records kept per connection. Past this, plain packets (no analysis flag,
 # no SYN/FIN/RST) are counted but not kept, so a bulk transfer of millions of packets
 # does not grow memory; every flagged or control packet is always kept.
-MAX_KEPT_PACKETS = 5000
+MAX_KEPT_PACKETS: Final = 5000
 
 
 @dataclass(slots=True)

@@ -9,28 +9,29 @@ definition as docstring. ``fwd`` is the direction the segment travels in,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from synscope.model import ACK, FIN, RST, SYN
 from synscope.seqnum import MASK, seq_gt, seq_le, seq_lt
 
-A_RETRANSMISSION = 1 << 0
-A_FAST_RETRANSMISSION = 1 << 1
-A_SPURIOUS_RETRANSMISSION = 1 << 2
-A_OUT_OF_ORDER = 1 << 3
-A_DUPLICATE_ACK = 1 << 4
-A_LOST_SEGMENT = 1 << 5
-A_ACK_LOST_SEGMENT = 1 << 6
-A_ZERO_WINDOW = 1 << 7
-A_ZERO_WINDOW_PROBE = 1 << 8
-A_ZERO_WINDOW_PROBE_ACK = 1 << 9
-A_WINDOW_FULL = 1 << 10
-A_WINDOW_UPDATE = 1 << 11
-A_KEEP_ALIVE = 1 << 12
-A_KEEP_ALIVE_ACK = 1 << 13
-A_REUSED_PORTS = 1 << 14
+A_RETRANSMISSION: Final = 1 << 0
+A_FAST_RETRANSMISSION: Final = 1 << 1
+A_SPURIOUS_RETRANSMISSION: Final = 1 << 2
+A_OUT_OF_ORDER: Final = 1 << 3
+A_DUPLICATE_ACK: Final = 1 << 4
+A_LOST_SEGMENT: Final = 1 << 5
+A_ACK_LOST_SEGMENT: Final = 1 << 6
+A_ZERO_WINDOW: Final = 1 << 7
+A_ZERO_WINDOW_PROBE: Final = 1 << 8
+A_ZERO_WINDOW_PROBE_ACK: Final = 1 << 9
+A_WINDOW_FULL: Final = 1 << 10
+A_WINDOW_UPDATE: Final = 1 << 11
+A_KEEP_ALIVE: Final = 1 << 12
+A_KEEP_ALIVE_ACK: Final = 1 << 13
+A_REUSED_PORTS: Final = 1 << 14
 
 # names as tshark spells them after "tcp.analysis."; order = display order
-FLAG_NAMES: tuple[tuple[int, str], ...] = (
+FLAG_NAMES: Final[tuple[tuple[int, str], ...]] = (
     (A_REUSED_PORTS, "reused_ports"),
     (A_RETRANSMISSION, "retransmission"),
     (A_FAST_RETRANSMISSION, "fast_retransmission"),
@@ -49,12 +50,12 @@ FLAG_NAMES: tuple[tuple[int, str], ...] = (
 )
 
 # Wireshark: a retransmission within this long of the last duplicate ACK is "fast"
-FAST_RETRANSMISSION_WINDOW = 0.020
+FAST_RETRANSMISSION_WINDOW: Final = 0.020
 # Wireshark: without a handshake RTT, a segment filling an old hole this soon after the
 # highest one is "out of order" rather than a retransmission
-DEFAULT_OOO_THRESHOLD = 0.003
+DEFAULT_OOO_THRESHOLD: Final = 0.003
 
-_SFR = SYN | FIN | RST
+_SFR: Final = SYN | FIN | RST
 
 
 def flag_names(bits: int) -> list[str]:
@@ -198,7 +199,7 @@ def classify_retransmission(
     return 0
 
 
-DETECTORS = (
+DETECTORS: Final = (
     is_zero_window_probe,
     is_zero_window,
     is_lost_segment,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from synscope.addr import fmt_ip
 from synscope.analysis.flags import flag_names
@@ -12,7 +12,7 @@ from synscope.pipeline import ConnReport
 from synscope.seqnum import MASK
 from synscope.tracker import C2S
 
-SCHEMA = 1
+SCHEMA: Final = 1
 
 
 def _round(x: float | None, nd: int = 6) -> float | None:
@@ -133,8 +133,8 @@ def packets_text(r: ConnReport, absolute: bool = False) -> str:
     return ",".join(_packet_texts(r, absolute))
 
 
-_FLAGS_TEXT: dict[int, str] = {}
-_ANALYSIS_TEXT: dict[int, str] = {}
+_FLAGS_TEXT: Final[dict[int, str]] = {}
+_ANALYSIS_TEXT: Final[dict[int, str]] = {}
 
 
 def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:

@@ -20,7 +20,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Generator, Iterator
-from typing import BinaryIO, Self
+from typing import BinaryIO, Final, Self
 
 from synscope.model import RawFrame
 
@@ -32,18 +32,18 @@ CHUNK = 1 << 20
 # A record or block longer than this is taken as a corrupt length field, not as
 # data: no link layer has frames this big, and trusting it would make us try to
 # buffer gigabytes of garbage.
-MAX_RECORD = 256 << 20
+MAX_RECORD: Final = 256 << 20
 
-_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_MAGIC: Final = b"\x1f\x8b"
 # Compressed bytes fed to zlib per call. Small enough that a damaged stream loses
 # little (see _salvage), large enough that the per-call cost does not show.
-_GZ_PIECE = 1 << 16
-_GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib parses the gzip header and trailer itself
+_GZ_PIECE: Final = 1 << 16
+_GZIP_WBITS: Final = 16 + zlib.MAX_WBITS  # zlib parses the gzip header and trailer itself
 
 # pcap magic (as the first 4 bytes appear in the file) -> (byte order, units per
 # second, record header length). The Kuznetzov "modified" pcap written by old
 # patched libpcaps has 8 more bytes (ifindex, protocol, pkt_type) per record.
-_PCAP_MAGICS: dict[bytes, tuple[str, int, int]] = {
+_PCAP_MAGICS: Final[dict[bytes, tuple[str, int, int]]] = {
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000, 16),
     b"\xa1\xb2\xc3\xd4": (">", 1_000_000, 16),
     b"\x4d\x3c\xb2\xa1": ("<", 1_000_000_000, 16),
@@ -51,11 +51,11 @@ _PCAP_MAGICS: dict[bytes, tuple[str, int, int]] = {
     b"\x34\xcd\xb2\xa1": ("<", 1_000_000, 24),
     b"\xa1\xb2\xcd\x34": (">", 1_000_000, 24),
 }
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"  # a palindrome, so it reads the same in both orders
-_PCAPNG_BOM = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
+_PCAPNG_MAGIC: Final = b"\x0a\x0d\x0d\x0a"  # a palindrome, so it reads the same in both orders
+_PCAPNG_BOM: Final = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
 
 # Other formats people hand us by mistake: a precise message beats "not a pcap".
-_OTHER_MAGICS = (
+_OTHER_MAGICS: Final = (
     (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it first (zstd -d)"),
     (b"\xfd7zXZ\x00", "xz-compressed; decompress it first (xz -d)"),
     (b"BZh", "bzip2-compressed; decompress it first (bzip2 -d)"),
@@ -65,32 +65,32 @@ _OTHER_MAGICS = (
 )
 
 # pcapng block types synscope reads; every other type is skipped by its length.
-_SHB = 0x0A0D0D0A
-_IDB = 1
-_PB = 2  # obsolete Packet Block, still written by some old tools
-_SPB = 3
-_EPB = 6
+_SHB: Final = 0x0A0D0D0A
+_IDB: Final = 1
+_PB: Final = 2  # obsolete Packet Block, still written by some old tools
+_SPB: Final = 3
+_EPB: Final = 6
 
 # Blocks that are no packet but that tshark (4.0) lists as frames, so they take
 # a frame number here too: custom blocks (copiable or not), systemd journal entries.
-_NUMBERED_NON_PACKETS = frozenset((0x00000BAD, 0x40000BAD, 9))
+_NUMBERED_NON_PACKETS: Final = frozenset((0x00000BAD, 0x40000BAD, 9))
 
-_OPT_END = 0
-_OPT_FLAGS = 2  # epb_flags / pack_flags
-_OPT_TSRESOL = 9
-_OPT_TSOFFSET = 14
+_OPT_END: Final = 0
+_OPT_FLAGS: Final = 2  # epb_flags / pack_flags
+_OPT_TSRESOL: Final = 9
+_OPT_TSOFFSET: Final = 14
 
 # epb_flags direction bits (0 unknown, 1 inbound, 2 outbound, 3 invalid) ->
 # RawFrame.pkttype in Linux PACKET_* numbering: 0 HOST, 4 OUTGOING, -1 unknown.
-_DIRECTION_PKTTYPE = (-1, 0, 4, -1)
+_DIRECTION_PKTTYPE: Final = (-1, 0, 4, -1)
 
-_RES_NAMES = {0: "s", 3: "ms", 6: "µs", 9: "ns", 12: "ps"}
+_RES_NAMES: Final = {0: "s", 3: "ms", 6: "µs", 9: "ns", 12: "ps"}
 
 # Frames stamped outside [1980, 2100) are counted and reported: a clock that was never set
 # (1970 plus uptime, or zero) or a damaged field (0xFFFFFFFF is 2106-02-07). Times
 # relative to other frames may still be right.
-TS_PLAUSIBLE_MIN = 315_532_800  # 1980-01-01
-TS_PLAUSIBLE_MAX = 4_102_444_800  # 2100-01-01
+TS_PLAUSIBLE_MIN: Final = 315_532_800  # 1980-01-01
+TS_PLAUSIBLE_MAX: Final = 4_102_444_800  # 2100-01-01
 
 
 class _Structs:
@@ -112,7 +112,7 @@ class _Structs:
         self.i64 = struct.Struct(order + "q")
 
 
-_STRUCTS = {"<": _Structs("<"), ">": _Structs(">")}
+_STRUCTS: Final = {"<": _Structs("<"), ">": _Structs(">")}
 
 
 class CaptureError(Exception):
