@@ -56,6 +56,16 @@ class RawFrame:
     # SLL packet type / pcapng direction: 4 means "outgoing" (PACKET_OUTGOING); -1 unknown
     pkttype: int = -1
 
+    # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
+    # dataclass module generates runs as Python bytecode, once per frame.
+    def __init__(self, frame: int, ts: float, linktype: int, data: bytes, orig_len: int, pkttype: int = -1) -> None:
+        self.frame = frame
+        self.ts = ts
+        self.linktype = linktype
+        self.data = data
+        self.orig_len = orig_len
+        self.pkttype = pkttype
+
 
 @dataclass(slots=True)
 class TcpOptions:
@@ -122,6 +132,35 @@ class Segment:
     pkttype: int = -1
     source_index: int = 0  # which input file, when several are read in one call
     _options: TcpOptions | None = None
+
+    # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
+    # dataclass module generates runs as Python bytecode, once per segment.
+    def __init__(
+        self, frame: int, ts: float, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, win: int,
+        length: int, ttl: int = 0, ip_id: int = 0, raw_options: bytes = b"", truncated: bool = False, fragment: bool = False,
+        payload: bytes = b"", ecn: int = 0, pkttype: int = -1, source_index: int = 0, _options: TcpOptions | None = None,
+    ) -> None:
+        self.frame = frame
+        self.ts = ts
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.win = win
+        self.length = length
+        self.ttl = ttl
+        self.ip_id = ip_id
+        self.raw_options = raw_options
+        self.truncated = truncated
+        self.fragment = fragment
+        self.payload = payload
+        self.ecn = ecn
+        self.pkttype = pkttype
+        self.source_index = source_index
+        self._options = _options
 
     @property
     def options(self) -> TcpOptions:

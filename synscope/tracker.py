@@ -51,6 +51,18 @@ class Packet:
     in_flight: int | None = None  # bytes sent and not yet acknowledged after this data segment
     notes: list[str] | None = None
 
+    # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
+    # dataclass module generates runs as Python bytecode, once per packet.
+    def __init__(self, seg: Segment, dir: int) -> None:  # noqa: A002 (the field's name)
+        self.seg = seg
+        self.dir = dir
+        self.analysis = 0
+        self.dupack_num = 0
+        self.dupack_frame = 0
+        self.rto = None
+        self.in_flight = None
+        self.notes = None
+
     def note(self, text: str) -> None:
         """Attach an annotation shown in brackets on the timeline."""
         if self.notes is None:
