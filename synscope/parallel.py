@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Final
 
 from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, retry_sentence, time_ordered
-from synscope.render.json import SCHEMA, connection_object, join_line, packets_text
+from synscope.render.json import SCHEMA, compact, connection_object, join_line, packets_text
 from synscope.sources.pcap import open_capture
 from synscope.tracker import MAX_ORPHAN_ICMP
 
@@ -323,10 +323,9 @@ def _run_worker(
     for source, reader in enumerate(readers):
         pipeline.source_names.append(reader.path)
         stream = time_ordered(reader, stats) if reader.format == "pcapng" else reader
-        feed = pipeline.feed
         n = 0
         for frame in stream:
-            feed(frame, source)
+            pipeline.feed(frame, source)  # (a method call, not a bound method in a local: native when compiled)
             n += 1
             if n % BATCH == 0:
                 send_batch(2 * stats.frames + 1, source, n, reader.bytes_read, pipeline.ready())
@@ -363,7 +362,7 @@ def _item(report: Any, absolute: bool) -> tuple:
     conn = report.conn
     link = _retry_facts(report)
     # the object without packets, as JSON text after its id (the parent puts in the final id)
-    head = json.dumps(connection_object(report, absolute, with_packets=False), ensure_ascii=True, separators=(",", ":"))[:-1]
+    head = compact(connection_object(report, absolute, with_packets=False))[:-1]
     start = f"{_HEAD_START}{conn.id},"
     if not head.startswith(start):  # the schema's first members moved: fail loudly, not wrongly
         raise AssertionError(f"JSON object starts {head[:40]!r}, expected {start!r}")

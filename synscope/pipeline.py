@@ -337,11 +337,10 @@ def run(
     """
     for index, (name, frames) in enumerate(sources):
         pipeline.source_names.append(name)
-        feed = pipeline.feed
         stream = time_ordered(frames, pipeline.stats) if getattr(frames, "format", "") == "pcapng" else frames
         n = 0
         for frame in stream:
-            feed(frame, index)
+            pipeline.feed(frame, index)  # (a method call, not a bound method in a local: native when compiled)
             n += 1
             if n & 0x3FF == 0:
                 if progress is not None:

@@ -125,7 +125,17 @@ def connection_line(r: ConnReport, absolute: bool = False) -> str:
 
 def join_line(head: dict[str, Any], packets: str) -> str:
     """A connection's JSON line from its object without packets and :func:`packets_text`."""
-    return json.dumps(head, ensure_ascii=True, separators=(",", ":"))[:-1] + ',"packets":[' + packets + "]}"
+    return compact(head)[:-1] + ',"packets":[' + packets + "]}"
+
+
+# one encoder for every object: json.dumps() with separators builds a new one per call
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_STRING: Final = json.encoder.encode_basestring_ascii
+
+
+def compact(obj: Any) -> str:
+    """``json.dumps(obj, ensure_ascii=True, separators=(",", ":"))``."""
+    return _ENCODER.encode(obj)
 
 
 def packets_text(r: ConnReport, absolute: bool = False) -> str:
@@ -147,7 +157,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         1 - C2S: (sbase, cbase, server.win_scale, '"s2c"'),
     }
     out = []
-    dumps = json.dumps
+    dumps, string = json.dumps, _STRING
     flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
     for pkt in c.packets:
         seg = pkt.seg
@@ -163,13 +173,13 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         seq = seg.seq if my_base is None else (seg.seq - my_base) & MASK
         ack = seg.ack if peer_base is None or not fl & ACK else (seg.ack - peer_base) & MASK
         win = seg.win << shift if shift >= 0 and not fl & SYN else seg.win
-        note = "null" if not pkt.notes else dumps("; ".join(pkt.notes))
+        note = "null" if not pkt.notes else string("; ".join(pkt.notes))
         text = (
             f'{{"frame":{seg.frame},"t":{round(seg.ts, 9)!r},"dir":{dir_text},"flags":{flags_text},'
             f'"seq":{seq},"ack":{ack},"len":{seg.length},"win":{win},"analysis":{names},"note":{note}'
         )
         if fl & SYN:
-            text += ',"options":' + dumps(seg.options.describe())
+            text += ',"options":' + string(seg.options.describe())
         if pkt.dupack_num:
             text += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
         if pkt.rto is not None:
