@@ -102,6 +102,23 @@ def abort(c):
     c.close()
 
 
+def http_exchange(s):
+    """Send the request and read the response body (by its Content-Length); returns the body."""
+    s.sendall(HTTP_REQ)
+    buf = recv_until(s, b"\r\n\r\n")
+    head, _, body = buf.partition(b"\r\n\r\n")
+    clen = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            clen = int(line.split(b":")[1])
+    while len(body) < clen:
+        d = s.recv(4096)
+        if not d:
+            break
+        body += d
+    return body
+
+
 def connect(addr, port, timeout=20.0, src_port=None, rcvbuf=None, reuse=False):
     s = socket.socket(family_of(addr), socket.SOCK_STREAM)
     set_cc(s)
@@ -180,18 +197,7 @@ def client_many(a):
                     done["failed"] += 1
                 continue
             try:
-                s.sendall(HTTP_REQ)
-                buf = recv_until(s, b"\r\n\r\n")
-                head, _, body = buf.partition(b"\r\n\r\n")
-                clen = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        clen = int(line.split(b":")[1])
-                while len(body) < clen:
-                    d = s.recv(4096)
-                    if not d:
-                        break
-                    body += d
+                http_exchange(s)
                 with lock:
                     done["ok"] += 1
             except OSError as e:
@@ -320,18 +326,7 @@ def client(a):
         s = connect(a.addr, a.port, timeout=a.timeout)
         if not s:
             sys.exit(2)
-        s.sendall(HTTP_REQ)
-        buf = recv_until(s, b"\r\n\r\n")
-        head, _, body = buf.partition(b"\r\n\r\n")
-        clen = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                clen = int(line.split(b":")[1])
-        while len(body) < clen:
-            d = s.recv(4096)
-            if not d:
-                break
-            body += d
+        body = http_exchange(s)
         time.sleep(0.02)
         s.close()
         log(f"client: got {len(body)} body bytes")
