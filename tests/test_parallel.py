@@ -143,3 +143,33 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return "gone"
+
+
+def _raise() -> None:
+    raise RuntimeError("boom in the worker")
+
+
+def _die() -> None:
+    os._exit(3)
+
+
+@pytest.mark.parametrize(
+    ("make_pipeline", "says"),
+    [(_raise, "of 2 failed: RuntimeError: boom in the worker"), (_die, "of 2 ended without finishing (exit status 3)")],
+    ids=["raises", "dies"],
+)
+def test_a_failing_worker_is_one_line_and_leaves_nothing_behind(make_pipeline, says: str) -> None:
+    """A worker that raises or dies ends the run with one line (the CLI prints it and exits 1),
+    and the other worker is stopped and reaped."""
+    from synscope.parallel import SplitRun, WorkerFailed
+
+    path = pcap("busy.pcap")
+    split = SplitRun([path], [os.path.getsize(path)], make_pipeline, 2)
+    pids = list(split._pids)
+    try:
+        with pytest.raises(WorkerFailed) as err:
+            list(split)
+    finally:
+        split.close()
+    assert says in str(err.value) and "\n" not in str(err.value)
+    assert all(_state(pid) == "gone" for pid in pids), "workers reaped"
