@@ -18,6 +18,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 
 # ---------------------------------------------------------------- helpers
@@ -142,83 +143,13 @@ def connect(addr, port, timeout=20.0, src_port=None, rcvbuf=None, reuse=False):
 
 # ---------------------------------------------------------------- server
 
-def server_many(a):
-    """Serve up to a.conns HTTP exchanges, one thread each (the client closes first)."""
-    import threading
-
-    ls = listener(a.addr, a.port, backlog=256)
+def server(a):
+    # "many": each connection served as "http", in a thread of its own, so they overlap
+    many = a.mode == "many"
+    ls = listener(a.addr, a.port, rcvbuf=a.rcvbuf, backlog=256 if many else 8)
     ls.settimeout(a.timeout)
     ready()
     threads = []
-    for _ in range(a.conns):
-        try:
-            c, _peer = ls.accept()
-        except TimeoutError:
-            log("server: accept timed out")
-            break
-        c.settimeout(a.timeout)
-
-        def one(c=c):
-            try:
-                recv_until(c, b"\r\n\r\n")
-                c.sendall(http_response(a.size))
-                drain(c)
-            except OSError as e:
-                log(f"server: {e}")
-            finally:
-                c.close()
-
-        t = threading.Thread(target=one, daemon=True)
-        t.start()
-        threads.append(t)
-    for t in threads:
-        t.join(a.timeout)
-    ls.close()
-
-
-def client_many(a):
-    """a.count HTTP exchanges from a.threads threads; every 10th goes to a.refused_port (nothing listens)."""
-    import threading
-
-    lock = threading.Lock()
-    todo = list(range(a.count))
-    done = {"ok": 0, "failed": 0}
-
-    def worker():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                i = todo.pop()
-            port = a.refused_port if a.refused_port and i % 10 == 9 else a.port
-            s = connect(a.addr, port, timeout=a.timeout)
-            if not s:
-                with lock:
-                    done["failed"] += 1
-                continue
-            try:
-                http_exchange(s)
-                with lock:
-                    done["ok"] += 1
-            except OSError as e:
-                log(f"client: {e}")
-            finally:
-                s.close()
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(a.timeout + 5)
-    log(f"client: {done['ok']} exchanges, {done['failed']} refused or failed")
-
-
-def server(a):
-    if a.mode == "many":
-        return server_many(a)
-    ls = listener(a.addr, a.port, rcvbuf=a.rcvbuf)
-    ls.settimeout(a.timeout)
-    ready()
     for _ in range(a.conns):
         try:
             c, peer = ls.accept()
@@ -226,21 +157,32 @@ def server(a):
             log("server: accept timed out")
             break
         c.settimeout(a.timeout)
-        try:
-            serve_one(a, c)
-        except OSError as e:
-            log(f"server: {e}")
-        finally:
-            try:
-                c.close()
-            except OSError:
-                pass
+        if many:
+            t = threading.Thread(target=serve_and_close, args=(a, c), daemon=True)
+            t.start()
+            threads.append(t)
+        else:
+            serve_and_close(a, c)
+    for t in threads:
+        t.join(a.timeout)
     ls.close()
+
+
+def serve_and_close(a, c):
+    try:
+        serve_one(a, c)
+    except OSError as e:
+        log(f"server: {e}")
+    finally:
+        try:
+            c.close()
+        except OSError:
+            pass
 
 
 def serve_one(a, c):
     m = a.mode
-    if m == "http":              # client closes first
+    if m in ("http", "many"):    # client closes first
         recv_until(c, b"\r\n\r\n")
         c.sendall(http_response(a.size))
         drain(c)                 # wait for the client's FIN
@@ -309,6 +251,41 @@ def slow_reader(a, c):
 
 
 # ---------------------------------------------------------------- client
+
+def client_many(a):
+    """a.count HTTP exchanges from a.threads threads; every 10th goes to a.refused_port (nothing listens)."""
+    lock = threading.Lock()
+    todo = list(range(a.count))
+    done = {"ok": 0, "failed": 0}
+
+    def worker():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop()
+            port = a.refused_port if a.refused_port and i % 10 == 9 else a.port
+            s = connect(a.addr, port, timeout=a.timeout)
+            if not s:
+                with lock:
+                    done["failed"] += 1
+                continue
+            try:
+                http_exchange(s)
+                with lock:
+                    done["ok"] += 1
+            except OSError as e:
+                log(f"client: {e}")
+            finally:
+                s.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(a.timeout + 5)
+    log(f"client: {done['ok']} exchanges, {done['failed']} refused or failed")
+
 
 def client(a):
     m = a.mode
