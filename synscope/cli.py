@@ -184,12 +184,12 @@ GZIP_RATIO = 5
 
 def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, readers: list) -> int:
     """How many processes read: --workers, or by default one per core for big files with --json."""
+    pipe = next((r.path for r in readers if r.size is None), None)
     if workers is not None:
-        pipe = next((r.path for r in readers if r.size is None), None)
         if workers > 1 and pipe is not None:
             raise click.BadParameter(f"{pipe} is a pipe or standard input, which only one process can read", param_hint="--workers")
         return workers
-    if not as_json or max_conns is not None or any(r.size is None for r in readers):
+    if not as_json or max_conns is not None or pipe is not None:
         return 1
     # a gzip file holds several times its size in frames
     if sum(r.size * (GZIP_RATIO if r.compressed else 1) for r in readers) < SPLIT_MIN_BYTES:

@@ -76,9 +76,7 @@ class SplitRun:
         self, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], workers: int, absolute: bool = False
     ) -> None:
         """``sizes``: the files' sizes when they were opened; every worker reads that much."""
-        self.paths = paths
         self.workers = workers
-        self.absolute = absolute
         self.interrupted = False
         self._pids: list[int] = []
         self._fds: list[int] = []
