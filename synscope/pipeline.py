@@ -155,7 +155,6 @@ class Pipeline:
             tracker.sweep()
         self._since_sweep += 1
         tracker.stamp = 2 * position + 1
-        tracker.position = position
         shard = self.shard
         if isinstance(item, Segment):
             key = flow_key(item.src, item.sport, item.dst, item.dport)

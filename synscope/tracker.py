@@ -225,9 +225,8 @@ class Tracker:
         # closed connections still in the table: what a sweep looks at (without an idle timeout)
         self._closing: dict[tuple[bytes, int, bytes, int], Connection] = {}
         self.next_id = 1
-        # set by the caller before each feed() / sweep(): the input position, recorded on the
-        # connections opened (opened_at) and handed on (retired_at) by that call
-        self.position = 0
+        # set by the caller before each feed() / sweep(): 2 x the input position, + 1 in feed();
+        # recorded on the connections handed on (retired_at), its position on those opened (opened_at)
         self.stamp = 0
         # a worker of a split run numbers connections by opened_at and lists every opening here;
         # the merge renumbers them
@@ -309,12 +308,13 @@ class Tracker:
                 client, server = Side(seg.src, seg.sport), Side(seg.dst, seg.dport)
         if self.max_conns is not None and len(self.table) >= self.max_conns:
             self._evict_oldest()
-        conn = Connection(self.position if self.ids_from_position else self.next_id, client, server, seg.ts, seg.ts, guessed, midstream)
+        position = self.stamp >> 1
+        conn = Connection(position if self.ids_from_position else self.next_id, client, server, seg.ts, seg.ts, guessed, midstream)
         conn.source_index = seg.source_index
-        conn.opened_at = self.position
+        conn.opened_at = position
         self.next_id += 1
         if self.opened is not None:
-            self.opened.append(self.position)
+            self.opened.append(position)
         self.table[key] = conn
         if flags & SYN and self._last_id:
             conn.reused_from = self._last_id.pop(key, None)
