@@ -12,31 +12,8 @@ from typing import TextIO
 import click
 
 from synscope import COMPILED_STATE, __version__
+from synscope.commands.options import parse_hosts, parse_ports, selection_options
 from synscope.exit_codes import ExitCode
-
-
-def _parse_ports(values: tuple[str, ...]) -> frozenset[int]:
-    from synscope.ports import PortSpecError, parse_ports
-
-    ports: set[int] = set()
-    for v in values:
-        try:
-            ports.update(parse_ports(v))
-        except PortSpecError as e:
-            raise click.BadParameter(str(e), param_hint="--port") from None
-    return frozenset(ports)
-
-
-def _parse_hosts(values: tuple[str, ...]) -> frozenset[bytes]:
-    from synscope.addr import parse_ip
-
-    hosts: set[bytes] = set()
-    for v in values:
-        try:
-            hosts.add(parse_ip(v))
-        except ValueError:
-            raise click.BadParameter(f"{v!r} is not an IP address (give a literal IPv4 or IPv6 address)", param_hint="--host") from None
-    return frozenset(hosts)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,8 +32,7 @@ def main() -> None:
 @click.option("--conn", "conn_ids", type=int, multiple=True, metavar="ID", help="Show only this connection (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one object per connection (schema in the README).")
 @click.option("--absolute", is_flag=True, help="Raw sequence and ack numbers instead of relative ones.")
-@click.option("--host", "hosts", multiple=True, metavar="IP", help="Only connections to or from this address (repeatable).")
-@click.option("--port", "ports", multiple=True, metavar="PORTS", help="Only connections using these ports, e.g. 443 or 8000-8100 (repeatable).")
+@selection_options
 @click.option("--filter", "bpf", metavar="EXPR", help="tcpdump filter expression applied to every frame (compiled by libpcap).")
 @click.option("--stats", is_flag=True, help="Add totals per outcome and top connections by retransmission rate and duration.")
 @click.option("--max-conns", type=click.IntRange(min=1), metavar="N", help="Bound the live connection table; the oldest idle one is evicted (counted).")
@@ -88,7 +64,7 @@ def read(
     from synscope.pipeline import Pipeline, Selection, run
     from synscope.sources.pcap import CaptureError, open_capture
 
-    selection = Selection(_parse_hosts(hosts), _parse_ports(ports))
+    selection = Selection(parse_hosts(hosts), parse_ports(ports))
     if bpf:
         try:
             selection.frame_filter = FrameFilter(bpf)

@@ -9,14 +9,14 @@ from collections.abc import Callable
 
 import click
 
+from synscope.commands.options import parse_hosts, parse_ports, selection_options
 from synscope.exit_codes import ExitCode
 
 
 @click.command()
 @click.option("-i", "--interface", "iface", default="any", show_default=True, metavar="IFACE", help="Interface to capture on ('any': all of them, cooked).")
 @click.option("--filter", "bpf", metavar="EXPR", help="tcpdump filter expression, ANDed with the built-in one and run in the kernel (compiled by libpcap).")
-@click.option("--host", "hosts", multiple=True, metavar="IP", help="Only connections to or from this address (repeatable).")
-@click.option("--port", "ports", multiple=True, metavar="PORTS", help="Only connections using these ports, e.g. 443 or 8000-8100 (repeatable).")
+@selection_options
 @click.option(
     "--idle-timeout",
     type=click.FloatRange(min=0.1),
@@ -82,15 +82,14 @@ def watch(
         check_user(user)  # an unknown user is a usage error before anything is opened
         drop = prepare_drop(user)
     from synscope.bpf import CompiledFilter, FilterError
-    from synscope.cli import _parse_hosts, _parse_ports
     from synscope.exit_codes import fail as _fail
     from synscope.model import LinkType
     from synscope.pipeline import Pipeline, Selection
     from synscope.sources.live import InterfaceError, LiveCapture, PcapWriter, PrivilegeError
     from synscope.watch import WATCH_CLOSED_LINGER, WatchConfig, Watcher, kernel_filter, limit_to_handshakes
 
-    host_set = _parse_hosts(hosts)
-    port_set = _parse_ports(ports)
+    host_set = parse_hosts(hosts)
+    port_set = parse_ports(ports)
     expr = kernel_filter(bpf, host_set, port_set, handshakes)
     try:
         CompiledFilter(expr, LinkType.ETHERNET)  # a bad --filter is a usage error, before anything is opened
