@@ -28,9 +28,9 @@ def analyse(*names: str, **pipeline_options: object) -> list[ConnReport]:
     return sorted(reports, key=lambda r: r.conn.id)
 
 
-def cli(*args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``synscope ARGS`` in a subprocess, as a user would."""
+def cli(*args: str, input: bytes | None = None, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``synscope ARGS`` in a subprocess, as a user would (``env``: its whole environment)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "synscope", *args], input=input, capture_output=True, timeout=timeout, cwd=ROOT
+        [sys.executable, "-m", "synscope", *args], input=input, capture_output=True, timeout=timeout, cwd=ROOT, env=env
     )
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))

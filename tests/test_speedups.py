@@ -18,18 +18,17 @@ from pathlib import Path
 import pytest
 
 import synscope
-from tests.helpers import PCAPS, ROOT, pcap
+from tests.helpers import PCAPS, ROOT, cli, pcap
 
 ALL = sorted(str(p) for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
 EXPECTED = os.environ.get("SYNSCOPE_EXPECT_COMPILED") == "1"
 
 
 def _synscope(*args: str, pure: bool) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.pop("SYNSCOPE_PURE", None)
+    env = {k: v for k, v in os.environ.items() if k != "SYNSCOPE_PURE"}
     if pure:
         env["SYNSCOPE_PURE"] = "1"
-    return subprocess.run([sys.executable, "-m", "synscope", *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    return cli(*args, timeout=300, env=env)
 
 
 def test_compiled_build_in_use_where_expected() -> None:
