@@ -144,8 +144,7 @@ class Pipeline:
         # Everything up to the shard test below sees every decoded item, in every worker of a
         # split run: the capture clock, the sweeps and the duplicate window's generations.
         tracker = self.tracker
-        ts = item.ts
-        if ts > tracker.clock:
+        if ts > tracker.clock:  # (ts: the frame's, which the decoded item carries)
             tracker.clock = ts
         position = stats.frames
         if ts >= self._next_sweep and (tracker.idle_timeout is None or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
@@ -158,15 +157,12 @@ class Pipeline:
         shard = self.shard
         if isinstance(item, Segment):
             key = flow_key(item.src, item.sport, item.dst, item.dport)
-            if self.dedup:
-                if ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start:
-                    self._older, self._recent, self._recent_start = self._recent, {}, ts
-                if shard is not None and shard_of(key, shard[1]) != shard[0]:
-                    return
-                if self._seen_twice(item, key):
-                    stats.duplicates += 1
-                    return
-            elif shard is not None and shard_of(key, shard[1]) != shard[0]:
+            if self.dedup and (ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start):
+                self._older, self._recent, self._recent_start = self._recent, {}, ts
+            if shard is not None and shard_of(key, shard[1]) != shard[0]:
+                return
+            if self.dedup and self._seen_twice(item, key):
+                stats.duplicates += 1
                 return
             conn, pkt = tracker.feed(item, key)
             if conn is None:  # a late packet of a connection already handed on: counted
