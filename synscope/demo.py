@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from synscope.exit_codes import ExitCode
+from synscope.exit_codes import CommandError, ExitCode
 
 OPEN_PORT = 8080
 CLOSED_PORT = 9090
@@ -47,12 +47,8 @@ REQUEST_LIMIT = 4096
 REQUEST_WAIT = 5.0
 
 
-class DemoError(Exception):
-    """The demo cannot run or its lab cannot be built; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: ExitCode = ExitCode.ERROR) -> None:
-        super().__init__(message)
-        self.code = code
+class DemoError(CommandError):
+    """The demo cannot run or its lab cannot be built."""
 
 
 @dataclass

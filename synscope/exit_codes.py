@@ -19,6 +19,14 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C / SIGTERM: partial results printed, everything cleaned up (128 + SIGINT)
 
 
+class CommandError(Exception):
+    """A command cannot go on: the message is one line for the user, ``code`` the exit status."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def fail(message: str, code: ExitCode) -> NoReturn:
     """The one-line error every command prints (``synscope: ...`` on stderr), then exit with ``code``."""
     sys.stderr.write(f"synscope: {message}\n")

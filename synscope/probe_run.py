@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from synscope import fmt
 from synscope.decode import Decoder
-from synscope.exit_codes import ExitCode
+from synscope.exit_codes import CommandError, ExitCode
 from synscope.model import ACK, FIN, RST, SYN, RawFrame, Segment
 from synscope.pipeline import ConnReport, Pipeline
 from synscope.probe import (
@@ -83,12 +83,8 @@ ICMP_FILTER = "(icmp and (icmp[0] == 3 or icmp[0] == 4 or icmp[0] == 11 or icmp[
 L2_HEADER = {1: 14, 101: 0, 113: 16}
 
 
-class ProbeError(Exception):
-    """A probe cannot run; the message is one line for the user and ``code`` the exit status."""
-
-    def __init__(self, message: str, code: ExitCode = ExitCode.ERROR) -> None:
-        super().__init__(message)
-        self.code = code
+class ProbeError(CommandError):
+    """A probe cannot run."""
 
 
 # ---------------------------------------------------------------- target
