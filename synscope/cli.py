@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import click
 
@@ -129,8 +129,7 @@ def read(
                 for report in pipeline.finish():
                     take(report)
     except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (| head): nothing left to say
-        sys.exit(int(ExitCode.OK))
+        _reader_gone()
     gc.enable()
     progress.done()
     for r in readers:
@@ -145,12 +144,21 @@ def read(
             click.echo(f"synscope: no connection with id {', '.join(map(str, sorted(missing)))}", err=True)
             exit_code = ExitCode.USAGE
     if not as_json:
-        _write_text(readers, pipeline, summary, out, absolute, payload, stats)
+        try:
+            _write_text(readers, pipeline, summary, out, absolute, payload, stats)
+        except BrokenPipeError:
+            _reader_gone()
     if interrupted:
         click.echo("synscope: interrupted; results above are partial", err=True)
         if exit_code == ExitCode.OK:
             exit_code = ExitCode.INTERRUPTED
     sys.exit(int(exit_code))
+
+
+def _reader_gone() -> NoReturn:
+    """The reader of our output went away (``| head``): nothing left to say, and not an error."""
+    sys.stderr.close()
+    sys.exit(int(ExitCode.OK))
 
 
 # Files smaller than this in all are read by one process: forking would cost more than it saves

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from synscope.exit_codes import ExitCode
 from tests.helpers import ROOT, cli, pcap
 
@@ -122,3 +124,17 @@ def test_syn_flood_is_summarised_first(tmp_path) -> None:
     assert "SYN flood against 192.0.2.10:443" in out
     assert out.index("SYN flood against") < out.index("outcome")
     assert "more connections not listed" in out or "more timelines not shown" in out
+
+
+@pytest.mark.parametrize("fmt", [(), ("--json",)], ids=["text", "json"])
+def test_reader_going_away_is_not_an_error(fmt: tuple[str, ...]) -> None:
+    """`synscope read big.pcap | head -1`: exit 0 and nothing on stderr about the closed pipe."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synscope", "read", *fmt, pcap("busy.pcap")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    first = proc.stdout.readline()  # type: ignore[union-attr]
+    proc.stdout.close()  # type: ignore[union-attr]
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.wait(timeout=60) == 0
+    assert first
+    assert b"Traceback" not in err and b"BrokenPipe" not in err and b"Broken pipe" not in err
