@@ -37,12 +37,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Final
 
 from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, retry_sentence, time_ordered
-from synscope.render.json import SCHEMA, compact, connection_object, join_line, packets_text
+from synscope.render.json import HEAD_START, head_text, join_line, packets_text
 from synscope.sources.pcap import open_capture
 from synscope.tracker import MAX_ORPHAN_ICMP
 
 # How every connection's JSON object begins; the id follows
-_HEAD_START: Final = f'{{"schema":{SCHEMA},"id":'
 # Frames per message from a worker
 BATCH: Final = 1024
 PIPE_BYTES: Final = 1 << 20
@@ -151,8 +150,8 @@ class SplitRun:
             key, syn_ts, failed, client_port = link
             linked = self._linker.link(key, cid, syn_ts, failed, retire_clock)
         if reused_from is None and linked is None:  # the usual case: only the id to put in
-            return cid, _HEAD_START + str(cid) + head_rest + ',"packets":[' + packets + "]}"
-        head = json.loads(_HEAD_START + "0" + head_rest + "}")
+            return cid, HEAD_START + str(cid) + head_rest + ',"packets":[' + packets + "]}"
+        head = json.loads(HEAD_START + "0" + head_rest + "}")
         head["id"] = cid
         if reused_from is not None:
             earlier = self._id(reused_from)
@@ -360,8 +359,8 @@ def _item(report: Any, absolute: bool) -> tuple:
     conn = report.conn
     link = _retry_facts(report)
     # the object without packets, as JSON text after its id (the parent puts in the final id)
-    head = compact(connection_object(report, absolute, with_packets=False))[:-1]
-    start = f"{_HEAD_START}{conn.id},"
+    head = head_text(report, absolute)
+    start = f"{HEAD_START}{conn.id},"
     if not head.startswith(start):  # the schema's first members moved: fail loudly, not wrongly
         raise AssertionError(f"JSON object starts {head[:40]!r}, expected {start!r}")
     return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link, head[len(start) - 1:], packets_text(report, absolute))

@@ -7,7 +7,6 @@ that need hindsight (half-close, SYN backoff pattern, capture artefacts).
 
 from __future__ import annotations
 
-import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -68,7 +67,12 @@ class DirectionFacts:
         """(min, median, max) of RTT samples, seconds."""
         if not self.rtt_samples:
             return None
-        return min(self.rtt_samples), statistics.median(self.rtt_samples), max(self.rtt_samples)
+        # statistics.median's arithmetic, without its Python-level call overhead (once per direction)
+        ordered = sorted(self.rtt_samples)
+        n = len(ordered)
+        mid = n // 2
+        median = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        return ordered[0], median, ordered[-1]
 
     @property
     def lost_retransmissions(self) -> int:
