@@ -140,7 +140,6 @@ class Pipeline:
         if (sel.hosts or sel.ports) and not sel.wants(item):
             stats.filtered_out += 1
             return
-        item.source_index = source_index
         # Everything up to the shard test below sees every decoded item, in every worker of a
         # split run: the capture clock, the sweeps and the duplicate window's generations.
         tracker = self.tracker
@@ -156,6 +155,7 @@ class Pipeline:
         tracker.stamp = 2 * position + 1
         shard = self.shard
         if isinstance(item, Segment):
+            item.source_index = source_index  # (set on the class, not the union: a slot store when compiled)
             key = flow_key(item.src, item.sport, item.dst, item.dport)
             if self.dedup and (ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start):
                 self._older, self._recent, self._recent_start = self._recent, {}, ts
@@ -169,6 +169,7 @@ class Pipeline:
                 return
             self.analyser.on_packet(conn, pkt)  # type: ignore[arg-type]
         else:
+            item.source_index = source_index
             if shard is not None and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), shard[1]) != shard[0]:
                 return
             tracker.attach_icmp(item)

@@ -199,7 +199,7 @@ def _span(start: float | None, end: float | None) -> float | None:
 
 def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, bytes, int]:
     """Direction-free key of a 4-tuple: the lower (address, port) first."""
-    if (src, sport) <= (dst, dport):
+    if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport), without two tuples
         return (src, sport, dst, dport)
     return (dst, dport, src, sport)
 

@@ -148,7 +148,7 @@ class Analyser:
         facts._last_ts = ts
         flight = state.flight[d]
         if seglen:
-            if rev.lastack is not None and fwd.nextseq is not None:
+            if rev.lastack != F.UNSET and fwd.nextseq != F.UNSET:
                 pkt.in_flight = seq_diff(fwd.nextseq, rev.lastack)
             facts.data_segments += 1
             facts.payload_bytes += seglen
