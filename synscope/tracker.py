@@ -34,6 +34,8 @@ EVICT_ACTIVE: Final = 1.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
 MAX_RECENT_CLOSED: Final = 65536
+# Side.next_seq / highest_ack before any is seen (sequence numbers are never negative)
+UNSEEN: Final = -1
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR: Final = 32768
 
@@ -91,9 +93,9 @@ class Side:
     rst_frame: int = 0
     packets: int = 0
     bytes: int = 0  # payload bytes, retransmissions included
-    last_ack: int | None = None
-    highest_ack: int | None = None
-    next_seq: int | None = None  # highest seq+len sent
+    # UNSEEN until seen (plain ints, not int | None: compiled, they stay unboxed)
+    highest_ack: int = UNSEEN
+    next_seq: int = UNSEEN  # highest seq+len sent
     ttl: int | None = None
 
     def rel_seq(self, seq: int) -> int:
@@ -356,7 +358,7 @@ class Tracker:
         elif me.base is None:
             me.base = (seg.seq - 1) & MASK  # as Wireshark: first mid-stream byte is relative 1
         end = (seg.seq + seg.length + (1 if flags & (SYN | FIN) else 0)) & MASK
-        if me.next_seq is None or seq_gt(end, me.next_seq):
+        if me.next_seq == UNSEEN or seq_gt(end, me.next_seq):
             me.next_seq = end
         if flags & FIN and me.fin_seq is None:
             me.fin_seq = (seg.seq + seg.length) & MASK
@@ -366,8 +368,7 @@ class Tracker:
                 me.rst_ts = seg.ts
                 me.rst_frame = seg.frame
         if flags & ACK:
-            me.last_ack = seg.ack
-            if me.highest_ack is None or seq_gt(seg.ack, me.highest_ack):
+            if me.highest_ack == UNSEEN or seq_gt(seg.ack, me.highest_ack):
                 me.highest_ack = seg.ack
             if peer.base is None and not flags & RST:
                 peer.base = (seg.ack - 1) & MASK

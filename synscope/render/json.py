@@ -11,7 +11,7 @@ from synscope.analysis.flags import flag_names
 from synscope.model import ACK, SYN, flag_string
 from synscope.pipeline import ConnReport
 from synscope.seqnum import MASK
-from synscope.tracker import C2S, Side
+from synscope.tracker import C2S, UNSEEN, Side
 
 SCHEMA: Final = 1
 # how every connection object starts; the id comes next
@@ -99,8 +99,8 @@ def _direction(f: Any, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
     opts = side.syn_options
     return {
         "isn": side.isn,
-        "next_seq": None if side.next_seq is None else (side.next_seq if absolute else side.rel_seq(side.next_seq)),
-        "highest_ack": None if side.highest_ack is None else (side.highest_ack if absolute else peer.rel_seq(side.highest_ack)),
+        "next_seq": None if side.next_seq == UNSEEN else (side.next_seq if absolute else side.rel_seq(side.next_seq)),
+        "highest_ack": None if side.highest_ack == UNSEEN else (side.highest_ack if absolute else peer.rel_seq(side.highest_ack)),
         "mss": opts.mss if opts is not None else None,
         "win_scale": side.win_scale if side.win_scale >= 0 else None,
         "sack_permitted": bool(opts.sack_permitted) if opts is not None else None,
@@ -187,12 +187,16 @@ def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -
         rtt_text = "null"
     else:
         rtt_text = f'{{"min":{rounded_text(rtt[0])},"median":{rounded_text(rtt[1])},"max":{rounded_text(rtt[2])}}}'
-    next_seq = side.next_seq
-    if next_seq is not None and not absolute:
-        next_seq = side.rel_seq(next_seq)
-    highest_ack = side.highest_ack
-    if highest_ack is not None and not absolute:
-        highest_ack = peer.rel_seq(highest_ack)
+    next_seq: int | None = side.next_seq
+    if side.next_seq == UNSEEN:
+        next_seq = None
+    elif not absolute:
+        next_seq = side.rel_seq(side.next_seq)
+    highest_ack: int | None = side.highest_ack
+    if side.highest_ack == UNSEEN:
+        highest_ack = None
+    elif not absolute:
+        highest_ack = peer.rel_seq(side.highest_ack)
     if opts is None:
         mss = sack = "null"
     else:
