@@ -48,6 +48,9 @@ PIPE_BYTES: Final = 1 << 20
 F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux), spelled out for older ones
 _LEN: Final = struct.Struct("<Q")
 _DONE: Final = 1 << 63  # progress of a worker that has sent everything
+# JSON text the parent holds from a worker that is ahead of the merge, before it stops reading
+# from that worker (which then waits on its pipe): the parent's memory stays bounded
+HOLD_BYTES: Final = 4 << 20
 
 
 class WorkerFailed(Exception):
@@ -82,6 +85,7 @@ class SplitRun:
         self._buffers = [bytearray() for _ in range(workers)]
         self._queues: list[deque] = [deque() for _ in range(workers)]
         self._progress = [0] * workers
+        self._held = [0] * workers  # bytes of JSON text queued per worker
         self._opened: list[list[int]] = [[] for _ in range(workers)]
         self._final: list[dict[str, Any] | None] = [None] * workers
         self._linker = RetryLinker()
@@ -132,7 +136,9 @@ class SplitRun:
             if waiting >= 0:
                 self._receive(waiting)
                 continue
-            yield self._merged(queues[best].popleft())
+            item = queues[best].popleft()
+            self._held[best] -= len(item[5]) + len(item[6])
+            yield self._merged(item)
 
     def _id(self, position: int) -> int:
         """The single-run id of the connection opened at ``position``: 1 + openings before it."""
@@ -164,11 +170,14 @@ class SplitRun:
         return cid, join_line(head, packets)
 
     def _receive(self, need: int) -> None:
-        """Read until a message from worker ``need`` is in; meanwhile take whatever the others
-        sent, so none of them waits on a full pipe while the merge waits for ``need``."""
+        """Read until a message from worker ``need`` is in; meanwhile take what the others
+        sent, so they do not wait on a full pipe, unless the parent already holds HOLD_BYTES
+        of theirs (then a worker far ahead of the merge waits until it catches up)."""
         got = False
         while not got:
-            open_fds = [fd for w, fd in enumerate(self._fds) if self._progress[w] != _DONE]
+            open_fds = [
+                fd for w, fd in enumerate(self._fds) if self._progress[w] != _DONE and (w == need or self._held[w] < HOLD_BYTES)
+            ]
             ready, _, _ = select.select(open_fds, [], [])
             for fd in ready:
                 w = self._fds.index(fd)
@@ -195,6 +204,10 @@ class SplitRun:
             progress, opened, items, source, frames, bytes_read = rest
             self._opened[w].extend(opened)
             self._queues[w].extend(items)
+            held = 0
+            for item in items:
+                held += len(item[5]) + len(item[6])
+            self._held[w] += held
             self._progress[w] = progress
             if w == 0 and self.on_progress is not None and frames:
                 self.on_progress(source, frames, bytes_read)
