@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final, TextIO
 
 from synscope.addr import fmt_ip
@@ -290,6 +291,7 @@ _MICROS_HI: Final = 4294967296.0
 # Below this, a number rounded to at most 6 places has at most 14 significant digits: its
 # decimal form is the shortest that converts back to it, which is what repr() writes
 _SHORT_LIMIT: Final = 1e8
+_FIXED: Final = (".0f", ".1f", ".2f", ".3f", ".4f", ".5f", ".6f")
 
 
 def _micros_text(x: float) -> str | None:
@@ -323,27 +325,17 @@ def rounded_text(x: float | None, places: int = 6) -> str:
         return "null"
     if not isinstance(x, float):
         return _json(round(x, places))
+    if x == 0.0:  # a third of the numbers in a connection's object
+        return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
     if -_SHORT_LIMIT < x < _SHORT_LIMIT:
-        text = format(x, "." + str(places) + "f").rstrip("0")
+        text = format(x, _FIXED[places]).rstrip("0")
         if text[-1] == ".":
             return text + "0"
-        if -1e-4 < x < 1e-4:  # repr() writes 1.7e-05 from here down
-            return _exponent_form(text)
+        if -1e-4 < x < 1e-4:  # repr() writes 1.7e-05 from here down: left to it
+            return repr(round(x, places))
         return text
     micros = _micros_text(x) if places == 6 else None
     return micros if micros is not None else _json(round(x, places))
-
-
-def _exponent_form(text: str) -> str:
-    """``0.000017`` → ``1.7e-05``, as repr() writes numbers under 1e-4 (``text`` is nonzero)."""
-    sign = "-" if text[0] == "-" else ""
-    fraction = text[text.index(".") + 1 :]
-    digits = fraction.lstrip("0")
-    if len(fraction) - len(digits) < 4:  # 0.0001 and up stay as they are
-        return text
-    exponent = len(fraction) - len(digits) + 1
-    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    return sign + mantissa + "e-" + str(exponent).rjust(2, "0")
 
 
 def write_connection(r: ConnReport, out: TextIO, absolute: bool = False) -> None:

@@ -1,0 +1,46 @@
+"""The JSON writer formats times and rounded numbers itself (the encoder and repr(round())
+were half the cost of a run): it must write exactly what the JSON encoder writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+
+from synscope.render.json import rounded_text, ts_text
+
+ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _numbers(seed: int, count: int) -> list[float]:
+    rng = random.Random(seed)
+    makers = [
+        lambda: (rng.randint(2**23, 2**32 - 1) * 10**6 + rng.randint(0, 999_999)) / 10**6,  # µs pcap times
+        lambda: rng.randint(2**23, 2**32 - 1) + rng.randint(0, 999_999) / 1e6,  # computed as the reader does
+        lambda: (rng.randint(2**30, 2**31) * 10**9 + rng.randint(0, 10**9 - 1)) / 10**9,  # ns pcap times
+        lambda: rng.uniform(0, 1e-3),  # RTTs, gaps
+        lambda: rng.uniform(-1, 1) * 10 ** rng.randint(-9, 13),
+        lambda: rng.randint(0, 10**6) / 10**6,
+        lambda: struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0],  # any bit pattern
+    ]
+    return [makers[i % len(makers)]() for i in range(count)]
+
+
+EDGES = [0.0, -0.0, 1e-4, 9.99995e-5, 5e-7, 4.9999e-7, -5e-7, -1e-9, 1e8, 99999999.9999995, 2.0**23, 2.0**23 - 1e-6,
+         2.0**32, 2.0**32 - 1e-6, 1700000000.0, 1700000000.5, math.inf, -math.inf, math.nan]
+
+
+def test_capture_times_are_written_as_repr_of_round_9() -> None:
+    for x in _numbers(1, 70_000) + EDGES:
+        if math.isfinite(x):
+            assert ts_text(x) == repr(round(x, 9)), repr(x)
+
+
+def test_rounded_numbers_are_written_as_the_encoder_writes_them() -> None:
+    for x in _numbers(2, 70_000) + EDGES:
+        for places in (1, 4, 6):
+            expected = ENCODE(round(x, places)) if math.isfinite(x) else ENCODE(x)
+            assert rounded_text(x, places) == expected, (repr(x), places)
+    assert rounded_text(None) == "null"
+    assert rounded_text(3) == "3"  # type: ignore[arg-type]  (an int stays an int, as the encoder writes it)
