@@ -296,26 +296,33 @@ _FIXED: Final = (".0f", ".1f", ".2f", ".3f", ".4f", ".5f", ".6f")
 
 def _micros_text(x: float) -> str | None:
     """``repr(x)`` for a capture time that is the double nearest a whole number of
-    microseconds, written from its integer parts and checked by converting it back; else None."""
+    microseconds, written from its integer parts; else None."""
     if not _MICROS_LO <= x < _MICROS_HI:
         return None
     micros = int(x * 1e6 + 0.5)
+    # int / int is correctly rounded (both are exact doubles below 2**53): equal means x is the
+    # double nearest micros / 10**6, so that decimal is its shortest form
+    if micros / 1000000 != x:
+        return None
     frac = micros % 1000000
     if frac:
-        text = str(micros // 1000000) + "." + str(frac + 1000000)[1:].rstrip("0")
-    else:
-        text = str(micros // 1000000) + ".0"
-    return text if float(text) == x else None
+        return str(micros // 1000000) + "." + str(frac + 1000000)[1:].rstrip("0")
+    return str(micros // 1000000) + ".0"
 
 
 def ts_text(ts: float) -> str:
     """``repr(round(ts, 9))``: a capture time as JSON writes it.
 
-    ``repr(round())`` converts the float to the shortest decimal twice, the costliest step of
-    writing a packet; a time from a microsecond pcap is written from its integer parts instead.
+    ``repr(round())`` converts the float to decimal three times, the costliest step of writing
+    a packet. From 2**23 s on, round(ts, 9) is ts itself (see _MICROS_LO), so it is repr(ts), and
+    for a time that is a whole number of microseconds that is written from integers.
     """
     text = _micros_text(ts)
-    return text if text is not None else repr(round(ts, 9))
+    if text is not None:  # a time from a microsecond pcap: from its integer parts
+        return text
+    if ts >= _MICROS_LO or ts <= -_MICROS_LO:
+        return repr(ts)
+    return repr(round(ts, 9))
 
 
 def rounded_text(x: float | None, places: int = 6) -> str:
