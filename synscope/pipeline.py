@@ -54,6 +54,17 @@ class ConnReport:
     retry_number: int = 0
     source_name: str = ""
 
+    # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
+    def __init__(
+        self, conn: Connection, analysis: ConnAnalysis, verdict: Verdict, retry_of: int | None = None, retry_number: int = 0, source_name: str = ""
+    ) -> None:
+        self.conn = conn
+        self.analysis = analysis
+        self.verdict = verdict
+        self.retry_of = retry_of
+        self.retry_number = retry_number
+        self.source_name = source_name
+
 
 @dataclass(slots=True)
 class RunStats:

@@ -8,6 +8,7 @@ stage; it keeps its own state on the connection's ``analysis`` slot.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -98,6 +99,29 @@ class Side:
     next_seq: int = UNSEEN  # highest seq+len sent
     ttl: int | None = None
 
+    # Written out (dataclass keeps it), as on Packet: two per connection, and the generated one
+    # runs as Python bytecode
+    def __init__(self, ip: builtins.bytes, port: int) -> None:  # (plain "bytes" is the field below here)
+        self.ip = ip
+        self.port = port
+        self.isn = None
+        self.base = None
+        self.syn_count = 0
+        self.syn_times = []
+        self.syn_options = None
+        self.win_scale = -1
+        self.syn_truncated = False
+        self.fin_seq = None
+        self.fin_ts = None
+        self.fin_acked = False
+        self.rst_ts = None
+        self.rst_frame = 0
+        self.packets = 0
+        self.bytes = 0
+        self.highest_ack = UNSEEN
+        self.next_seq = UNSEEN
+        self.ttl = None
+
     def rel_seq(self, seq: int) -> int:
         """Sequence number relative to this side's base."""
         return (seq - self.base) & MASK if self.base is not None else seq
@@ -130,6 +154,32 @@ class Connection:
     opened_at: int = 0
     retired_at: int = 0
     retire_clock: float = 0.0
+
+    # Written out (dataclass keeps it), as on Side
+    def __init__(
+        self, id: int, client: Side, server: Side, first_ts: float, last_ts: float,  # noqa: A002 (the field's name)
+        roles_guessed: bool = False, midstream: bool = False,
+    ) -> None:
+        self.id = id
+        self.client = client
+        self.server = server
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.roles_guessed = roles_guessed
+        self.midstream = midstream
+        self.reused_from = None
+        self.packets = []
+        self.icmp = []
+        self.syn_ts = None
+        self.synack_ts = None
+        self.handshake_ack_ts = None
+        self.source_index = 0
+        self.analysis = None
+        self.evicted = False
+        self.timed_out = False
+        self.opened_at = 0
+        self.retired_at = 0
+        self.retire_clock = 0.0
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""

@@ -37,6 +37,19 @@ class Verdict:
     ok: bool  # ended well: not expanded by default
     side: str = ""  # client | server | path | capture | ""
 
+    # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
+    def __init__(
+        self, outcome: str, conn_state: str, history: str, summary: str, explanation: str, next_step: str, ok: bool, side: str = ""
+    ) -> None:
+        self.outcome = outcome
+        self.conn_state = conn_state
+        self.history = history
+        self.summary = summary
+        self.explanation = explanation
+        self.next_step = next_step
+        self.ok = ok
+        self.side = side
+
 
 def hops(ttl: int | None) -> int | None:
     """Hops a packet travelled, guessed from its TTL and the usual initial values."""

@@ -136,9 +136,12 @@ def test_no_flood_in_ordinary_captures(name: str) -> None:
 
 def fake_report(src: int, sport: int, server: bytes, dport: int, ts: float, answered: bool = False, completed: bool = False,
                 synack_only: bool = False) -> ConnReport:
-    client = Side(src.to_bytes(4, "big"), sport, syn_count=0 if synack_only else 1)
-    srv = Side(server, dport, syn_count=1 if answered or completed or synack_only else 0)
-    conn = Connection(1, client, srv, ts, ts, syn_ts=None if synack_only else ts)
+    client = Side(src.to_bytes(4, "big"), sport)
+    client.syn_count = 0 if synack_only else 1
+    srv = Side(server, dport)
+    srv.syn_count = 1 if answered or completed or synack_only else 0
+    conn = Connection(1, client, srv, ts, ts)
+    conn.syn_ts = None if synack_only else ts
     if completed:
         conn.synack_ts = ts + 0.001
         conn.handshake_ack_ts = ts + 0.002

@@ -58,6 +58,33 @@ class DirectionFacts:
     _zero_since: float | None = None
     _last_ts: float | None = None
 
+    # Written out (dataclass keeps it): two per connection, and the generated one runs as Python bytecode
+    def __init__(self) -> None:
+        self.packets = 0
+        self.data_segments = 0
+        self.payload_bytes = 0
+        self.retransmitted_segments = 0
+        self.retransmitted_bytes = 0
+        self.fast_retransmissions = 0
+        self.timeout_retransmissions = 0
+        self.spurious_retransmissions = 0
+        self.out_of_order = 0
+        self.duplicate_acks = 0
+        self.lost_segments = 0
+        self.acked_unseen = 0
+        self.unseen_originals = 0
+        self.zero_window_adverts = 0
+        self.zero_window_probes = 0
+        self.zero_window_time = 0.0
+        self.window_full = 0
+        self.keep_alives = 0
+        self.max_idle = 0.0
+        self.rtt_samples = []
+        self.first_data_ts = None
+        self.last_data_ts = None
+        self._zero_since = None
+        self._last_ts = None
+
     @property
     def retransmission_rate(self) -> float:
         """Share of data segments that were sent again."""
@@ -97,6 +124,15 @@ class ConnAnalysis:
     flag_totals: int = 0
     omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False
+
+    # Written out (dataclass keeps it), as on DirectionFacts
+    def __init__(self) -> None:
+        self.seq = (F.SeqState(), F.SeqState())
+        self.facts = (DirectionFacts(), DirectionFacts())
+        self.flight = (deque(), deque())
+        self.flag_totals = 0
+        self.omitted = 0
+        self.finished = False
 
     @property
     def retransmission_rate(self) -> float:

@@ -86,6 +86,18 @@ class SeqState:
     dupacknum: int = 0
     lastnondupack: int = 0
 
+    # Written out (dataclass keeps it): two per connection, and the generated one runs as Python bytecode
+    def __init__(self) -> None:
+        self.nextseq = UNSET
+        self.nextseq_time = 0.0
+        self.maxseqtobeacked = UNSET
+        self.lastack = UNSET
+        self.lastack_time = 0.0
+        self.window = UNSET
+        self.lastsegmentflags = 0
+        self.dupacknum = 0
+        self.lastnondupack = 0
+
 
 def is_zero_window_probe(seglen: int, seq: int, fwd: SeqState, rev: SeqState) -> bool:
     """Zero window probe: exactly one byte at the next expected sequence number while
