@@ -44,6 +44,8 @@ from synscope.tracker import MAX_ORPHAN_ICMP
 # How every connection's JSON object begins; the id follows
 # Frames per message from a worker
 BATCH: Final = 1024
+# connections per message when a worker hands on the ones still held at the end of the input
+DRAIN_BATCH: Final = 16
 PIPE_BYTES: Final = 1 << 20
 F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux), spelled out for older ones
 _LEN: Final = struct.Struct("<Q")
@@ -344,7 +346,15 @@ def _run_worker(
         if stop:
             break
     send_batch(2 * stats.frames + 1, len(readers) - 1, 0, 0, pipeline.ready())
-    send_batch(DRAIN_STAMP, len(readers) - 1, 0, 0, pipeline.finish())
+    # the connections still held, a few per message: progress DRAIN_STAMP - 1 says every earlier
+    # one was sent, so the parent merges them as they come instead of one message of them all
+    drained: list = []
+    for report in pipeline.finishing():
+        drained.append(report)
+        if len(drained) == DRAIN_BATCH:
+            send_batch(DRAIN_STAMP - 1, len(readers) - 1, 0, 0, drained)
+            drained = []
+    send_batch(DRAIN_STAMP, len(readers) - 1, 0, 0, drained)
     reader_state = [
         {"linktypes": r.linktypes, "ts_resolution": r.ts_resolution, "warnings": r.warnings, "truncated_at": r.truncated_at, "frames": r.frames}
         for r in readers

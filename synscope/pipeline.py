@@ -231,8 +231,14 @@ class Pipeline:
 
     def finish(self) -> list[ConnReport]:
         """End of input: reports for every connection still held."""
+        return list(self.finishing())
+
+    def finishing(self) -> Iterator[ConnReport]:
+        """:meth:`finish`, one report at a time: each is made when it is asked for, so a long
+        capture's last connections need not all be rendered at once."""
         self.tracker.stamp = DRAIN_STAMP
-        return [self._report(c) for c in self.tracker.drain()]
+        for conn in self.tracker.drain():
+            yield self._report(conn)
 
     def _report(self, conn: Connection) -> ConnReport:
         state = self.analyser.finish(conn)
@@ -354,4 +360,4 @@ def run(
                     progress(index, n)
                 yield from pipeline.ready()
     yield from pipeline.ready()
-    yield from pipeline.finish()
+    yield from pipeline.finishing()
