@@ -317,7 +317,7 @@ def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, a
         desc.append(_linktype_names(r.linktypes))
         desc.append(f"{r.ts_resolution} timestamps")
         kinds.append(", ".join(d for d in desc if d))
-    span = (st.last_ts - st.first_ts) if st.first_ts is not None else 0.0
+    span = (st.last_ts - st.first_ts) if st.frames else 0.0
     write_header(names, summary.total, st.frames, span, "; ".join(kinds), out)
     if not summary.total:
         out.write("No TCP connections found.\n")

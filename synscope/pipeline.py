@@ -73,8 +73,8 @@ class RunStats:
     frames: int = 0
     filtered_out: int = 0
     duplicates: int = 0
-    first_ts: float | None = None
-    last_ts: float | None = None
+    first_ts: float = 0.0  # (meaningful once frames > 0; plain floats stay unboxed when compiled)
+    last_ts: float = 0.0
     reordered: int = 0  # frames put back in time order
     backwards: int = 0  # frames stamped earlier than a frame before them (clock steps, broken capture)
 
@@ -134,9 +134,10 @@ class Pipeline:
         stats = self.stats
         stats.frames += 1
         ts = frame.ts
-        if stats.first_ts is None or ts < stats.first_ts:
+        first = stats.frames == 1
+        if first or ts < stats.first_ts:
             stats.first_ts = ts
-        if stats.last_ts is None or ts >= stats.last_ts:
+        if first or ts >= stats.last_ts:
             stats.last_ts = ts
         elif stats.last_ts - ts > DUPLICATE_WINDOW:
             stats.backwards += 1

@@ -108,6 +108,14 @@ def kernel_filter(user_filter: str | None = None, hosts: Iterable[bytes] = (), p
     return expr
 
 
+def _counts_only(facts: DirectionFacts) -> DirectionFacts:
+    """Fresh facts keeping only what a handshakes-only capture can tell: packets and idle gaps."""
+    kept = DirectionFacts()
+    kept.packets = facts.packets
+    kept.max_idle = facts.max_idle
+    return kept
+
+
 def limit_to_handshakes(conn: Connection, state: ConnAnalysis) -> None:
     """Make a connection captured with the --handshakes filter say only what such a capture shows.
 
@@ -125,7 +133,7 @@ def limit_to_handshakes(conn: Connection, state: ConnAnalysis) -> None:
         pkt.analysis &= _HANDSHAKE_BITS
         pkt.dupack_num = 0
     state.flag_totals &= _HANDSHAKE_BITS
-    state.facts = tuple(DirectionFacts(packets=f.packets, max_idle=f.max_idle) for f in state.facts)  # type: ignore[assignment]
+    state.facts = (_counts_only(state.facts[0]), _counts_only(state.facts[1]))
     for side, direction in ((conn.client, C2S), (conn.server, 1 - C2S)):
         if side.fin_seq is not None and not side.fin_acked:
             fins = sum(1 for p in conn.packets if p.dir == direction and p.seg.flags & FIN)
