@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from synscope.model import DecodeStats, IcmpError, RawFrame, Segment, TcpOptions
+from synscope.model import DecodeStats, IcmpError, RawFrame, Segment, TcpOptions, flow_mix
 
 _U16: Final = struct.Struct("!H")
 _U16_LE: Final = struct.Struct("<H")
@@ -61,7 +61,7 @@ class Decoder:
             (ethertype, vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst,
              sport, dport, seq, ack, doff, flags, win) = _ETH_IPV4_TCP.unpack_from(data)
             hlen = (doff >> 4) * 4
-            if ethertype == _ETH_IPV4 and vihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF and hlen >= 20 and hlen + 34 <= 14 + total:
+            if _plain_ipv4_tcp(ethertype, vihl, proto, frag, hlen, total):
                 return self._segment(frame, data, 34, 14 + total, hlen, src, dst, sport, dport, seq, ack, doff, flags, win, ttl, ip_id, tos & 3, pkttype, False)
         try:
             if lt == 1:
@@ -124,6 +124,15 @@ class Decoder:
         except (struct.error, IndexError):
             self._short(frame)
             return None
+
+    def count_passed(self, buf: bytes, offset: int, caplen: int) -> None:
+        """Count a frame :func:`plain_tcp_flow_mix` read and the caller passed over, as
+        :meth:`decode` would have counted it (a TCP segment; truncated if the snaplen cut its IP packet)."""
+        stats = self.stats
+        stats.frames += 1
+        stats.tcp += 1
+        if caplen < 14 + (buf[offset + 16] << 8 | buf[offset + 17]):
+            stats.truncated += 1
 
     def _short(self, frame: RawFrame) -> None:
         """Too few bytes to decode: the capture's snaplen cut the frame (counted as truncated,
@@ -306,6 +315,35 @@ class Decoder:
         seq = _U32.unpack_from(data, qt + 4)[0] if len(data) >= qt + 8 else None
         stats.icmp_errors += 1
         return IcmpError(frame.frame, frame.ts, router, version, itype, code, qsrc, qdst, sport, dport, seq, ttl, mtu)
+
+
+def _plain_ipv4_tcp(ethertype: int, vihl: int, proto: int, frag: int, hlen: int, total: int) -> bool:
+    """Ethernet, IPv4 without options, not a fragment, TCP with a header inside the IP packet:
+    the frame :meth:`Decoder.decode` decodes with one unpack."""
+    return ethertype == _ETH_IPV4 and vihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF and hlen >= 20 and hlen + 34 <= 14 + total
+
+
+def plain_tcp_flow_mix(buf: bytes, offset: int, caplen: int, linktype: int) -> int:
+    """:func:`~synscope.model.flow_mix` of the 4-tuple of a frame :meth:`Decoder.decode` decodes
+    in one go (see :func:`_plain_ipv4_tcp`), read byte by byte without decoding it; -1 for any other frame.
+
+    Byte reads and no tuple: this runs for every frame a worker of a split run passes over.
+    """
+    if linktype != 1 or caplen < 54:
+        return -1
+    o = offset
+    if not _plain_ipv4_tcp(
+        buf[o + 12] << 8 | buf[o + 13], buf[o + 14], buf[o + 23], buf[o + 20] << 8 | buf[o + 21],
+        (buf[o + 46] >> 4) * 4, buf[o + 16] << 8 | buf[o + 17],
+    ):
+        return -1
+    src = buf[o + 26] << 24 | buf[o + 27] << 16 | buf[o + 28] << 8 | buf[o + 29]
+    dst = buf[o + 30] << 24 | buf[o + 31] << 16 | buf[o + 32] << 8 | buf[o + 33]
+    sport = buf[o + 34] << 8 | buf[o + 35]
+    dport = buf[o + 36] << 8 | buf[o + 37]
+    if src < dst or (src == dst and sport <= dport):  # flow_key's order: big-endian ints compare as the bytes do
+        return flow_mix(sport, dport, src & 0xFF, dst & 0xFF)
+    return flow_mix(dport, sport, dst & 0xFF, src & 0xFF)
 
 
 def _skip_v6_ext(data: bytes, off: int, nxt: int) -> tuple[int, int, int]:

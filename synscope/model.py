@@ -28,6 +28,26 @@ def flag_string(flags: int) -> str:
     return "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit) or "."
 
 
+def flow_mix(low_port: int, high_port: int, low_last: int, high_last: int) -> int:
+    """A 16-bit hash of a direction-free 4-tuple (ports, last address bytes, the lower
+    (address, port) first): which worker of a split run tracks its connections."""
+    # multiplied, not summed: Linux gives connect() even ports, so parities alone split badly
+    return ((low_port * 0x9E3779B1 + high_port * 0x85EBCA77 + low_last * 0xC2B2AE3D + high_last * 0x27D4EB2F) & 0xFFFFFFFF) >> 16
+
+
+class FramePrefilter:
+    """What a capture reader asks before it makes a frame a RawFrame: pass it over?
+
+    A worker of a split run passes over other workers' frames this way, without the cost of a
+    RawFrame and a decode (see Pipeline.pass_over). A native class, not a callable: compiled,
+    the call takes its arguments unboxed.
+    """
+
+    def pass_over(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float) -> bool:
+        """True: the frame at ``buf[offset:offset + caplen]`` is not wanted (it keeps its number)."""
+        return False
+
+
 class LinkType(IntEnum):
     """pcap LINKTYPE_* values synscope decodes."""
 

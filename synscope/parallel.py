@@ -316,7 +316,7 @@ def _on_stop(signum: int, frame: object) -> None:
 def _run_worker(
     index: int, workers: int, paths: list[str], sizes: list[int], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list
 ) -> None:
-    pipeline.shard = (index, workers)
+    prefilter = pipeline.share(index, workers)
     pipeline.link_retries = False
     tracker = pipeline.tracker
     tracker.ids_from_position = True
@@ -325,6 +325,9 @@ def _run_worker(
     # every worker reads the same bytes, also of a file still being written (its size when the
     # parent opened it)
     readers = [open_capture(p, limit=size) for p, size in zip(paths, sizes, strict=True)]
+    if prefilter:  # other workers' frames are passed over before they are decoded (pcap only)
+        for reader in readers:
+            reader.prefilter = pipeline
     stats = pipeline.stats
 
     def send_batch(progress: int, source: int, frames: int, bytes_read: int, reports: list) -> None:
@@ -336,11 +339,12 @@ def _run_worker(
         pipeline.source_names.append(reader.path)
         stream = time_ordered(reader, stats) if reader.format == "pcapng" else reader
         n = 0
+        before = stats.frames
         for frame in stream:
             pipeline.feed(frame, source)  # (a method call, not a bound method in a local: native when compiled)
             n += 1
-            if n % BATCH == 0:
-                send_batch(2 * stats.frames + 1, source, n, reader.bytes_read, pipeline.ready())
+            if n % BATCH == 0:  # (frames of this file so far: the prefilter passed some over uncounted here)
+                send_batch(2 * stats.frames + 1, source, stats.frames - before, reader.bytes_read, pipeline.ready())
                 if stop:
                     break
         if stop:

@@ -15,8 +15,8 @@ from typing import Final
 from synscope.analysis.annotate import annotate
 from synscope.analysis.engine import Analyser, ConnAnalysis
 from synscope.bpf import FrameFilter
-from synscope.decode import Decoder
-from synscope.model import IcmpError, RawFrame, Segment
+from synscope.decode import Decoder, plain_tcp_flow_mix
+from synscope.model import FramePrefilter, IcmpError, RawFrame, Segment, flow_mix
 from synscope.tracker import CLOSED_LINGER, Connection, Tracker, flow_key
 from synscope.verdict import Verdict, judge
 
@@ -94,7 +94,7 @@ class Selection:
         return not (self.ports and item.sport not in self.ports and item.dport not in self.ports)
 
 
-class Pipeline:
+class Pipeline(FramePrefilter):
     """Stateful one-way pipeline; one per run (a run may read several files)."""
 
     def __init__(
@@ -128,19 +128,14 @@ class Pipeline:
         self.source_names: list[str] = []
         # (this worker, workers): track only the connections whose flow_key hashes to this worker
         self.shard: tuple[int, int] | None = None
+        self._shard_index = 0
+        self._shard_count = 0  # (the same as plain ints, for pass_over)
 
     def feed(self, frame: RawFrame, source_index: int = 0) -> None:
         """Push one captured frame through decode, tracking and analysis."""
         stats = self.stats
-        stats.frames += 1
         ts = frame.ts
-        first = stats.frames == 1
-        if first or ts < stats.first_ts:
-            stats.first_ts = ts
-        if first or ts >= stats.last_ts:
-            stats.last_ts = ts
-        elif stats.last_ts - ts > DUPLICATE_WINDOW:
-            stats.backwards += 1
+        self._count_frame(ts)
         data = frame.data
         sel = self.selection
         if sel.frame_filter is not None and not sel.frame_filter.matches(frame.linktype, data, frame.orig_len):
@@ -154,23 +149,12 @@ class Pipeline:
             return
         # Everything up to the shard test below sees every decoded item, in every worker of a
         # split run: the capture clock, the sweeps and the duplicate window's generations.
+        self._clock_tick(ts, isinstance(item, Segment))
         tracker = self.tracker
-        if ts > tracker.clock:  # (ts: the frame's, which the decoded item carries)
-            tracker.clock = ts
-        position = stats.frames
-        if ts >= self._next_sweep and (tracker.idle_timeout is None or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
-            self._next_sweep = ts + SWEEP_INTERVAL
-            self._since_sweep = 0
-            tracker.stamp = 2 * position
-            tracker.sweep()
-        self._since_sweep += 1
-        tracker.stamp = 2 * position + 1
         shard = self.shard
         if isinstance(item, Segment):
             item.source_index = source_index  # (set on the class, not the union: a slot store when compiled)
             key = flow_key(item.src, item.sport, item.dst, item.dport)
-            if self.dedup and (ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start):
-                self._older, self._recent, self._recent_start = self._recent, {}, ts
             if shard is not None and shard_of(key, shard[1]) != shard[0]:
                 return
             if self.dedup and self._seen_twice(item, key):
@@ -185,6 +169,58 @@ class Pipeline:
             if shard is not None and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), shard[1]) != shard[0]:
                 return
             tracker.attach_icmp(item)
+
+    def _count_frame(self, ts: float) -> None:
+        """The run's totals, for every frame read."""
+        stats = self.stats
+        stats.frames += 1
+        first = stats.frames == 1
+        if first or ts < stats.first_ts:
+            stats.first_ts = ts
+        if first or ts >= stats.last_ts:
+            stats.last_ts = ts
+        elif stats.last_ts - ts > DUPLICATE_WINDOW:
+            stats.backwards += 1
+
+    def _clock_tick(self, ts: float, segment: bool) -> None:
+        """What every decoded item moves on, whichever worker of a split run tracks it: the
+        capture clock, the sweeps and (segments only) the duplicate window's generations."""
+        tracker = self.tracker
+        if ts > tracker.clock:
+            tracker.clock = ts
+        position = self.stats.frames
+        if ts >= self._next_sweep and (tracker.idle_timeout is None or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
+            self._next_sweep = ts + SWEEP_INTERVAL
+            self._since_sweep = 0
+            tracker.stamp = 2 * position
+            tracker.sweep()
+        self._since_sweep += 1
+        tracker.stamp = 2 * position + 1
+        if segment and self.dedup and (ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start):
+            self._older, self._recent, self._recent_start = self._recent, {}, ts
+
+    def share(self, index: int, workers: int) -> bool:
+        """Track only the connections whose flow_key hashes to worker ``index`` of ``workers``
+        (a split run). True when :meth:`pass_over` may be given to the reader as its prefilter
+        (no --filter, --host or --port: it would have to apply them to frames it does not decode)."""
+        self.shard = (index, workers)
+        self._shard_index, self._shard_count = index, workers
+        sel = self.selection
+        return sel.frame_filter is None and not sel.hosts and not sel.ports
+
+    def pass_over(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float) -> bool:
+        """A split run's reader prefilter (see :meth:`share`): a common frame of another worker's
+        connection is counted and moves the clock as :meth:`feed` would, without being made a
+        RawFrame and decoded (True); anything else is left to :meth:`feed` (False)."""
+        if not self._shard_count:
+            return False
+        mix = plain_tcp_flow_mix(buf, offset, caplen, linktype)
+        if mix < 0 or mix % self._shard_count == self._shard_index:
+            return False
+        self._count_frame(ts)
+        self.decoder.count_passed(buf, offset, caplen)
+        self._clock_tick(ts, True)
+        return True
 
     def _seen_twice(self, seg: Segment, flow: tuple[bytes, int, bytes, int]) -> bool:
         """The same segment again within DUPLICATE_WINDOW, with nothing from the other side
@@ -304,9 +340,7 @@ def retry_sentence(prev_id: int, number: int) -> str:
 
 def shard_of(key: tuple[bytes, int, bytes, int], workers: int) -> int:
     """Which worker of a split run tracks the connections of this flow_key (stable across processes)."""
-    # multiplied, not summed: Linux gives connect() even ports, so parities alone split badly
-    h = (key[1] * 0x9E3779B1 + key[3] * 0x85EBCA77 + key[0][-1] * 0xC2B2AE3D + key[2][-1] * 0x27D4EB2F) & 0xFFFFFFFF
-    return (h >> 16) % workers
+    return flow_mix(key[1], key[3], key[0][-1], key[2][-1]) % workers
 
 
 def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFrame]:

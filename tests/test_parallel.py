@@ -71,6 +71,23 @@ def test_stacked_captures_identical(tmp_path) -> None:
     assert len(out.splitlines()) > 20
 
 
+def test_snaplen_cut_capture_identical(tmp_path) -> None:
+    """Frames cut by a snaplen: the workers pass other workers' frames over undecoded, and must
+    count them as a single run does (the note on stderr about cut-short packets)."""
+    cut = tmp_path / "busy-60.pcap"
+    subprocess.run(["editcap", "-F", "pcap", "-s", "60", pcap("busy.pcap"), str(cut)], check=True, capture_output=True)
+    _same_for_all_workers(str(cut))
+    assert "cut short by the capture's snaplen" in cli("read", "--json", "--workers", "2", str(cut)).stderr
+
+
+def test_host_and_port_selection_identical() -> None:
+    """--port/--host apply to every frame, so workers decode every frame again (no pass-over)."""
+    conns = [json.loads(line) for line in _same_for_all_workers("--port", "80", pcap("busy.pcap")).splitlines()]
+    assert conns and all(c["server"]["port"] == 80 for c in conns)
+    host = conns[0]["client"]["ip"]
+    assert _same_for_all_workers("--host", host, pcap("busy.pcap")).strip()
+
+
 def test_conn_selects_the_same_connection() -> None:
     one = cli("read", "--json", "--workers", "1", "--conn", "17", "--conn", "400", pcap("busy.pcap"))
     two = cli("read", "--json", "--workers", "2", "--conn", "17", "--conn", "400", pcap("busy.pcap"))

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Generator, Iterator
 from typing import BinaryIO, Final, Self
 
-from synscope.model import RawFrame
+from synscope.model import FramePrefilter, RawFrame
 
 __all__ = ["MAX_RECORD", "CaptureError", "CaptureReader", "open_capture"]
 
@@ -320,6 +320,10 @@ class CaptureReader:
         # pcapng: per interface (linktype, units per second, offset in units, snaplen)
         self._ifaces: list[tuple[int, int, int, int]] = []
         self._resolutions: list[str] = []
+        # pcap: a consumer that can tell from a frame's first bytes that it wants none of it (a
+        # worker of a split run: another worker's connection) sets this before reading; asked
+        # before a frame is made a RawFrame, it may pass the frame over (it keeps its number)
+        self.prefilter: FramePrefilter | None = None
 
     # ----- public -----
 
@@ -572,6 +576,7 @@ class CaptureReader:
         scale = float(limit)
         lt = self._linktype
         refill = self._refill
+        prefilter = self.prefilter
         buf, pos = self._buf, self._pos
         n = len(buf)
         frame = 0
@@ -611,7 +616,11 @@ class CaptureReader:
                 if sec < ts_min or sec >= ts_max:
                     odd_ts += 1
                 frame += 1
-                yield RawFrame(frame, sec + frac / scale, lt, buf[pos + hl : end], olen)
+                ts = sec + frac / scale
+                if prefilter is not None and prefilter.pass_over(buf, pos + hl, cap, olen, lt, ts):
+                    pos = end
+                    continue
+                yield RawFrame(frame, ts, lt, buf[pos + hl : end], olen)
                 pos = end
         finally:
             self._finish(buf, pos, frame, bad_frac, odd_ts)
