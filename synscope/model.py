@@ -31,8 +31,9 @@ def flag_string(flags: int) -> str:
 def flow_mix(low_port: int, high_port: int, low_last: int, high_last: int) -> int:
     """A 16-bit hash of a direction-free 4-tuple (ports, last address bytes, the lower
     (address, port) first): which worker of a split run tracks its connections."""
-    # multiplied, not summed: Linux gives connect() even ports, so parities alone split badly
-    return ((low_port * 0x9E3779B1 + high_port * 0x85EBCA77 + low_last * 0xC2B2AE3D + high_last * 0x27D4EB2F) & 0xFFFFFFFF) >> 16
+    # multiplied, not summed: Linux gives connect() even ports, so parities alone split badly;
+    # factors under 2**30, which compiled code multiplies natively (larger ones go through PyLong)
+    return ((low_port * 0x1E3779B1 + high_port * 0x05EBCA77 + low_last * 0x02B2AE3D + high_last * 0x27D4EB2F) & 0xFFFFFFFF) >> 16
 
 
 class FramePrefilter:
