@@ -57,6 +57,24 @@ class Decoder:
         data = frame.data
         lt = frame.linktype
         pkttype = frame.pkttype
+        # declared: compiled, the unpacked fields are then native ints, not objects
+        ethertype: int
+        vihl: int
+        tos: int
+        total: int
+        ip_id: int
+        frag: int
+        ttl: int
+        proto: int
+        src: bytes
+        dst: bytes
+        sport: int
+        dport: int
+        seq: int
+        ack: int
+        doff: int
+        flags: int
+        win: int
         if lt == 1 and len(data) >= 54:  # the usual frame, decoded in one go; anything else below
             (ethertype, vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst,
              sport, dport, seq, ack, doff, flags, win) = _ETH_IPV4_TCP.unpack_from(data)

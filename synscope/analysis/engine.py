@@ -115,12 +115,29 @@ class DirectionFacts:
 
 
 @dataclass(slots=True)
+class Sent:
+    """A segment in flight: for RTT samples (Karn's rule) and the time since an original."""
+
+    seq: int
+    end: int  # seq + length (SYN and FIN count one)
+    ts: float  # sent at
+    again: bool = False  # sent again: gives no RTT sample
+
+    # Written out (dataclass keeps it): one per data segment, and the generated one runs as Python bytecode
+    def __init__(self, seq: int, end: int, ts: float) -> None:
+        self.seq = seq
+        self.end = end
+        self.ts = ts
+        self.again = False
+
+
+@dataclass(slots=True)
 class ConnAnalysis:
     """Analysis state and results kept on ``Connection.analysis``."""
 
     seq: tuple[F.SeqState, F.SeqState] = field(default_factory=lambda: (F.SeqState(), F.SeqState()))
     facts: tuple[DirectionFacts, DirectionFacts] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
-    flight: tuple[deque, deque] = field(default_factory=lambda: (deque(), deque()))
+    flight: tuple[deque[Sent], deque[Sent]] = field(default_factory=lambda: (deque(), deque()))
     flag_totals: int = 0
     omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False
@@ -167,14 +184,12 @@ class Analyser:
         irtt = conn.handshake_rtt if conn.handshake_ack_ts is not None else None
         ts = seg.ts
         seglen = seg.length
-        bits, dup_num, dup_frame = F.analyse_segment(
-            ts, seg.frame, seg.seq, seg.ack, seglen, flags, window, fwd, rev, peer.win_scale, irtt
-        )
+        bits = F.analyse_segment(ts, seg.frame, seg.seq, seg.ack, seglen, flags, window, fwd, rev, peer.win_scale, irtt)
+        if bits & F.A_DUPLICATE_ACK:
+            pkt.dupack_num, pkt.dupack_frame = fwd.dupacknum, fwd.lastnondupack
         bits |= pkt.analysis
         pkt.analysis = bits
         state.flag_totals |= bits
-        if dup_num:
-            pkt.dupack_num, pkt.dupack_frame = dup_num, dup_frame
         facts = state.facts[d]
         facts.packets += 1
         if facts._last_ts is not None:
@@ -208,7 +223,7 @@ class Analyser:
                 if pkt.rto is None and seglen and bits & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION):
                     facts.unseen_originals += 1
             elif len(flight) < MAX_IN_FLIGHT:
-                flight.append([seg.seq, end, ts, False])  # seq, end, sent at, sent again
+                flight.append(Sent(seg.seq, end, ts))
         if flags & ACK:
             self._take_rtt(state.flight[1 - d], state.facts[1 - d], seg.ack, ts)
         if not flags & SYN and seg.raw_options:
@@ -220,7 +235,7 @@ class Analyser:
             state.omitted += 1
 
     @staticmethod
-    def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: deque, window: int) -> None:
+    def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: deque[Sent], window: int) -> None:
         if bits & RETRANSMITTED and seglen:
             facts.retransmitted_segments += 1
             facts.retransmitted_bytes += seglen
@@ -248,7 +263,7 @@ class Analyser:
             facts.keep_alives += 1
 
     @staticmethod
-    def _mark_retransmitted(flight: deque, seq: int, pkt: Packet, ts: float) -> None:
+    def _mark_retransmitted(flight: deque[Sent], seq: int, pkt: Packet, ts: float) -> None:
         """Karn's rule: segments sent twice give no RTT sample; note the time since the original.
 
         The flight is in sequence order, so the segment is found by bisection: a storm of
@@ -257,29 +272,29 @@ class Analyser:
         n = len(flight)
         if not n:
             return
-        base = flight[0][0]
+        base = flight[0].seq
         lo, hi = 0, n
         offset = (seq - base) & MASK
         while lo < hi:  # first entry whose end is beyond seq
             mid = (lo + hi) // 2
-            if ((flight[mid][1] - base) & MASK) <= offset:
+            if ((flight[mid].end - base) & MASK) <= offset:
                 lo = mid + 1
             else:
                 hi = mid
         if lo < n:
             entry = flight[lo]
-            if entry[0] == seq and pkt.rto is None:
-                pkt.rto = ts - entry[2]
-            if seq_le(entry[0], seq):
-                entry[3] = True
+            if entry.seq == seq and pkt.rto is None:
+                pkt.rto = ts - entry.ts
+            if seq_le(entry.seq, seq):
+                entry.again = True
 
     @staticmethod
-    def _take_rtt(flight: deque, facts: DirectionFacts, ack: int, ts: float) -> None:
+    def _take_rtt(flight: deque[Sent], facts: DirectionFacts, ack: int, ts: float) -> None:
         last = None
-        while flight and seq_le(flight[0][1], ack):
+        while flight and seq_le(flight[0].end, ack):
             last = flight.popleft()
-        if last is not None and not last[3] and ts >= last[2]:  # time going backwards gives no sample
-            sample = ts - last[2]
+        if last is not None and not last.again and ts >= last.ts:  # time going backwards gives no sample
+            sample = ts - last.ts
             if len(facts.rtt_samples) < MAX_RTT_SAMPLES:
                 facts.rtt_samples.append(sample)
 

@@ -242,14 +242,13 @@ def analyse_segment(
     rev: SeqState,
     rev_scale: int,
     irtt: float | None,
-) -> tuple[int, int, int]:
+) -> int:
     """Run the cascade on one segment and update both directions' state.
 
-    ``window`` is already scaled. Returns (flag bits, duplicate-ACK number, frame of
-    the ACK this one duplicates).
+    ``window`` is already scaled. Returns the flag bits; on a duplicate ACK, ``fwd.dupacknum``
+    is its number and ``fwd.lastnondupack`` the frame of the ACK it duplicates.
     """
     bits = 0
-    dup_num = dup_frame = 0
     # Each detector is only asked when it can fire (most need no data, or data):
     # the order among those asked is Wireshark's.
     if seglen == 1 and is_zero_window_probe(seglen, seq, fwd, rev):
@@ -273,8 +272,6 @@ def analyse_segment(
             elif is_duplicate_ack(seglen, window, seq, ack, flags, fwd):
                 fwd.dupacknum += 1
                 bits |= A_DUPLICATE_ACK
-                dup_num = fwd.dupacknum
-                dup_frame = fwd.lastnondupack
         elif rev_scale != -1 and is_window_full(seglen, seq, flags, rev, rev_scale):
             bits |= A_WINDOW_FULL
     if ack != fwd.lastack:
@@ -302,4 +299,4 @@ def analyse_segment(
         fwd.lastack = ack
         fwd.lastack_time = ts
     fwd.lastsegmentflags = bits
-    return bits, dup_num, dup_frame
+    return bits

@@ -583,6 +583,11 @@ class CaptureReader:
         bad_frac = 0
         odd_ts = 0
         ts_min, ts_max = TS_PLAUSIBLE_MIN, TS_PLAUSIBLE_MAX
+        # declared: compiled, the record's fields are then native ints, not objects
+        sec: int
+        frac: int
+        cap: int
+        olen: int
         try:
             while True:
                 if pos + hl > n:
