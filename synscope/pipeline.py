@@ -94,6 +94,16 @@ class Selection:
         return not (self.ports and item.sport not in self.ports and item.dport not in self.ports)
 
 
+class _RecentSegments:
+    """One direction's segments seen lately on a flow (ident → time), for duplicate detection."""
+
+    __slots__ = ("forward", "seen")
+
+    def __init__(self, forward: bool, ident: tuple, ts: float) -> None:
+        self.forward = forward
+        self.seen: dict[tuple, float] = {ident: ts}
+
+
 class Pipeline(FramePrefilter):
     """Stateful one-way pipeline; one per run (a run may read several files)."""
 
@@ -118,8 +128,8 @@ class Pipeline(FramePrefilter):
         self.stats = RunStats()
         self.dedup = dedup
         # two generations of recently seen segment identities (see _seen_twice)
-        self._recent: dict[tuple, list] = {}
-        self._older: dict[tuple, list] = {}
+        self._recent: dict[tuple[bytes, int, bytes, int], _RecentSegments] = {}
+        self._older: dict[tuple[bytes, int, bytes, int], _RecentSegments] = {}
         self._recent_start = 0.0
         self._next_sweep = 0.0
         self._since_sweep = 0
@@ -244,10 +254,10 @@ class Pipeline(FramePrefilter):
             entry = self._older.get(flow)
             if entry is not None:
                 recent[flow] = entry
-        if entry is None or entry[0] != forward:
-            recent[flow] = [forward, {ident: ts}]  # first packet, or the other side spoke: start over
+        if entry is None or entry.forward != forward:
+            recent[flow] = _RecentSegments(forward, ident, ts)  # first packet, or the other side spoke: start over
             return False
-        seen = entry[1]
+        seen = entry.seen
         prev = seen.get(ident)
         if prev is not None and abs(ts - prev) <= DUPLICATE_WINDOW:
             return True

@@ -242,18 +242,23 @@ _ANALYSIS_TEXT: Final[dict[int, str]] = {}
 def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     c = r.conn
     client, server = c.client, c.server
-    # per direction: the sender's and the receiver's base (None: numbers as they are), window shift
-    cbase, sbase = (None, None) if absolute else (client.base, server.base)
-    sides = {
-        C2S: (cbase, sbase, client.win_scale, '"c2s"'),
-        1 - C2S: (sbase, cbase, server.win_scale, '"s2c"'),
-    }
+    # per direction: the sender's and the receiver's base (-1: numbers as they are), window shift
+    # (plain typed locals, not a table of tuples: compiled, they stay native)
+    cbase = -1 if absolute or client.base is None else client.base
+    sbase = -1 if absolute or server.base is None else server.base
+    my_base: int
+    peer_base: int
+    shift: int
+    dir_text: str
     out = []
     dumps, string = json.dumps, _STRING
     flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
     for pkt in c.packets:
         seg = pkt.seg
-        my_base, peer_base, shift, dir_text = sides[pkt.dir]
+        if pkt.dir == C2S:
+            my_base, peer_base, shift, dir_text = cbase, sbase, client.win_scale, '"c2s"'
+        else:
+            my_base, peer_base, shift, dir_text = sbase, cbase, server.win_scale, '"s2c"'
         fl = seg.flags
         flags_text = flags_texts.get(fl)
         if flags_text is None:
@@ -262,8 +267,8 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         names = analysis_texts.get(bits)
         if names is None:
             names = analysis_texts[bits] = dumps(flag_names(bits), separators=(",", ":"))
-        seq = seg.seq if my_base is None else (seg.seq - my_base) & MASK
-        ack = seg.ack if peer_base is None or not fl & ACK else (seg.ack - peer_base) & MASK
+        seq = seg.seq if my_base < 0 else (seg.seq - my_base) & MASK
+        ack = seg.ack if peer_base < 0 or not fl & ACK else (seg.ack - peer_base) & MASK
         win = seg.win << shift if shift >= 0 and not fl & SYN else seg.win
         note = "null" if not pkt.notes else string("; ".join(pkt.notes))
         # (no !r or format spec in the f-string: compiled, those make it a str.format call)
