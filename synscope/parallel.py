@@ -325,7 +325,7 @@ def _run_worker(
     # every worker reads the same bytes, also of a file still being written (its size when the
     # parent opened it)
     readers = [open_capture(p, limit=size) for p, size in zip(paths, sizes, strict=True)]
-    if prefilter:  # other workers' frames are passed over before they are decoded (pcap only)
+    if prefilter:  # other workers' frames are passed over before they are decoded
         for reader in readers:
             reader.prefilter = pipeline
     stats = pipeline.stats

@@ -373,6 +373,8 @@ def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFra
                 newest = ts
             yield frame
             continue
+        # frames a prefilter passed over (only while there was one interface) count as seen
+        newest = max(newest, getattr(frames, "passed_newest", newest))
         if ts < newest:
             stats.reordered += 1
         else:

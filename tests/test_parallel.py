@@ -71,6 +71,28 @@ def test_stacked_captures_identical(tmp_path) -> None:
     assert len(out.splitlines()) > 20
 
 
+def test_second_interface_declared_midway_identical(tmp_path) -> None:
+    """A pcapng whose second interface is declared after many frames: workers pass other
+    workers' frames over only while there is one interface, then put frames back in time
+    order as one process does."""
+    from tests.test_sources_pcap import epb, idb, shb
+
+    with open_capture(pcap("busy.pcap")) as reader:
+        frames = [(round(f.ts * 1e6), f.data) for f in reader]
+    cut = len(frames) * 3 // 5
+    blocks = [shb(), idb()] + [epb(0, t, d) for t, d in frames[:cut]] + [idb()]
+    rest = frames[cut:]
+    for start in range(0, len(rest), 64):  # batches per interface, as capture tools write them
+        batch = rest[start : start + 64]
+        # interface 1's batch first, its frames 50 us earlier: out of time order, and (just after the
+        # second interface appears) older than the newest frame, which only some workers decoded
+        blocks += [epb(1, t - 50, d) for t, d in batch[1::2]]
+        blocks += [epb(0, t, d) for t, d in batch[::2]]
+    path = tmp_path / "two-interfaces.pcapng"
+    path.write_bytes(b"".join(blocks))
+    assert len(_same_for_all_workers(str(path)).splitlines()) > 100
+
+
 def test_snaplen_cut_capture_identical(tmp_path) -> None:
     """Frames cut by a snaplen: the workers pass other workers' frames over undecoded, and must
     count them as a single run does (the note on stderr about cut-short packets)."""

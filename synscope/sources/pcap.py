@@ -324,6 +324,9 @@ class CaptureReader:
         # worker of a split run: another worker's connection) sets this before reading; asked
         # before a frame is made a RawFrame, it may pass the frame over (it keeps its number)
         self.prefilter: FramePrefilter | None = None
+        self._one_interface = True  # pcapng: no section declared a second one (frames stay in file order)
+        # the latest time of the frames the prefilter passed over (time_ordered() needs it)
+        self.passed_newest = float("-inf")
 
     # ----- public -----
 
@@ -499,6 +502,8 @@ class CaptureReader:
         # The offset is in seconds; kept in timestamp units so that one integer
         # division gives a correctly rounded float.
         self._ifaces.append((linktype, units, offset * units, snaplen))
+        if len(self._ifaces) > 1:
+            self._one_interface = False
         self.linktypes.add(linktype)
         if self.snaplen is None:
             self.snaplen = snaplen
@@ -642,10 +647,18 @@ class CaptureReader:
         )
         ifaces = self._ifaces
         refill = self._refill
+        prefilter = self.prefilter
         buf, pos = self._buf, self._pos
         n = len(buf)
         frame = 0
         last_ts = 0.0  # Simple Packet Blocks have no timestamp: they get the previous one
+        # declared: compiled, these fields are then native ints, not objects (hi and lo stay
+        # objects: their int / int division must be Python's, correctly rounded past 2**53)
+        btype: int
+        blen: int
+        ifid: int
+        cap: int
+        olen: int
         odd_ts = 0
         ts_min, ts_max = TS_PLAUSIBLE_MIN, TS_PLAUSIBLE_MAX
         try:
@@ -731,6 +744,14 @@ class CaptureReader:
                     last_ts = (((hi << 32) | lo) + offset) / units
                     if not ts_min <= last_ts < ts_max:
                         odd_ts += 1
+                    # (only while frames are read in file order: time_ordered() reorders them
+                    # once a second interface is declared, and the prefilter would not see that order)
+                    if prefilter is not None and self._one_interface and prefilter.pass_over(buf, pos + 28, cap, olen, lt, last_ts):
+                        if last_ts > self.passed_newest:
+                            self.passed_newest = last_ts
+                        frame += 1
+                        pos = end
+                        continue
                     pkttype = -1
                     if blen > padded + 32:  # options present: look for epb_flags
                         opos = pos + 28 + padded
