@@ -18,6 +18,8 @@ from synscope.tracker import C2S, Connection, Packet
 
 # Retransmission family: what counts as "sent again"
 RETRANSMITTED: Final = F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION
+# DirectionFacts times not seen yet: before any capture time
+NEVER: Final = -1.0e300
 # Keep at most this many RTT samples per direction (min/median/max need no more)
 MAX_RTT_SAMPLES: Final = 2048
 # Segments remembered per direction for RTT and retransmission timing
@@ -52,11 +54,12 @@ class DirectionFacts:
     keep_alives: int = 0
     max_idle: float = 0.0
     rtt_samples: list[float] = field(default_factory=list)
-    first_data_ts: float | None = None
-    last_data_ts: float | None = None
+    # NEVER until seen (plain floats, not float | None: compiled, they stay unboxed)
+    first_data_ts: float = NEVER
+    last_data_ts: float = NEVER
     # internal bookkeeping
-    _zero_since: float | None = None
-    _last_ts: float | None = None
+    _zero_since: float = NEVER  # NEVER: no zero window open
+    _last_ts: float = NEVER
 
     # Written out (dataclass keeps it): two per connection, and the generated one runs as Python bytecode
     def __init__(self) -> None:
@@ -80,10 +83,10 @@ class DirectionFacts:
         self.keep_alives = 0
         self.max_idle = 0.0
         self.rtt_samples = []
-        self.first_data_ts = None
-        self.last_data_ts = None
-        self._zero_since = None
-        self._last_ts = None
+        self.first_data_ts = NEVER
+        self.last_data_ts = NEVER
+        self._zero_since = NEVER
+        self._last_ts = NEVER
 
     @property
     def retransmission_rate(self) -> float:
@@ -108,7 +111,7 @@ class DirectionFacts:
 
     def throughput(self) -> float:
         """Payload bytes per second over the span of data in this direction."""
-        if self.first_data_ts is None or self.last_data_ts is None:
+        if self.first_data_ts == NEVER or self.last_data_ts == NEVER:
             return 0.0
         span = self.last_data_ts - self.first_data_ts
         return self.payload_bytes / span if span > 0 else 0.0
@@ -192,7 +195,7 @@ class Analyser:
         state.flag_totals |= bits
         facts = state.facts[d]
         facts.packets += 1
-        if facts._last_ts is not None:
+        if facts._last_ts != NEVER:
             gap = ts - facts._last_ts
             if gap > facts.max_idle:
                 facts.max_idle = gap
@@ -203,7 +206,7 @@ class Analyser:
                 pkt.in_flight = seq_diff(fwd.nextseq, rev.lastack)
             facts.data_segments += 1
             facts.payload_bytes += seglen
-            if facts.first_data_ts is None:
+            if facts.first_data_ts == NEVER:
                 facts.first_data_ts = ts
             facts.last_data_ts = ts
         if bits:
@@ -211,11 +214,11 @@ class Analyser:
         # zero-window time: from the first zero advert to the next non-zero window
         if not flags & (SYN | RST):
             if window == 0:
-                if facts._zero_since is None:
+                if facts._zero_since == NEVER:
                     facts._zero_since = ts
-            elif facts._zero_since is not None:
+            elif facts._zero_since != NEVER:
                 facts.zero_window_time += ts - facts._zero_since
-                facts._zero_since = None
+                facts._zero_since = NEVER
         if (seglen or flags & (SYN | FIN)) and not bits & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
             end = (seg.seq + seglen + (1 if flags & (SYN | FIN) else 0)) & MASK
             if bits & (RETRANSMITTED | F.A_OUT_OF_ORDER):
@@ -305,9 +308,9 @@ class Analyser:
             state = conn.analysis = ConnAnalysis()
         if not state.finished:
             for facts in state.facts:
-                if facts._zero_since is not None:
+                if facts._zero_since != NEVER:
                     facts.zero_window_time += conn.last_ts - facts._zero_since
-                    facts._zero_since = None
+                    facts._zero_since = NEVER
             state.flight[0].clear()
             state.flight[1].clear()
             state.finished = True
