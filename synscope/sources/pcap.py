@@ -20,7 +20,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Generator, Iterator
-from typing import BinaryIO, Final, Self
+from typing import Any, BinaryIO, Final, Self
 
 from synscope.model import FramePrefilter, RawFrame
 
@@ -652,11 +652,12 @@ class CaptureReader:
         n = len(buf)
         frame = 0
         last_ts = 0.0  # Simple Packet Blocks have no timestamp: they get the previous one
-        # declared: compiled, these fields are then native ints, not objects (hi and lo stay
-        # objects: their int / int division must be Python's, correctly rounded past 2**53)
+        # declared: compiled, these fields are then native ints, not objects (see _ticks_to_seconds)
         btype: int
         blen: int
         ifid: int
+        hi: int
+        lo: int
         cap: int
         olen: int
         odd_ts = 0
@@ -740,8 +741,7 @@ class CaptureReader:
                         self._stop(self._base + pos, f"packet for undeclared interface {ifid}")
                         return
                     lt, units, offset, _snap = ifaces[ifid]
-                    # int / int is correctly rounded in CPython, even past 2^53 ns
-                    last_ts = (((hi << 32) | lo) + offset) / units
+                    last_ts = _ticks_to_seconds(((hi << 32) | lo) + offset, units)
                     if not ts_min <= last_ts < ts_max:
                         odd_ts += 1
                     # (only while frames are read in file order: time_ordered() reorders them
@@ -832,7 +832,7 @@ class CaptureReader:
                         self._stop(self._base + pos, "malformed packet block")
                         return
                     lt, units, offset, _snap = ifaces[ifid]
-                    last_ts = (((hi << 32) | lo) + offset) / units
+                    last_ts = _ticks_to_seconds(((hi << 32) | lo) + offset, units)
                     if not ts_min <= last_ts < ts_max:
                         odd_ts += 1
                     pkttype = -1
@@ -862,6 +862,25 @@ class CaptureReader:
                 pos = end
         finally:
             self._finish(buf, pos, frame, 0, odd_ts)
+
+
+# Integers below this are exact doubles: a quotient of two of them is correctly rounded in
+# floating point, as Python's int / int is
+_EXACT: Final = 1 << 53
+
+
+def _ticks_to_seconds(ticks: int, units: int) -> float:
+    """``ticks / units`` correctly rounded, as CPython's int / int is, even past 2**53 ticks
+    (nanoseconds since 1970 are): compiled code divides native ints as doubles, which is only
+    exact below 2**53, so larger ones go through Python's division."""
+    if -_EXACT < ticks < _EXACT and units < _EXACT:
+        return ticks / units
+    return _py_truediv(ticks, units)
+
+
+def _py_truediv(a: Any, b: Any) -> float:
+    """Python's int / int (``Any``: compiled code leaves the division to Python)."""
+    return float(a / b)
 
 
 def open_capture(path: str, limit: int | None = None) -> CaptureReader:
