@@ -220,6 +220,17 @@ def test_pcapng_header_info_is_known_before_reading(tmp_path):
     assert len(list(reader)) == 1
 
 
+def test_pcapng_nanosecond_times_are_correctly_rounded(tmp_path):
+    """Nanoseconds since 1970 are past 2**53: the time must be Python's correctly rounded
+    ticks / 10**9 (the compiled reader must not divide them as doubles, which is off by one ulp
+    for these: such a time would print as a different nanosecond)."""
+    ticks = [1799503877288742455, 1714696061867387240, 1758820763460541090]
+    assert all(t / 10**9 != float(t) / 1e9 for t in ticks)  # the cases where it matters
+    data = shb() + idb(1, tsresol=9) + b"".join(epb(0, t, pkt(i + 1)) for i, t in enumerate(ticks))
+    _reader, frames = read_all(write(tmp_path, "ns.pcapng", data))
+    assert [f.ts for f in frames] == [t / 10**9 for t in ticks]
+
+
 def test_pcapng_tsoffset_is_added(tmp_path):
     data = shb() + idb(1, tsoffset=T0) + epb(0, 2_500_000, pkt(1))
     _reader, frames = read_all(write(tmp_path, "off.pcapng", data))
