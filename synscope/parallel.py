@@ -41,11 +41,12 @@ from synscope.render.json import HEAD_START, head_text, join_line, packets_text
 from synscope.sources.pcap import open_capture
 from synscope.tracker import MAX_ORPHAN_ICMP
 
-# How every connection's JSON object begins; the id follows
 # Frames per message from a worker
 BATCH: Final = 1024
 # connections per message when a worker hands on the ones still held at the end of the input
 DRAIN_BATCH: Final = 16
+# at most this many connections per message otherwise
+SEND_ITEMS: Final = 128
 PIPE_BYTES: Final = 1 << 20
 F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux), spelled out for older ones
 _LEN: Final = struct.Struct("<Q")
@@ -330,10 +331,21 @@ def _run_worker(
             reader.prefilter = pipeline
     stats = pipeline.stats
 
+    sent_progress = [0]
+
     def send_batch(progress: int, source: int, frames: int, bytes_read: int, reports: list) -> None:
-        items = [_item(r, absolute) for r in reports]
-        _send(out, ("batch", progress, opened[:], items, source, frames, bytes_read))
-        opened.clear()
+        # A sweep can hand on thousands of connections at once (5,000 closed together): they go
+        # SEND_ITEMS at a time, rendered piece by piece, so neither side holds them all as text.
+        # Pieces before the last repeat the progress already sent: they claim nothing new.
+        for start in range(0, len(reports), SEND_ITEMS):
+            last = start + SEND_ITEMS >= len(reports)
+            items = [_item(r, absolute) for r in reports[start : start + SEND_ITEMS]]
+            _send(out, ("batch", progress if last else sent_progress[0], opened[:], items, source, frames, bytes_read))
+            opened.clear()
+        if not reports:
+            _send(out, ("batch", progress, opened[:], [], source, frames, bytes_read))
+            opened.clear()
+        sent_progress[0] = progress
 
     for source, reader in enumerate(readers):
         pipeline.source_names.append(reader.path)

@@ -7,7 +7,6 @@ that need hindsight (half-close, SYN backoff pattern, capture artefacts).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -140,7 +139,9 @@ class ConnAnalysis:
 
     seq: tuple[F.SeqState, F.SeqState] = field(default_factory=lambda: (F.SeqState(), F.SeqState()))
     facts: tuple[DirectionFacts, DirectionFacts] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
-    flight: tuple[deque[Sent], deque[Sent]] = field(default_factory=lambda: (deque(), deque()))
+    # per direction, in sequence order (lists: a deque is 760 bytes empty, and its methods are
+    # generic calls when compiled)
+    flight: tuple[list[Sent], list[Sent]] = field(default_factory=lambda: ([], []))
     flag_totals: int = 0
     omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False
@@ -149,7 +150,7 @@ class ConnAnalysis:
     def __init__(self) -> None:
         self.seq = (F.SeqState(), F.SeqState())
         self.facts = (DirectionFacts(), DirectionFacts())
-        self.flight = (deque(), deque())
+        self.flight = ([], [])
         self.flag_totals = 0
         self.omitted = 0
         self.finished = False
@@ -238,7 +239,7 @@ class Analyser:
             state.omitted += 1
 
     @staticmethod
-    def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: deque[Sent], window: int) -> None:
+    def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: list[Sent], window: int) -> None:
         if bits & RETRANSMITTED and seglen:
             facts.retransmitted_segments += 1
             facts.retransmitted_bytes += seglen
@@ -266,7 +267,7 @@ class Analyser:
             facts.keep_alives += 1
 
     @staticmethod
-    def _mark_retransmitted(flight: deque[Sent], seq: int, pkt: Packet, ts: float) -> None:
+    def _mark_retransmitted(flight: list[Sent], seq: int, pkt: Packet, ts: float) -> None:
         """Karn's rule: segments sent twice give no RTT sample; note the time since the original.
 
         The flight is in sequence order, so the segment is found by bisection: a storm of
@@ -292,11 +293,16 @@ class Analyser:
                 entry.again = True
 
     @staticmethod
-    def _take_rtt(flight: deque[Sent], facts: DirectionFacts, ack: int, ts: float) -> None:
-        last = None
-        while flight and seq_le(flight[0].end, ack):
-            last = flight.popleft()
-        if last is not None and not last.again and ts >= last.ts:  # time going backwards gives no sample
+    def _take_rtt(flight: list[Sent], facts: DirectionFacts, ack: int, ts: float) -> None:
+        acked = 0
+        n = len(flight)
+        while acked < n and seq_le(flight[acked].end, ack):
+            acked += 1
+        if not acked:
+            return
+        last = flight[acked - 1]
+        del flight[:acked]
+        if not last.again and ts >= last.ts:  # time going backwards gives no sample
             sample = ts - last.ts
             if len(facts.rtt_samples) < MAX_RTT_SAMPLES:
                 facts.rtt_samples.append(sample)

@@ -320,9 +320,10 @@ class CaptureReader:
         # pcapng: per interface (linktype, units per second, offset in units, snaplen)
         self._ifaces: list[tuple[int, int, int, int]] = []
         self._resolutions: list[str] = []
-        # pcap: a consumer that can tell from a frame's first bytes that it wants none of it (a
-        # worker of a split run: another worker's connection) sets this before reading; asked
-        # before a frame is made a RawFrame, it may pass the frame over (it keeps its number)
+        # a consumer that can tell from a frame's first bytes that it wants none of it (a worker
+        # of a split run: another worker's connection) sets this before reading; asked before a
+        # frame is made a RawFrame (pcap; pcapng while it has one interface), it may pass the
+        # frame over (it keeps its number)
         self.prefilter: FramePrefilter | None = None
         self._one_interface = True  # pcapng: no section declared a second one (frames stay in file order)
         # the latest time of the frames the prefilter passed over (time_ordered() needs it)
