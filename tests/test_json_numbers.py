@@ -43,4 +43,5 @@ def test_rounded_numbers_are_written_as_the_encoder_writes_them() -> None:
             expected = ENCODE(round(x, places)) if math.isfinite(x) else ENCODE(x)
             assert rounded_text(x, places) == expected, (repr(x), places)
     assert rounded_text(None) == "null"
-    assert rounded_text(3) == "3"  # type: ignore[arg-type]  (an int stays an int, as the encoder writes it)
+    # an int stays an int, as the encoder writes it
+    assert rounded_text(3) == "3"  # type: ignore[arg-type]
