@@ -33,7 +33,8 @@ import sys
 import traceback
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import Any, BinaryIO, Final
 
 from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, retry_sentence, time_ordered
@@ -333,18 +334,20 @@ def _run_worker(
 
     sent_progress = [0]
 
-    def send_batch(progress: int, source: int, frames: int, bytes_read: int, reports: list) -> None:
+    def send_batch(progress: int, source: int, frames: int, bytes_read: int, reports: Iterable, per_message: int = SEND_ITEMS) -> None:
         # A sweep can hand on thousands of connections at once (5,000 closed together): they go
-        # SEND_ITEMS at a time, rendered piece by piece, so neither side holds them all as text.
+        # per_message at a time, rendered piece by piece, so neither side holds them all as text.
         # Pieces before the last repeat the progress already sent: they claim nothing new.
-        for start in range(0, len(reports), SEND_ITEMS):
-            last = start + SEND_ITEMS >= len(reports)
-            items = [_item(r, absolute) for r in reports[start : start + SEND_ITEMS]]
-            _send(out, ("batch", progress if last else sent_progress[0], opened[:], items, source, frames, bytes_read))
+        pending = iter(reports)
+        piece = list(islice(pending, per_message))
+        while True:
+            following = list(islice(pending, per_message))
+            items = [_item(r, absolute) for r in piece]
+            _send(out, ("batch", sent_progress[0] if following else progress, opened[:], items, source, frames, bytes_read))
             opened.clear()
-        if not reports:
-            _send(out, ("batch", progress, opened[:], [], source, frames, bytes_read))
-            opened.clear()
+            if not following:
+                break
+            piece = following
         sent_progress[0] = progress
 
     for source, reader in enumerate(readers):
@@ -362,15 +365,9 @@ def _run_worker(
         if stop:
             break
     send_batch(2 * stats.frames + 1, len(readers) - 1, 0, 0, pipeline.ready())
-    # the connections still held, a few per message: progress DRAIN_STAMP - 1 says every earlier
-    # one was sent, so the parent merges them as they come instead of one message of them all
-    drained: list = []
-    for report in pipeline.finishing():
-        drained.append(report)
-        if len(drained) == DRAIN_BATCH:
-            send_batch(DRAIN_STAMP - 1, len(readers) - 1, 0, 0, drained)
-            drained = []
-    send_batch(DRAIN_STAMP, len(readers) - 1, 0, 0, drained)
+    # the connections still held, made one at a time and sent a few per message (long ones at the
+    # end of a capture are the biggest), so the parent merges them as they come
+    send_batch(DRAIN_STAMP, len(readers) - 1, 0, 0, pipeline.finishing(), DRAIN_BATCH)
     reader_state = [
         {"linktypes": r.linktypes, "ts_resolution": r.ts_resolution, "warnings": r.warnings, "truncated_at": r.truncated_at, "frames": r.frames}
         for r in readers

@@ -136,10 +136,9 @@ class Pipeline(FramePrefilter):
         self.retries = RetryLinker()
         self.link_retries = True
         self.source_names: list[str] = []
-        # (this worker, workers): track only the connections whose flow_key hashes to this worker
-        self.shard: tuple[int, int] | None = None
+        # a split run (see share()): this worker's index and the number of workers (0: no split)
         self._shard_index = 0
-        self._shard_count = 0  # (the same as plain ints, for pass_over)
+        self._shard_count = 0
 
     def feed(self, frame: RawFrame, source_index: int = 0) -> None:
         """Push one captured frame through decode, tracking and analysis."""
@@ -161,11 +160,11 @@ class Pipeline(FramePrefilter):
         # split run: the capture clock, the sweeps and the duplicate window's generations.
         self._clock_tick(ts, isinstance(item, Segment))
         tracker = self.tracker
-        shard = self.shard
+        workers = self._shard_count
         if isinstance(item, Segment):
             item.source_index = source_index  # (set on the class, not the union: a slot store when compiled)
             key = flow_key(item.src, item.sport, item.dst, item.dport)
-            if shard is not None and shard_of(key, shard[1]) != shard[0]:
+            if workers and shard_of(key, workers) != self._shard_index:
                 return
             if self.dedup and self._seen_twice(item, key):
                 stats.duplicates += 1
@@ -176,7 +175,7 @@ class Pipeline(FramePrefilter):
             self.analyser.on_packet(conn, pkt)  # type: ignore[arg-type]
         else:
             item.source_index = source_index
-            if shard is not None and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), shard[1]) != shard[0]:
+            if workers and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), workers) != self._shard_index:
                 return
             tracker.attach_icmp(item)
 
@@ -213,7 +212,6 @@ class Pipeline(FramePrefilter):
         """Track only the connections whose flow_key hashes to worker ``index`` of ``workers``
         (a split run). True when :meth:`pass_over` may be given to the reader as its prefilter
         (no --filter, --host or --port: it would have to apply them to frames it does not decode)."""
-        self.shard = (index, workers)
         self._shard_index, self._shard_count = index, workers
         sel = self.selection
         return sel.frame_filter is None and not sel.hosts and not sel.ports
