@@ -340,14 +340,46 @@ def rounded_text(x: float | None, places: int = 6) -> str:
     if x == 0.0:  # a third of the numbers in a connection's object
         return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
     if -_SHORT_LIMIT < x < _SHORT_LIMIT:
-        text = format(x, _FIXED[places]).rstrip("0")
-        if text[-1] == ".":
-            return text + "0"
         if -1e-4 < x < 1e-4:  # repr() writes 1.7e-05 from here down: left to it
             return repr(round(x, places))
-        return text
+        text = _fixed_text(x, places)
+        if text is not None:
+            return text
+        text = format(x, _FIXED[places]).rstrip("0")
+        return text + "0" if text[-1] == "." else text
     micros = _micros_text(x) if places == 6 else None
     return micros if micros is not None else _json(round(x, places))
+
+
+# Below this, x * 10**places is within 2**-14 of the exact product (one rounding, ulp at most 2**-13)
+_SCALED_LIMIT: Final = 1e12
+# A scaled number this close to a half is left to format(): rounding it needs the exact product
+_NEAR_HALF: Final = 1e-3
+_SCALES: Final = (1, 10, 100, 1000, 10000, 100000, 1000000)
+
+
+def _fixed_text(x: float, places: int) -> str | None:
+    """``format(x, f".{places}f")`` without its trailing zeros (one kept after the point),
+    from integers; None where the scaled number is too large or too near a half to round it
+    from the double product alone (format() rounds the exact binary value)."""
+    scale = _SCALES[places]
+    sign = ""
+    if x < 0.0:
+        sign = "-"
+        x = -x
+    scaled = x * scale
+    if scaled >= _SCALED_LIMIT:
+        return None
+    whole: int = int(scaled)  # (scaled >= 0: truncation is the floor)
+    frac = scaled - whole
+    if -_NEAR_HALF < frac - 0.5 < _NEAR_HALF:
+        return None
+    n = whole + 1 if frac > 0.5 else whole
+    units = n // scale
+    rest = n - units * scale
+    if rest == 0:
+        return f"{sign}{units}.0"
+    return f"{sign}{units}.{str(rest + scale)[1:].rstrip('0')}"
 
 
 def write_connection(r: ConnReport, out: TextIO, absolute: bool = False) -> None:
