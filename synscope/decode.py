@@ -21,10 +21,6 @@ _IPV4: Final = struct.Struct("!BBHHHBBH4s4s")
 _IPV6: Final = struct.Struct("!IHBB16s16s")
 _TCP: Final = struct.Struct("!HHIIBBH")  # ports, seq, ack, data offset, flags, window
 _PORTS_SEQ: Final = struct.Struct("!HHI")
-# Ethernet type + IPv4 header without options + TCP header: the common frame in one unpack
-_ETH_IPV4_TCP: Final = struct.Struct("!12xHBBHHHBBH4s4sHHIIBBH")
-# the same frame's fields that tell it is one, and its 4-tuple (addresses as integers)
-_ETH_IPV4_TCP_FLOW: Final = struct.Struct("!12xHBxHxxHxBxxIIHH8xB")
 
 _ETH_IPV4: Final = 0x0800
 _ETH_IPV6: Final = 0x86DD
@@ -42,6 +38,7 @@ _NULL_AF_INET6: Final = frozenset({10, 24, 28, 30})
 
 PAYLOAD_PREVIEW: Final = 64  # payload bytes kept per segment for previews
 MAX_INTERNED: Final = 1 << 20  # distinct addresses shared before the table starts over (a spoofed flood)
+_V4_CACHE: Final = 1024  # slots of the IPv4 address cache (a power of two)
 
 
 class Decoder:
@@ -51,38 +48,22 @@ class Decoder:
         self.stats = DecodeStats()
         self.keep_payload = keep_payload
         self._addresses: dict[bytes, bytes] = {}
+        # IPv4 addresses read as integers → their shared bytes object, direct-mapped: a hit
+        # costs no bytes object and no dict lookup
+        self._v4_keys: list[int] = [-1] * _V4_CACHE
+        self._v4_addresses: list[bytes] = [b""] * _V4_CACHE
 
     def decode(self, frame: RawFrame) -> Segment | IcmpError | None:
         """Decode one frame; None for anything that is not TCP or a TCP-quoting ICMP error."""
-        stats = self.stats
-        stats.frames += 1
         data = frame.data
         lt = frame.linktype
         pkttype = frame.pkttype
-        # declared: compiled, the unpacked fields are then native ints, not objects
-        ethertype: int
-        vihl: int
-        tos: int
-        total: int
-        ip_id: int
-        frag: int
-        ttl: int
-        proto: int
-        src: bytes
-        dst: bytes
-        sport: int
-        dport: int
-        seq: int
-        ack: int
-        doff: int
-        flags: int
-        win: int
-        if lt == 1 and len(data) >= 54:  # the usual frame, decoded in one go; anything else below
-            (ethertype, vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst,
-             sport, dport, seq, ack, doff, flags, win) = _ETH_IPV4_TCP.unpack_from(data)
-            hlen = (doff >> 4) * 4
-            if _plain_ipv4_tcp(ethertype, vihl, proto, frag, hlen, total):
-                return self._segment(frame, data, 34, 14 + total, hlen, src, dst, sport, dport, seq, ack, doff, flags, win, ttl, ip_id, tos & 3, pkttype, False)
+        if lt == 1:  # the usual frame, decoded in one go; anything else below
+            seg = self.decode_plain(data, 0, len(data), frame.frame, frame.ts, pkttype)
+            if seg is not None:
+                return seg
+        stats = self.stats
+        stats.frames += 1
         try:
             if lt == 1:
                 off, ethertype = 12, 0
@@ -144,6 +125,59 @@ class Decoder:
         except (struct.error, IndexError):
             self._short(frame)
             return None
+
+    def decode_plain(self, buf: bytes, offset: int, caplen: int, frame_no: int, ts: float, pkttype: int) -> Segment | None:
+        """The usual frame -- Ethernet, IPv4 without options, not a fragment, TCP with its whole
+        header captured (see :func:`plain_tcp_flow_mix`) -- decoded from ``buf[offset:offset +
+        caplen]`` where it lies (a reader's buffer, or a frame's bytes); None, with nothing
+        counted, for any other frame (:meth:`decode` takes those).
+
+        Fields are read byte by byte: compiled, that is a few native operations each, where a
+        ``struct`` unpack makes an object of every field (and of the tuple).
+        """
+        if caplen < 54:
+            return None
+        o = offset
+        total = buf[o + 16] << 8 | buf[o + 17]
+        hlen = (buf[o + 46] >> 4) * 4
+        if (
+            buf[o + 12] != 0x08 or buf[o + 13] != 0x00 or buf[o + 14] != 0x45 or buf[o + 23] != _PROTO_TCP
+            or (buf[o + 20] << 8 | buf[o + 21]) & 0x3FFF or hlen < 20 or hlen + 34 > 14 + total
+        ):
+            return None
+        self.stats.frames += 1
+        src = self._v4_address(buf, o + 26)
+        dst = self._v4_address(buf, o + 30)
+        return self._segment(
+            frame_no, ts, buf, o, caplen, 34, 14 + total, hlen, src, dst,
+            buf[o + 34] << 8 | buf[o + 35],
+            buf[o + 36] << 8 | buf[o + 37],
+            buf[o + 38] << 24 | buf[o + 39] << 16 | buf[o + 40] << 8 | buf[o + 41],
+            buf[o + 42] << 24 | buf[o + 43] << 16 | buf[o + 44] << 8 | buf[o + 45],
+            buf[o + 46], buf[o + 47],
+            buf[o + 48] << 8 | buf[o + 49],
+            buf[o + 22], buf[o + 18] << 8 | buf[o + 19], buf[o + 15] & 3, pkttype, False,
+        )
+
+    def _v4_address(self, buf: bytes, at: int) -> bytes:
+        """The shared bytes object of the IPv4 address at ``buf[at:at + 4]``."""
+        value = buf[at] << 24 | buf[at + 1] << 16 | buf[at + 2] << 8 | buf[at + 3]
+        slot = (value ^ (value >> 10) ^ (value >> 20)) & (_V4_CACHE - 1)
+        keys = self._v4_keys
+        if keys[slot] == value:
+            return self._v4_addresses[slot]
+        address = self._intern(buf[at : at + 4])
+        keys[slot] = value
+        self._v4_addresses[slot] = address
+        return address
+
+    def _intern(self, address: bytes) -> bytes:
+        """One bytes object per address, shared by every segment: a long capture holds millions."""
+        intern = self._addresses
+        if len(intern) >= MAX_INTERNED:  # a spoofed flood: start over
+            intern.clear()
+            self._v4_keys = [-1] * _V4_CACHE
+        return intern.setdefault(address, address)
 
     def count_passed(self, buf: bytes, offset: int, caplen: int) -> None:
         """Count a frame :func:`plain_tcp_flow_mix` read and the caller passed over, as
@@ -245,28 +279,30 @@ class Decoder:
         if hlen < 20 or l4 + hlen > end:
             stats.malformed += 1
             return None
-        return self._segment(frame, data, l4, end, hlen, src, dst, sport, dport, seq, ack, doff, flags, win, ttl, ip_id, ecn, pkttype, fragment)
+        return self._segment(
+            frame.frame, frame.ts, data, 0, have, l4, end, hlen, self._intern(src), self._intern(dst),
+            sport, dport, seq, ack, doff, flags, win, ttl, ip_id, ecn, pkttype, fragment,
+        )
 
     def _segment(
-        self, frame: RawFrame, data: bytes, l4: int, end: int, hlen: int, src: bytes, dst: bytes, sport: int, dport: int,
-        seq: int, ack: int, doff: int, flags: int, win: int, ttl: int, ip_id: int, ecn: int, pkttype: int, fragment: bool,
+        self, frame_no: int, ts: float, data: bytes, base: int, have: int, l4: int, end: int, hlen: int, src: bytes, dst: bytes,
+        sport: int, dport: int, seq: int, ack: int, doff: int, flags: int, win: int, ttl: int, ip_id: int, ecn: int, pkttype: int,
+        fragment: bool,
     ) -> Segment:
+        """A segment from its fields; ``data[base:base + have]`` holds the frame's captured
+        bytes, and ``l4`` / ``end`` (where TCP starts, where the IP packet ends) count from ``base``."""
         stats = self.stats
-        have = len(data)
         length = end - l4 - hlen
         truncated = have < end
         if truncated:
             stats.truncated += 1
         stats.tcp += 1
-        # one bytes object per address, shared by every segment: a long capture holds millions
-        intern = self._addresses
-        src = intern.setdefault(src, src)
-        dst = intern.setdefault(dst, dst)
-        if len(intern) > MAX_INTERNED:
-            intern.clear()
+        # (slice bounds kept in order: compiled, a slice that ends before it starts is an error)
+        options = base + l4 + 20
+        options_end = base + max(min(l4 + hlen, have), l4 + 20)
         seg = Segment(
-            frame.frame,
-            frame.ts,
+            frame_no,
+            ts,
             src,
             dst,
             sport,
@@ -278,14 +314,14 @@ class Decoder:
             length,
             ttl,
             ip_id,
-            data[l4 + 20 : l4 + hlen] if hlen > 20 else b"",
+            data[options:options_end] if hlen > 20 else b"",
             truncated or have < l4 + 20,
             fragment,
         )
         seg.ecn = ecn
         seg.pkttype = pkttype
         if self.keep_payload and length:
-            seg.payload = data[l4 + hlen : min(end, l4 + hlen + PAYLOAD_PREVIEW)]
+            seg.payload = data[base + l4 + hlen : base + max(min(end, have, l4 + hlen + PAYLOAD_PREVIEW), l4 + hlen)]
         return seg
 
     def _icmp(self, frame: RawFrame, data: bytes, l4: int, end: int, router: bytes, ttl: int, version: int) -> IcmpError | None:
@@ -337,34 +373,27 @@ class Decoder:
         return IcmpError(frame.frame, frame.ts, router, version, itype, code, qsrc, qdst, sport, dport, seq, ttl, mtu)
 
 
-def _plain_ipv4_tcp(ethertype: int, vihl: int, proto: int, frag: int, hlen: int, total: int) -> bool:
-    """Ethernet, IPv4 without options, not a fragment, TCP with a header inside the IP packet:
-    the frame :meth:`Decoder.decode` decodes with one unpack."""
-    return ethertype == _ETH_IPV4 and vihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF and hlen >= 20 and hlen + 34 <= 14 + total
+def plain_tcp_flow_mix(buf: bytes, offset: int, caplen: int) -> int:
+    """:func:`~synscope.model.flow_mix` of the 4-tuple of an Ethernet frame that
+    :meth:`Decoder.decode_plain` decodes, read without decoding it; -1 for any other frame.
 
-
-def plain_tcp_flow_mix(buf: bytes, offset: int, caplen: int, linktype: int) -> int:
-    """:func:`~synscope.model.flow_mix` of the 4-tuple of a frame :meth:`Decoder.decode` decodes
-    in one go (see :func:`_plain_ipv4_tcp`), read without decoding the frame; -1 for any other frame.
-
-    It runs for every frame a worker of a split run passes over: one unpack of the fields it
-    needs, addresses as integers (no bytes objects), nothing built.
+    It runs for every frame a worker of a split run passes over: the bytes it needs are read
+    where they lie, addresses as integers, nothing built.
     """
-    if linktype != 1 or caplen < 54:
+    if caplen < 54:
         return -1
-    ethertype: int
-    vihl: int
-    total: int
-    frag: int
-    proto: int
-    src: int
-    dst: int
-    sport: int
-    dport: int
-    doff: int
-    ethertype, vihl, total, frag, proto, src, dst, sport, dport, doff = _ETH_IPV4_TCP_FLOW.unpack_from(buf, offset)
-    if not _plain_ipv4_tcp(ethertype, vihl, proto, frag, (doff >> 4) * 4, total):
+    o = offset
+    total = buf[o + 16] << 8 | buf[o + 17]
+    hlen = (buf[o + 46] >> 4) * 4
+    if (
+        buf[o + 12] != 0x08 or buf[o + 13] != 0x00 or buf[o + 14] != 0x45 or buf[o + 23] != _PROTO_TCP
+        or (buf[o + 20] << 8 | buf[o + 21]) & 0x3FFF or hlen < 20 or hlen + 34 > 14 + total
+    ):
         return -1
+    src = buf[o + 26] << 24 | buf[o + 27] << 16 | buf[o + 28] << 8 | buf[o + 29]
+    dst = buf[o + 30] << 24 | buf[o + 31] << 16 | buf[o + 32] << 8 | buf[o + 33]
+    sport = buf[o + 34] << 8 | buf[o + 35]
+    dport = buf[o + 36] << 8 | buf[o + 37]
     if src < dst or (src == dst and sport <= dport):  # flow_key's order: big-endian ints compare as the bytes do
         return flow_mix(sport, dport, src & 0xFF, dst & 0xFF)
     return flow_mix(dport, sport, dst & 0xFF, src & 0xFF)

@@ -36,16 +36,18 @@ def flow_mix(low_port: int, high_port: int, low_last: int, high_last: int) -> in
     return ((low_port * 0x1E3779B1 + high_port * 0x05EBCA77 + low_last * 0x02B2AE3D + high_last * 0x27D4EB2F) & 0xFFFFFFFF) >> 16
 
 
-class FramePrefilter:
-    """What a capture reader asks before it makes a frame a RawFrame: pass it over?
+class FrameSink:
+    """What a capture reader offers each record before it makes it a RawFrame.
 
-    A worker of a split run passes over other workers' frames this way, without the cost of a
-    RawFrame and a decode (see Pipeline.pass_over). A native class, not a callable: compiled,
+    The pipeline handles the common frames this way, straight from the reader's buffer: it
+    decodes and tracks them, or, in a worker of a split run, counts and passes over the ones
+    another worker tracks (see Pipeline.consume). A native class, not a callable: compiled,
     the call takes its arguments unboxed.
     """
 
-    def pass_over(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float) -> bool:
-        """True: the frame at ``buf[offset:offset + caplen]`` is not wanted (it keeps its number)."""
+    def consume(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float, frame: int, pkttype: int) -> bool:
+        """True: the frame at ``buf[offset:offset + caplen]`` (record number ``frame``) was
+        dealt with here; False: make it a RawFrame and hand it on as usual."""
         return False
 
 

@@ -318,7 +318,7 @@ def _on_stop(signum: int, frame: object) -> None:
 def _run_worker(
     index: int, workers: int, paths: list[str], sizes: list[int], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list
 ) -> None:
-    prefilter = pipeline.share(index, workers)
+    pipeline.share(index, workers)
     pipeline.link_retries = False
     tracker = pipeline.tracker
     tracker.ids_from_position = True
@@ -327,9 +327,8 @@ def _run_worker(
     # every worker reads the same bytes, also of a file still being written (its size when the
     # parent opened it)
     readers = [open_capture(p, limit=size) for p, size in zip(paths, sizes, strict=True)]
-    if prefilter:  # other workers' frames are passed over before they are decoded
-        for reader in readers:
-            reader.prefilter = pipeline
+    for reader in readers:  # common frames go to the pipeline straight from the read buffer:
+        reader.sink = pipeline  # other workers' ones are passed over there, undecoded
     stats = pipeline.stats
 
     sent_progress = [0]
@@ -352,13 +351,14 @@ def _run_worker(
 
     for source, reader in enumerate(readers):
         pipeline.source_names.append(reader.path)
+        pipeline.source_index = source
         stream = time_ordered(reader, stats) if reader.format == "pcapng" else reader
-        n = 0
         before = stats.frames
+        next_batch = before + BATCH
         for frame in stream:
             pipeline.feed(frame, source)  # (a method call, not a bound method in a local: native when compiled)
-            n += 1
-            if n % BATCH == 0:  # (frames of this file so far: the prefilter passed some over uncounted here)
+            if stats.frames >= next_batch:  # (counting the frames the pipeline took from the reader)
+                next_batch = stats.frames + BATCH
                 send_batch(2 * stats.frames + 1, source, stats.frames - before, reader.bytes_read, pipeline.ready())
                 if stop:
                     break

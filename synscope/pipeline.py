@@ -16,8 +16,8 @@ from synscope.analysis.annotate import annotate
 from synscope.analysis.engine import Analyser, ConnAnalysis
 from synscope.bpf import FrameFilter
 from synscope.decode import Decoder, plain_tcp_flow_mix
-from synscope.model import FramePrefilter, IcmpError, RawFrame, Segment, flow_mix
-from synscope.tracker import CLOSED_LINGER, Connection, Tracker, flow_key
+from synscope.model import FrameSink, IcmpError, RawFrame, Segment, flow_mix
+from synscope.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key
 from synscope.verdict import Verdict, judge
 
 # The same segment seen again this soon is the capture seeing one packet twice
@@ -30,6 +30,9 @@ SWEEP_INTERVAL: Final = 0.5
 # connection in the table went by, so a table of a million half-open connections is not
 # scanned every half second
 SWEEP_WORK_RATIO: Final = 0.5
+# A reader that hands frames to Pipeline.consume still gets one back to feed() at least this
+# often: its caller collects finished connections (and shows progress) between frames
+CHECKPOINT: Final = 1024
 # Tracker.stamp of connections handed on at the end of the input (after every other)
 DRAIN_STAMP: Final = 1 << 62
 # pcapng files from several interfaces interleave them in batches, out of time order;
@@ -39,6 +42,10 @@ REORDER_MAX_HELD: Final = 200_000
 # Segments of one direction remembered per flow for duplicate detection (a burst
 # interleaves the in- and outgoing copies of a few packets on a forwarding host)
 DUPLICATE_HISTORY: Final = 8
+# Generations of the duplicate window between purges of the flows not seen in the last two
+# (the purge walks every flow remembered: this keeps it cheap per packet, and the table to
+# the flows of about the last PURGE_GENERATIONS milliseconds of capture)
+PURGE_GENERATIONS: Final = 64
 # A failed attempt followed this soon by another to the same server port is an application retry
 RETRY_WINDOW: Final = 120.0
 
@@ -95,16 +102,19 @@ class Selection:
 
 
 class _RecentSegments:
-    """One direction's segments seen lately on a flow (ident → time), for duplicate detection."""
+    """One direction's segments seen lately on a flow, for duplicate detection."""
 
-    __slots__ = ("forward", "seen")
+    __slots__ = ("forward", "segments", "options", "generation")
 
-    def __init__(self, forward: bool, ident: tuple, ts: float) -> None:
+    def __init__(self, forward: bool, seg: Segment, generation: int) -> None:
         self.forward = forward
-        self.seen: dict[tuple, float] = {ident: ts}
+        self.segments: list[Segment] = [seg]
+        # their TCP options as captured (the analyser drops a segment's options once it is done)
+        self.options: list[bytes] = [seg.raw_options]
+        self.generation = generation  # of the duplicate window when last touched (see _seen_twice)
 
 
-class Pipeline(FramePrefilter):
+class Pipeline(FrameSink):
     """Stateful one-way pipeline; one per run (a run may read several files)."""
 
     def __init__(
@@ -127,10 +137,12 @@ class Pipeline(FramePrefilter):
         self.analyser = Analyser()
         self.stats = RunStats()
         self.dedup = dedup
-        # two generations of recently seen segment identities (see _seen_twice)
-        self._recent: dict[tuple[bytes, int, bytes, int], _RecentSegments] = {}
-        self._older: dict[tuple[bytes, int, bytes, int], _RecentSegments] = {}
+        # segments seen lately, per flow (see _seen_twice); a generation of the duplicate window
+        # starts when a segment comes more than DUPLICATE_WINDOW after the generation's first
+        self._recent: dict[FlowKey, _RecentSegments] = {}
+        self._generation = 0
         self._recent_start = 0.0
+        self._purged_at = 0
         self._next_sweep = 0.0
         self._since_sweep = 0
         self.retries = RetryLinker()
@@ -139,12 +151,18 @@ class Pipeline(FramePrefilter):
         # a split run (see share()): this worker's index and the number of workers (0: no split)
         self._shard_index = 0
         self._shard_count = 0
+        # consume() takes frames from a reader: not with --filter, --host or --port (it would
+        # have to apply them to frames it never makes RawFrames, or never decodes)
+        self._consumes = self.selection.frame_filter is None and not self.selection.hosts and not self.selection.ports
+        self._fed_at = 0  # stats.frames when feed() last had a frame
+        self.source_index = 0  # of the file being read, for frames taken by consume()
 
     def feed(self, frame: RawFrame, source_index: int = 0) -> None:
         """Push one captured frame through decode, tracking and analysis."""
         stats = self.stats
         ts = frame.ts
         self._count_frame(ts)
+        self._fed_at = stats.frames
         data = frame.data
         sel = self.selection
         if sel.frame_filter is not None and not sel.frame_filter.matches(frame.linktype, data, frame.orig_len):
@@ -159,25 +177,59 @@ class Pipeline(FramePrefilter):
         # Everything up to the shard test below sees every decoded item, in every worker of a
         # split run: the capture clock, the sweeps and the duplicate window's generations.
         self._clock_tick(ts, isinstance(item, Segment))
-        tracker = self.tracker
         workers = self._shard_count
         if isinstance(item, Segment):
             item.source_index = source_index  # (set on the class, not the union: a slot store when compiled)
             key = flow_key(item.src, item.sport, item.dst, item.dport)
             if workers and shard_of(key, workers) != self._shard_index:
                 return
-            if self.dedup and self._seen_twice(item, key):
-                stats.duplicates += 1
-                return
-            conn, pkt = tracker.feed(item, key)
-            if conn is None:  # a late packet of a connection already handed on: counted
-                return
-            self.analyser.on_packet(conn, pkt)  # type: ignore[arg-type]
+            self._track(item, key)
         else:
             item.source_index = source_index
             if workers and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), workers) != self._shard_index:
                 return
-            tracker.attach_icmp(item)
+            self.tracker.attach_icmp(item)
+
+    def consume(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float, frame: int, pkttype: int) -> bool:
+        """A reader's :class:`FrameSink`: a common frame (see ``Decoder.decode_plain``) is handled
+        here without being made a RawFrame, exactly as :meth:`feed` would handle it -- decoded
+        and tracked, or, in a worker of a split run, counted and passed over when another worker
+        tracks its connection (True). Anything else is left to feed() (False), and so is one
+        frame in every CHECKPOINT, so the reader's caller gets frames back to collect reports.
+        """
+        if not self._consumes or linktype != 1:
+            return False
+        stats = self.stats
+        if stats.frames - self._fed_at >= CHECKPOINT - 1:
+            return False
+        workers = self._shard_count
+        if workers:
+            mix = plain_tcp_flow_mix(buf, offset, caplen)
+            if mix < 0:
+                return False
+            if mix % workers != self._shard_index:
+                self._count_frame(ts)
+                self.decoder.count_passed(buf, offset, caplen)
+                self._clock_tick(ts, True)
+                return True
+        seg = self.decoder.decode_plain(buf, offset, caplen, frame, ts, pkttype)
+        if seg is None:
+            return False
+        self._count_frame(ts)
+        self._clock_tick(ts, True)
+        seg.source_index = self.source_index
+        self._track(seg, flow_key(seg.src, seg.sport, seg.dst, seg.dport))
+        return True
+
+    def _track(self, seg: Segment, key: FlowKey) -> None:
+        """A segment of this worker's connections: duplicate check, tracking, analysis."""
+        if self.dedup and self._seen_twice(seg, key):
+            self.stats.duplicates += 1
+            return
+        conn, pkt = self.tracker.feed(seg, key)
+        if conn is None:  # a late packet of a connection already handed on: counted
+            return
+        self.analyser.on_packet(conn, pkt)  # type: ignore[arg-type]
 
     def _count_frame(self, ts: float) -> None:
         """The run's totals, for every frame read."""
@@ -206,31 +258,23 @@ class Pipeline(FramePrefilter):
         self._since_sweep += 1
         tracker.stamp = 2 * position + 1
         if segment and self.dedup and (ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start):
-            self._older, self._recent, self._recent_start = self._recent, {}, ts
+            self._recent_start = ts
+            self._generation += 1
+            if self._generation - self._purged_at >= PURGE_GENERATIONS:
+                self._purge_recent()
 
-    def share(self, index: int, workers: int) -> bool:
+    def _purge_recent(self) -> None:
+        """Drop the flows whose duplicate-window entries have expired (see _seen_twice)."""
+        oldest = self._generation - 1
+        self._recent = {flow: entry for flow, entry in self._recent.items() if entry.generation >= oldest}
+        self._purged_at = self._generation
+
+    def share(self, index: int, workers: int) -> None:
         """Track only the connections whose flow_key hashes to worker ``index`` of ``workers``
-        (a split run). True when :meth:`pass_over` may be given to the reader as its prefilter
-        (no --filter, --host or --port: it would have to apply them to frames it does not decode)."""
+        (a split run)."""
         self._shard_index, self._shard_count = index, workers
-        sel = self.selection
-        return sel.frame_filter is None and not sel.hosts and not sel.ports
 
-    def pass_over(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float) -> bool:
-        """A split run's reader prefilter (see :meth:`share`): a common frame of another worker's
-        connection is counted and moves the clock as :meth:`feed` would, without being made a
-        RawFrame and decoded (True); anything else is left to :meth:`feed` (False)."""
-        if not self._shard_count:
-            return False
-        mix = plain_tcp_flow_mix(buf, offset, caplen, linktype)
-        if mix < 0 or mix % self._shard_count == self._shard_index:
-            return False
-        self._count_frame(ts)
-        self.decoder.count_passed(buf, offset, caplen)
-        self._clock_tick(ts, True)
-        return True
-
-    def _seen_twice(self, seg: Segment, flow: tuple[bytes, int, bytes, int]) -> bool:
+    def _seen_twice(self, seg: Segment, flow: FlowKey) -> bool:
         """The same segment again within DUPLICATE_WINDOW, with nothing from the other side
         in between: one packet captured twice.
 
@@ -244,24 +288,44 @@ class Pipeline(FramePrefilter):
         between means the copy is genuine.
         """
         forward = flow[1] == seg.sport and flow[0] == seg.src
-        ident = (seg.seq, seg.ack, seg.flags, seg.length, seg.ip_id, seg.raw_options, seg.win)
-        ts = seg.ts
-        recent = self._recent  # (its generations turn over in feed())
-        entry = recent.get(flow)
-        if entry is None:
-            entry = self._older.get(flow)
-            if entry is not None:
-                recent[flow] = entry
-        if entry is None or entry.forward != forward:
-            recent[flow] = _RecentSegments(forward, ident, ts)  # first packet, or the other side spoke: start over
+        generation = self._generation
+        entry = self._recent.get(flow)
+        # an entry counts if touched in this generation of the window or the one before
+        if entry is None or entry.generation < generation - 1:
+            self._recent[flow] = _RecentSegments(forward, seg, generation)  # first packet (lately)
             return False
-        seen = entry.seen
-        prev = seen.get(ident)
-        if prev is not None and abs(ts - prev) <= DUPLICATE_WINDOW:
-            return True
-        if len(seen) >= DUPLICATE_HISTORY:
-            seen.clear()
-        seen[ident] = ts
+        entry.generation = generation
+        segments = entry.segments
+        options = entry.options
+        if entry.forward != forward:  # the other side spoke: start over
+            entry.forward = forward
+            segments.clear()
+            options.clear()
+            segments.append(seg)
+            options.append(seg.raw_options)
+            return False
+        # the same segment: ports (the flow), seq, ack, flags, length, window, IP ID and options
+        for i in range(len(segments)):
+            prev = segments[i]
+            if (
+                prev.seq == seg.seq and prev.ack == seg.ack and prev.flags == seg.flags and prev.length == seg.length
+                and prev.win == seg.win and prev.ip_id == seg.ip_id and options[i] == seg.raw_options
+            ):
+                if abs(seg.ts - prev.ts) <= DUPLICATE_WINDOW:
+                    return True
+                if len(segments) >= DUPLICATE_HISTORY:
+                    segments.clear()
+                    options.clear()
+                    segments.append(seg)
+                    options.append(seg.raw_options)
+                else:
+                    segments[i] = seg  # the same one again, later: remembered from now
+                return False
+        if len(segments) >= DUPLICATE_HISTORY:
+            segments.clear()
+            options.clear()
+        segments.append(seg)
+        options.append(seg.raw_options)
         return False
 
     def sweep(self, now: float | None = None) -> None:
@@ -346,7 +410,7 @@ def retry_sentence(prev_id: int, number: int) -> str:
     return f" This is retry #{number} by the application (new source port) after connection #{prev_id}."
 
 
-def shard_of(key: tuple[bytes, int, bytes, int], workers: int) -> int:
+def shard_of(key: FlowKey, workers: int) -> int:
     """Which worker of a split run tracks the connections of this flow_key (stable across processes)."""
     return flow_mix(key[1], key[3], key[0][-1], key[2][-1]) % workers
 
@@ -393,16 +457,21 @@ def run(
 
     A source whose ``format`` attribute is ``"pcapng"`` is put in time order first.
     """
+    stats = pipeline.stats
     for index, (name, frames) in enumerate(sources):
         pipeline.source_names.append(name)
-        stream = time_ordered(frames, pipeline.stats) if getattr(frames, "format", "") == "pcapng" else frames
-        n = 0
+        pipeline.source_index = index
+        if hasattr(frames, "sink"):  # a capture reader: it hands the common frames to consume()
+            setattr(frames, "sink", pipeline)  # noqa: B010 (frames is any iterable)
+        stream = time_ordered(frames, stats) if getattr(frames, "format", "") == "pcapng" else frames
+        before = stats.frames
+        next_batch = before + CHECKPOINT
         for frame in stream:
             pipeline.feed(frame, index)  # (a method call, not a bound method in a local: native when compiled)
-            n += 1
-            if n & 0x3FF == 0:
+            if stats.frames >= next_batch:  # (counting the frames consume() took)
+                next_batch = stats.frames + CHECKPOINT
                 if progress is not None:
-                    progress(index, n)
+                    progress(index, stats.frames - before)
                 yield from pipeline.ready()
     yield from pipeline.ready()
     yield from pipeline.finishing()

@@ -249,7 +249,13 @@ def _span(start: float | None, end: float | None) -> float | None:
     return end - start
 
 
-def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, bytes, int]:
+# A flow's direction-free key, (address, port, address, port), the lower pair first. A plain
+# tuple type: compiled, a fixed-length tuple type is a C struct, boxed into a new Python tuple
+# (and its ports into ints) each time it is used as a dict key, several times per packet
+FlowKey = tuple
+
+
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
     """Direction-free key of a 4-tuple: the lower (address, port) first."""
     if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport), without two tuples
         return (src, sport, dst, dport)
@@ -270,12 +276,12 @@ class Tracker:
         self.closed_linger = closed_linger
         self.idle_timeout = idle_timeout
         # 4-tuples of closed connections retired before CLOSED_LINGER was over → when that is over
-        self._recent_closed: dict[tuple[bytes, int, bytes, int], float] = {}
+        self._recent_closed: dict[FlowKey, float] = {}
         self.stragglers = 0
         self.timed_out = 0
-        self.table: dict[tuple[bytes, int, bytes, int], Connection] = {}
+        self.table: dict[FlowKey, Connection] = {}
         # closed connections still in the table: what a sweep looks at (without an idle timeout)
-        self._closing: dict[tuple[bytes, int, bytes, int], Connection] = {}
+        self._closing: dict[FlowKey, Connection] = {}
         self.next_id = 1
         # set by the caller before each feed() / sweep(): 2 x the input position, + 1 in feed();
         # recorded on the connections handed on (retired_at), its position on those opened (opened_at)
@@ -290,11 +296,11 @@ class Tracker:
         self.reused = 0
         self._retired: list[Connection] = []
         # id of the last connection handed on per 4-tuple, to report port reuse after it
-        self._last_id: dict[tuple[bytes, int, bytes, int], int] = {}
+        self._last_id: dict[FlowKey, int] = {}
         self.clock = 0.0
 
     # ----------------------------------------------------------------- segments
-    def feed(self, seg: Segment, key: tuple[bytes, int, bytes, int] | None = None) -> tuple[Connection, Packet] | tuple[None, None]:
+    def feed(self, seg: Segment, key: FlowKey | None = None) -> tuple[Connection, Packet] | tuple[None, None]:
         """Attach one segment to its connection; returns the connection and the new packet record,
         or (None, None) for a straggler of a connection already handed on (counted in ``stragglers``).
 
@@ -341,7 +347,7 @@ class Tracker:
         # a SYN from a side that never sent one: new attempt if the old connection is over
         return conn.closed or conn.midstream
 
-    def _open(self, key: tuple[bytes, int, bytes, int], seg: Segment) -> Connection:
+    def _open(self, key: FlowKey, seg: Segment) -> Connection:
         flags = seg.flags
         guessed = False
         midstream = False
@@ -451,7 +457,7 @@ class Tracker:
         return conn
 
     # -------------------------------------------------------------- retirement
-    def _retire(self, key: tuple[bytes, int, bytes, int], clock: float | None = None) -> None:
+    def _retire(self, key: FlowKey, clock: float | None = None) -> None:
         conn = self.table.pop(key)
         self._closing.pop(key, None)
         conn.retired_at = self.stamp
@@ -472,7 +478,7 @@ class Tracker:
         table = self.table
         victim_key = None
         victim_ts = float("inf")
-        active: list[tuple[bytes, int, bytes, int]] = []
+        active: list[FlowKey] = []
         recent = self.clock - EVICT_ACTIVE
         for i, (k, c) in enumerate(table.items()):
             if i >= EVICT_SAMPLE:
@@ -527,7 +533,7 @@ class Tracker:
                 break
             del recent[k]
 
-    def _absorb(self, key: tuple[bytes, int, bytes, int], seg: Segment) -> bool:
+    def _absorb(self, key: FlowKey, seg: Segment) -> bool:
         """A late packet (TIME_WAIT retransmitted FIN, last ACK, extra RST) of a closed connection
         that was already handed on before CLOSED_LINGER was over: counted, not tracked."""
         until = self._recent_closed.get(key)

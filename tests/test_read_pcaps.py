@@ -257,6 +257,57 @@ def test_fast_json_lines_equal_the_json_objects() -> None:
                 assert connection_line(r, absolute) == compact(connection_object(r, absolute)), (name, r.conn.id)
 
 
+class _Frames:
+    """A capture reader as run() sees it, counting the frames it yields. ``direct=False`` hides
+    its ``sink``, so the pipeline gets every frame as a RawFrame."""
+
+    def __init__(self, reader: object, direct: bool) -> None:
+        self.reader = reader
+        self.direct = direct
+        self.yielded = 0
+
+    def __getattr__(self, name: str) -> object:
+        if name == "sink" and not self.direct:
+            raise AttributeError(name)
+        return getattr(self.reader, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "sink":
+            setattr(self.reader, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def __iter__(self):  # noqa: ANN204
+        for frame in self.reader:  # type: ignore[attr-defined]
+            self.yielded += 1
+            yield frame
+
+
+def test_frames_taken_from_the_read_buffer_are_analysed_as_fed_frames() -> None:
+    """The reader hands the common frames (Ethernet, IPv4, TCP) to the pipeline straight from its
+    buffer; every other frame, and any frame of a source that is not a reader, is decoded from a
+    RawFrame. Both ways must give the same output and the same counts, on every bundled capture."""
+    from synscope.pipeline import Pipeline, run
+    from synscope.render.json import connection_line
+    from synscope.sources.pcap import open_capture
+
+    names = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
+    taken = frames = 0
+    for name in names:
+        results = []
+        for direct in (True, False):
+            pipeline = Pipeline()
+            reader = open_capture(pcap(name))
+            source = _Frames(reader, direct)
+            lines = [connection_line(r) for r in run([(reader.path, source)], pipeline)]  # type: ignore[list-item]
+            results.append((lines, pipeline.stats, pipeline.decoder.stats, reader.frames))
+            if direct:
+                taken += pipeline.stats.frames - source.yielded
+                frames += pipeline.stats.frames
+        assert results[0] == results[1], name
+    assert taken > frames // 2, "the readers handed the pipeline few frames: the direct path is not in use"
+
+
 def test_long_connections_keep_every_flagged_packet_but_not_every_plain_one() -> None:
     from synscope.pipeline import Pipeline, run
     from synscope.sources.pcap import open_capture

@@ -137,11 +137,12 @@ class Sent:
 class ConnAnalysis:
     """Analysis state and results kept on ``Connection.analysis``."""
 
-    seq: tuple[F.SeqState, F.SeqState] = field(default_factory=lambda: (F.SeqState(), F.SeqState()))
-    facts: tuple[DirectionFacts, DirectionFacts] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
-    # per direction, in sequence order (lists: a deque is 760 bytes empty, and its methods are
-    # generic calls when compiled)
-    flight: tuple[list[Sent], list[Sent]] = field(default_factory=lambda: ([], []))
+    # Each a pair, indexed by direction (C2S, S2C). Typed tuple[X, ...]: compiled, a fixed-length
+    # tuple type is a C struct, boxed into a new Python tuple whenever it is indexed by a variable
+    seq: tuple[F.SeqState, ...] = field(default_factory=lambda: (F.SeqState(), F.SeqState()))
+    facts: tuple[DirectionFacts, ...] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
+    # in sequence order (lists: a deque is 760 bytes empty, and its methods are generic calls when compiled)
+    flight: tuple[list[Sent], ...] = field(default_factory=lambda: ([], []))
     flag_totals: int = 0
     omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO, Final, Self
 
-from synscope.model import FramePrefilter, RawFrame
+from synscope.model import FrameSink, RawFrame
 
 __all__ = ["MAX_RECORD", "CaptureError", "CaptureReader", "open_capture"]
 
@@ -320,13 +320,13 @@ class CaptureReader:
         # pcapng: per interface (linktype, units per second, offset in units, snaplen)
         self._ifaces: list[tuple[int, int, int, int]] = []
         self._resolutions: list[str] = []
-        # a consumer that can tell from a frame's first bytes that it wants none of it (a worker
-        # of a split run: another worker's connection) sets this before reading; asked before a
-        # frame is made a RawFrame (pcap; pcapng while it has one interface), it may pass the
-        # frame over (it keeps its number)
-        self.prefilter: FramePrefilter | None = None
+        # a consumer that can take frames straight from the read buffer (the pipeline: see
+        # FrameSink) sets this before reading; every record is offered to it before it is made a
+        # RawFrame (pcap; pcapng while it has one interface), and one it takes is not yielded (it
+        # keeps its number)
+        self.sink: FrameSink | None = None
         self._one_interface = True  # pcapng: no section declared a second one (frames stay in file order)
-        # the latest time of the frames the prefilter passed over (time_ordered() needs it)
+        # the latest time of the frames the sink took (time_ordered() needs it)
         self.passed_newest = float("-inf")
 
     # ----- public -----
@@ -576,24 +576,19 @@ class CaptureReader:
 
     def _pcap_frames(self) -> Generator[RawFrame, None, None]:
         """The pcap record loop: flat, local variables only, as it is the hot path."""
-        unpack = _STRUCTS[self._order].rec.unpack_from
         hl = self._hdrlen
         limit = self._units  # a sub-second field at or past this is invalid
         scale = float(limit)
         lt = self._linktype
         refill = self._refill
-        prefilter = self.prefilter
+        sink = self.sink
+        little = self._order == "<"
         buf, pos = self._buf, self._pos
         n = len(buf)
         frame = 0
         bad_frac = 0
         odd_ts = 0
         ts_min, ts_max = TS_PLAUSIBLE_MIN, TS_PLAUSIBLE_MAX
-        # declared: compiled, the record's fields are then native ints, not objects
-        sec: int
-        frac: int
-        cap: int
-        olen: int
         try:
             while True:
                 if pos + hl > n:
@@ -607,7 +602,17 @@ class CaptureReader:
                         else:
                             self._ended(self._base)
                         return
-                sec, frac, cap, olen = unpack(buf, pos)
+                # (byte by byte: compiled, native operations; an unpack makes five objects)
+                if little:
+                    sec = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
+                    frac = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
+                    cap = buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16 | buf[pos + 11] << 24
+                    olen = buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16 | buf[pos + 15] << 24
+                else:
+                    sec = buf[pos] << 24 | buf[pos + 1] << 16 | buf[pos + 2] << 8 | buf[pos + 3]
+                    frac = buf[pos + 4] << 24 | buf[pos + 5] << 16 | buf[pos + 6] << 8 | buf[pos + 7]
+                    cap = buf[pos + 8] << 24 | buf[pos + 9] << 16 | buf[pos + 10] << 8 | buf[pos + 11]
+                    olen = buf[pos + 12] << 24 | buf[pos + 13] << 16 | buf[pos + 14] << 8 | buf[pos + 15]
                 end = pos + hl + cap
                 if end > n:
                     self.frames = frame
@@ -628,7 +633,7 @@ class CaptureReader:
                     odd_ts += 1
                 frame += 1
                 ts = sec + frac / scale
-                if prefilter is not None and prefilter.pass_over(buf, pos + hl, cap, olen, lt, ts):
+                if sink is not None and sink.consume(buf, pos + hl, cap, olen, lt, ts, frame, -1):
                     pos = end
                     continue
                 yield RawFrame(frame, ts, lt, buf[pos + hl : end], olen)
@@ -648,7 +653,7 @@ class CaptureReader:
         )
         ifaces = self._ifaces
         refill = self._refill
-        prefilter = self.prefilter
+        sink = self.sink
         buf, pos = self._buf, self._pos
         n = len(buf)
         frame = 0
@@ -745,14 +750,6 @@ class CaptureReader:
                     last_ts = _ticks_to_seconds(((hi << 32) | lo) + offset, units)
                     if not ts_min <= last_ts < ts_max:
                         odd_ts += 1
-                    # (only while frames are read in file order: time_ordered() reorders them
-                    # once a second interface is declared, and the prefilter would not see that order)
-                    if prefilter is not None and self._one_interface and prefilter.pass_over(buf, pos + 28, cap, olen, lt, last_ts):
-                        if last_ts > self.passed_newest:
-                            self.passed_newest = last_ts
-                        frame += 1
-                        pos = end
-                        continue
                     pkttype = -1
                     if blen > padded + 32:  # options present: look for epb_flags
                         opos = pos + 28 + padded
@@ -766,6 +763,13 @@ class CaptureReader:
                                 break
                             opos += 4 + ((ol + 3) & ~3)
                     frame += 1
+                    # (only while frames are read in file order: time_ordered() reorders them
+                    # once a second interface is declared, and the sink would not see that order)
+                    if sink is not None and self._one_interface and sink.consume(buf, pos + 28, cap, olen, lt, last_ts, frame, pkttype):
+                        if last_ts > self.passed_newest:
+                            self.passed_newest = last_ts
+                        pos = end
+                        continue
                     yield RawFrame(
                         frame,
                         last_ts,
