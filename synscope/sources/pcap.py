@@ -96,14 +96,11 @@ TS_PLAUSIBLE_MAX: Final = 4_102_444_800  # 2100-01-01
 class _Structs:
     """Precompiled layouts for one byte order: compiling once keeps unpacking cheap."""
 
-    __slots__ = ("blockhdr", "epb", "epb_full", "i64", "idb", "opt", "pb", "rec", "u16", "u32")
+    __slots__ = ("blockhdr", "i64", "idb", "opt", "pb", "u16", "u32")
 
     def __init__(self, order: str) -> None:
-        self.rec = struct.Struct(order + "IIII")  # pcap: ts_sec, ts_frac, caplen, len
+        # (the per-packet numbers of pcap records and pcapng packet blocks are read with _u32_at)
         self.blockhdr = struct.Struct(order + "II")  # pcapng: type, total length
-        self.epb = struct.Struct(order + "IIIII")  # if_id, ts_hi, ts_lo, caplen, len
-        # block header + EPB fields in one call: the common case, one unpack per packet
-        self.epb_full = struct.Struct(order + "IIIIIII")
         self.pb = struct.Struct(order + "HHIIII")  # if_id, drops, ts_hi, ts_lo, cap, len
         self.idb = struct.Struct(order + "HHI")  # linktype, reserved, snaplen
         self.opt = struct.Struct(order + "HH")  # option code, length
@@ -644,13 +641,8 @@ class CaptureReader:
     def _pcapng_frames(self) -> Generator[RawFrame, None, None]:
         """The pcapng block loop: yields packet blocks, header blocks update state."""
         st = _STRUCTS[self._order]
-        blockhdr, head, epb, u32, opt = (
-            st.blockhdr.unpack_from,
-            st.epb_full.unpack_from,
-            st.epb.unpack_from,
-            st.u32.unpack_from,
-            st.opt.unpack_from,
-        )
+        u32, opt = st.u32.unpack_from, st.opt.unpack_from
+        little = self._order == "<"
         ifaces = self._ifaces
         refill = self._refill
         sink = self.sink
@@ -681,12 +673,9 @@ class CaptureReader:
                         else:
                             self._ended(self._base)
                         return
-                if pos + 28 <= n:
-                    # read as if it were an EPB (most blocks are); other types ignore the rest
-                    btype, blen, ifid, hi, lo, cap, olen = head(buf, pos)
-                else:
-                    btype, blen = blockhdr(buf, pos)
-                    ifid = -1  # EPB fields not read yet
+                # (the block's numbers byte by byte, as in _pcap_frames)
+                btype = _u32_at(buf, pos, little)
+                blen = _u32_at(buf, pos + 4, little)
                 if btype == _SHB:
                     # A new section may switch byte order: read its length in it.
                     order = _PCAPNG_BOM.get(buf[pos + 8 : pos + 12])
@@ -698,14 +687,9 @@ class CaptureReader:
                         )
                         return
                     st = _STRUCTS[order]
-                    blockhdr, head, epb, u32, opt = (
-                        st.blockhdr.unpack_from,
-                        st.epb_full.unpack_from,
-                        st.epb.unpack_from,
-                        st.u32.unpack_from,
-                        st.opt.unpack_from,
-                    )
-                    blen = u32(buf, pos + 4)[0]
+                    u32, opt = st.u32.unpack_from, st.opt.unpack_from
+                    little = order == "<"
+                    blen = _u32_at(buf, pos + 4, little)
                 if blen < 12 or blen > MAX_RECORD or blen & 3:
                     self.frames = frame
                     self._stop(self._base + pos, f"impossible block length {blen}")
@@ -720,7 +704,7 @@ class CaptureReader:
                         self.frames = frame
                         self._cut(self._base)
                         return
-                if u32(buf, end - 4)[0] != blen:
+                if _u32_at(buf, end - 4, little) != blen:
                     # the trailing copy of the length is the one check that catches a
                     # corrupt length before we parse garbage; Wireshark stops here too
                     self.frames = frame
@@ -732,8 +716,11 @@ class CaptureReader:
                         self.frames = frame
                         self._stop(self._base + pos, f"packet block too short ({blen} bytes)")
                         return
-                    if ifid < 0:
-                        ifid, hi, lo, cap, olen = epb(buf, pos + 8)
+                    ifid = _u32_at(buf, pos + 8, little)
+                    hi = _u32_at(buf, pos + 12, little)
+                    lo = _u32_at(buf, pos + 16, little)
+                    cap = _u32_at(buf, pos + 20, little)
+                    olen = _u32_at(buf, pos + 24, little)
                     padded = (cap + 3) & ~3
                     if padded + 32 > blen:
                         self.frames = frame
@@ -872,6 +859,14 @@ class CaptureReader:
 # Integers below this are exact doubles: a quotient of two of them is correctly rounded in
 # floating point, as Python's int / int is
 _EXACT: Final = 1 << 53
+
+
+def _u32_at(buf: bytes, at: int, little: bool) -> int:
+    """The unsigned 32-bit number at ``buf[at:at + 4]``: compiled, a few native operations,
+    where a ``struct`` unpack makes an object of each number and of the tuple."""
+    if little:
+        return buf[at] | buf[at + 1] << 8 | buf[at + 2] << 16 | buf[at + 3] << 24
+    return buf[at] << 24 | buf[at + 1] << 16 | buf[at + 2] << 8 | buf[at + 3]
 
 
 def _ticks_to_seconds(ticks: int, units: int) -> float:
