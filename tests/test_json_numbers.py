@@ -26,6 +26,7 @@ def _numbers(seed: int, count: int) -> list[float]:
         # halfway between two numbers of 1, 4 or 6 places, or next to it: rounding decides the digit
         lambda: (rng.randint(-10**9, 10**9) + 0.5) / 10 ** rng.choice((1, 4, 6)) * (1 + rng.choice((-1, 0, 1)) * 2**-52),
         lambda: rng.randint(1, 2**20) / 2**rng.randint(1, 20),  # binary fractions: exact ties at some places
+        lambda: (rng.randint(-100, 100) + 0.5) / 10**6 * (1 + rng.choice((-1, 0, 1)) * 2**-52),  # tiny, near a tie
     ]
     return [makers[i % len(makers)]() for i in range(count)]
 

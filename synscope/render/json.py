@@ -168,14 +168,14 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'{HEAD_START}{c.id},"source":{string(r.source_name)},'
         f'"client":{{"ip":{string(fmt_ip(client.ip))},"port":{client.port}}},'
         f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},'
-        f'"roles_guessed":{_json(c.roles_guessed)},"start":{rounded_text(c.first_ts)},"end":{rounded_text(c.last_ts)},'
+        f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{float_text(c.first_ts)},"end":{float_text(c.last_ts)},'
         f'"state":{string(v.conn_state)},"history":{string(v.history)},"outcome":{string(v.outcome)},'
-        f'"ok":{_json(v.ok)},"verdict":{string(v.explanation)},"next_step":{_opt_text(v.next_step or None)},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"next_step":{_opt_text(v.next_step or None)},'
         f'"client_state":{string(c.state_of(client))},"server_state":{string(c.state_of(server))},'
         f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
-        f'"reused_from":{_json(c.reused_from)},"retry_of":{_json(r.retry_of)},"icmp":[{icmp}],'
+        f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},"icmp":[{icmp}],'
         f'"c2s":{_direction_text(fc, client, server, absolute)},"s2c":{_direction_text(fs, server, client, absolute)}'
     )
 
@@ -187,32 +187,44 @@ def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -
     if rtt is None:
         rtt_text = "null"
     else:
-        rtt_text = f'{{"min":{rounded_text(rtt[0])},"median":{rounded_text(rtt[1])},"max":{rounded_text(rtt[2])}}}'
-    next_seq: int | None = side.next_seq
-    if side.next_seq == UNSEEN:
-        next_seq = None
-    elif not absolute:
-        next_seq = side.rel_seq(side.next_seq)
-    highest_ack: int | None = side.highest_ack
-    if side.highest_ack == UNSEEN:
-        highest_ack = None
-    elif not absolute:
-        highest_ack = peer.rel_seq(side.highest_ack)
+        rtt_text = f'{{"min":{float_text(rtt[0])},"median":{float_text(rtt[1])},"max":{float_text(rtt[2])}}}'
+    next_seq = "null"
+    if side.next_seq != UNSEEN:
+        next_seq = str(side.next_seq if absolute else side.rel_seq(side.next_seq))
+    highest_ack = "null"
+    if side.highest_ack != UNSEEN:
+        highest_ack = str(side.highest_ack if absolute else peer.rel_seq(side.highest_ack))
     if opts is None:
         mss = sack = "null"
     else:
-        mss = _json(opts.mss)
+        mss = _int_text(opts.mss)
         sack = "true" if opts.sack_permitted else "false"
+    if f.retransmitted_segments or f.retransmitted_bytes or f.fast_retransmissions or f.out_of_order or f.duplicate_acks:
+        losses = (
+            f'"retransmitted_segments":{f.retransmitted_segments},"retransmitted_bytes":{f.retransmitted_bytes},'
+            f'"retransmission_rate":{float_text(f.retransmission_rate, 4)},"fast_retransmissions":{f.fast_retransmissions},'
+            f'"out_of_order":{f.out_of_order},"duplicate_acks":{f.duplicate_acks}'
+        )
+    else:  # most directions: nothing sent again (and so a rate of 0.0)
+        losses = _NO_LOSSES
     return (
-        f'{{"isn":{_json(side.isn)},"next_seq":{_json(next_seq)},"highest_ack":{_json(highest_ack)},'
+        f'{{"isn":{_int_text(side.isn)},"next_seq":{next_seq},"highest_ack":{highest_ack},'
         f'"mss":{mss},"win_scale":{side.win_scale if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
-        f'"packets":{f.packets},"bytes":{f.payload_bytes},"data_segments":{f.data_segments},'
-        f'"retransmitted_segments":{f.retransmitted_segments},"retransmitted_bytes":{f.retransmitted_bytes},'
-        f'"retransmission_rate":{rounded_text(f.retransmission_rate, 4)},"fast_retransmissions":{f.fast_retransmissions},'
-        f'"out_of_order":{f.out_of_order},"duplicate_acks":{f.duplicate_acks},'
-        f'"zero_window_time":{rounded_text(f.zero_window_time)},"max_idle":{rounded_text(f.max_idle)},'
-        f'"throughput_bps":{rounded_text(f.throughput() * 8, 1)},"rtt":{rtt_text}}}'
+        f'"packets":{f.packets},"bytes":{f.payload_bytes},"data_segments":{f.data_segments},{losses},'
+        f'"zero_window_time":{float_text(f.zero_window_time)},"max_idle":{float_text(f.max_idle)},'
+        f'"throughput_bps":{float_text(f.throughput() * 8, 1)},"rtt":{rtt_text}}}'
     )
+
+
+_NO_LOSSES: Final = (
+    '"retransmitted_segments":0,"retransmitted_bytes":0,"retransmission_rate":0.0,'
+    '"fast_retransmissions":0,"out_of_order":0,"duplicate_acks":0'
+)
+
+
+def _int_text(x: int | None) -> str:
+    """A whole number or None as JSON."""
+    return "null" if x is None else str(x)
 
 
 def join_line(head: dict[str, Any], packets: str) -> str:
@@ -337,11 +349,17 @@ def rounded_text(x: float | None, places: int = 6) -> str:
         return "null"
     if not isinstance(x, float):
         return _json(round(x, places))
+    return float_text(x, places)
+
+
+def float_text(x: float, places: int = 6) -> str:
+    """:func:`rounded_text` of a float (compiled, it stays a native double)."""
     if x == 0.0:  # a third of the numbers in a connection's object
         return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
     if -_SHORT_LIMIT < x < _SHORT_LIMIT:
-        if -1e-4 < x < 1e-4:  # repr() writes 1.7e-05 from here down: left to it
-            return repr(round(x, places))
+        if -1e-4 < x < 1e-4:  # repr() writes 1.7e-05 from here down
+            text = _tiny_text(x, places)
+            return text if text is not None else repr(round(x, places))
         text = _fixed_text(x, places)
         if text is not None:
             return text
@@ -351,11 +369,30 @@ def rounded_text(x: float | None, places: int = 6) -> str:
     return micros if micros is not None else _json(round(x, places))
 
 
+def _tiny_text(x: float, places: int) -> str | None:
+    """``repr(round(x, places))`` for 0 < |x| < 1e-4: round() gives the double nearest k / 10**places
+    for the whole number k nearest x * 10**places (under 100), whose repr is in a table."""
+    scaled = x * _SCALES[places]
+    sign = ""
+    if scaled < 0.0:
+        sign = "-"
+        scaled = -scaled
+    k: int = int(scaled)
+    frac = scaled - k
+    if -_NEAR_HALF < frac - 0.5 < _NEAR_HALF:
+        return None
+    if frac > 0.5:
+        k += 1
+    return sign + _TINY[places][k]
+
+
 # Below this, x * 10**places is within 2**-14 of the exact product (one rounding, ulp at most 2**-13)
 _SCALED_LIMIT: Final = 1e12
 # A scaled number this close to a half is left to format(): rounding it needs the exact product
 _NEAR_HALF: Final = 1e-3
 _SCALES: Final = (1, 10, 100, 1000, 10000, 100000, 1000000)
+# repr(k / 10**places) for the k that numbers under 1e-4 round to (k = 0 included: "0.0")
+_TINY: Final = tuple(tuple(repr(k / 10**places) for k in range(int(1e-4 * 10**places) + 2)) for places in range(7))
 
 
 def _fixed_text(x: float, places: int) -> str | None:
