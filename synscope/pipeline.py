@@ -226,10 +226,10 @@ class Pipeline(FrameSink):
         if self.dedup and self._seen_twice(seg, key):
             self.stats.duplicates += 1
             return
-        conn, pkt = self.tracker.feed(seg, key)
+        conn = self.tracker.feed(seg, key)
         if conn is None:  # a late packet of a connection already handed on: counted
             return
-        self.analyser.on_packet(conn, pkt)  # type: ignore[arg-type]
+        self.analyser.on_packet(conn, conn.packets[-1])
 
     def _count_frame(self, ts: float) -> None:
         """The run's totals, for every frame read."""

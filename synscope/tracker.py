@@ -300,9 +300,10 @@ class Tracker:
         self.clock = 0.0
 
     # ----------------------------------------------------------------- segments
-    def feed(self, seg: Segment, key: FlowKey | None = None) -> tuple[Connection, Packet] | tuple[None, None]:
-        """Attach one segment to its connection; returns the connection and the new packet record,
-        or (None, None) for a straggler of a connection already handed on (counted in ``stragglers``).
+    def feed(self, seg: Segment, key: FlowKey | None = None) -> Connection | None:
+        """Attach one segment to its connection; returns the connection (the new packet record is
+        its last packet), or None for a straggler of a connection already handed on (counted in
+        ``stragglers``). (One value: compiled, a pair would be a new tuple per packet.)
 
         ``key``: the segment's :func:`flow_key`, when the caller has it already.
         """
@@ -315,7 +316,7 @@ class Tracker:
         flags = seg.flags
         if conn is None:
             if self._recent_closed and self._absorb(key, seg):
-                return None, None
+                return None
             conn = self._open(key, seg)
         elif flags & SYN and self._starts_new_epoch(conn, seg):
             old = conn
@@ -331,7 +332,7 @@ class Tracker:
         self._update_sides(conn, pkt)
         if flags & (FIN | RST) and key not in self._closing and conn.closed:
             self._closing[key] = conn
-        return conn, pkt
+        return conn
 
     def _starts_new_epoch(self, conn: Connection, seg: Segment) -> bool:
         """A SYN whose ISN differs from the one this 4-tuple already has starts a new connection.

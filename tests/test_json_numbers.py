@@ -8,6 +8,7 @@ import math
 import random
 import struct
 
+from synscope.fmt import fixed
 from synscope.render.json import rounded_text, ts_text
 
 ENCODE = json.JSONEncoder(separators=(",", ":")).encode
@@ -50,3 +51,11 @@ def test_rounded_numbers_are_written_as_the_encoder_writes_them() -> None:
     assert rounded_text(None) == "null"
     # an int stays an int, as the encoder writes it
     assert rounded_text(3) == "3"  # type: ignore[arg-type]
+
+
+def test_fixed_point_text_is_what_format_writes() -> None:
+    """Durations, sizes and rates in verdicts and notes are written from integers where that is exact."""
+    for x in _numbers(3, 70_000) + EDGES + [-1e-9, 1e12, 5e11 + 0.5, 2.5, 0.125, -0.125]:
+        for places in range(7):
+            assert fixed(x, places) == format(x, f".{places}f"), (repr(x), places)
+    assert fixed(1536, 0) == "1536"  # an int, as byte counts come

@@ -27,8 +27,8 @@ class Exchange:
         else:
             seg = Segment(self.frame, t, SERVER, CLIENT, 80, 40000, self.sseq, self.cseq, flags, win, length)
             self.sseq += length + (1 if flags & (SYN | FIN) else 0)
-        conn, pkt = self.tracker.feed(seg)
-        self.analyser.on_packet(conn, pkt)
+        conn = self.tracker.feed(seg)
+        self.analyser.on_packet(conn, conn.packets[-1])
 
     def handshake(self, t: float = 0.0) -> None:
         self.send(t, True, SYN)

@@ -9,6 +9,7 @@ from typing import Any, Final, TextIO
 from synscope.addr import fmt_ip
 from synscope.analysis.engine import DirectionFacts
 from synscope.analysis.flags import flag_names
+from synscope.fmt import FIXED_SPECS, SCALES, scaled_round
 from synscope.model import ACK, SYN, flag_string
 from synscope.pipeline import ConnReport
 from synscope.seqnum import MASK
@@ -308,7 +309,6 @@ _MICROS_HI: Final = 4294967296.0
 # Below this, a number rounded to at most 6 places has at most 14 significant digits: its
 # decimal form is the shortest that converts back to it, which is what repr() writes
 _SHORT_LIMIT: Final = 1e8
-_FIXED: Final = (".0f", ".1f", ".2f", ".3f", ".4f", ".5f", ".6f")
 
 
 def _micros_text(x: float) -> str | None:
@@ -363,7 +363,7 @@ def float_text(x: float, places: int = 6) -> str:
         text = _fixed_text(x, places)
         if text is not None:
             return text
-        text = format(x, _FIXED[places]).rstrip("0")
+        text = format(x, FIXED_SPECS[places]).rstrip("0")
         return text + "0" if text[-1] == "." else text
     micros = _micros_text(x) if places == 6 else None
     return micros if micros is not None else _json(round(x, places))
@@ -372,51 +372,30 @@ def float_text(x: float, places: int = 6) -> str:
 def _tiny_text(x: float, places: int) -> str | None:
     """``repr(round(x, places))`` for 0 < |x| < 1e-4: round() gives the double nearest k / 10**places
     for the whole number k nearest x * 10**places (under 100), whose repr is in a table."""
-    scaled = x * _SCALES[places]
-    sign = ""
-    if scaled < 0.0:
-        sign = "-"
-        scaled = -scaled
-    k: int = int(scaled)
-    frac = scaled - k
-    if -_NEAR_HALF < frac - 0.5 < _NEAR_HALF:
+    k = scaled_round(-x if x < 0 else x, places)
+    if k < 0:
         return None
-    if frac > 0.5:
-        k += 1
-    return sign + _TINY[places][k]
-
-
-# Below this, x * 10**places is within 2**-14 of the exact product (one rounding, ulp at most 2**-13)
-_SCALED_LIMIT: Final = 1e12
-# A scaled number this close to a half is left to format(): rounding it needs the exact product
-_NEAR_HALF: Final = 1e-3
-_SCALES: Final = (1, 10, 100, 1000, 10000, 100000, 1000000)
-# repr(k / 10**places) for the k that numbers under 1e-4 round to (k = 0 included: "0.0")
-_TINY: Final = tuple(tuple(repr(k / 10**places) for k in range(int(1e-4 * 10**places) + 2)) for places in range(7))
+    return ("-" if x < 0 else "") + _TINY[places][k]
 
 
 def _fixed_text(x: float, places: int) -> str | None:
     """``format(x, f".{places}f")`` without its trailing zeros (one kept after the point),
     from integers; None where the scaled number is too large or too near a half to round it
     from the double product alone (format() rounds the exact binary value)."""
-    scale = _SCALES[places]
-    sign = ""
-    if x < 0.0:
-        sign = "-"
-        x = -x
-    scaled = x * scale
-    if scaled >= _SCALED_LIMIT:
+    n = scaled_round(-x if x < 0 else x, places)
+    if n < 0:
         return None
-    whole: int = int(scaled)  # (scaled >= 0: truncation is the floor)
-    frac = scaled - whole
-    if -_NEAR_HALF < frac - 0.5 < _NEAR_HALF:
-        return None
-    n = whole + 1 if frac > 0.5 else whole
+    sign = "-" if x < 0 else ""
+    scale = SCALES[places]
     units = n // scale
     rest = n - units * scale
     if rest == 0:
         return f"{sign}{units}.0"
     return f"{sign}{units}.{str(rest + scale)[1:].rstrip('0')}"
+
+
+# repr(k / 10**places) for the k that numbers under 1e-4 round to (k = 0 included: "0.0")
+_TINY: Final = tuple(tuple(repr(k / 10**places) for k in range(int(1e-4 * 10**places) + 2)) for places in range(7))
 
 
 def write_connection(r: ConnReport, out: TextIO, absolute: bool = False) -> None:
