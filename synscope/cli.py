@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Callable
 from typing import NoReturn, TextIO
 
 import click
@@ -193,14 +194,20 @@ def _read_split(
 
     split = SplitRun([r.path for r in readers], [r.size for r in readers], make_pipeline, workers, absolute)  # type: ignore[arg-type]
     split.on_progress = progress.update
+    # the lines come as ASCII bytes: written to the byte stream under stdout, flushed whenever
+    # the merge waits for a worker (so they stream without a system call per line)
+    out.flush()
+    raw = getattr(out, "buffer", None)
+    write: Callable[[bytes], object] = raw.write if raw is not None else (lambda line: out.write(line.decode("ascii")))
+    split.on_wait = raw.flush if raw is not None else out.flush
     try:
         for cid, line in split:
             if conn_ids:
                 if cid not in conn_ids:
                     continue
                 seen_ids.add(cid)
-            out.write(line + "\n")
-            out.flush()
+            write(line)
+        split.on_wait()
     except WorkerFailed as e:
         split.close()
         fail(str(e), ExitCode.ERROR)

@@ -52,6 +52,9 @@ PIPE_BYTES: Final = 1 << 20
 F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux), spelled out for older ones
 _LEN: Final = struct.Struct("<Q")
 _DONE: Final = 1 << 63  # progress of a worker that has sent everything
+_HEAD_START: Final = HEAD_START.encode("ascii")
+_PACKETS_START: Final = b',"packets":['
+_LINE_END: Final = b"]}\n"
 # JSON text the parent holds from a worker that is ahead of the merge, before it stops reading
 # from that worker (which then waits on its pipe): the parent's memory stays bounded
 HOLD_BYTES: Final = 4 << 20
@@ -74,8 +77,10 @@ class SplitRun:
     """Runs ``workers`` forked workers over ``paths`` and merges their JSON lines in order.
 
     ``make_pipeline`` builds each worker's pipeline (the same options as a single run).
-    Iterate for (connection id, JSON line); afterwards :meth:`totals` gives the run's
-    counters as a single run would have them.
+    Iterate for (connection id, JSON line as ASCII bytes, newline included); afterwards
+    :meth:`totals` gives the run's counters as a single run would have them. ``on_wait`` is
+    called whenever the merge has to wait for a worker (the caller flushes its output then,
+    so lines stream without a write per line).
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class SplitRun:
         self._final: list[dict[str, Any] | None] = [None] * workers
         self._linker = RetryLinker()
         self.on_progress: Callable[[int, int, int], None] | None = None
+        self.on_wait: Callable[[], None] | None = None
         sys.stdout.flush()
         sys.stderr.flush()
         for index in range(workers):
@@ -112,7 +118,7 @@ class SplitRun:
         self._old_sigint = signal.signal(signal.SIGINT, self._on_sigint)
 
     # ------------------------------------------------------------------ merging
-    def __iter__(self) -> Iterator[tuple[int, str]]:
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
         # (plain loops: closures in compiled code make reference cycles, and gc is off)
         queues = self._queues
         progress = self._progress
@@ -151,7 +157,7 @@ class SplitRun:
             before += bisect_left(opened, position)
         return before + 1
 
-    def _merged(self, item: tuple) -> tuple[int, str]:
+    def _merged(self, item: tuple) -> tuple[int, bytes]:
         _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets = item
         cid = self._id(opened_at)
         linked = None
@@ -160,8 +166,8 @@ class SplitRun:
             key, syn_ts, failed, client_port = link
             linked = self._linker.link(key, cid, syn_ts, failed, retire_clock)
         if reused_from is None and linked is None:  # the usual case: only the id to put in
-            return cid, HEAD_START + str(cid) + head_rest + ',"packets":[' + packets + "]}"
-        head = json.loads(HEAD_START + "0" + head_rest + "}")
+            return cid, b"".join((_HEAD_START, str(cid).encode(), head_rest, _PACKETS_START, packets, _LINE_END))
+        head = json.loads(_HEAD_START + b"0" + head_rest + b"}")
         head["id"] = cid
         if reused_from is not None:
             earlier = self._id(reused_from)
@@ -171,13 +177,15 @@ class SplitRun:
             head["retry_of"] = linked[0]
             if client_port != 0:
                 head["verdict"] += retry_sentence(*linked)
-        return cid, join_line(head, packets)
+        return cid, (join_line(head, packets.decode("ascii")) + "\n").encode("ascii")
 
     def _receive(self, need: int) -> None:
         """Read until a message from worker ``need`` is in; meanwhile take what the others
         sent, so they do not wait on a full pipe, unless the parent already holds HOLD_BYTES
         of theirs (then a worker far ahead of the merge waits until it catches up)."""
         got = False
+        if self.on_wait is not None:
+            self.on_wait()
         while not got:
             open_fds = [
                 fd for w, fd in enumerate(self._fds) if self._progress[w] != _DONE and (w == need or self._held[w] < HOLD_BYTES)
@@ -197,13 +205,14 @@ class SplitRun:
                     end = _LEN.size + size
                     if len(buf) < end:
                         break
-                    body = bytes(buf[_LEN.size:end])
+                    with memoryview(buf) as view:  # (unpickled in place: no copy of the message)
+                        message = pickle.loads(view[_LEN.size:end])
                     del buf[:end]
-                    self._message(w, body)
+                    self._message(w, message)
                     got = got or w == need
 
-    def _message(self, w: int, body: bytes) -> None:
-        kind, *rest = pickle.loads(body)
+    def _message(self, w: int, message: tuple) -> None:
+        kind, *rest = message
         if kind == "batch":
             progress, opened, items, source, frames, bytes_read = rest
             self._opened[w].extend(opened)
@@ -399,7 +408,11 @@ def _item(report: Any, absolute: bool) -> tuple:
     start = f"{HEAD_START}{conn.id},"
     if not head.startswith(start):  # the schema's first members moved: fail loudly, not wrongly
         raise AssertionError(f"JSON object starts {head[:40]!r}, expected {start!r}")
-    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link, head[len(start) - 1:], packets_text(report, absolute))
+    # (ASCII bytes: the parent joins them into the line it writes, without decoding or encoding)
+    return (
+        conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link,
+        head[len(start) - 1:].encode("ascii"), packets_text(report, absolute).encode("ascii"),
+    )
 
 
 def _send(out: BinaryIO, message: tuple) -> None:
