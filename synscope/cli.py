@@ -101,17 +101,30 @@ def read(
     seen_ids: set[int] = set()
     interrupted = False
 
+    # Lines from a pipe (tcpdump -w - | synscope read --json -) are flushed one by one: the next
+    # frames may be long in coming. From files, every thousand frames or so (see on_frames).
+    flush_each_line = as_json and any(r.size is None for r in readers)
+
     def take(report: object) -> None:
         if conn_ids and report.conn.id not in conn_ids:  # type: ignore[attr-defined]
             return
         if conn_ids:
             seen_ids.add(report.conn.id)  # type: ignore[attr-defined]
         if as_json:
-            from synscope.render.json import write_connection
+            from synscope.render.json import connection_line
 
-            write_connection(report, out, absolute)  # type: ignore[arg-type]
+            out.write(connection_line(report, absolute) + "\n")  # type: ignore[arg-type]
+            if flush_each_line:
+                out.flush()
         else:
             summary.add(report)  # type: ignore[arg-type]
+
+    def on_frames(index: int, frames: int) -> None:
+        # every thousand frames or so: the lines written since reach the reader of our output
+        # (`| jq`) at once, without a system call per line
+        if as_json:
+            out.flush()
+        progress.update(index, frames)
 
     # The read path builds no reference cycles (records point one way: connection → packets →
     # segments), so reference counting frees everything; the cyclic collector would only rescan
@@ -123,12 +136,13 @@ def read(
             interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, progress, out)
         else:
             try:
-                for report in run(((r.path, r) for r in readers), pipeline, progress.update):
+                for report in run(((r.path, r) for r in readers), pipeline, on_frames):
                     take(report)
             except KeyboardInterrupt:
                 interrupted = True
                 for report in pipeline.finish():
                     take(report)
+            out.flush()
     except BrokenPipeError:
         _reader_gone()
     gc.enable()
