@@ -1,11 +1,13 @@
 """``read --json`` on several cores: workers split the connections, the parent merges.
 
-Every worker reads and decodes the whole input but tracks and analyses only the
+Every worker reads the whole input but decodes, tracks and analyses only the
 connections whose 4-tuple hashes to it (:func:`synscope.pipeline.shard_of`),
-and renders their JSON. What could differ from one worker is made not to:
+and renders their JSON; the usual frames of other workers' connections are
+passed over undecoded (``Pipeline.consume``). What could differ from one worker
+is made not to:
 
 - the capture clock, the sweeps and the duplicate window's generations see
-  every frame in every worker (see ``Pipeline.feed``);
+  every frame in every worker (see ``Pipeline.feed`` and ``Pipeline.consume``);
 - a connection is handed on at a *stamp* (its input position) and ordered by
   (stamp, position of its first frame), which is the order one worker emits;
 - ids are numbered by the position of the frame that opened the connection;

@@ -435,7 +435,7 @@ def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFra
                 newest = ts
             yield frame
             continue
-        # frames a prefilter passed over (only while there was one interface) count as seen
+        # frames the reader gave to its sink (only while there was one interface) count as seen
         newest = max(newest, getattr(frames, "passed_newest", newest))
         if ts < newest:
             stats.reordered += 1
