@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from synscope.addr import fmt_ip
 from synscope.analysis.annotate import backoff_pattern
 from synscope.analysis.flags import flag_names
@@ -283,7 +285,10 @@ class _Frames:
             yield frame
 
 
-def test_frames_taken_from_the_read_buffer_are_analysed_as_fed_frames() -> None:
+@pytest.mark.parametrize(
+    "options", [{}, {"max_conns": 2}, {"keep_payload": True}, {"dedup": False}], ids=["default", "max-conns", "payload", "no-dedup"]
+)
+def test_frames_taken_from_the_read_buffer_are_analysed_as_fed_frames(options: dict) -> None:
     """The reader hands the common frames (Ethernet, IPv4, TCP) to the pipeline straight from its
     buffer; every other frame, and any frame of a source that is not a reader, is decoded from a
     RawFrame. Both ways must give the same output and the same counts, on every bundled capture."""
@@ -296,11 +301,13 @@ def test_frames_taken_from_the_read_buffer_are_analysed_as_fed_frames() -> None:
     for name in names:
         results = []
         for direct in (True, False):
-            pipeline = Pipeline()
+            pipeline = Pipeline(**options)
             reader = open_capture(pcap(name))
             source = _Frames(reader, direct)
-            lines = [connection_line(r) for r in run([(reader.path, source)], pipeline)]  # type: ignore[list-item]
-            results.append((lines, pipeline.stats, pipeline.decoder.stats, reader.frames))
+            reports = list(run([(reader.path, source)], pipeline))  # type: ignore[list-item]
+            lines = [connection_line(r) for r in reports]
+            payloads = [p.seg.payload for r in reports for p in r.conn.packets]
+            results.append((lines, payloads, pipeline.stats, pipeline.decoder.stats, pipeline.tracker.evicted, reader.frames))
             if direct:
                 taken += pipeline.stats.frames - source.yielded
                 frames += pipeline.stats.frames
