@@ -127,24 +127,18 @@ class Decoder:
             return None
 
     def decode_plain(self, buf: bytes, offset: int, caplen: int, frame_no: int, ts: float, pkttype: int) -> Segment | None:
-        """The usual frame -- Ethernet, IPv4 without options, not a fragment, TCP with its whole
-        header captured (see :func:`plain_tcp_flow_mix`) -- decoded from ``buf[offset:offset +
+        """The usual frame (see :func:`_plain_tcp_header`) decoded from ``buf[offset:offset +
         caplen]`` where it lies (a reader's buffer, or a frame's bytes); None, with nothing
         counted, for any other frame (:meth:`decode` takes those).
 
         Fields are read byte by byte: compiled, that is a few native operations each, where a
         ``struct`` unpack makes an object of every field (and of the tuple).
         """
-        if caplen < 54:
+        hlen = _plain_tcp_header(buf, offset, caplen)
+        if hlen < 0:
             return None
         o = offset
         total = buf[o + 16] << 8 | buf[o + 17]
-        hlen = (buf[o + 46] >> 4) * 4
-        if (
-            buf[o + 12] != 0x08 or buf[o + 13] != 0x00 or buf[o + 14] != 0x45 or buf[o + 23] != _PROTO_TCP
-            or (buf[o + 20] << 8 | buf[o + 21]) & 0x3FFF or hlen < 20 or hlen + 34 > 14 + total
-        ):
-            return None
         self.stats.frames += 1
         src = self._v4_address(buf, o + 26)
         dst = self._v4_address(buf, o + 30)
@@ -373,6 +367,21 @@ class Decoder:
         return IcmpError(frame.frame, frame.ts, router, version, itype, code, qsrc, qdst, sport, dport, seq, ttl, mtu)
 
 
+def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:
+    """The TCP header length of the usual frame at ``buf[o:o + caplen]`` -- Ethernet, IPv4
+    without options, not a fragment, TCP with its whole header captured and inside the IP
+    packet -- or -1 for any other frame."""
+    if caplen < 54:
+        return -1
+    hlen = (buf[o + 46] >> 4) * 4
+    if (
+        buf[o + 12] != 0x08 or buf[o + 13] != 0x00 or buf[o + 14] != 0x45 or buf[o + 23] != _PROTO_TCP
+        or (buf[o + 20] << 8 | buf[o + 21]) & 0x3FFF or hlen < 20 or hlen + 20 > (buf[o + 16] << 8 | buf[o + 17])
+    ):
+        return -1
+    return hlen
+
+
 def plain_tcp_flow_mix(buf: bytes, offset: int, caplen: int) -> int:
     """:func:`~synscope.model.flow_mix` of the 4-tuple of an Ethernet frame that
     :meth:`Decoder.decode_plain` decodes, read without decoding it; -1 for any other frame.
@@ -380,16 +389,9 @@ def plain_tcp_flow_mix(buf: bytes, offset: int, caplen: int) -> int:
     It runs for every frame a worker of a split run passes over: the bytes it needs are read
     where they lie, addresses as integers, nothing built.
     """
-    if caplen < 54:
+    if _plain_tcp_header(buf, offset, caplen) < 0:
         return -1
     o = offset
-    total = buf[o + 16] << 8 | buf[o + 17]
-    hlen = (buf[o + 46] >> 4) * 4
-    if (
-        buf[o + 12] != 0x08 or buf[o + 13] != 0x00 or buf[o + 14] != 0x45 or buf[o + 23] != _PROTO_TCP
-        or (buf[o + 20] << 8 | buf[o + 21]) & 0x3FFF or hlen < 20 or hlen + 34 > 14 + total
-    ):
-        return -1
     src = buf[o + 26] << 24 | buf[o + 27] << 16 | buf[o + 28] << 8 | buf[o + 29]
     dst = buf[o + 30] << 24 | buf[o + 31] << 16 | buf[o + 32] << 8 | buf[o + 33]
     sport = buf[o + 34] << 8 | buf[o + 35]
