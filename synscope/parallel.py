@@ -11,7 +11,8 @@ is made not to:
 - a connection is handed on at a *stamp* (its input position) and ordered by
   (stamp, position of its first frame), which is the order one worker emits;
 - ids are numbered by the position of the frame that opened the connection;
-  the parent renumbers them 1, 2, 3... from every worker's list of openings;
+  the parent renumbers them 1, 2, 3... in position order over every worker's
+  openings, keeping only the ids still to be looked up;
 - retries of one server port come from several 4-tuples, so several workers:
   the parent links them, in the merged order.
 
@@ -33,7 +34,6 @@ import signal
 import struct
 import sys
 import traceback
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -97,7 +97,17 @@ class SplitRun:
         self._queues: list[deque] = [deque() for _ in range(workers)]
         self._progress = [0] * workers
         self._held = [0] * workers  # bytes of JSON text queued per worker
-        self._opened: list[list[int]] = [[] for _ in range(workers)]
+        # Ids: a worker numbers connections by the position of the frame that opened them; the
+        # parent renumbers them 1, 2, 3... in position order over all workers, as they are needed
+        # (see _number_through), and keeps only what is still to be looked up, so its memory
+        # follows the connections open at once, not the file:
+        self._unnumbered: list[deque[int]] = [deque() for _ in range(workers)]  # openings not numbered yet
+        self._numbered = 0
+        self._ids: list[dict[int, int]] = [{} for _ in range(workers)]  # position -> id, not merged yet
+        # position -> id of merged connections a later one on the same 4-tuple may name as
+        # reused_from (the worker's tracker says when one no longer can: `released`)
+        self._nameable: list[dict[int, int]] = [{} for _ in range(workers)]
+        self._released_early: list[set[int]] = [set() for _ in range(workers)]  # released before merged
         self._final: list[dict[str, Any] | None] = [None] * workers
         self._linker = RetryLinker()
         self.on_progress: Callable[[int, int, int], None] | None = None
@@ -150,18 +160,31 @@ class SplitRun:
                 continue
             item = queues[best].popleft()
             self._held[best] -= len(item[5]) + len(item[6])
-            yield self._merged(item)
+            yield self._merged(best, item)
 
-    def _id(self, position: int) -> int:
-        """The single-run id of the connection opened at ``position``: 1 + openings before it."""
-        before = 0
-        for opened in self._opened:
-            before += bisect_left(opened, position)
-        return before + 1
+    def _number_through(self, position: int) -> None:
+        """Give single-run ids to every opening up to ``position``, in position order over all
+        workers. By the time a connection is merged every worker has sent the openings before it
+        (each has sent everything up to the merged connection's stamp, or holds later ones)."""
+        unnumbered = self._unnumbered
+        while True:
+            first = -1
+            for w in range(self.workers):
+                if unnumbered[w] and unnumbered[w][0] <= position and (first < 0 or unnumbered[w][0] < unnumbered[first][0]):
+                    first = w
+            if first < 0:
+                return
+            self._numbered += 1
+            self._ids[first][unnumbered[first].popleft()] = self._numbered
 
-    def _merged(self, item: tuple) -> tuple[int, bytes]:
+    def _merged(self, w: int, item: tuple) -> tuple[int, bytes]:
         _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets = item
-        cid = self._id(opened_at)
+        self._number_through(opened_at)
+        cid = self._ids[w].pop(opened_at)
+        if opened_at in self._released_early[w]:
+            self._released_early[w].discard(opened_at)
+        else:
+            self._nameable[w][opened_at] = cid
         linked = None
         client_port = 0
         if link is not None:
@@ -172,7 +195,7 @@ class SplitRun:
         head = json.loads(_HEAD_START + b"0" + head_rest + b"}")
         head["id"] = cid
         if reused_from is not None:
-            earlier = self._id(reused_from)
+            earlier = self._nameable[w].pop(reused_from)  # (named once: the tracker let go of it then)
             head["reused_from"] = earlier
             head["verdict"] = head["verdict"].replace(f"connection #{reused_from} (port reuse)", f"connection #{earlier} (port reuse)")
         if linked is not None:
@@ -216,8 +239,14 @@ class SplitRun:
     def _message(self, w: int, message: tuple) -> None:
         kind, *rest = message
         if kind == "batch":
-            progress, opened, items, source, frames, bytes_read = rest
-            self._opened[w].extend(opened)
+            progress, opened, released, items, source, frames, bytes_read = rest
+            self._unnumbered[w].extend(opened)
+            nameable, early = self._nameable[w], self._released_early[w]
+            for position in released:
+                if position in nameable:
+                    del nameable[position]
+                else:  # its connection is not merged yet
+                    early.add(position)
             self._queues[w].extend(items)
             held = 0
             for item in items:
@@ -335,6 +364,8 @@ def _run_worker(
     tracker.ids_from_position = True
     opened: list[int] = []
     tracker.opened = opened
+    released: list[int] = []
+    tracker.released = released
     # every worker reads the same bytes, also of a file still being written (its size when the
     # parent opened it)
     readers = [open_capture(p, limit=size) for p, size in zip(paths, sizes, strict=True)]
@@ -353,8 +384,9 @@ def _run_worker(
         while True:
             following = list(islice(pending, per_message))
             items = [_item(r, absolute) for r in piece]
-            _send(out, ("batch", sent_progress[0] if following else progress, opened[:], items, source, frames, bytes_read))
+            _send(out, ("batch", sent_progress[0] if following else progress, opened[:], released[:], items, source, frames, bytes_read))
             opened.clear()
+            released.clear()
             if not following:
                 break
             piece = following

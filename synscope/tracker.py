@@ -290,6 +290,9 @@ class Tracker:
         # the merge renumbers them
         self.ids_from_position = False
         self.opened: list[int] | None = None
+        # ... and here the ids a later connection can no longer name as reused_from (another
+        # connection on the same 4-tuple was handed on, or the table of them was full)
+        self.released: list[int] | None = None
         self.max_conns = max_conns
         self.evicted = 0
         self.orphan_icmp: list[IcmpError] = []
@@ -465,9 +468,15 @@ class Tracker:
         conn.retire_clock = self.clock if clock is None else clock
         self._retired.append(conn)
         last = self._last_id
+        released = self.released
+        if released is not None and key in last:
+            released.append(last[key])
         last[key] = conn.id
         if len(last) > MAX_RECENT_CLOSED:
-            del last[next(iter(last))]
+            oldest = next(iter(last))
+            if released is not None:
+                released.append(last[oldest])
+            del last[oldest]
 
     def _evict_oldest(self) -> None:
         """Evict the least recently active of the oldest EVICT_SAMPLE entries (approximate LRU).

@@ -212,3 +212,75 @@ def test_a_failing_worker_is_one_line_and_leaves_nothing_behind(make_pipeline, s
         split.close()
     assert says in str(err.value) and "\n" not in str(err.value)
     assert all(_state(pid) == "gone" for pid in pids), "workers reaped"
+
+
+_SMALL_TABLE = """
+import json, os, sys
+from bisect import bisect_left
+import synscope.tracker as tracker
+# the table of connections a later one on the same 4-tuple may name: tiny, so its entries are
+# replaced and evicted all the time (the Python sources: compiled, the constant is inlined)
+tracker.MAX_RECENT_CLOSED = 3
+from synscope.parallel import SplitRun
+from synscope.pipeline import DRAIN_STAMP, Pipeline
+
+
+class Checked(SplitRun):
+    # every id the parent gives, checked against the count of all openings before it
+    def __init__(self, *args):
+        self.openings = [[] for _ in range(args[3])]
+        self.checked = self.reused = self.most_nameable = 0
+        super().__init__(*args)
+
+    def _message(self, w, message):
+        if message[0] == "batch":
+            self.openings[w].extend(message[2])
+        super()._message(w, message)
+
+    def _number(self, position):
+        return 1 + sum(bisect_left(opened, position) for opened in self.openings)
+
+    def _merged(self, w, item):
+        cid, line = super()._merged(w, item)
+        assert cid == self._number(item[1]), (cid, item[1])
+        if item[0] < DRAIN_STAMP:  # (the connections left at the end are never retired: kept)
+            self.most_nameable = max(self.most_nameable, len(self._nameable[w]))
+        if item[2] is not None:
+            assert json.loads(line)["reused_from"] == self._number(item[2])
+            self.reused += 1
+        self.checked += 1
+        return cid, line
+
+
+paths = sys.argv[1:]
+for workers in (2, 3):
+    split = Checked(paths, [os.path.getsize(p) for p in paths], Pipeline, workers)
+    try:
+        for _ in split:
+            pass
+    finally:
+        split.close()
+    # what the parent keeps to number connections is bounded by the workers' tables, not the file
+    assert split.most_nameable <= tracker.MAX_RECENT_CLOSED, split.most_nameable
+    assert not any(split._ids) and not any(split._unnumbered) and not any(split._released_early)
+    print(split.checked, split.reused)
+"""
+
+
+def test_parent_keeps_ids_only_while_they_can_be_named() -> None:
+    """The parent numbers connections as they are needed and forgets an id once no later
+    connection can name it as ``reused_from`` (the worker's tracker says when), so its memory
+    does not grow with the file. With the workers' tables of such connections tiny, every id and
+    reused_from it writes is checked against the count of all openings before it.
+
+    (Not against a single run: each worker's table holds only its share of the 4-tuples, so with
+    a table this small a worker still names connections a single process has forgotten. At the
+    real size, 65,536 4-tuples, that takes as many connections closing in between.)"""
+    env = dict(os.environ, SYNSCOPE_PURE="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SMALL_TABLE, *ALL, pcap("busy.pcap")], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.splitlines():
+        checked, reused = map(int, line.split())
+        assert checked > 600 and reused > 0, "port reuse must be in the input"
