@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, BinaryIO, Final
 
-from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, retry_sentence, time_ordered
+from synscope.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, retry_sentence
 from synscope.render.json import HEAD_START, head_text, join_line, packets_text
 from synscope.sources.pcap import open_capture
 from synscope.tracker import MAX_ORPHAN_ICMP
@@ -369,8 +369,6 @@ def _run_worker(
     # every worker reads the same bytes, also of a file still being written (its size when the
     # parent opened it)
     readers = [open_capture(p, limit=size) for p, size in zip(paths, sizes, strict=True)]
-    for reader in readers:  # common frames go to the pipeline straight from the read buffer:
-        reader.sink = pipeline  # other workers' ones are passed over there, undecoded
     stats = pipeline.stats
 
     sent_progress = [0]
@@ -393,18 +391,12 @@ def _run_worker(
         sent_progress[0] = progress
 
     for source, reader in enumerate(readers):
-        pipeline.source_names.append(reader.path)
-        pipeline.source_index = source
-        stream = time_ordered(reader, stats) if reader.format == "pcapng" else reader
-        before = stats.frames
-        next_batch = before + BATCH
-        for frame in stream:
-            pipeline.feed(frame, source)  # (a method call, not a bound method in a local: native when compiled)
-            if stats.frames >= next_batch:  # (counting the frames the pipeline took from the reader)
-                next_batch = stats.frames + BATCH
-                send_batch(2 * stats.frames + 1, source, stats.frames - before, reader.bytes_read, pipeline.ready())
-                if stop:
-                    break
+        # (common frames go to the pipeline straight from the read buffer: other workers' ones
+        # are passed over there, undecoded)
+        for frames_read in feed_source(pipeline, source, reader.path, reader, BATCH):
+            send_batch(2 * stats.frames + 1, source, frames_read, reader.bytes_read, pipeline.ready())
+            if stop:
+                break
         if stop:
             break
     send_batch(2 * stats.frames + 1, len(readers) - 1, 0, 0, pipeline.ready())

@@ -113,6 +113,14 @@ class _RecentSegments:
         self.options: list[bytes] = [seg.raw_options]
         self.generation = generation  # of the duplicate window when last touched (see _seen_twice)
 
+    def add(self, seg: Segment) -> None:
+        """Remember one more segment; with DUPLICATE_HISTORY of them, only this one."""
+        if len(self.segments) >= DUPLICATE_HISTORY:
+            self.segments.clear()
+            self.options.clear()
+        self.segments.append(seg)
+        self.options.append(seg.raw_options)
+
 
 class Pipeline(FrameSink):
     """Stateful one-way pipeline; one per run (a run may read several files)."""
@@ -295,15 +303,14 @@ class Pipeline(FrameSink):
             self._recent[flow] = _RecentSegments(forward, seg, generation)  # first packet (lately)
             return False
         entry.generation = generation
-        segments = entry.segments
-        options = entry.options
         if entry.forward != forward:  # the other side spoke: start over
             entry.forward = forward
-            segments.clear()
-            options.clear()
-            segments.append(seg)
-            options.append(seg.raw_options)
+            entry.segments.clear()
+            entry.options.clear()
+            entry.add(seg)
             return False
+        segments = entry.segments
+        options = entry.options
         # the same segment: ports (the flow), seq, ack, flags, length, window, IP ID and options
         for i in range(len(segments)):
             prev = segments[i]
@@ -313,19 +320,11 @@ class Pipeline(FrameSink):
             ):
                 if abs(seg.ts - prev.ts) <= DUPLICATE_WINDOW:
                     return True
-                if len(segments) >= DUPLICATE_HISTORY:
-                    segments.clear()
-                    options.clear()
-                    segments.append(seg)
-                    options.append(seg.raw_options)
-                else:
+                if len(segments) < DUPLICATE_HISTORY:
                     segments[i] = seg  # the same one again, later: remembered from now
-                return False
-        if len(segments) >= DUPLICATE_HISTORY:
-            segments.clear()
-            options.clear()
-        segments.append(seg)
-        options.append(seg.raw_options)
+                    return False
+                break  # (a full history starts over with it, as with any other)
+        entry.add(seg)
         return False
 
     def sweep(self, now: float | None = None) -> None:
@@ -453,25 +452,34 @@ def run(
     pipeline: Pipeline,
     progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[ConnReport]:
-    """Feed every frame of every source; yield reports as connections finish, then the rest.
+    """Feed every frame of every source (see :func:`feed_source`); yield reports as connections
+    finish, then the rest."""
+    for index, (name, frames) in enumerate(sources):
+        for frames_read in feed_source(pipeline, index, name, frames, CHECKPOINT):
+            if progress is not None:
+                progress(index, frames_read)
+            yield from pipeline.ready()
+    yield from pipeline.ready()
+    yield from pipeline.finishing()
+
+
+def feed_source(pipeline: Pipeline, index: int, name: str, frames: Iterable[RawFrame], every: int) -> Iterator[int]:
+    """Feed one source's frames (source ``index`` of a run) to ``pipeline``; about every ``every``
+    frames, counting those a capture reader hands straight to :meth:`Pipeline.consume`, yield the
+    number of this source's frames so far (the caller collects reports then).
 
     A source whose ``format`` attribute is ``"pcapng"`` is put in time order first.
     """
     stats = pipeline.stats
-    for index, (name, frames) in enumerate(sources):
-        pipeline.source_names.append(name)
-        pipeline.source_index = index
-        if hasattr(frames, "sink"):  # a capture reader: it hands the common frames to consume()
-            setattr(frames, "sink", pipeline)  # noqa: B010 (frames is any iterable)
-        stream = time_ordered(frames, stats) if getattr(frames, "format", "") == "pcapng" else frames
-        before = stats.frames
-        next_batch = before + CHECKPOINT
-        for frame in stream:
-            pipeline.feed(frame, index)  # (a method call, not a bound method in a local: native when compiled)
-            if stats.frames >= next_batch:  # (counting the frames consume() took)
-                next_batch = stats.frames + CHECKPOINT
-                if progress is not None:
-                    progress(index, stats.frames - before)
-                yield from pipeline.ready()
-    yield from pipeline.ready()
-    yield from pipeline.finishing()
+    pipeline.source_names.append(name)
+    pipeline.source_index = index
+    if hasattr(frames, "sink"):  # a capture reader: it hands the common frames to consume()
+        setattr(frames, "sink", pipeline)  # noqa: B010 (frames is any iterable)
+    stream = time_ordered(frames, stats) if getattr(frames, "format", "") == "pcapng" else frames
+    before = stats.frames
+    next_batch = before + every
+    for frame in stream:
+        pipeline.feed(frame, index)  # (a method call, not a bound method in a local: native when compiled)
+        if stats.frames >= next_batch:
+            next_batch = stats.frames + every
+            yield stats.frames - before
