@@ -9,7 +9,7 @@ from typing import Any, Final, TextIO
 from synscope.addr import fmt_ip
 from synscope.analysis.engine import DirectionFacts
 from synscope.analysis.flags import flag_names
-from synscope.fmt import FIXED_SPECS, SCALES, scaled_round
+from synscope.fmt import fixed, scaled_round
 from synscope.model import ACK, SYN, flag_string
 from synscope.pipeline import ConnReport
 from synscope.seqnum import MASK
@@ -360,10 +360,9 @@ def float_text(x: float, places: int = 6) -> str:
         if -1e-4 < x < 1e-4:  # repr() writes 1.7e-05 from here down
             text = _tiny_text(x, places)
             return text if text is not None else repr(round(x, places))
-        text = _fixed_text(x, places)
-        if text is not None:
-            return text
-        text = format(x, FIXED_SPECS[places]).rstrip("0")
+        if not places:
+            return fixed(x, 0) + ".0"
+        text = fixed(x, places).rstrip("0")
         return text + "0" if text[-1] == "." else text
     micros = _micros_text(x) if places == 6 else None
     return micros if micros is not None else _json(round(x, places))
@@ -376,22 +375,6 @@ def _tiny_text(x: float, places: int) -> str | None:
     if k < 0:
         return None
     return ("-" if x < 0 else "") + _TINY[places][k]
-
-
-def _fixed_text(x: float, places: int) -> str | None:
-    """``format(x, f".{places}f")`` without its trailing zeros (one kept after the point),
-    from integers; None where the scaled number is too large or too near a half to round it
-    from the double product alone (format() rounds the exact binary value)."""
-    n = scaled_round(-x if x < 0 else x, places)
-    if n < 0:
-        return None
-    sign = "-" if x < 0 else ""
-    scale = SCALES[places]
-    units = n // scale
-    rest = n - units * scale
-    if rest == 0:
-        return f"{sign}{units}.0"
-    return f"{sign}{units}.{str(rest + scale)[1:].rstrip('0')}"
 
 
 # repr(k / 10**places) for the k that numbers under 1e-4 round to (k = 0 included: "0.0")

@@ -599,17 +599,10 @@ class CaptureReader:
                         else:
                             self._ended(self._base)
                         return
-                # (byte by byte: compiled, native operations; an unpack makes five objects)
-                if little:
-                    sec = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16 | buf[pos + 3] << 24
-                    frac = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16 | buf[pos + 7] << 24
-                    cap = buf[pos + 8] | buf[pos + 9] << 8 | buf[pos + 10] << 16 | buf[pos + 11] << 24
-                    olen = buf[pos + 12] | buf[pos + 13] << 8 | buf[pos + 14] << 16 | buf[pos + 15] << 24
-                else:
-                    sec = buf[pos] << 24 | buf[pos + 1] << 16 | buf[pos + 2] << 8 | buf[pos + 3]
-                    frac = buf[pos + 4] << 24 | buf[pos + 5] << 16 | buf[pos + 6] << 8 | buf[pos + 7]
-                    cap = buf[pos + 8] << 24 | buf[pos + 9] << 16 | buf[pos + 10] << 8 | buf[pos + 11]
-                    olen = buf[pos + 12] << 24 | buf[pos + 13] << 16 | buf[pos + 14] << 8 | buf[pos + 15]
+                sec = _u32_at(buf, pos, little)
+                frac = _u32_at(buf, pos + 4, little)
+                cap = _u32_at(buf, pos + 8, little)
+                olen = _u32_at(buf, pos + 12, little)
                 end = pos + hl + cap
                 if end > n:
                     self.frames = frame
@@ -673,7 +666,6 @@ class CaptureReader:
                         else:
                             self._ended(self._base)
                         return
-                # (the block's numbers byte by byte, as in _pcap_frames)
                 btype = _u32_at(buf, pos, little)
                 blen = _u32_at(buf, pos + 4, little)
                 if btype == _SHB:
