@@ -1,5 +1,5 @@
 """``python -m synscope``."""
 
-from synscope.cli import main
+from synscope.cli.main import main
 
 main()

@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from synscope import craft
-from synscope.craft import ACK, FIN, PSH, SYN
-from synscope.pipeline import Pipeline, run
-from synscope.render import json as render_json
+from tests import craft
+from tests.craft import ACK, FIN, PSH, SYN
+from synscope.read.pipeline import Pipeline, run
+from synscope.read import jsonl as render_json
 from synscope.render import table as render_table
 from synscope.render import text as render_text
-from synscope.sources.pcap import MAX_RECORD, CaptureError, open_capture
+from synscope.read.sources.pcap import MAX_RECORD, CaptureError, open_capture
 
 ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"
@@ -631,7 +631,7 @@ def cli_in_process(*args: str) -> CliResult:
     """
     from click.testing import CliRunner
 
-    from synscope.cli import main
+    from synscope.cli.main import main
 
     res = CliRunner().invoke(main, list(args), catch_exceptions=True)
     if res.exception is not None and not isinstance(res.exception, SystemExit):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synscope.pipeline import ConnReport, Pipeline, run
-from synscope.sources.pcap import open_capture
+from synscope.read.pipeline import ConnReport, Pipeline, run
+from synscope.read.sources.pcap import open_capture
 
 ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"

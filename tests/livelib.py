@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from synscope import sandbox
-from synscope.demo import build_lab
+from synscope.lab import sandbox
+from synscope.lab.demo import build_lab
 
 
 def lab_in_sandbox(prefix: str) -> Iterator[object]:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from synscope.exit_codes import ExitCode
+from synscope.core.exit_codes import ExitCode
 from tests.helpers import ROOT, cli, pcap
 
 
@@ -96,7 +96,7 @@ def test_help_is_fast_and_every_command_has_help() -> None:
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "synscope", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0
     assert "scapy" not in proc.stderr, "--help must not import scapy"
-    from synscope.cli import main
+    from synscope.cli.main import main
 
     for name, command in main.commands.items():
         assert command.help, f"command {name} has no help text"
@@ -104,16 +104,16 @@ def test_help_is_fast_and_every_command_has_help() -> None:
 
 def test_read_path_does_not_import_scapy() -> None:
     code = "import sys, runpy; sys.argv=['synscope','read','--json','" + pcap("normal.pcap") + "'];\n" \
-           "import synscope.cli\n" \
-           "try:\n    synscope.cli.main()\nexcept SystemExit:\n    pass\n" \
+           "import synscope.cli.main\n" \
+           "try:\n    synscope.cli.main.main()\nexcept SystemExit:\n    pass\n" \
            "assert not any(m.startswith('scapy') for m in sys.modules), 'scapy imported'\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_syn_flood_is_summarised_first(tmp_path) -> None:
-    """A crafted flood (synscope.craft) is named as such before the table, with its target and rate."""
-    from synscope.craft import write_synflood
+    """A crafted flood (tests.craft) is named as such before the table, with its target and rate."""
+    from tests.craft import write_synflood
 
     path = tmp_path / "flood.pcap"
     with open(path, "wb") as f:

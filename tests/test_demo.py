@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from synscope import sandbox
-from synscope.demo import DEMO_PREFIX
-from synscope.exit_codes import ExitCode
+from synscope.lab import sandbox
+from synscope.lab.demo import DEMO_PREFIX
+from synscope.core.exit_codes import ExitCode
 
 pytestmark = pytest.mark.live
 
@@ -59,7 +59,7 @@ def test_demo_runs_explains_and_cleans_up() -> None:
 
 def _lab_servers() -> set[int]:
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {int(line.split()[0]) for line in ps.splitlines()[1:] if "synscope.demo serve" in line}
+    return {int(line.split()[0]) for line in ps.splitlines()[1:] if "synscope.lab.demo serve" in line}
 
 
 def test_demo_removes_its_lab_on_sigterm() -> None:
@@ -81,5 +81,5 @@ def test_demo_removes_its_lab_on_sigterm() -> None:
     assert proc.returncode == ExitCode.INTERRUPTED
     assert "Traceback" not in err and "removed" in err
     assert not _namespaces(prefix)
-    # and no process of the lab survives (its server runs `python3 -m synscope.demo serve`)
+    # and no process of the lab survives (its server runs `python3 -m synscope.lab.demo serve`)
     assert not _lab_servers() - before

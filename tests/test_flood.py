@@ -1,6 +1,6 @@
 """SYN-flood recognition (synscope/flood.py) on a CRAFTED flood of 20,000 attempts, and its sketches.
 
-The capture is written by synscope.craft.write_synflood, the same code as
+The capture is written by tests.craft.write_synflood, the same code as
 scripts/make-synflood, which also returns the ground truth (FloodPlan).
 """
 
@@ -17,14 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synscope import flood
-from synscope.analysis.engine import ConnAnalysis
-from synscope.craft import write_synflood
-from synscope.flood import DistinctCounter, FloodDetector, SpaceSaving, render_flood
-from synscope.pipeline import ConnReport, Pipeline, run
-from synscope.sources.pcap import open_capture
-from synscope.tracker import Connection, Side
-from synscope.verdict import Verdict
+from synscope.read import flood
+from synscope.read.analysis.engine import ConnAnalysis
+from tests.craft import write_synflood
+from synscope.read.flood import DistinctCounter, FloodDetector, SpaceSaving, render_flood
+from synscope.read.pipeline import ConnReport, Pipeline, run
+from synscope.read.sources.pcap import open_capture
+from synscope.read.tracker import Connection, Side
+from synscope.read.verdict import Verdict
 from tests.helpers import ROOT, analyse
 
 ATTEMPTS = 20_000
@@ -290,6 +290,6 @@ def test_retry_bookkeeping_stays_bounded(tmp_path) -> None:
     with open(path, "wb") as f:  # 20,000 failed attempts from distinct sources, 10 a second for 2,000 s
         write_synflood(f, 20_000, rate=10.0, answered_share=0.0, loud=0, normal_every=0, seed=4)
     _, pipeline = _read_flood(path, 1000)
-    from synscope.pipeline import RETRY_WINDOW
+    from synscope.read.pipeline import RETRY_WINDOW
 
     assert len(pipeline.retries._failed) <= 10 * RETRY_WINDOW * 1.5

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synscope.decode import Decoder, parse_tcp_options
-from synscope.model import RawFrame
+from synscope.core.model import parse_tcp_options
+from synscope.read.decode import Decoder
+from synscope.core.model import RawFrame
 from tests import fuzzing
 from tests.helpers import cli
 
@@ -195,7 +196,7 @@ def test_tcp_options_never_raise(raw: bytes) -> None:
 
 @st.composite
 def pcap_with_random_records(draw: st.DrawFn) -> bytes:
-    from synscope import craft
+    from tests import craft
 
     linktype = draw(st.sampled_from([1, 101, 113, 276, 0]))
     out = [craft.pcap_header(linktype=linktype)]

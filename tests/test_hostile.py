@@ -18,14 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synscope import craft
-from synscope.analysis.flags import flag_names
-from synscope.decode import Decoder
-from synscope.exit_codes import ExitCode
-from synscope.model import RawFrame
-from synscope.pipeline import Pipeline, run
+from tests import craft
+from synscope.read.analysis.flags import flag_names
+from synscope.read.decode import Decoder
+from synscope.core.exit_codes import ExitCode
+from synscope.core.model import RawFrame
+from synscope.read.pipeline import Pipeline, run
 from synscope.render.safe import escape_bytes, escape_text
-from synscope.sources.pcap import open_capture
+from synscope.read.sources.pcap import open_capture
 from tests.fuzzing import HOSTILE_PAYLOADS, UNSAFE, Layout, hostile_capture, read_all
 from tests.helpers import cli, pcap
 from tests.test_sources_pcap import epb, idb, shb

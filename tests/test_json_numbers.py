@@ -8,8 +8,8 @@ import math
 import random
 import struct
 
-from synscope.fmt import fixed
-from synscope.render.json import rounded_text, ts_text
+from synscope.core.fmt import fixed
+from synscope.read.jsonl import rounded_text, ts_text
 
 ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from synscope.sources.pcap import open_capture
+from synscope.read.sources.pcap import open_capture
 from tests.helpers import PCAPS, ROOT, cli, pcap
 
 ALL = sorted(str(p) for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
@@ -200,7 +200,7 @@ def _die() -> None:
 def test_a_failing_worker_is_one_line_and_leaves_nothing_behind(make_pipeline, says: str) -> None:
     """A worker that raises or dies ends the run with one line (the CLI prints it and exits 1),
     and the other worker is stopped and reaped."""
-    from synscope.parallel import SplitRun, WorkerFailed
+    from synscope.read.split import SplitRun, WorkerFailed
 
     path = pcap("busy.pcap")
     split = SplitRun([path], [os.path.getsize(path)], make_pipeline, 2)
@@ -217,12 +217,12 @@ def test_a_failing_worker_is_one_line_and_leaves_nothing_behind(make_pipeline, s
 _SMALL_TABLE = """
 import json, os, sys
 from bisect import bisect_left
-import synscope.tracker as tracker
+import synscope.read.tracker as tracker
 # the table of connections a later one on the same 4-tuple may name: tiny, so its entries are
 # replaced and evicted all the time (the Python sources: compiled, the constant is inlined)
 tracker.MAX_RECENT_CLOSED = 3
-from synscope.parallel import SplitRun
-from synscope.pipeline import DRAIN_STAMP, Pipeline
+from synscope.read.split import SplitRun
+from synscope.read.pipeline import DRAIN_STAMP, Pipeline
 
 
 class Checked(SplitRun):

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from synscope.privileges import PrivilegeDropError, drop_privileges
+from synscope.cli.privileges import PrivilegeDropError, drop_privileges
 from tests.helpers import ROOT
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the test opens an AF_PACKET socket, then drops to nobody")
@@ -35,7 +35,7 @@ def test_drop_keeps_the_packet_socket_and_cannot_regain_root() -> None:
     proc = run_child(
         """
         import os, socket, time, errno
-        from synscope.privileges import drop_privileges
+        from synscope.cli.privileges import drop_privileges
 
         ETH_P_ALL = 3
         raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -88,7 +88,7 @@ def test_drop_keeps_the_packet_socket_and_cannot_regain_root() -> None:
 @needs_root
 def test_numeric_uid_is_accepted() -> None:
     nobody = pwd.getpwnam("nobody")
-    proc = run_child(f"from synscope.privileges import drop_privileges; import os; drop_privileges('{nobody.pw_uid}'); print(os.geteuid())")
+    proc = run_child(f"from synscope.cli.privileges import drop_privileges; import os; drop_privileges('{nobody.pw_uid}'); print(os.geteuid())")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(nobody.pw_uid)
 
@@ -111,7 +111,7 @@ def test_not_root_is_a_clear_error() -> None:
     proc = run_child(
         """
         import os
-        from synscope.privileges import drop_privileges, PrivilegeDropError
+        from synscope.cli.privileges import drop_privileges, PrivilegeDropError
         os.seteuid(65534)
         try:
             drop_privileges("nobody")
@@ -125,7 +125,7 @@ def test_not_root_is_a_clear_error() -> None:
 
 
 def test_odd_user_names_are_clean_errors() -> None:
-    from synscope.privileges import PrivilegeDropError, drop_privileges
+    from synscope.cli.privileges import PrivilegeDropError, drop_privileges
 
     for name in ("²", "a\x00b"):
         try:

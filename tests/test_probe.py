@@ -11,10 +11,10 @@ import struct
 import pytest
 from click.testing import CliRunner
 
-from synscope.decode import Decoder
-from synscope.exit_codes import ExitCode
-from synscope.model import ACK, CWR, ECE, RST, SYN, IcmpError, LinkType, RawFrame, Segment
-from synscope.probe import (
+from synscope.read.decode import Decoder
+from synscope.core.exit_codes import ExitCode
+from synscope.core.model import ACK, CWR, ECE, RST, SYN, IcmpError, LinkType, RawFrame, Segment
+from synscope.probe.classify import (
     LINUX_WINDOW,
     PortResult,
     ProbeId,
@@ -157,7 +157,7 @@ def test_rst_checksums_and_flags(src: str, dst: str) -> None:
 
 
 def test_scapy_options_never_star_import() -> None:
-    import synscope.probe as mod
+    import synscope.probe.classify as mod
 
     source = open(mod.__file__).read()
     assert "scapy.all" not in source
@@ -259,7 +259,7 @@ def test_ipv6_syn_ack() -> None:
 
 
 def _reply(ts: float, ts_ecr: int | None = None, state: str = "open", reason: str = "syn-ack") -> Reply:
-    from synscope.model import TcpOptions
+    from synscope.core.model import TcpOptions
 
     opts = TcpOptions(ts_val=1, ts_ecr=ts_ecr) if ts_ecr is not None else None
     return Reply(state, reason, packed(S4), ts, 1, 63, flags=SYN | ACK, isn=1, ack=ISN + 1, window=1, options=opts)
@@ -341,7 +341,7 @@ class _Frames:
 
 
 def _offline_outcome():
-    from synscope.probe_run import ProbeConfig, ProbeOutcome, Target
+    from synscope.probe.run import ProbeConfig, ProbeOutcome, Target
 
     target = Target(S4, S4, socket.AF_INET, C4, "c0", False)
     cfg = ProbeConfig([8080, 9090, 8443], retries=1, timeout=0.5)
@@ -425,13 +425,13 @@ def test_many_ports_fold_into_a_not_shown_line() -> None:
 
 
 def _cli(*args: str):
-    from synscope.cli import main
+    from synscope.cli.main import main
 
     return CliRunner().invoke(main, list(args))
 
 
 def test_send_escapes() -> None:
-    from synscope.commands.probe import unescape
+    from synscope.cli.probe import unescape
 
     assert unescape(r"GET / HTTP/1.0\r\n\r\n") == b"GET / HTTP/1.0\r\n\r\n"
     assert unescape(r"\x00\tA\\") == b"\x00\tA\\"

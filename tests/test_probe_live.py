@@ -1,6 +1,6 @@
 """``synscope probe`` against a lab of network namespaces the tests build (root; CI runs these).
 
-The lab (synscope.demo.build_lab): client 198.18.1.2 — router — server 198.18.2.2
+The lab (synscope.lab.demo.build_lab): client 198.18.1.2 — router — server 198.18.2.2
 (and 2001:db8::/32). The server listens on 8080, has nothing on 9090, drops
 tcp/8443 silently; the router rejects tcp/8444 with ICMP admin-prohibited.
 synscope runs inside the client namespace, as ``python3 -m synscope probe``.
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from synscope import sandbox
-from synscope.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT, REJECTED_PORT, start_server
-from synscope.exit_codes import ExitCode
+from synscope.lab import sandbox
+from synscope.lab.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT, REJECTED_PORT, start_server
+from synscope.core.exit_codes import ExitCode
 from tests.livelib import lab_in_sandbox
 
 pytestmark = pytest.mark.live

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from synscope.addr import fmt_ip
-from synscope.analysis.annotate import backoff_pattern
-from synscope.analysis.flags import flag_names
+from synscope.core.addr import fmt_ip
+from synscope.read.analysis.annotate import backoff_pattern
+from synscope.read.analysis.flags import flag_names
 from tests.helpers import PCAPS, analyse, cli, pcap
 
 
@@ -116,8 +116,8 @@ def test_any_interface_captures_sll_and_sll2_decode_the_same() -> None:
 
 
 def test_loopback_duplicates_are_dropped_and_counted() -> None:
-    from synscope.pipeline import Pipeline, run
-    from synscope.sources.pcap import open_capture
+    from synscope.read.pipeline import Pipeline, run
+    from synscope.read.sources.pcap import open_capture
 
     pipeline = Pipeline()
     reader = open_capture(pcap("loopback-dup.pcap"))
@@ -249,7 +249,7 @@ def test_stats_view() -> None:
 def test_fast_json_lines_equal_the_json_objects() -> None:
     """The streamed JSON line, written as text, is byte for byte the documented object as the
     JSON encoder writes it, packets included, on every bundled capture."""
-    from synscope.render.json import compact, connection_line, connection_object
+    from synscope.read.jsonl import compact, connection_line, connection_object
 
     names = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng"))
     assert len(names) >= 20
@@ -292,9 +292,9 @@ def test_frames_taken_from_the_read_buffer_are_analysed_as_fed_frames(options: d
     """The reader hands the common frames (Ethernet, IPv4, TCP) to the pipeline straight from its
     buffer; every other frame, and any frame of a source that is not a reader, is decoded from a
     RawFrame. Both ways must give the same output and the same counts, on every bundled capture."""
-    from synscope.pipeline import Pipeline, run
-    from synscope.render.json import connection_line
-    from synscope.sources.pcap import open_capture
+    from synscope.read.pipeline import Pipeline, run
+    from synscope.read.jsonl import connection_line
+    from synscope.read.sources.pcap import open_capture
 
     names = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
     taken = frames = 0
@@ -316,8 +316,8 @@ def test_frames_taken_from_the_read_buffer_are_analysed_as_fed_frames(options: d
 
 
 def test_long_connections_keep_every_flagged_packet_but_not_every_plain_one() -> None:
-    from synscope.pipeline import Pipeline, run
-    from synscope.sources.pcap import open_capture
+    from synscope.read.pipeline import Pipeline, run
+    from synscope.read.sources.pcap import open_capture
 
     full = analyse("bulk-loss.pcap")[0]
     pipeline = Pipeline()
@@ -336,7 +336,7 @@ def test_read_path_makes_no_reference_cycles() -> None:
     import gc
     import io
 
-    from synscope.render.json import write_connection
+    from synscope.read.jsonl import write_connection
     from synscope.render.text import write_connection as write_text
 
     analyse("normal.pcap")  # warm up imports and caches

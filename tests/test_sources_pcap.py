@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from synscope.sources import pcap as pcap_mod
-from synscope.sources.pcap import CaptureError, open_capture
+from synscope.read.sources import pcap as pcap_mod
+from synscope.read.sources.pcap import CaptureError, open_capture
 
 T0 = 1_700_000_000  # an epoch second in 2023
 

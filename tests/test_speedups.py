@@ -36,7 +36,7 @@ def test_compiled_build_in_use_where_expected() -> None:
     if not EXPECTED:
         pytest.skip(f"compiled read path not expected here ({synscope.COMPILED_STATE})")
     assert "compiled read path: on" in out, out
-    where = subprocess.run([sys.executable, "-c", "import synscope.tracker as t; print(t.__file__)"], capture_output=True, text=True, cwd=ROOT)
+    where = subprocess.run([sys.executable, "-c", "import synscope.read.tracker as t; print(t.__file__)"], capture_output=True, text=True, cwd=ROOT)
     assert where.stdout.strip().endswith(".so"), where.stdout
     assert "compiled read path: off (SYNSCOPE_PURE is set)" in _synscope("--version", pure=True).stdout
 
@@ -70,16 +70,16 @@ def test_changed_source_is_used_instead_of_a_stale_build(tmp_path: Path) -> None
     # a "compiled" module that would fail to import if it were ever picked
     (copy / f"tracker{_ext_suffix()}").write_bytes(b"not an extension module")
     digest = hashlib.sha256(tracker.read_bytes()).hexdigest()
-    manifest = {"python": sys.version.split()[0], "modules": {"synscope.tracker": digest}}
+    manifest = {"python": sys.version.split()[0], "modules": {"synscope.read.tracker": digest}}
     (copy / "_compiled.json").write_text(json.dumps(manifest))
-    code = "import synscope, synscope.tracker as t; print(synscope.COMPILED_STATE); print(t.__file__)"
+    code = "import synscope, synscope.read.tracker as t; print(synscope.COMPILED_STATE); print(t.__file__)"
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     env.pop("SYNSCOPE_PURE", None)
     tracker.write_text(tracker.read_text() + "\n# edited after the build\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     state, where = r.stdout.splitlines()
-    assert state == "off (synscope.tracker changed since scripts/build-fast ran)"
+    assert state == "off (synscope.read.tracker changed since scripts/build-fast ran)"
     assert where == str(tracker)
 
 

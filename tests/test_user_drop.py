@@ -1,6 +1,6 @@
 """``--user NAME`` (like tcpdump -Z): watch and probe open their sockets as root, then run as NAME.
 
-Live tests in the probe lab (synscope.demo.build_lab: client 198.18.1.2 — router —
+Live tests in the probe lab (synscope.lab.demo.build_lab: client 198.18.1.2 — router —
 server 198.18.2.2, a listener on 8080, nothing on 9090, tcp/8443 dropped), built
 in network namespaces (root; CI runs them). synscope runs inside the client
 namespace. While a watch or a slow probe is running, /proc/PID/status of its
@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from synscope.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT
-from synscope.exit_codes import ExitCode
+from synscope.lab.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT
+from synscope.core.exit_codes import ExitCode
 from tests.helpers import ROOT, cli
 from tests.livelib import lab_in_sandbox, wait_line
 
@@ -224,10 +224,10 @@ def test_user_without_root_is_a_clear_error(command: str) -> None:
     # click loads difflib while it parses a short option, so it is loaded before the switch
     code = f"""
         import difflib, os, sys
-        import synscope.cli
+        import synscope.cli.main
         os.seteuid({pwd.getpwnam(USER).pw_uid})
         sys.argv = ["synscope", {command!r}, "--user", {USER!r}, *({['-i', 'lo'] if command == 'watch' else ['127.0.0.1', '-p', '9']!r})]
-        synscope.cli.main()
+        synscope.cli.main.main()
     """
     proc = subprocess.run([PY, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert proc.returncode == ExitCode.NO_PRIVILEGE, proc.stderr

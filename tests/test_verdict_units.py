@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from synscope.analysis.annotate import annotate
-from synscope.analysis.engine import Analyser
-from synscope.model import ACK, FIN, PSH, SYN, IcmpError, Segment
-from synscope.tracker import Tracker
-from synscope.verdict import judge
+from synscope.read.analysis.annotate import annotate
+from synscope.read.analysis.engine import Analyser
+from synscope.core.model import ACK, FIN, PSH, SYN, IcmpError, Segment
+from synscope.read.tracker import Tracker
+from synscope.read.verdict import judge
 
 CLIENT, SERVER = bytes([198, 18, 1, 2]), bytes([198, 18, 2, 2])
 

@@ -14,12 +14,12 @@ import struct
 
 import pytest
 
-from synscope.bpf import CompiledFilter
-from synscope.exit_codes import ExitCode
-from synscope.model import ACK, FIN, RST, SYN, LinkType, RawFrame
-from synscope.pipeline import Pipeline
-from synscope.sources.pcap import open_capture
-from synscope.watch import (
+from synscope.capture.bpf import CompiledFilter
+from synscope.core.exit_codes import ExitCode
+from synscope.core.model import ACK, FIN, RST, SYN, LinkType, RawFrame
+from synscope.read.pipeline import Pipeline
+from synscope.read.sources.pcap import open_capture
+from synscope.watch.watcher import (
     SUMMARY_ROWS,
     WATCH_CLOSED_LINGER,
     WatchConfig,
@@ -253,8 +253,8 @@ def test_handshakes_mode_same_outcome_without_loss_claims(name: str) -> None:
 
 
 def _tcp_flags(f: RawFrame) -> int | None:
-    from synscope.decode import Decoder
-    from synscope.model import Segment
+    from synscope.read.decode import Decoder
+    from synscope.core.model import Segment
 
     item = Decoder().decode(f)
     return item.flags if isinstance(item, Segment) else None
@@ -275,7 +275,7 @@ def test_handshakes_filter_keeps_syn_fin_rst_for_ipv4_and_ipv6() -> None:
 
 
 def test_kernel_filter_combines_hosts_ports_and_user_filter() -> None:
-    from synscope.addr import parse_ip
+    from synscope.core.addr import parse_ip
 
     expr = kernel_filter("not net 10.0.0.0/8", [parse_ip("198.18.2.2"), parse_ip("2001:db8::1")], [80, 443, 8000, 8001, 8002])
     assert "host 198.18.2.2" in expr and "host 2001:db8::1" in expr

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from synscope import sandbox
-from synscope.exit_codes import ExitCode
-from synscope.watch import kernel_filter
+from synscope.lab import sandbox
+from synscope.core.exit_codes import ExitCode
+from synscope.watch.watcher import kernel_filter
 from tests.helpers import ROOT, cli
 from tests.livelib import wait_line
 

@@ -2,7 +2,7 @@
 
 Timelines and the per-connection JSON are the very renderers ``read`` uses
 (:func:`synscope.render.text.write_connection`,
-:func:`synscope.render.json.connection_object`), so a probed connection reads
+:func:`synscope.read.jsonl.connection_object`), so a probed connection reads
 the same as a captured one.
 """
 
@@ -12,11 +12,11 @@ import json
 from collections import Counter
 from typing import Any, TextIO
 
-from synscope import fmt
-from synscope.addr import fmt_ip
-from synscope.pipeline import ConnReport
-from synscope.probe import PortResult, Round, rtt_of, rtt_stats
-from synscope.render.json import SCHEMA, connection_object
+from synscope.core import fmt
+from synscope.core.addr import fmt_ip
+from synscope.read.pipeline import ConnReport
+from synscope.probe.classify import PortResult, Round, rtt_of, rtt_stats
+from synscope.read.jsonl import SCHEMA, connection_object
 from synscope.render.safe import escape_bytes
 from synscope.render.text import write_connection
 
@@ -95,7 +95,7 @@ def write_header(outcome: Any, out: TextIO) -> None:
 
 def outcome_waits(cfg: Any) -> list[float]:
     """The wait after each try."""
-    from synscope.probe import backoff_waits
+    from synscope.probe.classify import backoff_waits
 
     return backoff_waits(cfg.timeout, cfg.retries)
 

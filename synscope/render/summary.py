@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from synscope.flood import FloodDetector, render_flood
-from synscope.pipeline import ConnReport
+from synscope.read.flood import FloodDetector, render_flood
+from synscope.read.pipeline import ConnReport
 
 ROW_LIMIT = 5000
 TIMELINE_LIMIT = 100

@@ -7,9 +7,9 @@ from typing import TextIO
 
 from tabulate import tabulate
 
-from synscope import fmt
-from synscope.addr import fmt_endpoint
-from synscope.pipeline import ConnReport
+from synscope.core import fmt
+from synscope.core.addr import fmt_endpoint
+from synscope.read.pipeline import ConnReport
 
 
 def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None:

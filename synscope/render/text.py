@@ -5,14 +5,14 @@ from __future__ import annotations
 import textwrap
 from typing import TextIO
 
-from synscope import fmt
-from synscope.addr import fmt_endpoint, fmt_ip
-from synscope.icmp import icmp_label
-from synscope.model import SYN, flag_string
-from synscope.pipeline import ConnReport
+from synscope.core import fmt
+from synscope.core.addr import fmt_endpoint, fmt_ip
+from synscope.core.icmp import icmp_label
+from synscope.core.model import SYN, flag_string
+from synscope.read.pipeline import ConnReport
 from synscope.render.safe import escape_bytes
 from synscope.render.table import direction_table
-from synscope.tracker import C2S
+from synscope.read.tracker import C2S
 
 WRAP = 100
 

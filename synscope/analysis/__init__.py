@@ -1,1 +1,0 @@
-"""Per-segment analysis (Wireshark's tcp.analysis flags) and per-connection facts."""

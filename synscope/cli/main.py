@@ -1,0 +1,377 @@
+"""Command line: parse options, wire the stages, map errors to messages and exit codes.
+
+Heavy modules are imported inside the commands so ``synscope --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TextIO
+
+import click
+
+from synscope import COMPILED_STATE, __version__
+from synscope.cli.options import parse_hosts, parse_ports, selection_options
+from synscope.core.exit_codes import ExitCode
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="synscope", message=f"%(prog)s %(version)s; compiled read path: {COMPILED_STATE}")
+def main() -> None:
+    """synscope: why did this TCP connection fail?
+
+    Reads captures (read), probes ports (probe) and follows live traffic (watch),
+    and explains every connection: timeline, Zeek state, plain-English verdict.
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=str)
+@click.option("--all", "show_all", is_flag=True, help="Show the timeline of every connection, not only the ones that went wrong.")
+@click.option("--conn", "conn_ids", type=int, multiple=True, metavar="ID", help="Show only this connection (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one object per connection (schema in the README).")
+@click.option("--absolute", is_flag=True, help="Raw sequence and ack numbers instead of relative ones.")
+@selection_options
+@click.option("--filter", "bpf", metavar="EXPR", help="tcpdump filter expression applied to every frame (compiled by libpcap).")
+@click.option("--stats", is_flag=True, help="Add totals per outcome and top connections by retransmission rate and duration.")
+@click.option("--max-conns", type=click.IntRange(min=1), metavar="N", help="Bound the live connection table; the oldest idle one is evicted (counted).")
+@click.option("--payload", is_flag=True, help="Show a preview of each segment's payload (escaped).")
+@click.option("--keep-duplicates", is_flag=True, help="Keep frames captured twice (loopback AF_PACKET copies) instead of dropping them.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --json: split the connections over N processes (default: one per core, at most 4, for files over 16 MB). Same output.",
+)
+def read(
+    files: tuple[str, ...],
+    show_all: bool,
+    conn_ids: tuple[int, ...],
+    as_json: bool,
+    absolute: bool,
+    hosts: tuple[str, ...],
+    ports: tuple[str, ...],
+    bpf: str | None,
+    stats: bool,
+    max_conns: int | None,
+    payload: bool,
+    keep_duplicates: bool,
+    workers: int | None,
+) -> None:
+    """Analyse pcap / pcapng files (gzip too; '-' reads standard input)."""
+    from synscope.capture.bpf import FilterError, FrameFilter
+    from synscope.read.pipeline import Pipeline, Selection, run
+    from synscope.read.sources.pcap import CaptureError, open_capture
+
+    selection = Selection(parse_hosts(hosts), parse_ports(ports))
+    if bpf:
+        try:
+            selection.frame_filter = FrameFilter(bpf)
+        except FilterError as e:
+            raise click.BadParameter(str(e), param_hint="--filter") from None
+    if workers is not None and workers > 1:
+        if not as_json:
+            raise click.BadParameter("splitting the work is done for --json output only", param_hint="--workers")
+        if max_conns is not None:
+            raise click.BadParameter("--max-conns bounds one connection table: use it with --workers 1", param_hint="--workers")
+
+    def make_pipeline() -> Pipeline:
+        return Pipeline(selection, max_conns=max_conns, keep_payload=payload, dedup=not keep_duplicates)
+
+    pipeline = make_pipeline()
+    readers = []
+    exit_code = ExitCode.OK
+    for path in files:
+        try:
+            readers.append(open_capture(path))
+        except CaptureError as e:
+            click.echo(f"synscope: {e}", err=True)
+            exit_code = ExitCode.BAD_INPUT
+    if not readers:
+        sys.exit(int(exit_code))
+    out = sys.stdout
+    from synscope.render.summary import RunSummary
+
+    summary = RunSummary(show_all=show_all or bool(conn_ids))
+    if conn_ids:
+        summary.timeline_limit = len(conn_ids)
+    progress = _Progress(readers)
+    seen_ids: set[int] = set()
+    interrupted = False
+
+    # Lines from a pipe (tcpdump -w - | synscope read --json -) are flushed one by one: the next
+    # frames may be long in coming. From files, every thousand frames or so (see on_frames).
+    flush_each_line = as_json and any(r.size is None for r in readers)
+
+    def take(report: object) -> None:
+        if conn_ids and report.conn.id not in conn_ids:  # type: ignore[attr-defined]
+            return
+        if conn_ids:
+            seen_ids.add(report.conn.id)  # type: ignore[attr-defined]
+        if as_json:
+            from synscope.read.jsonl import connection_line
+
+            out.write(connection_line(report, absolute) + "\n")  # type: ignore[arg-type]
+            if flush_each_line:
+                out.flush()
+        else:
+            summary.add(report)  # type: ignore[arg-type]
+
+    def on_frames(index: int, frames: int) -> None:
+        # every thousand frames or so: the lines written since reach the reader of our output
+        # (`| jq`) at once, without a system call per line
+        if as_json:
+            out.flush()
+        progress.update(index, frames)
+
+    # The read path builds no reference cycles (records point one way: connection → packets →
+    # segments), so reference counting frees everything; the cyclic collector would only rescan
+    # millions of live objects again and again (about a sixth of the run time on big captures).
+    gc.disable()
+    split = _split_workers(workers, as_json, max_conns, readers)
+    try:
+        if split > 1:
+            interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, progress, out)
+        else:
+            try:
+                for report in run(((r.path, r) for r in readers), pipeline, on_frames):
+                    take(report)
+            except KeyboardInterrupt:
+                interrupted = True
+                for report in pipeline.finish():
+                    take(report)
+            out.flush()
+    except BrokenPipeError:
+        _reader_gone()
+    gc.enable()
+    progress.done()
+    for r in readers:
+        for w in r.warnings:
+            click.echo(f"synscope: warning: {w}", err=True)
+        if r.truncated_at is not None and exit_code == ExitCode.OK:
+            exit_code = ExitCode.PARTIAL_INPUT
+    _warn_run(pipeline)
+    if conn_ids:
+        missing = set(conn_ids) - seen_ids
+        if missing:
+            click.echo(f"synscope: no connection with id {', '.join(map(str, sorted(missing)))}", err=True)
+            exit_code = ExitCode.USAGE
+    if not as_json:
+        try:
+            _write_text(readers, pipeline, summary, out, absolute, payload, stats)
+        except BrokenPipeError:
+            _reader_gone()
+    if interrupted:
+        click.echo("synscope: interrupted; results above are partial", err=True)
+        if exit_code == ExitCode.OK:
+            exit_code = ExitCode.INTERRUPTED
+    sys.exit(int(exit_code))
+
+
+def _reader_gone() -> NoReturn:
+    """The reader of our output went away (``| head``): nothing left to say, and not an error."""
+    sys.stderr.close()
+    sys.exit(int(ExitCode.OK))
+
+
+# Files smaller than this in all are read by one process: forking would cost more than it saves
+SPLIT_MIN_BYTES = 16_000_000
+GZIP_RATIO = 5
+
+
+def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, readers: list) -> int:
+    """How many processes read: --workers, or by default one per core for big files with --json."""
+    pipe = next((r.path for r in readers if r.size is None), None)
+    if workers is not None:
+        if workers > 1 and pipe is not None:
+            raise click.BadParameter(f"{pipe} is a pipe or standard input, which only one process can read", param_hint="--workers")
+        return workers
+    if not as_json or max_conns is not None or pipe is not None:
+        return 1
+    # a gzip file holds several times its size in frames
+    if sum(r.size * (GZIP_RATIO if r.compressed else 1) for r in readers) < SPLIT_MIN_BYTES:
+        return 1
+    from synscope.read.split import default_workers
+
+    return default_workers()
+
+
+def _read_split(
+    readers: list, make_pipeline: object, pipeline: object, workers: int, absolute: bool,
+    conn_ids: tuple[int, ...], seen_ids: set[int], progress: _Progress, out: TextIO,
+) -> bool:
+    """``read --json`` over several processes (synscope.read.split); True if interrupted."""
+    from synscope.core.exit_codes import fail
+    from synscope.read.split import SplitRun, WorkerFailed
+
+    split = SplitRun([r.path for r in readers], [r.size for r in readers], make_pipeline, workers, absolute)  # type: ignore[arg-type]
+    split.on_progress = progress.update
+    # the lines come as ASCII bytes: written to the byte stream under stdout, flushed whenever
+    # the merge waits for a worker (so they stream without a system call per line)
+    out.flush()
+    raw = getattr(out, "buffer", None)
+    write: Callable[[bytes], object] = raw.write if raw is not None else (lambda line: out.write(line.decode("ascii")))
+    split.on_wait = raw.flush if raw is not None else out.flush
+    try:
+        for cid, line in split:
+            if conn_ids:
+                if cid not in conn_ids:
+                    continue
+                seen_ids.add(cid)
+            write(line)
+        split.on_wait()
+    except WorkerFailed as e:
+        split.close()
+        fail(str(e), ExitCode.ERROR)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        split.close()
+        fail("interrupted", ExitCode.INTERRUPTED)
+    finally:
+        split.close()
+    split.totals(pipeline, readers)  # type: ignore[arg-type]
+    return split.interrupted
+
+
+class _Progress:
+    """Progress on stderr (packets, MB, rate, ETA) when it is a terminal and the read takes over a second."""
+
+    DELAY = 1.0
+
+    def __init__(self, readers: list) -> None:
+        import time
+
+        self.readers = readers
+        self.enabled = sys.stderr.isatty()
+        self.start = time.monotonic()
+        self.shown = False
+        self.frames = 0
+        self._clock = time.monotonic
+
+    def update(self, index: int, frames: int, done: int | None = None) -> None:
+        """Called by the pipeline every thousand frames or so; ``done``: bytes read, when
+        the reading happens in another process."""
+        self.frames += 1024
+        if not self.enabled:
+            return
+        elapsed = self._clock() - self.start
+        if elapsed < self.DELAY:
+            return
+        reader = self.readers[index]
+        if done is None:
+            done = reader.bytes_read
+        total = reader.size
+        rate = frames / elapsed if elapsed else 0.0
+        text = f"{reader.name if hasattr(reader, 'name') else reader.path}: {frames:,} packets, {done / 1e6:,.0f} MB"
+        if total:
+            frac = min(done / total, 1.0)
+            eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
+            text += f" of {total / 1e6:,.0f} MB ({frac:.0%}), {rate:,.0f} pkt/s, ETA {eta:,.0f} s"
+        else:
+            text += f", {rate:,.0f} pkt/s"
+        sys.stderr.write("\r" + text[:150] + "\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        """Clear the progress line."""
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _warn_run(pipeline: object) -> None:
+    from synscope.read.pipeline import Pipeline
+
+    assert isinstance(pipeline, Pipeline)
+    st = pipeline.stats
+    ds = pipeline.decoder.stats
+    if st.duplicates:
+        click.echo(
+            f"synscope: note: dropped {st.duplicates} duplicate frames: the same packet captured twice within 1 ms "
+            "(loopback through AF_PACKET, or -i any on a host that forwards it); --keep-duplicates keeps them",
+            err=True,
+        )
+    if st.reordered:
+        click.echo(
+            f"synscope: note: {st.reordered} frames were written out of time order (interfaces interleaved in batches); "
+            "analysed in time order, frame numbers unchanged",
+            err=True,
+        )
+    if st.backwards:
+        click.echo(
+            f"synscope: warning: {st.backwards} frames are stamped earlier than a frame before them "
+            "(clock stepped, or a damaged capture): times and RTTs around them are unreliable",
+            err=True,
+        )
+    for lt, n in ds.unknown_linktype.items():
+        click.echo(f"synscope: warning: {n} frames with unsupported link type {lt} skipped", err=True)
+    if ds.truncated:
+        click.echo(
+            f"synscope: note: {ds.truncated} packets were cut short by the capture's snaplen; headers were decoded as far "
+            "as the bytes go (packets too short for a TCP header are skipped)",
+            err=True,
+        )
+    if ds.malformed:
+        click.echo(f"synscope: warning: {ds.malformed} malformed frames skipped", err=True)
+    if pipeline.tracker.stragglers:
+        click.echo(
+            f"synscope: note: {pipeline.tracker.stragglers} late packets of connections that had already ended "
+            "and been reported were counted, not shown",
+            err=True,
+        )
+    if pipeline.tracker.evicted:
+        click.echo(f"synscope: warning: {pipeline.tracker.evicted} connections evicted from the table (--max-conns)", err=True)
+
+
+def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, absolute: bool, payload: bool, stats: bool) -> None:
+    from synscope.render.summary import RunSummary
+    from synscope.render.text import write_header
+
+    assert isinstance(summary, RunSummary)
+    st = pipeline.stats  # type: ignore[attr-defined]
+    names = ", ".join(r.path for r in readers)
+    kinds = []
+    for r in readers:
+        desc = [r.format + (" (gzip)" if r.compressed else "")]
+        desc.append(_linktype_names(r.linktypes))
+        desc.append(f"{r.ts_resolution} timestamps")
+        kinds.append(", ".join(d for d in desc if d))
+    span = (st.last_ts - st.first_ts) if st.frames else 0.0
+    write_header(names, summary.total, st.frames, span, "; ".join(kinds), out)
+    if not summary.total:
+        out.write("No TCP connections found.\n")
+        return
+    summary.write(out, stats, absolute, payload)
+
+
+_LINKTYPE_NAMES = {
+    0: "null/loopback",
+    1: "ethernet",
+    12: "raw IP",
+    14: "raw IP",
+    101: "raw IP",
+    108: "loopback",
+    113: "linux cooked (SLL)",
+    228: "raw IPv4",
+    229: "raw IPv6",
+    276: "linux cooked v2 (SLL2)",
+}
+
+
+def _linktype_names(linktypes: object) -> str:
+    return "+".join(_LINKTYPE_NAMES.get(lt, f"linktype {lt}") for lt in sorted(linktypes))  # type: ignore[call-overload]
+
+
+# --- further commands register here (one line each) ---
+from synscope.cli.probe import demo, probe  # noqa: E402
+
+main.add_command(probe); main.add_command(demo)  # noqa: E702
+from synscope.cli.watch import watch  # noqa: E402
+
+main.add_command(watch)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""Click commands other than ``read``, one module each; cli.py registers them."""

@@ -1,0 +1,166 @@
+"""Per-packet annotations that need the whole connection (hindsight), in an engineer's words."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from synscope.core import fmt
+from synscope.read.analysis import flags as F
+from synscope.read.analysis.engine import ConnAnalysis
+from synscope.core.model import ACK, FIN, RST, SYN
+from synscope.read.tracker import C2S, Connection, Packet
+
+# Two gaps are "the same" when within this ratio; "doubled" when the ratio is 2 within it.
+GAP_TOLERANCE: Final = 0.3
+
+
+def backoff_pattern(times: list[float]) -> str:
+    """Name the pattern of (re)transmission times: doubling, linear then doubling, constant.
+
+    Linux doubles the SYN timeout from 1 s (1, 2, 4, 8 s) with
+    ``tcp_syn_linear_timeouts=0``; newer kernels by default send the first
+    retries 1 s apart, then double (1, 1, 1, 1, 2, 4 s).
+    """
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    if len(gaps) < 2:
+        return ""
+    same, doubled = _same_gap, _doubled_gap
+    if all(doubled(a, b) for a, b in zip(gaps, gaps[1:], strict=False)):
+        return "exponential backoff (each wait doubles)"
+    i = 0
+    while i + 1 < len(gaps) and same(gaps[i], gaps[i + 1]):
+        i += 1
+    if i + 1 == len(gaps):
+        return f"retried every {fmt.short_gap(gaps[0])} s (linear timeouts)"
+    if all(doubled(a, b) for a, b in zip(gaps[i:], gaps[i + 1 :], strict=False)):
+        return f"{i + 1} retries {fmt.short_gap(gaps[0])} s apart, then doubling (Linux linear SYN timeouts)"
+    return "irregular gaps (not a kernel's backoff: an application or middlebox retrying?)"
+
+
+def _same_gap(a: float, b: float) -> bool:
+    return abs(a - b) <= GAP_TOLERANCE * max(a, b)
+
+
+def _doubled_gap(a: float, b: float) -> bool:
+    return abs(b - 2 * a) <= GAP_TOLERANCE * 2 * a
+
+
+def gaps_text(times: list[float]) -> str:
+    """``1, 2, 4 s`` from transmission times."""
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return ", ".join(fmt.short_gap(g) for g in gaps) + " s" if gaps else ""
+
+
+def annotate(conn: Connection, state: ConnAnalysis) -> None:
+    """Attach bracketed notes to the packets of a finished connection."""
+    c, s = conn.client, conn.server
+    syn_no = {C2S: 0, 1: 0}
+    prev_syn_ts: dict[int, float] = {}
+    handshake_noted = False
+    first_fin_dir: int | None = None
+    for pkt in conn.packets:
+        seg = pkt.seg
+        flags = seg.flags
+        who = "client" if pkt.dir == C2S else "server"
+        other = "server" if pkt.dir == C2S else "client"
+        me = c if pkt.dir == C2S else s
+        if flags & SYN:
+            n = syn_no[pkt.dir]
+            if n:
+                kind = "SYN" if not flags & ACK else "SYN-ACK"
+                gap = seg.ts - prev_syn_ts[pkt.dir]
+                pkt.note(f"{kind} retransmission #{n}, +{fmt.duration(gap)} after #{n - 1 if n > 1 else 'original'}"
+                         if n > 1 else f"{kind} retransmission #1, +{fmt.duration(gap)} after the original")
+            elif flags & ACK and conn.syn_ts is not None and seg.ts >= conn.syn_ts:
+                pkt.note(f"server answers {fmt.duration(seg.ts - conn.syn_ts)} after the SYN")
+            syn_no[pkt.dir] = n + 1
+            prev_syn_ts[pkt.dir] = seg.ts
+        elif (
+            not handshake_noted
+            and conn.handshake_ack_ts is not None
+            and seg.ts == conn.handshake_ack_ts
+            and pkt.dir == C2S
+            and conn.syn_ts is not None
+        ):
+            handshake_noted = True
+            rtt, server_leg, client_leg = conn.handshake_rtt, conn.server_leg, conn.client_leg
+            if rtt is not None:
+                legs = ""
+                if server_leg is not None and client_leg is not None:
+                    legs = f": {fmt.duration(server_leg)} to the server and back, {fmt.duration(client_leg)} to the client and back"
+                pkt.note(f"handshake RTT {fmt.duration(rtt)}{legs}")
+        if flags & RST:
+            pkt.note(_rst_note(conn, pkt.dir, who))
+        if flags & FIN and me.fin_ts == seg.ts:
+            if first_fin_dir is None:
+                first_fin_dir = pkt.dir
+                peer = s if pkt.dir == C2S else c
+                if data_after(conn, pkt.dir, seg.ts):
+                    pkt.note(f"FIN: {who} half-closes; the {other} keeps sending")
+                elif peer.fin_seq is None:
+                    pkt.note(f"FIN: {who} closes its side; no FIN back from the {other}")
+                else:
+                    pkt.note(f"FIN: {who} closes first")
+            else:
+                pkt.note(f"FIN: {who} closes too")
+        _flag_notes(pkt, who)
+
+
+def _rst_note(conn: Connection, direction: int, who: str) -> str:
+    if direction == 1 and not conn.established and conn.server.syn_count == 0:
+        return f"RST from server: no listener on port {conn.server.port}"
+    if direction == C2S and not conn.established and conn.server.syn_count:
+        return "RST from client: handshake abandoned after the SYN-ACK"
+    if not conn.established and direction == C2S:
+        return "RST from client: attempt cancelled"
+    return f"RST from {who}: connection aborted"
+
+
+def data_after(conn: Connection, direction: int, ts: float) -> list[Packet]:
+    """Data segments (keep-alive bytes aside) the other side sent after ``ts``: after a FIN
+    from ``direction``, they make it a half-close."""
+    return [
+        pkt for pkt in conn.packets
+        if pkt.dir != direction and pkt.seg.ts > ts and pkt.seg.length > 0 and not pkt.analysis & F.A_KEEP_ALIVE
+    ]
+
+
+def _flag_notes(pkt: Packet, who: str) -> None:
+    bits = pkt.analysis
+    if not bits:
+        return
+    flags = pkt.seg.flags
+    if bits & F.A_REUSED_PORTS:
+        pkt.note("4-tuple reused: a new connection on the same ports")
+    if bits & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION) and not flags & SYN:
+        kind = (
+            "fast retransmission" if bits & F.A_FAST_RETRANSMISSION
+            else "spurious retransmission: already acked" if bits & F.A_SPURIOUS_RETRANSMISSION
+            else "retransmission"
+        )
+        if pkt.rto is not None:
+            kind += f", +{fmt.duration(pkt.rto)} after the original"
+        pkt.note(kind)
+    if bits & F.A_OUT_OF_ORDER:
+        pkt.note("out of order")
+    if bits & F.A_LOST_SEGMENT:
+        pkt.note("previous segment not captured")
+    if bits & F.A_ACK_LOST_SEGMENT:
+        pkt.note("ACKs a segment the capture did not see")
+    if bits & F.A_DUPLICATE_ACK:
+        pkt.note(f"dup ACK #{pkt.dupack_num} of frame {pkt.dupack_frame}")
+    if bits & F.A_ZERO_WINDOW:
+        pkt.note(f"zero window: {who} cannot take more data")
+    if bits & F.A_ZERO_WINDOW_PROBE:
+        pkt.note("zero-window probe")
+    if bits & F.A_ZERO_WINDOW_PROBE_ACK:
+        pkt.note("zero-window probe ACK")
+    if bits & F.A_WINDOW_FULL:
+        pkt.note("window full")
+    if bits & F.A_WINDOW_UPDATE:
+        pkt.note("window update")
+    if bits & F.A_KEEP_ALIVE:
+        pkt.note("keep-alive")
+    if bits & F.A_KEEP_ALIVE_ACK:
+        pkt.note("keep-alive ACK")
+

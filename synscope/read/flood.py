@@ -1,0 +1,477 @@
+"""SYN-flood recognition over a stream of connection reports, in bounded memory.
+
+Definition. A *SYN flood* against a server endpoint (ip:port) is a burst of
+connection attempts (client SYNs) to it of which most never complete the
+handshake: at least :data:`FLOOD_MIN_HALF_OPEN` half-open attempts in all, at
+least :data:`FLOOD_MIN_RATE` of them within one second of capture time, and at
+least :data:`FLOOD_MIN_HALF_OPEN_SHARE` of all attempts to that endpoint
+half-open. Sources are usually spoofed, so an attempt is typically answered by
+a SYN-ACK that nobody acknowledges (or by nothing, once the server's backlog is
+full); a server answering with SYN cookies keeps no state for the attempt and
+therefore never retransmits its SYN-ACK.
+
+Use: feed every :class:`~synscope.read.pipeline.ConnReport` to
+:meth:`FloodDetector.add` as the pipeline hands them out, then ask
+:meth:`FloodDetector.summary` (or :meth:`~FloodDetector.summaries` for every
+flooded endpoint) and print it with :func:`render_flood`.
+
+Memory does not grow with the number of attempts, sources or endpoints:
+
+- endpoints are counted with a Space-Saving sketch of :data:`TARGET_SLOTS`
+  entries (the busiest endpoints are kept; a new one replaces the least busy);
+- per endpoint, sources are counted with a Space-Saving sketch of
+  :data:`SOURCE_SLOTS` entries (top sources with an error bound), distinct
+  sources exactly up to :data:`EXACT_SOURCES` and then by HyperLogLog
+  (about 1.6 % standard error), and attempts per second in at most
+  :data:`RATE_BUCKETS` one-second buckets.
+
+What the reports can and cannot tell: with ``--max-conns`` the tracker evicts
+attempts from its table before their SYN-ACK retransmissions arrive, and such a
+retransmission then shows as a connection of its own with a SYN-ACK and no SYN.
+Those are counted as :attr:`FloodSummary.late_synacks`, and the share of
+SYN-ACKs never retransmitted (the SYN-cookie hint) is only reported when no
+attempt was evicted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from synscope.core import fmt
+from synscope.core.addr import fmt_ip
+from synscope.read.pipeline import ConnReport
+
+__all__ = [
+    "FLOOD_MIN_HALF_OPEN",
+    "FLOOD_MIN_HALF_OPEN_SHARE",
+    "FLOOD_MIN_RATE",
+    "DistinctCounter",
+    "FloodDetector",
+    "FloodSummary",
+    "SpaceSaving",
+    "render_flood",
+]
+
+# Half-open attempts to one endpoint below this are not a flood, whatever the rate
+FLOOD_MIN_HALF_OPEN = 1000
+# Half-open attempts within the busiest second of capture time (a listen backlog is 128-4096)
+FLOOD_MIN_RATE = 100
+# At least this share of the attempts to the endpoint never completed the handshake
+FLOOD_MIN_HALF_OPEN_SHARE = 0.5
+# Server endpoints tracked at once
+TARGET_SLOTS = 32
+# Sources tracked per endpoint for the top-sources list
+SOURCE_SLOTS = 256
+# Sources listed in a summary
+TOP_SOURCES = 10
+# One-second buckets of attempt counts kept per endpoint (the oldest go first)
+RATE_BUCKETS = 3600
+# Distinct sources are counted exactly up to this many, then estimated
+EXACT_SOURCES = 4096
+# HyperLogLog registers: 2^12 of them, standard error 1.04 / sqrt(4096) = 1.6 %
+HLL_BITS = 12
+
+
+class SpaceSaving:
+    """Top-k counting in ``capacity`` slots (Metwally, Agrawal, El Abbadi: Space-Saving, 2005).
+
+    An item not in the table replaces the one with the smallest count and
+    inherits that count, so every count is an upper bound and overestimates by
+    at most its recorded error; any item seen more than ``total / capacity``
+    times is guaranteed to be in the table. O(log capacity) per update (a heap
+    with lazily discarded stale entries).
+    """
+
+    __slots__ = ("_errors", "_heap", "_tie", "capacity", "counts", "total")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.counts: dict[Hashable, int] = {}
+        self._errors: dict[Hashable, int] = {}
+        self._heap: list[tuple[int, int, Hashable]] = []  # (count, tie, item); stale when count differs
+        self._tie = itertools.count()
+        self.total = 0
+
+    def add(self, item: Hashable, n: int = 1) -> Hashable | None:
+        """Count ``n`` more occurrences of ``item``; returns the item it replaced, if any."""
+        self.total += n
+        victim = None
+        counts = self.counts
+        c = counts.get(item)
+        if c is None:
+            if len(counts) < self.capacity:
+                c, err = n, 0
+            else:
+                heap = self._heap
+                while True:  # the smallest up-to-date entry is the minimum
+                    low, _, victim = heapq.heappop(heap)
+                    if counts.get(victim) == low:
+                        break
+                del counts[victim]
+                del self._errors[victim]
+                c, err = low + n, low
+            self._errors[item] = err
+        else:
+            c += n
+        counts[item] = c
+        heapq.heappush(self._heap, (c, next(self._tie), item))
+        if len(self._heap) > 4 * self.capacity + 64:  # drop the stale entries
+            self._heap = [(v, next(self._tie), k) for k, v in counts.items()]
+            heapq.heapify(self._heap)
+        return victim
+
+    def error(self, item: Hashable) -> int:
+        """How much ``item``'s count may overstate it (0 when it was counted from its first occurrence)."""
+        return self._errors.get(item, 0)
+
+    def top(self, k: int) -> list[tuple[Hashable, int, int]]:
+        """The ``k`` largest as (item, count, error), largest first."""
+        best = heapq.nlargest(k, self.counts.items(), key=lambda kv: kv[1])
+        return [(item, count, self._errors[item]) for item, count in best]
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+class DistinctCounter:
+    """Distinct items: an exact set up to ``exact`` items, then HyperLogLog with 2^``bits`` registers."""
+
+    __slots__ = ("_bits", "_exact", "_limit", "_regs")
+
+    def __init__(self, exact: int = EXACT_SOURCES, bits: int = HLL_BITS) -> None:
+        self._limit = exact
+        self._bits = bits
+        self._exact: set[bytes] | None = set()
+        self._regs: bytearray | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Is :meth:`count` exact (still below the set limit)?"""
+        return self._exact is not None
+
+    def add(self, item: bytes) -> None:
+        """Count ``item`` (bytes, e.g. a packed address)."""
+        if self._exact is not None:
+            self._exact.add(item)
+            if len(self._exact) <= self._limit:
+                return
+            items, self._exact = self._exact, None
+            self._regs = bytearray(1 << self._bits)
+            for x in items:
+                self._hll_add(x)
+            return
+        self._hll_add(item)
+
+    def _hll_add(self, item: bytes) -> None:
+        regs = self._regs
+        assert regs is not None
+        h = int.from_bytes(hashlib.blake2b(item, digest_size=8).digest(), "big")
+        b = self._bits
+        idx = h >> (64 - b)
+        rest = h & ((1 << (64 - b)) - 1)
+        rank = (64 - b) - rest.bit_length() + 1
+        if rank > regs[idx]:
+            regs[idx] = rank
+
+    def count(self) -> int:
+        """Number of distinct items added (estimated once past the exact limit)."""
+        if self._exact is not None:
+            return len(self._exact)
+        regs = self._regs
+        assert regs is not None
+        m = len(regs)
+        alpha = 0.7213 / (1 + 1.079 / m)
+        harmonic = 0.0
+        for i in range(m):  # a loop, not sum() over a generator: mypyc cannot iterate a bytearray there
+            harmonic += 2.0 ** -regs[i]
+        estimate = alpha * m * m / harmonic
+        zeros = regs.count(0)
+        if estimate <= 2.5 * m and zeros:  # small-range correction: linear counting
+            estimate = m * math.log(m / zeros)
+        return round(estimate)
+
+
+@dataclass(slots=True)
+class _Target:
+    """Everything counted about one server endpoint."""
+
+    ip: bytes
+    port: int
+    missed: int = 0  # attempts that may have been missed before the endpoint got a slot
+    attempts: int = 0
+    half_open: int = 0
+    answered: int = 0  # SYN-ACK seen
+    completed: int = 0  # handshake completed (client's ACK of the SYN-ACK seen)
+    refused: int = 0  # answered by RST, no SYN-ACK
+    synack_once: int = 0  # answered, not completed, SYN-ACK sent exactly once
+    evicted: int = 0  # attempts whose connection the tracker evicted (--max-conns)
+    late_synacks: int = 0  # connections of a SYN-ACK (and retransmissions) without a SYN
+    first: float | None = None
+    last: float | None = None
+    peak: int = 0
+    sources: SpaceSaving | None = None
+    distinct: DistinctCounter | None = None
+    buckets: dict[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FloodSummary:
+    """A recognised SYN flood against one server endpoint.
+
+    Counts are of connection attempts (client SYNs, retransmissions of one
+    attempt counted once). Shares are of ``attempts``.
+    """
+
+    target_ip: str
+    target_port: int
+    attempts: int
+    half_open: int  # attempts that never completed the handshake
+    answered: int  # attempts the server answered with a SYN-ACK
+    completed: int  # attempts that completed the handshake
+    refused: int  # attempts answered by RST only
+    distinct_sources: int
+    sources_exact: bool  # False: distinct_sources is a HyperLogLog estimate (about 1.6 % error)
+    top_sources: tuple[tuple[str, int, int], ...]  # (address, attempts, overcount bound), most first
+    start: float  # capture time of the first attempt
+    end: float  # capture time of the last attempt
+    peak_rate: int  # half-open attempts in the busiest second
+    synack_once: int | None  # answered, never completed, SYN-ACK never retransmitted; None if unknowable
+    late_synacks: int  # SYN-ACKs seen after their attempt was evicted from the connection table
+    evicted: int  # attempts evicted from the connection table (--max-conns) before they ended
+    missed_attempts: int  # upper bound of attempts not counted (the endpoint got a slot late)
+
+    @property
+    def target(self) -> str:
+        """``192.0.2.10:443`` (IPv6 in brackets)."""
+        return f"[{self.target_ip}]:{self.target_port}" if ":" in self.target_ip else f"{self.target_ip}:{self.target_port}"
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first to the last attempt."""
+        return self.end - self.start
+
+    @property
+    def rate(self) -> float:
+        """Mean attempts per second from the first to the last (N attempts span N - 1 intervals)."""
+        return (self.attempts - 1) / self.duration if self.duration > 0 else float(self.attempts)
+
+    @property
+    def answered_share(self) -> float:
+        """Share of attempts answered with a SYN-ACK."""
+        return self.answered / self.attempts if self.attempts else 0.0
+
+    @property
+    def completed_share(self) -> float:
+        """Share of attempts that completed the handshake."""
+        return self.completed / self.attempts if self.attempts else 0.0
+
+    @property
+    def half_open_share(self) -> float:
+        """Share of attempts that never completed the handshake."""
+        return self.half_open / self.attempts if self.attempts else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form (keys as the attribute names, plus the derived figures)."""
+        return {
+            "type": "syn_flood",
+            "target": {"ip": self.target_ip, "port": self.target_port},
+            "attempts": self.attempts,
+            "half_open": self.half_open,
+            "answered": self.answered,
+            "completed": self.completed,
+            "refused": self.refused,
+            "answered_share": round(self.answered_share, 4),
+            "completed_share": round(self.completed_share, 4),
+            "distinct_sources": self.distinct_sources,
+            "sources_exact": self.sources_exact,
+            "top_sources": [{"ip": ip, "attempts": n, "overcount": err} for ip, n, err in self.top_sources],
+            "start": round(self.start, 6),
+            "end": round(self.end, 6),
+            "duration": round(self.duration, 6),
+            "rate": round(self.rate, 1),
+            "peak_rate": self.peak_rate,
+            "synack_once": self.synack_once,
+            "late_synacks": self.late_synacks,
+            "evicted": self.evicted,
+            "missed_attempts": self.missed_attempts,
+        }
+
+
+class FloodDetector:
+    """Aggregates connection reports per server endpoint and recognises SYN floods.
+
+    Bounded memory whatever the input (see the module docstring). Thresholds
+    default to the module constants and can be given per instance.
+    """
+
+    def __init__(
+        self,
+        min_half_open: int = FLOOD_MIN_HALF_OPEN,
+        min_rate: int = FLOOD_MIN_RATE,
+        min_half_open_share: float = FLOOD_MIN_HALF_OPEN_SHARE,
+        target_slots: int = TARGET_SLOTS,
+        source_slots: int = SOURCE_SLOTS,
+    ) -> None:
+        self.min_half_open = min_half_open
+        self.min_rate = min_rate
+        self.min_half_open_share = min_half_open_share
+        self.source_slots = source_slots
+        self._endpoints = SpaceSaving(target_slots)  # (ip, port) -> attempts
+        self._targets: dict[tuple[bytes, int], _Target] = {}
+        self.reports = 0
+        self.attempts = 0
+
+    def add(self, report: ConnReport) -> None:
+        """Take one finished connection into account (any order; O(log slots))."""
+        self.reports += 1
+        c = report.conn
+        key = (c.server.ip, c.server.port)
+        if c.client.syn_count == 0:
+            # no SYN: a SYN-ACK whose attempt was evicted earlier, or a mid-stream pickup
+            if c.server.syn_count:
+                t = self._targets.get(key)
+                if t is not None:
+                    t.late_synacks += 1
+            return
+        self.attempts += 1
+        t = self._slot(key)
+        ts = c.syn_ts if c.syn_ts is not None else c.first_ts
+        t.attempts += 1
+        answered = c.server.syn_count > 0
+        completed = c.handshake_ack_ts is not None
+        if answered:
+            t.answered += 1
+        elif c.server.rst_ts is not None:
+            t.refused += 1
+        if completed:
+            t.completed += 1
+        else:
+            t.half_open += 1
+            if answered and c.server.syn_count == 1:
+                t.synack_once += 1
+            second = int(ts) if ts == ts and abs(ts) < 1e18 else 0  # NaN / absurd stamps share a bucket
+            buckets = t.buckets
+            assert buckets is not None
+            n = buckets.get(second, 0) + 1
+            if n == 1 and len(buckets) >= RATE_BUCKETS:
+                del buckets[min(buckets)]
+            buckets[second] = n
+            if n > t.peak:
+                t.peak = n
+        if c.evicted:
+            t.evicted += 1
+        if t.first is None or ts < t.first:
+            t.first = ts
+        if t.last is None or ts > t.last:
+            t.last = ts
+        assert t.sources is not None and t.distinct is not None
+        t.sources.add(c.client.ip)
+        t.distinct.add(c.client.ip)
+
+    def _slot(self, key: tuple[bytes, int]) -> _Target:
+        endpoints = self._endpoints
+        targets = self._targets
+        t = targets.get(key)
+        gone = endpoints.add(key)
+        if gone is not None:  # the sketch replaced its least busy endpoint
+            del targets[gone]  # type: ignore[arg-type]
+        if t is None:
+            t = _Target(key[0], key[1], missed=endpoints.error(key))
+            t.sources = SpaceSaving(self.source_slots)
+            t.distinct = DistinctCounter()
+            t.buckets = {}
+            targets[key] = t
+        return t
+
+    def _is_flood(self, t: _Target) -> bool:
+        return (
+            t.half_open >= self.min_half_open
+            and t.peak >= self.min_rate
+            and t.half_open >= self.min_half_open_share * t.attempts
+        )
+
+    def summaries(self) -> list[FloodSummary]:
+        """Every endpoint under a SYN flood, the most attempts first."""
+        out = []
+        for t in sorted(self._targets.values(), key=lambda t: -t.half_open):
+            if not self._is_flood(t):
+                continue
+            assert t.sources is not None and t.distinct is not None and t.first is not None and t.last is not None
+            out.append(
+                FloodSummary(
+                    target_ip=fmt_ip(t.ip),
+                    target_port=t.port,
+                    attempts=t.attempts,
+                    half_open=t.half_open,
+                    answered=t.answered,
+                    completed=t.completed,
+                    refused=t.refused,
+                    distinct_sources=t.distinct.count(),
+                    sources_exact=t.distinct.exact,
+                    top_sources=tuple((fmt_ip(ip), n, err) for ip, n, err in t.sources.top(TOP_SOURCES)),  # type: ignore[arg-type]
+                    start=t.first,
+                    end=t.last,
+                    peak_rate=t.peak,
+                    synack_once=t.synack_once if t.evicted == 0 else None,
+                    late_synacks=t.late_synacks,
+                    evicted=t.evicted,
+                    missed_attempts=t.missed,
+                )
+            )
+        return out
+
+    def summary(self) -> FloodSummary | None:
+        """The flood with the most half-open attempts, or None when there is none."""
+        found = self.summaries()
+        return found[0] if found else None
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def render_flood(summary: FloodSummary, out: TextIO) -> None:
+    """The flood as a short text block for the terminal (every string in it is made by synscope)."""
+    s = summary
+    out.write(
+        f"SYN flood against {s.target}: {_n(s.attempts)} connection attempts in {fmt.duration(s.duration)} "
+        f"({_n(round(s.rate))}/s, busiest second {_n(s.peak_rate)})\n"
+    )
+    out.write(
+        f"  half-open: {_n(s.half_open)} ({fmt.percent(s.half_open_share)}) never completed the handshake; "
+        f"completed: {_n(s.completed)} ({fmt.percent(s.completed_share)})\n"
+    )
+    answered = f"  answered with SYN-ACK: {_n(s.answered)} ({fmt.percent(s.answered_share)})"
+    if s.refused:
+        answered += f"; refused with RST: {_n(s.refused)}"
+    out.write(answered + "\n")
+    if s.synack_once is not None and s.answered:
+        out.write(
+            f"  SYN-ACK never retransmitted: {_n(s.synack_once)} of the answered attempts that stayed half-open "
+            "(a server using SYN cookies keeps no state and does not retransmit)\n"
+        )
+    elif s.evicted:
+        out.write(
+            f"  SYN-ACK retransmissions per attempt: unknown: {_n(s.evicted)} attempts were evicted from the connection table "
+            f"(--max-conns) first; {_n(s.late_synacks)} SYN-ACKs came after their attempt was evicted\n"
+        )
+    approx = "" if s.sources_exact else "about "
+    out.write(f"  sources: {approx}{_n(s.distinct_sources)} distinct addresses (spoofed, most likely, if they never answer)\n")
+    if s.top_sources:
+        tops = ", ".join(f"{ip} ({_n(n)}{'' if not err else f' ±{_n(err)}'})" for ip, n, err in s.top_sources[:5])
+        out.write(f"  top sources: {tops}\n")
+    if s.missed_attempts:
+        out.write(f"  note: up to {_n(s.missed_attempts)} earlier attempts to this endpoint were not counted (bounded counters)\n")
+    out.write(
+        "  Next: check the server's SYN backlog and SYN cookies (netstat -s | grep -i listen; "
+        "sysctl net.ipv4.tcp_syncookies) and filter upstream: the sources are usually spoofed.\n"
+    )
+

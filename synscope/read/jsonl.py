@@ -1,0 +1,387 @@
+"""JSON Lines: one object per connection, versioned schema (documented in the README)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Final, TextIO
+
+from synscope.core.addr import fmt_ip
+from synscope.read.analysis.engine import DirectionFacts
+from synscope.read.analysis.flags import flag_names
+from synscope.core.fmt import fixed, scaled_round
+from synscope.core.model import ACK, SYN, flag_string
+from synscope.read.pipeline import ConnReport
+from synscope.core.seqnum import MASK
+from synscope.read.tracker import C2S, UNSEEN, Side
+
+SCHEMA: Final = 1
+# how every connection object starts; the id comes next
+HEAD_START: Final = f'{{"schema":{SCHEMA},"id":'
+
+
+def _round(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool = True) -> dict[str, Any]:
+    """The JSON object for one connection (schema 1)."""
+    c = r.conn
+    v = r.verdict
+    fc, fs = r.analysis.facts
+    packets = []
+    for pkt in c.packets if with_packets else ():
+        seg = pkt.seg
+        me = c.client if pkt.dir == C2S else c.server
+        peer = c.server if pkt.dir == C2S else c.client
+        seq = seg.seq if absolute else me.rel_seq(seg.seq)
+        ack = seg.ack if absolute or not seg.flags & ACK else peer.rel_seq(seg.ack)
+        obj: dict[str, Any] = {
+            "frame": seg.frame,
+            "t": round(seg.ts, 9),
+            "dir": "c2s" if pkt.dir == C2S else "s2c",
+            "flags": flag_string(seg.flags),
+            "seq": seq,
+            "ack": ack,
+            "len": seg.length,
+            "win": seg.win << me.win_scale if me.win_scale >= 0 and not seg.flags & SYN else seg.win,
+            "analysis": flag_names(pkt.analysis),
+            "note": "; ".join(pkt.notes) if pkt.notes else None,
+        }
+        if seg.flags & SYN:
+            obj["options"] = seg.options.describe()
+        if pkt.dupack_num:
+            obj["duplicate_ack_num"] = pkt.dupack_num
+            obj["duplicate_ack_frame"] = pkt.dupack_frame
+        if pkt.rto is not None:
+            obj["rto"] = _round(pkt.rto)
+        if pkt.in_flight is not None:
+            obj["in_flight"] = pkt.in_flight
+        packets.append(obj)
+
+
+    return {
+        "schema": SCHEMA,
+        "id": c.id,
+        "source": r.source_name,
+        "client": {"ip": fmt_ip(c.client.ip), "port": c.client.port},
+        "server": {"ip": fmt_ip(c.server.ip), "port": c.server.port},
+        "roles_guessed": c.roles_guessed,
+        "start": round(c.first_ts, 6),
+        "end": round(c.last_ts, 6),
+        "state": v.conn_state,
+        "history": v.history,
+        "outcome": v.outcome,
+        "ok": v.ok,
+        "verdict": v.explanation,
+        "next_step": v.next_step or None,
+        "client_state": c.state_of(c.client),
+        "server_state": c.state_of(c.server),
+        "syn_retransmissions": max(c.client.syn_count - 1, 0),
+        "synack_retransmissions": max(c.server.syn_count - 1, 0),
+        "handshake_rtt": _round(c.handshake_rtt),
+        "handshake_rtt_server_leg": _round(c.server_leg),
+        "handshake_rtt_client_leg": _round(c.client_leg),
+        "packets_omitted": r.analysis.omitted,
+        "reused_from": c.reused_from,
+        "retry_of": r.retry_of,
+        "icmp": [
+            {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
+            for e in c.icmp
+        ],
+        "c2s": _direction(fc, c.client, c.server, absolute),
+        "s2c": _direction(fs, c.server, c.client, absolute),
+        **({"packets": packets} if with_packets else {}),
+    }
+
+
+def _direction(f: Any, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
+    """The per-direction member (``c2s`` / ``s2c``) of a connection object."""
+    rtt = f.rtt_summary()
+    opts = side.syn_options
+    return {
+        "isn": side.isn,
+        "next_seq": None if side.next_seq == UNSEEN else (side.next_seq if absolute else side.rel_seq(side.next_seq)),
+        "highest_ack": None if side.highest_ack == UNSEEN else (side.highest_ack if absolute else peer.rel_seq(side.highest_ack)),
+        "mss": opts.mss if opts is not None else None,
+        "win_scale": side.win_scale if side.win_scale >= 0 else None,
+        "sack_permitted": bool(opts.sack_permitted) if opts is not None else None,
+        "packets": f.packets,
+        "bytes": f.payload_bytes,
+        "data_segments": f.data_segments,
+        "retransmitted_segments": f.retransmitted_segments,
+        "retransmitted_bytes": f.retransmitted_bytes,
+        "retransmission_rate": round(f.retransmission_rate, 4),
+        "fast_retransmissions": f.fast_retransmissions,
+        "out_of_order": f.out_of_order,
+        "duplicate_acks": f.duplicate_acks,
+        "zero_window_time": _round(f.zero_window_time),
+        "max_idle": _round(f.max_idle),
+        "throughput_bps": round(f.throughput() * 8, 1),
+        "rtt": None if rtt is None else {"min": _round(rtt[0]), "median": _round(rtt[1]), "max": _round(rtt[2])},
+    }
+
+
+def connection_line(r: ConnReport, absolute: bool = False) -> str:
+    """One JSON line for a connection: the same text as :func:`compact` of
+    :func:`connection_object`, written directly (on big captures it is half the work of a run)."""
+    return head_text(r, absolute) + ',"packets":[' + packets_text(r, absolute) + "]}"
+
+
+def _json(x: object) -> str:
+    """A number, bool or None as the JSON encoder writes it (NaN and infinities included)."""
+    if x is None:
+        return "null"
+    if x is True:
+        return "true"
+    if x is False:
+        return "false"
+    if isinstance(x, float) and (x != x or x in (_INF, -_INF)):
+        return "NaN" if x != x else "Infinity" if x > 0 else "-Infinity"
+    return repr(x)
+
+
+_INF: Final = float("inf")
+
+
+def _opt_text(s: str | None) -> str:
+    return "null" if s is None else _STRING(s)
+
+
+def head_text(r: ConnReport, absolute: bool = False) -> str:
+    """:func:`compact` of :func:`connection_object` without packets, minus its closing brace.
+
+    The object's members written out as text: the JSON encoder escapes every key and calls
+    back for every float, which made it a quarter of a run. A test holds the two to the same text.
+    """
+    c = r.conn
+    v = r.verdict
+    fc, fs = r.analysis.facts
+    client, server = c.client, c.server
+    string = _STRING
+    icmp = ",".join([
+        f'{{"from":{string(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{string(e.name)},'
+        f'"t":{ts_text(e.ts)},"frame":{_json(e.frame)},"ttl":{_json(e.ttl)},"mtu":{_json(e.mtu)}}}'
+        for e in c.icmp
+    ])
+    # (an f-string is one allocation when compiled; a chain of + is one per member)
+    return (
+        f'{HEAD_START}{c.id},"source":{string(r.source_name)},'
+        f'"client":{{"ip":{string(fmt_ip(client.ip))},"port":{client.port}}},'
+        f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},'
+        f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{float_text(c.first_ts)},"end":{float_text(c.last_ts)},'
+        f'"state":{string(v.conn_state)},"history":{string(v.history)},"outcome":{string(v.outcome)},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"next_step":{_opt_text(v.next_step or None)},'
+        f'"client_state":{string(c.state_of(client))},"server_state":{string(c.state_of(server))},'
+        f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
+        f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
+        f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
+        f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},"icmp":[{icmp}],'
+        f'"c2s":{_direction_text(fc, client, server, absolute)},"s2c":{_direction_text(fs, server, client, absolute)}'
+    )
+
+
+def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -> str:
+    """:func:`compact` of :func:`_direction`."""
+    rtt = f.rtt_summary()
+    opts = side.syn_options
+    if rtt is None:
+        rtt_text = "null"
+    else:
+        rtt_text = f'{{"min":{float_text(rtt[0])},"median":{float_text(rtt[1])},"max":{float_text(rtt[2])}}}'
+    next_seq = "null"
+    if side.next_seq != UNSEEN:
+        next_seq = str(side.next_seq if absolute else side.rel_seq(side.next_seq))
+    highest_ack = "null"
+    if side.highest_ack != UNSEEN:
+        highest_ack = str(side.highest_ack if absolute else peer.rel_seq(side.highest_ack))
+    if opts is None:
+        mss = sack = "null"
+    else:
+        mss = _int_text(opts.mss)
+        sack = "true" if opts.sack_permitted else "false"
+    if f.retransmitted_segments or f.retransmitted_bytes or f.fast_retransmissions or f.out_of_order or f.duplicate_acks:
+        losses = (
+            f'"retransmitted_segments":{f.retransmitted_segments},"retransmitted_bytes":{f.retransmitted_bytes},'
+            f'"retransmission_rate":{float_text(f.retransmission_rate, 4)},"fast_retransmissions":{f.fast_retransmissions},'
+            f'"out_of_order":{f.out_of_order},"duplicate_acks":{f.duplicate_acks}'
+        )
+    else:  # most directions: nothing sent again (and so a rate of 0.0)
+        losses = _NO_LOSSES
+    return (
+        f'{{"isn":{_int_text(side.isn)},"next_seq":{next_seq},"highest_ack":{highest_ack},'
+        f'"mss":{mss},"win_scale":{side.win_scale if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
+        f'"packets":{f.packets},"bytes":{f.payload_bytes},"data_segments":{f.data_segments},{losses},'
+        f'"zero_window_time":{float_text(f.zero_window_time)},"max_idle":{float_text(f.max_idle)},'
+        f'"throughput_bps":{float_text(f.throughput() * 8, 1)},"rtt":{rtt_text}}}'
+    )
+
+
+_NO_LOSSES: Final = (
+    '"retransmitted_segments":0,"retransmitted_bytes":0,"retransmission_rate":0.0,'
+    '"fast_retransmissions":0,"out_of_order":0,"duplicate_acks":0'
+)
+
+
+def _int_text(x: int | None) -> str:
+    """A whole number or None as JSON."""
+    return "null" if x is None else str(x)
+
+
+def join_line(head: dict[str, Any], packets: str) -> str:
+    """A connection's JSON line from its object without packets and :func:`packets_text`."""
+    return compact(head)[:-1] + ',"packets":[' + packets + "]}"
+
+
+# one encoder for every object: json.dumps() with separators builds a new one per call
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_STRING: Final = json.encoder.encode_basestring_ascii
+
+
+def compact(obj: Any) -> str:
+    """``json.dumps(obj, ensure_ascii=True, separators=(",", ":"))``."""
+    return _ENCODER.encode(obj)
+
+
+def packets_text(r: ConnReport, absolute: bool = False) -> str:
+    """The members of a connection's ``packets`` array, as JSON text."""
+    return ",".join(_packet_texts(r, absolute))
+
+
+_FLAGS_TEXT: Final[dict[int, str]] = {}
+_ANALYSIS_TEXT: Final[dict[int, str]] = {}
+
+
+def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
+    c = r.conn
+    client, server = c.client, c.server
+    # per direction: the sender's and the receiver's base (-1: numbers as they are), window shift
+    # (plain typed locals, not a table of tuples: compiled, they stay native)
+    cbase = -1 if absolute or client.base is None else client.base
+    sbase = -1 if absolute or server.base is None else server.base
+    my_base: int
+    peer_base: int
+    shift: int
+    dir_text: str
+    out = []
+    dumps, string = json.dumps, _STRING
+    flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
+    for pkt in c.packets:
+        seg = pkt.seg
+        if pkt.dir == C2S:
+            my_base, peer_base, shift, dir_text = cbase, sbase, client.win_scale, '"c2s"'
+        else:
+            my_base, peer_base, shift, dir_text = sbase, cbase, server.win_scale, '"s2c"'
+        fl = seg.flags
+        flags_text = flags_texts.get(fl)
+        if flags_text is None:
+            flags_text = flags_texts[fl] = dumps(flag_string(fl))
+        bits = pkt.analysis
+        names = analysis_texts.get(bits)
+        if names is None:
+            names = analysis_texts[bits] = dumps(flag_names(bits), separators=(",", ":"))
+        seq = seg.seq if my_base < 0 else (seg.seq - my_base) & MASK
+        ack = seg.ack if peer_base < 0 or not fl & ACK else (seg.ack - peer_base) & MASK
+        win = seg.win << shift if shift >= 0 and not fl & SYN else seg.win
+        note = "null" if not pkt.notes else string("; ".join(pkt.notes))
+        # (no !r or format spec in the f-string: compiled, those make it a str.format call)
+        text = (
+            f'{{"frame":{seg.frame},"t":{ts_text(seg.ts)},"dir":{dir_text},"flags":{flags_text},'
+            f'"seq":{seq},"ack":{ack},"len":{seg.length},"win":{win},"analysis":{names},"note":{note}'
+        )
+        if fl & SYN:
+            text += ',"options":' + string(seg.options.describe())
+        if pkt.dupack_num:
+            text += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
+        if pkt.rto is not None:
+            text += ',"rto":' + rounded_text(pkt.rto)
+        if pkt.in_flight is not None:
+            text += f',"in_flight":{pkt.in_flight}'
+        out.append(text + "}")
+    return out
+
+
+# Capture times from 2**23 s (April 1970) to 2**32 s (2106): the spacing of doubles there is over
+# 2 ns, so rounding to 6 or 9 places leaves a time that is a whole number of microseconds as it
+# is, and under 1 µs, so at most one number of 6 decimals converts to it
+_MICROS_LO: Final = 8388608.0
+_MICROS_HI: Final = 4294967296.0
+# Below this, a number rounded to at most 6 places has at most 14 significant digits: its
+# decimal form is the shortest that converts back to it, which is what repr() writes
+_SHORT_LIMIT: Final = 1e8
+
+
+def _micros_text(x: float) -> str | None:
+    """``repr(x)`` for a capture time that is the double nearest a whole number of
+    microseconds, written from its integer parts; else None."""
+    if not _MICROS_LO <= x < _MICROS_HI:
+        return None
+    micros = int(x * 1e6 + 0.5)
+    # int / int is correctly rounded (both are exact doubles below 2**53): equal means x is the
+    # double nearest micros / 10**6, so that decimal is its shortest form
+    if micros / 1000000 != x:
+        return None
+    frac = micros % 1000000
+    if frac:
+        return str(micros // 1000000) + "." + str(frac + 1000000)[1:].rstrip("0")
+    return str(micros // 1000000) + ".0"
+
+
+def ts_text(ts: float) -> str:
+    """``repr(round(ts, 9))``: a capture time as JSON writes it.
+
+    ``repr(round())`` converts the float to decimal three times, the costliest step of writing
+    a packet. From 2**23 s on, round(ts, 9) is ts itself (see _MICROS_LO), so it is repr(ts), and
+    for a time that is a whole number of microseconds that is written from integers.
+    """
+    text = _micros_text(ts)
+    if text is not None:  # a time from a microsecond pcap: from its integer parts
+        return text
+    if ts >= _MICROS_LO or ts <= -_MICROS_LO:
+        return repr(ts)
+    return repr(round(ts, 9))
+
+
+def rounded_text(x: float | None, places: int = 6) -> str:
+    """``_json(round(x, places))`` (``places`` at most 6), without the two shortest-decimal
+    conversions for the usual sizes: below 1e8 the correctly rounded decimal *is* the shortest."""
+    if x is None:
+        return "null"
+    if not isinstance(x, float):
+        return _json(round(x, places))
+    return float_text(x, places)
+
+
+def float_text(x: float, places: int = 6) -> str:
+    """:func:`rounded_text` of a float (compiled, it stays a native double)."""
+    if x == 0.0:  # a third of the numbers in a connection's object
+        return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
+    if -_SHORT_LIMIT < x < _SHORT_LIMIT:
+        if -1e-4 < x < 1e-4:  # repr() writes 1.7e-05 from here down
+            text = _tiny_text(x, places)
+            return text if text is not None else repr(round(x, places))
+        if not places:
+            return fixed(x, 0) + ".0"
+        text = fixed(x, places).rstrip("0")
+        return text + "0" if text[-1] == "." else text
+    micros = _micros_text(x) if places == 6 else None
+    return micros if micros is not None else _json(round(x, places))
+
+
+def _tiny_text(x: float, places: int) -> str | None:
+    """``repr(round(x, places))`` for 0 < |x| < 1e-4: round() gives the double nearest k / 10**places
+    for the whole number k nearest x * 10**places (under 100), whose repr is in a table."""
+    k = scaled_round(-x if x < 0 else x, places)
+    if k < 0:
+        return None
+    return ("-" if x < 0 else "") + _TINY[places][k]
+
+
+# repr(k / 10**places) for the k that numbers under 1e-4 round to (k = 0 included: "0.0")
+_TINY: Final = tuple(tuple(repr(k / 10**places) for k in range(int(1e-4 * 10**places) + 2)) for places in range(7))
+
+
+def write_connection(r: ConnReport, out: TextIO, absolute: bool = False) -> None:
+    """Write one JSON line and flush, so ``| jq`` sees it at once."""
+    out.write(connection_line(r, absolute) + "\n")
+    out.flush()

@@ -1,0 +1,485 @@
+"""Wires the stages: frames → decode → tracker → analysis → verdict → reports.
+
+Sources push :class:`RawFrame` records in; finished connections come out as
+:class:`ConnReport`, as soon as they are complete, so output can stream and
+memory stays flat on long captures.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from synscope.read.analysis.annotate import annotate
+from synscope.read.analysis.engine import Analyser, ConnAnalysis
+from synscope.capture.bpf import FrameFilter
+from synscope.read.decode import Decoder, plain_tcp_flow_mix
+from synscope.core.model import FrameSink, IcmpError, RawFrame, Segment, flow_mix
+from synscope.read.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key
+from synscope.read.verdict import Verdict, judge
+
+# The same segment seen again this soon is the capture seeing one packet twice
+# (loopback through AF_PACKET; -i any on a host that forwards).
+DUPLICATE_WINDOW: Final = 0.001
+# Capture-time interval between sweeps for finished connections. Sweeps run on this clock
+# alone, so every worker of a split run sweeps at the same frames as a single one would.
+SWEEP_INTERVAL: Final = 0.5
+# With an idle timeout (live) a sweep scans the whole table: only once this many segments per
+# connection in the table went by, so a table of a million half-open connections is not
+# scanned every half second
+SWEEP_WORK_RATIO: Final = 0.5
+# A reader that hands frames to Pipeline.consume still gets one back to feed() at least this
+# often: its caller collects finished connections (and shows progress) between frames
+CHECKPOINT: Final = 1024
+# Tracker.stamp of connections handed on at the end of the input (after every other)
+DRAIN_STAMP: Final = 1 << 62
+# pcapng files from several interfaces interleave them in batches, out of time order;
+# frames are put back in time order within this much capture time (as reordercap would)
+REORDER_WINDOW: Final = 2.0
+REORDER_MAX_HELD: Final = 200_000
+# Segments of one direction remembered per flow for duplicate detection (a burst
+# interleaves the in- and outgoing copies of a few packets on a forwarding host)
+DUPLICATE_HISTORY: Final = 8
+# Generations of the duplicate window between purges of the flows not seen in the last two
+# (the purge walks every flow remembered: this keeps it cheap per packet, and the table to
+# the flows of about the last PURGE_GENERATIONS milliseconds of capture)
+PURGE_GENERATIONS: Final = 64
+# A failed attempt followed this soon by another to the same server port is an application retry
+RETRY_WINDOW: Final = 120.0
+
+
+@dataclass(slots=True)
+class ConnReport:
+    """Everything the renderers need about one connection."""
+
+    conn: Connection
+    analysis: ConnAnalysis
+    verdict: Verdict
+    retry_of: int | None = None
+    retry_number: int = 0
+    source_name: str = ""
+
+    # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
+    def __init__(
+        self, conn: Connection, analysis: ConnAnalysis, verdict: Verdict, retry_of: int | None = None, retry_number: int = 0, source_name: str = ""
+    ) -> None:
+        self.conn = conn
+        self.analysis = analysis
+        self.verdict = verdict
+        self.retry_of = retry_of
+        self.retry_number = retry_number
+        self.source_name = source_name
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Totals of one run, for the header line and the --stats view."""
+
+    frames: int = 0
+    filtered_out: int = 0
+    duplicates: int = 0
+    first_ts: float = 0.0  # (meaningful once frames > 0; plain floats stay unboxed when compiled)
+    last_ts: float = 0.0
+    reordered: int = 0  # frames put back in time order
+    backwards: int = 0  # frames stamped earlier than a frame before them (clock steps, broken capture)
+
+
+@dataclass
+class Selection:
+    """What the user asked to see: --host, --port, --filter."""
+
+    hosts: frozenset[bytes] = frozenset()
+    ports: frozenset[int] = frozenset()
+    frame_filter: FrameFilter | None = None
+
+    def wants(self, item: Segment | IcmpError) -> bool:
+        """Does a decoded segment (or an ICMP error's quoted packet) match --host / --port?"""
+        if self.hosts and item.src not in self.hosts and item.dst not in self.hosts:
+            return False
+        return not (self.ports and item.sport not in self.ports and item.dport not in self.ports)
+
+
+class _RecentSegments:
+    """One direction's segments seen lately on a flow, for duplicate detection."""
+
+    __slots__ = ("forward", "segments", "options", "generation")
+
+    def __init__(self, forward: bool, seg: Segment, generation: int) -> None:
+        self.forward = forward
+        self.segments: list[Segment] = [seg]
+        # their TCP options as captured (the analyser drops a segment's options once it is done)
+        self.options: list[bytes] = [seg.raw_options]
+        self.generation = generation  # of the duplicate window when last touched (see _seen_twice)
+
+    def add(self, seg: Segment) -> None:
+        """Remember one more segment; with DUPLICATE_HISTORY of them, only this one."""
+        if len(self.segments) >= DUPLICATE_HISTORY:
+            self.segments.clear()
+            self.options.clear()
+        self.segments.append(seg)
+        self.options.append(seg.raw_options)
+
+
+class Pipeline(FrameSink):
+    """Stateful one-way pipeline; one per run (a run may read several files)."""
+
+    def __init__(
+        self,
+        selection: Selection | None = None,
+        max_conns: int | None = None,
+        keep_payload: bool = False,
+        dedup: bool = True,
+        closed_linger: float = CLOSED_LINGER,
+        idle_timeout: float | None = None,
+        prepare: Callable[[Connection, ConnAnalysis], None] | None = None,
+    ) -> None:
+        """``closed_linger`` / ``idle_timeout``: see :class:`Tracker` (a live source hands closed
+        connections on sooner, and idle ones at all); ``prepare`` is called on each finished
+        connection before it is annotated and judged (``watch --handshakes`` uses it)."""
+        self.selection = selection or Selection()
+        self.decoder = Decoder(keep_payload=keep_payload)
+        self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout)
+        self.prepare = prepare
+        self.analyser = Analyser()
+        self.stats = RunStats()
+        self.dedup = dedup
+        # segments seen lately, per flow (see _seen_twice); a generation of the duplicate window
+        # starts when a segment comes more than DUPLICATE_WINDOW after the generation's first
+        self._recent: dict[FlowKey, _RecentSegments] = {}
+        self._generation = 0
+        self._recent_start = 0.0
+        self._purged_at = 0
+        self._next_sweep = 0.0
+        self._since_sweep = 0
+        self.retries = RetryLinker()
+        self.link_retries = True
+        self.source_names: list[str] = []
+        # a split run (see share()): this worker's index and the number of workers (0: no split)
+        self._shard_index = 0
+        self._shard_count = 0
+        # consume() takes frames from a reader: not with --filter, --host or --port (it would
+        # have to apply them to frames it never makes RawFrames, or never decodes)
+        self._consumes = self.selection.frame_filter is None and not self.selection.hosts and not self.selection.ports
+        self._fed_at = 0  # stats.frames when feed() last had a frame
+        self.source_index = 0  # of the file being read, for frames taken by consume()
+
+    def feed(self, frame: RawFrame, source_index: int = 0) -> None:
+        """Push one captured frame through decode, tracking and analysis."""
+        stats = self.stats
+        ts = frame.ts
+        self._count_frame(ts)
+        self._fed_at = stats.frames
+        data = frame.data
+        sel = self.selection
+        if sel.frame_filter is not None and not sel.frame_filter.matches(frame.linktype, data, frame.orig_len):
+            stats.filtered_out += 1
+            return
+        item = self.decoder.decode(frame)
+        if item is None:
+            return
+        if (sel.hosts or sel.ports) and not sel.wants(item):
+            stats.filtered_out += 1
+            return
+        # Everything up to the shard test below sees every decoded item, in every worker of a
+        # split run: the capture clock, the sweeps and the duplicate window's generations.
+        self._clock_tick(ts, isinstance(item, Segment))
+        workers = self._shard_count
+        if isinstance(item, Segment):
+            item.source_index = source_index  # (set on the class, not the union: a slot store when compiled)
+            key = flow_key(item.src, item.sport, item.dst, item.dport)
+            if workers and shard_of(key, workers) != self._shard_index:
+                return
+            self._track(item, key)
+        else:
+            item.source_index = source_index
+            if workers and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), workers) != self._shard_index:
+                return
+            self.tracker.attach_icmp(item)
+
+    def consume(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float, frame: int, pkttype: int) -> bool:
+        """A reader's :class:`FrameSink`: a common frame (see ``Decoder.decode_plain``) is handled
+        here without being made a RawFrame, exactly as :meth:`feed` would handle it -- decoded
+        and tracked, or, in a worker of a split run, counted and passed over when another worker
+        tracks its connection (True). Anything else is left to feed() (False), and so is one
+        frame in every CHECKPOINT, so the reader's caller gets frames back to collect reports.
+        """
+        if not self._consumes or linktype != 1:
+            return False
+        stats = self.stats
+        if stats.frames - self._fed_at >= CHECKPOINT - 1:
+            return False
+        workers = self._shard_count
+        if workers:
+            mix = plain_tcp_flow_mix(buf, offset, caplen)
+            if mix < 0:
+                return False
+            if mix % workers != self._shard_index:
+                self._count_frame(ts)
+                self.decoder.count_passed(buf, offset, caplen)
+                self._clock_tick(ts, True)
+                return True
+        seg = self.decoder.decode_plain(buf, offset, caplen, frame, ts, pkttype)
+        if seg is None:
+            return False
+        self._count_frame(ts)
+        self._clock_tick(ts, True)
+        seg.source_index = self.source_index
+        self._track(seg, flow_key(seg.src, seg.sport, seg.dst, seg.dport))
+        return True
+
+    def _track(self, seg: Segment, key: FlowKey) -> None:
+        """A segment of this worker's connections: duplicate check, tracking, analysis."""
+        if self.dedup and self._seen_twice(seg, key):
+            self.stats.duplicates += 1
+            return
+        conn = self.tracker.feed(seg, key)
+        if conn is None:  # a late packet of a connection already handed on: counted
+            return
+        self.analyser.on_packet(conn, conn.packets[-1])
+
+    def _count_frame(self, ts: float) -> None:
+        """The run's totals, for every frame read."""
+        stats = self.stats
+        stats.frames += 1
+        first = stats.frames == 1
+        if first or ts < stats.first_ts:
+            stats.first_ts = ts
+        if first or ts >= stats.last_ts:
+            stats.last_ts = ts
+        elif stats.last_ts - ts > DUPLICATE_WINDOW:
+            stats.backwards += 1
+
+    def _clock_tick(self, ts: float, segment: bool) -> None:
+        """What every decoded item moves on, whichever worker of a split run tracks it: the
+        capture clock, the sweeps and (segments only) the duplicate window's generations."""
+        tracker = self.tracker
+        if ts > tracker.clock:
+            tracker.clock = ts
+        position = self.stats.frames
+        if ts >= self._next_sweep and (tracker.idle_timeout is None or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
+            self._next_sweep = ts + SWEEP_INTERVAL
+            self._since_sweep = 0
+            tracker.stamp = 2 * position
+            tracker.sweep()
+        self._since_sweep += 1
+        tracker.stamp = 2 * position + 1
+        if segment and self.dedup and (ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start):
+            self._recent_start = ts
+            self._generation += 1
+            if self._generation - self._purged_at >= PURGE_GENERATIONS:
+                self._purge_recent()
+
+    def _purge_recent(self) -> None:
+        """Drop the flows whose duplicate-window entries have expired (see _seen_twice)."""
+        oldest = self._generation - 1
+        self._recent = {flow: entry for flow, entry in self._recent.items() if entry.generation >= oldest}
+        self._purged_at = self._generation
+
+    def share(self, index: int, workers: int) -> None:
+        """Track only the connections whose flow_key hashes to worker ``index`` of ``workers``
+        (a split run)."""
+        self._shard_index, self._shard_count = index, workers
+
+    def _seen_twice(self, seg: Segment, flow: FlowKey) -> bool:
+        """The same segment again within DUPLICATE_WINDOW, with nothing from the other side
+        in between: one packet captured twice.
+
+        Loopback captures through AF_PACKET record the outgoing and incoming copy;
+        ``tcpdump -i any`` on a router or container host records a forwarded
+        packet on every interface it crosses (its TTL one lower). Same ports,
+        seq, ack, flags, length, window, IP ID and TCP options is the same packet.
+        A real retransmission always follows something from the other side (a
+        duplicate ACK, or the peer's own retransmission: Linux answers a repeated
+        SYN at once with a byte-identical SYN-ACK), so a packet the other way in
+        between means the copy is genuine.
+        """
+        forward = flow[1] == seg.sport and flow[0] == seg.src
+        generation = self._generation
+        entry = self._recent.get(flow)
+        # an entry counts if touched in this generation of the window or the one before
+        if entry is None or entry.generation < generation - 1:
+            self._recent[flow] = _RecentSegments(forward, seg, generation)  # first packet (lately)
+            return False
+        entry.generation = generation
+        if entry.forward != forward:  # the other side spoke: start over
+            entry.forward = forward
+            entry.segments.clear()
+            entry.options.clear()
+            entry.add(seg)
+            return False
+        segments = entry.segments
+        options = entry.options
+        # the same segment: ports (the flow), seq, ack, flags, length, window, IP ID and options
+        for i in range(len(segments)):
+            prev = segments[i]
+            if (
+                prev.seq == seg.seq and prev.ack == seg.ack and prev.flags == seg.flags and prev.length == seg.length
+                and prev.win == seg.win and prev.ip_id == seg.ip_id and options[i] == seg.raw_options
+            ):
+                if abs(seg.ts - prev.ts) <= DUPLICATE_WINDOW:
+                    return True
+                if len(segments) < DUPLICATE_HISTORY:
+                    segments[i] = seg  # the same one again, later: remembered from now
+                    return False
+                break  # (a full history starts over with it, as with any other)
+        entry.add(seg)
+        return False
+
+    def sweep(self, now: float | None = None) -> None:
+        """Hand on finished (and, with an idle timeout, idle) connections now; ``now`` is the
+        wall clock for a live source with no packets arriving. Collect them with :meth:`ready`."""
+        self.tracker.stamp = 2 * self.stats.frames + 2
+        self.tracker.sweep(now)
+
+    def ready(self) -> list[ConnReport]:
+        """Connections finished so far (call between frames to stream output)."""
+        return [self._report(c) for c in self.tracker.take_retired()]
+
+    def finish(self) -> list[ConnReport]:
+        """End of input: reports for every connection still held."""
+        return list(self.finishing())
+
+    def finishing(self) -> Iterator[ConnReport]:
+        """:meth:`finish`, one report at a time: each is made when it is asked for, so a long
+        capture's last connections need not all be rendered at once."""
+        self.tracker.stamp = DRAIN_STAMP
+        for conn in self.tracker.drain():
+            yield self._report(conn)
+
+    def _report(self, conn: Connection) -> ConnReport:
+        state = self.analyser.finish(conn)
+        if self.prepare is not None:
+            self.prepare(conn, state)
+        annotate(conn, state)
+        verdict = judge(conn, state)
+        report = ConnReport(conn, state, verdict)
+        if self.source_names and conn.source_index < len(self.source_names):
+            report.source_name = self.source_names[conn.source_index]
+        if self.link_retries and conn.syn_ts is not None:
+            linked = self.retries.link(
+                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed_attempt(conn, verdict), conn.retire_clock
+            )
+            if linked is not None:
+                report.retry_of, report.retry_number = linked
+                if conn.client.port != 0:
+                    verdict.explanation += retry_sentence(*linked)
+        return report
+
+
+class RetryLinker:
+    """Failed attempts to one server port from new source ports are the application retrying.
+
+    Fed the connections in the order they are handed on; a split run links them after
+    merging, so the numbers are the same as one worker's.
+    """
+
+    def __init__(self) -> None:
+        # (client ip, server ip, server port) → (id, SYN time, retry number) of the last failure
+        self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int]] = {}
+
+    def link(self, key: tuple[bytes, bytes, int], conn_id: int, syn_ts: float, failed_attempt: bool, clock: float) -> tuple[int, int] | None:
+        """(id of the failed attempt this one retries, retry number), or None. ``failed_attempt``:
+        this connection never got established (a connection that worked, even with loss, is
+        nothing to retry); ``clock``: the capture clock when it was handed on."""
+        failed = self._failed
+        horizon = clock - RETRY_WINDOW
+        while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
+            first = next(iter(failed))
+            if failed[first][1] >= horizon:
+                break
+            del failed[first]
+        prev = failed.pop(key, None)
+        linked = None
+        if prev is not None and 0 <= syn_ts - prev[1] <= RETRY_WINDOW and prev[0] != conn_id:
+            linked = (prev[0], prev[2] + 1)
+        if failed_attempt:
+            failed[key] = (conn_id, syn_ts, linked[1] if linked else 0)
+        return linked
+
+
+def failed_attempt(conn: Connection, verdict: Verdict) -> bool:
+    """A connection the application may retry: it went wrong before it was ever established."""
+    return not verdict.ok and not conn.established
+
+
+def retry_sentence(prev_id: int, number: int) -> str:
+    """What a linked retry adds to its verdict's explanation."""
+    return f" This is retry #{number} by the application (new source port) after connection #{prev_id}."
+
+
+def shard_of(key: FlowKey, workers: int) -> int:
+    """Which worker of a split run tracks the connections of this flow_key (stable across processes)."""
+    return flow_mix(key[1], key[3], key[0][-1], key[2][-1]) % workers
+
+
+def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFrame]:
+    """Frames in timestamp order, holding at most REORDER_WINDOW seconds of capture, once the
+    file has declared a second interface.
+
+    Multi-interface pcapng captures are written in per-interface batches; analysing
+    them in file order would make every batch look like a burst of retransmissions.
+    Frames keep their file frame numbers, so they still match Wireshark's.
+    """
+    heap: list[tuple[float, int, RawFrame]] = []
+    newest = float("-inf")
+    # While the file has declared one interface, frames stay in file order, as in a pcap file
+    # (holding seconds of frames would only cost memory and time)
+    declares = hasattr(frames, "interfaces")
+    for frame in frames:
+        ts = frame.ts
+        if not heap and declares and getattr(frames, "interfaces") <= 1:  # noqa: B009 (frames need not be a reader)
+            if ts > newest:
+                newest = ts
+            yield frame
+            continue
+        # frames the reader gave to its sink (only while there was one interface) count as seen
+        newest = max(newest, getattr(frames, "passed_newest", newest))
+        if ts < newest:
+            stats.reordered += 1
+        else:
+            newest = ts
+        heapq.heappush(heap, (ts, frame.frame, frame))
+        while heap and (heap[0][0] < newest - REORDER_WINDOW or len(heap) > REORDER_MAX_HELD):
+            yield heapq.heappop(heap)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
+def run(
+    sources: Iterable[tuple[str, Iterable[RawFrame]]],
+    pipeline: Pipeline,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[ConnReport]:
+    """Feed every frame of every source (see :func:`feed_source`); yield reports as connections
+    finish, then the rest."""
+    for index, (name, frames) in enumerate(sources):
+        for frames_read in feed_source(pipeline, index, name, frames, CHECKPOINT):
+            if progress is not None:
+                progress(index, frames_read)
+            yield from pipeline.ready()
+    yield from pipeline.ready()
+    yield from pipeline.finishing()
+
+
+def feed_source(pipeline: Pipeline, index: int, name: str, frames: Iterable[RawFrame], every: int) -> Iterator[int]:
+    """Feed one source's frames (source ``index`` of a run) to ``pipeline``; about every ``every``
+    frames, counting those a capture reader hands straight to :meth:`Pipeline.consume`, yield the
+    number of this source's frames so far (the caller collects reports then).
+
+    A source whose ``format`` attribute is ``"pcapng"`` is put in time order first.
+    """
+    stats = pipeline.stats
+    pipeline.source_names.append(name)
+    pipeline.source_index = index
+    if hasattr(frames, "sink"):  # a capture reader: it hands the common frames to consume()
+        setattr(frames, "sink", pipeline)  # noqa: B010 (frames is any iterable)
+    stream = time_ordered(frames, stats) if getattr(frames, "format", "") == "pcapng" else frames
+    before = stats.frames
+    next_batch = before + every
+    for frame in stream:
+        pipeline.feed(frame, index)  # (a method call, not a bound method in a local: native when compiled)
+        if stats.frames >= next_batch:
+            next_batch = stats.frames + every
+            yield stats.frames - before

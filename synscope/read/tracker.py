@@ -1,0 +1,585 @@
+"""Connections from segments: 4-tuple + ISN epoch, roles, relative numbers, RFC 9293 states.
+
+The tracker does no I/O and reads no clock: it is fed segments in capture
+order and hands back the connection and the per-packet record each one
+belongs to. Per-segment analysis (retransmissions and the like) is a later
+stage; it keeps its own state on the connection's ``analysis`` slot.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment
+from synscope.core.seqnum import MASK, seq_ge, seq_gt
+
+C2S: Final = 0
+S2C: Final = 1
+
+# A connection that saw RST or both FINs is handed on once the capture clock
+# is this far past its last packet: long enough for a TIME_WAIT retransmitted FIN.
+CLOSED_LINGER: Final = 60.0
+# A complete connection (RST seen, or both FINs acknowledged) expects nothing more: it is
+# handed on this long after its last packet, so memory stays flat on long captures. A late
+# straggler (a last ACK repeated after a lost one) is absorbed and counted, as in watch.
+COMPLETE_LINGER: Final = 1.0
+# --max-conns: the victim is the least recently active of this many oldest entries; entries
+# active in the last EVICT_ACTIVE seconds are moved to the back of the table when scanned.
+EVICT_SAMPLE: Final = 64
+# ICMP errors about connections not in the table, kept for reporting
+MAX_ORPHAN_ICMP: Final = 1000
+EVICT_ACTIVE: Final = 1.0
+# Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
+# 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
+MAX_RECENT_CLOSED: Final = 65536
+# Side.next_seq / highest_ack before any is seen (sequence numbers are never negative)
+UNSEEN: Final = -1
+# Well-known ports below this are taken to be the server when the handshake is missing.
+EPHEMERAL_FLOOR: Final = 32768
+
+
+@dataclass(slots=True)
+class Packet:
+    """One segment as part of a connection, with everything later stages add to it."""
+
+    seg: Segment
+    dir: int  # C2S or S2C
+    analysis: int = 0  # bit set of analysis.flags.A_* names
+    dupack_num: int = 0
+    dupack_frame: int = 0
+    rto: float | None = None  # for retransmissions: time since the original
+    in_flight: int | None = None  # bytes sent and not yet acknowledged after this data segment
+    notes: list[str] | None = None
+
+    # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
+    # dataclass module generates runs as Python bytecode, once per packet.
+    def __init__(self, seg: Segment, dir: int) -> None:  # noqa: A002 (the field's name)
+        self.seg = seg
+        self.dir = dir
+        self.analysis = 0
+        self.dupack_num = 0
+        self.dupack_frame = 0
+        self.rto = None
+        self.in_flight = None
+        self.notes = None
+
+    def note(self, text: str) -> None:
+        """Attach an annotation shown in brackets on the timeline."""
+        if self.notes is None:
+            self.notes = [text]
+        else:
+            self.notes.append(text)
+
+
+@dataclass(slots=True)
+class Side:
+    """What one endpoint did, as far as the capture shows."""
+
+    ip: bytes
+    port: int
+    isn: int | None = None  # ISN from its SYN, when seen
+    base: int | None = None  # subtracted for relative numbers
+    syn_count: int = 0
+    syn_times: list[float] = field(default_factory=list)
+    syn_options: Any = None  # TcpOptions of its (first) SYN
+    win_scale: int = -1  # -1 unknown, -2 no scaling negotiated, else the shift
+    syn_truncated: bool = False  # its SYN was cut short by the snaplen (options may be missing)
+    fin_seq: int | None = None  # sequence number of its FIN
+    fin_ts: float | None = None
+    fin_acked: bool = False
+    rst_ts: float | None = None
+    rst_frame: int = 0
+    packets: int = 0
+    bytes: int = 0  # payload bytes, retransmissions included
+    # UNSEEN until seen (plain ints, not int | None: compiled, they stay unboxed)
+    highest_ack: int = UNSEEN
+    next_seq: int = UNSEEN  # highest seq+len sent
+    ttl: int | None = None
+
+    # Written out (dataclass keeps it), as on Packet: two per connection, and the generated one
+    # runs as Python bytecode
+    def __init__(self, ip: builtins.bytes, port: int) -> None:  # (plain "bytes" is the field below here)
+        self.ip = ip
+        self.port = port
+        self.isn = None
+        self.base = None
+        self.syn_count = 0
+        self.syn_times = []
+        self.syn_options = None
+        self.win_scale = -1
+        self.syn_truncated = False
+        self.fin_seq = None
+        self.fin_ts = None
+        self.fin_acked = False
+        self.rst_ts = None
+        self.rst_frame = 0
+        self.packets = 0
+        self.bytes = 0
+        self.highest_ack = UNSEEN
+        self.next_seq = UNSEEN
+        self.ttl = None
+
+    def rel_seq(self, seq: int) -> int:
+        """Sequence number relative to this side's base."""
+        return (seq - self.base) & MASK if self.base is not None else seq
+
+
+@dataclass(slots=True)
+class Connection:
+    """One TCP connection: a 4-tuple and one ISN epoch."""
+
+    id: int
+    client: Side
+    server: Side
+    first_ts: float
+    last_ts: float
+    roles_guessed: bool = False
+    midstream: bool = False
+    reused_from: int | None = None  # id of the earlier connection on this 4-tuple
+    packets: list[Packet] = field(default_factory=list)
+    icmp: list[IcmpError] = field(default_factory=list)
+    syn_ts: float | None = None
+    synack_ts: float | None = None
+    handshake_ack_ts: float | None = None
+    source_index: int = 0
+    analysis: Any = None  # owned by the analysis stage
+    evicted: bool = False
+    timed_out: bool = False  # retired by the idle timeout (Tracker.idle_timeout), not by FIN/RST
+    # where in the input it began and ended: the position of the frame that opened it, the
+    # Tracker.stamp when it was handed on, and the capture clock then (ordering and retry linking
+    # depend only on these, so workers that split the connections reproduce one worker's output)
+    opened_at: int = 0
+    retired_at: int = 0
+    retire_clock: float = 0.0
+
+    # Written out (dataclass keeps it), as on Side
+    def __init__(
+        self, id: int, client: Side, server: Side, first_ts: float, last_ts: float,  # noqa: A002 (the field's name)
+        roles_guessed: bool = False, midstream: bool = False,
+    ) -> None:
+        self.id = id
+        self.client = client
+        self.server = server
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.roles_guessed = roles_guessed
+        self.midstream = midstream
+        self.reused_from = None
+        self.packets = []
+        self.icmp = []
+        self.syn_ts = None
+        self.synack_ts = None
+        self.handshake_ack_ts = None
+        self.source_index = 0
+        self.analysis = None
+        self.evicted = False
+        self.timed_out = False
+        self.opened_at = 0
+        self.retired_at = 0
+        self.retire_clock = 0.0
+
+    def side(self, direction: int) -> Side:
+        """Sender side of a packet in this direction."""
+        return self.client if direction == C2S else self.server
+
+    @property
+    def closed(self) -> bool:
+        """RST seen, or both FINs seen."""
+        c, s = self.client, self.server
+        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None)
+
+    @property
+    def handshake_rtt(self) -> float | None:
+        """SYN → the ACK completing the handshake, at the capture point (None if unknown or nonsense)."""
+        return _span(self.syn_ts, self.handshake_ack_ts)
+
+    @property
+    def server_leg(self) -> float | None:
+        """SYN → SYN-ACK: capture point to the server and back."""
+        return _span(self.syn_ts, self.synack_ts)
+
+    @property
+    def client_leg(self) -> float | None:
+        """SYN-ACK → ACK: capture point to the client and back."""
+        return _span(self.synack_ts, self.handshake_ack_ts)
+
+    @property
+    def complete(self) -> bool:
+        """RST seen, or both FINs seen and acknowledged: nothing more is expected."""
+        c, s = self.client, self.server
+        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_acked and s.fin_acked)
+
+    @property
+    def established(self) -> bool:
+        """Handshake completed as far as the capture shows (or picked up mid-stream)."""
+        return self.handshake_ack_ts is not None or self.midstream
+
+    def state_of(self, side: Side) -> str:
+        """RFC 9293 state of one side at the end of the capture, as the capture shows it."""
+        peer = self.server if side is self.client else self.client
+        if side.rst_ts is not None or peer.rst_ts is not None:
+            return "CLOSED"
+        if side.fin_seq is not None and peer.fin_seq is not None:
+            first = side.fin_ts is not None and peer.fin_ts is not None and side.fin_ts <= peer.fin_ts
+            if first:
+                if side.fin_acked and peer.fin_acked:
+                    return "TIME-WAIT"
+                return "FIN-WAIT-1" if not side.fin_acked else "TIME-WAIT" if peer.fin_acked else "FIN-WAIT-2"
+            return "CLOSED" if side.fin_acked else "LAST-ACK"
+        if side.fin_seq is not None:
+            return "FIN-WAIT-2" if side.fin_acked else "FIN-WAIT-1"
+        if peer.fin_seq is not None:
+            return "CLOSE-WAIT"
+        if self.established:
+            return "ESTABLISHED"
+        if side is self.client:
+            return "SYN-SENT" if side.syn_count else "unknown"
+        if side.syn_count:
+            return "SYN-RECEIVED"
+        return "LISTEN" if self.client.syn_count else "unknown"
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    """end - start, or None when either is unknown or time ran backwards between them."""
+    if start is None or end is None or end < start:
+        return None
+    return end - start
+
+
+# A flow's direction-free key, (address, port, address, port), the lower pair first. A plain
+# tuple type: compiled, a fixed-length tuple type is a C struct, boxed into a new Python tuple
+# (and its ports into ints) each time it is used as a dict key, several times per packet
+FlowKey = tuple
+
+
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
+    """Direction-free key of a 4-tuple: the lower (address, port) first."""
+    if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport), without two tuples
+        return (src, sport, dst, dport)
+    return (dst, dport, src, sport)
+
+
+class Tracker:
+    """Assigns segments to connections and keeps each side's handshake and teardown facts."""
+
+    def __init__(
+        self,
+        max_conns: int | None = None,
+        closed_linger: float = CLOSED_LINGER,
+        idle_timeout: float | None = None,
+    ) -> None:
+        """``closed_linger``: how long after its last packet a closed connection is held before it is
+        handed on; ``idle_timeout``: hand on any connection silent this long (None: never)."""
+        self.closed_linger = closed_linger
+        self.idle_timeout = idle_timeout
+        # 4-tuples of closed connections retired before CLOSED_LINGER was over → when that is over
+        self._recent_closed: dict[FlowKey, float] = {}
+        self.stragglers = 0
+        self.timed_out = 0
+        self.table: dict[FlowKey, Connection] = {}
+        # closed connections still in the table: what a sweep looks at (without an idle timeout)
+        self._closing: dict[FlowKey, Connection] = {}
+        self.next_id = 1
+        # set by the caller before each feed() / sweep(): 2 x the input position, + 1 in feed();
+        # recorded on the connections handed on (retired_at), its position on those opened (opened_at)
+        self.stamp = 0
+        # a worker of a split run numbers connections by opened_at and lists every opening here;
+        # the merge renumbers them
+        self.ids_from_position = False
+        self.opened: list[int] | None = None
+        # ... and here the ids a later connection can no longer name as reused_from (another
+        # connection on the same 4-tuple was handed on, or the table of them was full)
+        self.released: list[int] | None = None
+        self.max_conns = max_conns
+        self.evicted = 0
+        self.orphan_icmp: list[IcmpError] = []
+        self.reused = 0
+        self._retired: list[Connection] = []
+        # id of the last connection handed on per 4-tuple, to report port reuse after it
+        self._last_id: dict[FlowKey, int] = {}
+        self.clock = 0.0
+
+    # ----------------------------------------------------------------- segments
+    def feed(self, seg: Segment, key: FlowKey | None = None) -> Connection | None:
+        """Attach one segment to its connection; returns the connection (the new packet record is
+        its last packet), or None for a straggler of a connection already handed on (counted in
+        ``stragglers``). (One value: compiled, a pair would be a new tuple per packet.)
+
+        ``key``: the segment's :func:`flow_key`, when the caller has it already.
+        """
+        if key is None:
+            key = flow_key(seg.src, seg.sport, seg.dst, seg.dport)
+        ts = seg.ts
+        if ts > self.clock:
+            self.clock = ts
+        conn = self.table.get(key)
+        flags = seg.flags
+        if conn is None:
+            if self._recent_closed and self._absorb(key, seg):
+                return None
+            conn = self._open(key, seg)
+        elif flags & SYN and self._starts_new_epoch(conn, seg):
+            old = conn
+            self._retire(key)
+            conn = self._open(key, seg)
+            conn.reused_from = old.id
+            self.reused += 1
+        direction = C2S if (seg.src == conn.client.ip and seg.sport == conn.client.port) else S2C
+        pkt = Packet(seg, direction)
+        conn.packets.append(pkt)
+        if ts > conn.last_ts:
+            conn.last_ts = ts
+        self._update_sides(conn, pkt)
+        if flags & (FIN | RST) and key not in self._closing and conn.closed:
+            self._closing[key] = conn
+        return conn
+
+    def _starts_new_epoch(self, conn: Connection, seg: Segment) -> bool:
+        """A SYN whose ISN differs from the one this 4-tuple already has starts a new connection.
+
+        Retransmitted SYNs (same ISN) stay in the attempt they belong to.
+        """
+        src_is_client = seg.src == conn.client.ip and seg.sport == conn.client.port
+        sender = conn.client if src_is_client else conn.server
+        if seg.flags & ACK:  # SYN-ACK: only a different ISN from an already-seen SYN-ACK
+            return sender.isn is not None and seg.seq != sender.isn
+        if sender.isn is not None:
+            return seg.seq != sender.isn
+        # a SYN from a side that never sent one: new attempt if the old connection is over
+        return conn.closed or conn.midstream
+
+    def _open(self, key: FlowKey, seg: Segment) -> Connection:
+        flags = seg.flags
+        guessed = False
+        midstream = False
+        if flags & SYN and not flags & ACK:
+            client = Side(seg.src, seg.sport)
+            server = Side(seg.dst, seg.dport)
+        elif flags & SYN:  # SYN-ACK first: the sender is the server
+            client = Side(seg.dst, seg.dport)
+            server = Side(seg.src, seg.sport)
+        else:
+            midstream = True
+            guessed = True
+            if _looks_like_server(seg.sport, seg.dport):
+                client, server = Side(seg.dst, seg.dport), Side(seg.src, seg.sport)
+            else:
+                client, server = Side(seg.src, seg.sport), Side(seg.dst, seg.dport)
+        if self.max_conns is not None and len(self.table) >= self.max_conns:
+            self._evict_oldest()
+        position = self.stamp >> 1
+        conn = Connection(position if self.ids_from_position else self.next_id, client, server, seg.ts, seg.ts, guessed, midstream)
+        conn.source_index = seg.source_index
+        conn.opened_at = position
+        self.next_id += 1
+        if self.opened is not None:
+            self.opened.append(position)
+        self.table[key] = conn
+        if flags & SYN and self._last_id:
+            conn.reused_from = self._last_id.pop(key, None)
+        return conn
+
+    def _update_sides(self, conn: Connection, pkt: Packet) -> None:
+        seg = pkt.seg
+        flags = seg.flags
+        me = conn.client if pkt.dir == C2S else conn.server
+        peer = conn.server if pkt.dir == C2S else conn.client
+        me.packets += 1
+        me.bytes += seg.length
+        me.ttl = seg.ttl
+        if flags & SYN:
+            if me.isn is None:
+                me.isn = seg.seq
+                me.base = seg.seq
+                me.syn_options = seg.options
+                wscale = seg.options.wscale
+                if flags & ACK:
+                    # scaling is on only when both SYNs carry the option (RFC 7323); a SYN whose
+                    # options the snaplen cut off leaves it unknown, not "off"
+                    if wscale is not None and peer.syn_options is not None and peer.syn_options.wscale is not None:
+                        me.win_scale = wscale
+                        peer.win_scale = peer.syn_options.wscale
+                    elif seg.truncated or peer.syn_truncated:
+                        me.win_scale = peer.win_scale = -1
+                    else:
+                        me.win_scale = peer.win_scale = -2
+                else:
+                    me.syn_truncated = seg.truncated
+            me.syn_count += 1
+            me.syn_times.append(seg.ts)
+            if flags & ACK:
+                if conn.synack_ts is None:
+                    conn.synack_ts = seg.ts
+            elif conn.syn_ts is None:
+                conn.syn_ts = seg.ts
+        elif me.base is None:
+            me.base = (seg.seq - 1) & MASK  # as Wireshark: first mid-stream byte is relative 1
+        end = (seg.seq + seg.length + (1 if flags & (SYN | FIN) else 0)) & MASK
+        if me.next_seq == UNSEEN or seq_gt(end, me.next_seq):
+            me.next_seq = end
+        if flags & FIN and me.fin_seq is None:
+            me.fin_seq = (seg.seq + seg.length) & MASK
+            me.fin_ts = seg.ts
+        if flags & RST:
+            if me.rst_ts is None:
+                me.rst_ts = seg.ts
+                me.rst_frame = seg.frame
+        if flags & ACK:
+            if me.highest_ack == UNSEEN or seq_gt(seg.ack, me.highest_ack):
+                me.highest_ack = seg.ack
+            if peer.base is None and not flags & RST:
+                peer.base = (seg.ack - 1) & MASK
+            if (
+                conn.handshake_ack_ts is None
+                and not flags & (SYN | RST)
+                and conn.synack_ts is not None
+                and pkt.dir == C2S
+                and conn.server.isn is not None
+                and seq_ge(seg.ack, (conn.server.isn + 1) & MASK)
+            ):
+                conn.handshake_ack_ts = seg.ts
+            if peer.fin_seq is not None and not peer.fin_acked and seq_gt(seg.ack, peer.fin_seq):
+                peer.fin_acked = True
+
+    # -------------------------------------------------------------------- ICMP
+    def attach_icmp(self, err: IcmpError) -> Connection | None:
+        """Attach an ICMP error to the connection whose packet it quotes (None if not tracked)."""
+        key = flow_key(err.src, err.sport, err.dst, err.dport)
+        conn = self.table.get(key)
+        if conn is None:
+            # kept for whoever reports them (watch drains the list); bounded, so an ICMP
+            # flood about unknown connections cannot grow memory
+            if len(self.orphan_icmp) < MAX_ORPHAN_ICMP:
+                self.orphan_icmp.append(err)
+            return None
+        conn.icmp.append(err)
+        if err.ts > conn.last_ts:
+            conn.last_ts = err.ts
+        return conn
+
+    # -------------------------------------------------------------- retirement
+    def _retire(self, key: FlowKey, clock: float | None = None) -> None:
+        conn = self.table.pop(key)
+        self._closing.pop(key, None)
+        conn.retired_at = self.stamp
+        conn.retire_clock = self.clock if clock is None else clock
+        self._retired.append(conn)
+        last = self._last_id
+        released = self.released
+        if released is not None and key in last:
+            released.append(last[key])
+        last[key] = conn.id
+        if len(last) > MAX_RECENT_CLOSED:
+            oldest = next(iter(last))
+            if released is not None:
+                released.append(last[oldest])
+            del last[oldest]
+
+    def _evict_oldest(self) -> None:
+        """Evict the least recently active of the oldest EVICT_SAMPLE entries (approximate LRU).
+
+        Scanning the whole table per new connection made a full table quadratic. The
+        table is in creation order; entries near the front that are still active are
+        moved to the back, so the front fills with the long idle.
+        """
+        table = self.table
+        victim_key = None
+        victim_ts = float("inf")
+        active: list[FlowKey] = []
+        recent = self.clock - EVICT_ACTIVE
+        for i, (k, c) in enumerate(table.items()):
+            if i >= EVICT_SAMPLE:
+                break
+            if c.last_ts < victim_ts:
+                victim_key, victim_ts = k, c.last_ts
+            if c.last_ts >= recent:
+                active.append(k)
+        assert victim_key is not None
+        table[victim_key].evicted = True
+        self.evicted += 1
+        self._retire(victim_key)
+        for k in active:
+            if k != victim_key:
+                table[k] = table.pop(k)
+
+    def sweep(self, now: float | None = None) -> None:
+        """Retire connections that closed long enough ago to be complete, and (with an
+        idle timeout) connections silent for longer than it.
+
+        Time is the capture clock, or ``now`` when that is later (a live source
+        passes the wall clock while no packets arrive).
+        """
+        clock = self.clock if now is None or now < self.clock else now
+        horizon = clock - self.closed_linger
+        complete_horizon = clock - min(self.closed_linger, COMPLETE_LINGER)
+        idle_horizon = None if self.idle_timeout is None else clock - self.idle_timeout
+        done = []
+        # without an idle timeout only closed connections can be due: look at those alone, so a
+        # table of a million half-open connections costs nothing here
+        for k, c in (self.table if idle_horizon is not None else self._closing).items():
+            if c.closed:
+                if c.last_ts < horizon or (c.last_ts < complete_horizon and c.complete):
+                    done.append(k)
+            elif idle_horizon is not None and c.last_ts < idle_horizon:
+                c.timed_out = True
+                self.timed_out += 1
+                done.append(k)
+        table = self.table
+        done = [k for _, k in sorted([(table[k].id, k) for k in done])]  # ids are unique: keys never compared
+        recent = self._recent_closed
+        remember_after = clock - CLOSED_LINGER
+        for k in done:
+            if table[k].last_ts >= remember_after and not table[k].timed_out:
+                recent[k] = table[k].last_ts + CLOSED_LINGER
+                if len(recent) > MAX_RECENT_CLOSED:
+                    del recent[next(iter(recent))]
+            self._retire(k, clock)
+        while recent:  # roughly in expiry order: drop the expired from the front
+            k = next(iter(recent))
+            if recent[k] >= clock:
+                break
+            del recent[k]
+
+    def _absorb(self, key: FlowKey, seg: Segment) -> bool:
+        """A late packet (TIME_WAIT retransmitted FIN, last ACK, extra RST) of a closed connection
+        that was already handed on before CLOSED_LINGER was over: counted, not tracked."""
+        until = self._recent_closed.get(key)
+        if until is None:
+            return False
+        if seg.flags & SYN or seg.ts > until:
+            del self._recent_closed[key]
+            return False
+        self.stragglers += 1
+        return True
+
+    def take_retired(self) -> list[Connection]:
+        """Connections finished since the last call, in the order they finished."""
+        out, self._retired = self._retired, []
+        return out
+
+    def drain(self) -> Iterator[Connection]:
+        """End of input: every connection still open, oldest first."""
+        yield from self.take_retired()
+        rest = [c for _, c in sorted([(c.id, c) for c in self.table.values()], key=_first)]
+        self.table.clear()
+        self._closing.clear()
+        for c in rest:
+            c.retired_at = self.stamp
+            c.retire_clock = self.clock
+        yield from rest
+
+
+def _first(pair: tuple[int, Connection]) -> int:
+    return pair[0]
+
+
+def _looks_like_server(sport: int, dport: int) -> bool:
+    """Guess whether the sender of a mid-stream packet is the server (lower, well-known port)."""
+    if sport < EPHEMERAL_FLOOR <= dport:
+        return True
+    if dport < EPHEMERAL_FLOOR <= sport:
+        return False
+    return sport < dport
