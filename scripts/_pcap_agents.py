@@ -28,8 +28,7 @@ HTTP_REQ = b"GET / HTTP/1.0\r\nHost: synscope.test\r\nUser-Agent: make-pcaps\r\n
 
 def http_response(body_len=300):
     body = (b"synscope test page. " * ((body_len // 20) + 1))[:body_len]
-    head = (b"HTTP/1.0 200 OK\r\nServer: make-pcaps\r\nContent-Type: text/plain\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body))
+    head = b"HTTP/1.0 200 OK\r\nServer: make-pcaps\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
     return head + body
 
 
@@ -143,6 +142,7 @@ def connect(addr, port, timeout=20.0, src_port=None, rcvbuf=None, reuse=False):
 
 # ---------------------------------------------------------------- server
 
+
 def server(a):
     # "many": each connection served as "http", in a thread of its own, so they overlap
     many = a.mode == "many"
@@ -182,16 +182,16 @@ def serve_and_close(a, c):
 
 def serve_one(a, c):
     m = a.mode
-    if m in ("http", "many"):    # client closes first
+    if m in ("http", "many"):  # client closes first
         recv_until(c, b"\r\n\r\n")
         c.sendall(http_response(a.size))
-        drain(c)                 # wait for the client's FIN
+        drain(c)  # wait for the client's FIN
         c.close()
-    elif m == "http-close":      # server closes first (HTTP/1.0 style)
+    elif m == "http-close":  # server closes first (HTTP/1.0 style)
         recv_until(c, b"\r\n\r\n")
         c.sendall(http_response(a.size))
         c.close()
-    elif m == "bulk":            # send a.size bytes after the request, close
+    elif m == "bulk":  # send a.size bytes after the request, close
         recv_until(c, b"\r\n\r\n")
         head = resp_head(a.size)
         c.sendall(head)
@@ -199,12 +199,12 @@ def serve_one(a, c):
         chunk = line * 1024
         left = a.size
         while left > 0:
-            n = c.send(chunk[:min(left, len(chunk))])
+            n = c.send(chunk[: min(left, len(chunk))])
             left -= n
         c.shutdown(socket.SHUT_WR)
         drain(c)
         c.close()
-    elif m == "rst":             # stream data, then abort with RST
+    elif m == "rst":  # stream data, then abort with RST
         recv_until(c, b"\r\n\r\n")
         c.sendall(resp_head())
         for i in range(a.chunks):
@@ -214,7 +214,7 @@ def serve_one(a, c):
         # abort right after the last write: the last segment is still
         # unacknowledged when the RST goes out
         abort(c)
-    elif m == "halfclose":       # read to EOF (client SHUT_WR), then keep sending
+    elif m == "halfclose":  # read to EOF (client SHUT_WR), then keep sending
         req = drain(c)
         log(f"server: got {req} bytes then FIN")
         c.sendall(resp_head())
@@ -222,10 +222,10 @@ def serve_one(a, c):
             c.sendall(b"%05d " % i + b"y" * (a.chunk - 7) + b"\n")
             time.sleep(a.gap)
         c.close()
-    elif m == "slowread":        # receiver with tiny buffer that reads slowly
+    elif m == "slowread":  # receiver with tiny buffer that reads slowly
         slow_reader(a, c)
         c.close()
-    elif m == "echo-idle":       # answer the request, then wait for the client to close
+    elif m == "echo-idle":  # answer the request, then wait for the client to close
         recv_until(c, b"\r\n\r\n")
         c.sendall(b"hello\r\n")
         drain(c)
@@ -251,6 +251,7 @@ def slow_reader(a, c):
 
 
 # ---------------------------------------------------------------- client
+
 
 def client_many(a):
     """a.count HTTP exchanges from a.threads threads; every 10th goes to a.refused_port (nothing listens)."""
@@ -299,7 +300,7 @@ def client(a):
             if i + 1 < a.tries:
                 time.sleep(a.gap)
         return
-    if m == "http":              # client closes after reading the response
+    if m == "http":  # client closes after reading the response
         s = connect(a.addr, a.port, timeout=a.timeout)
         if not s:
             sys.exit(2)
@@ -308,7 +309,7 @@ def client(a):
         s.close()
         log(f"client: got {len(body)} body bytes")
         return
-    if m == "http-reuse":        # same source port twice; server closes first
+    if m == "http-reuse":  # same source port twice; server closes first
         for i in range(a.tries):
             s = connect(a.addr, a.port, timeout=a.timeout, src_port=a.src_port, reuse=True)
             if not s:
@@ -328,7 +329,7 @@ def client(a):
         s.close()
         log(f"client: got {n} bytes")
         return
-    if m == "slowread":          # receiver with tiny buffer, reads slowly
+    if m == "slowread":  # receiver with tiny buffer, reads slowly
         s = connect(a.addr, a.port, timeout=a.timeout, rcvbuf=a.rcvbuf)
         if not s:
             sys.exit(2)
@@ -375,7 +376,7 @@ def client(a):
         time.sleep(a.idle)
         s.close()
         return
-    if m == "connect-only":      # just try to connect (no-answer, icmp, synack-lost)
+    if m == "connect-only":  # just try to connect (no-answer, icmp, synack-lost)
         s = connect(a.addr, a.port, timeout=a.timeout)
         if s:
             s.sendall(HTTP_REQ)
@@ -451,7 +452,7 @@ class Port:
         if self.sock is None:
             return os.read(self.fd, 65535)
         data, addr = self.sock.recvfrom(65535)
-        if addr[2] == PACKET_OUTGOING:      # our own transmissions
+        if addr[2] == PACKET_OUTGOING:  # our own transmissions
             return None
         return data
 
@@ -546,6 +547,7 @@ def relay(a):
 
 
 # ---------------------------------------------------------------- main
+
 
 def main():
     p = argparse.ArgumentParser()

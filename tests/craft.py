@@ -207,8 +207,11 @@ def conversation(
     def pkt(from_client: bool, flags: int, seq: int, ack: int, payload: bytes = b"", options: bytes = b"") -> None:
         nonlocal t
         a, b, pa, pb = (client, server, cport, sport) if from_client else (server, client, sport, cport)
-        frame = ether(build(a, b, pa, pb, seq, ack, flags, options=options, payload=payload),
-                      src=MAC_CLIENT if from_client else MAC_SERVER, dst=MAC_SERVER if from_client else MAC_CLIENT)
+        frame = ether(
+            build(a, b, pa, pb, seq, ack, flags, options=options, payload=payload),
+            src=MAC_CLIENT if from_client else MAC_SERVER,
+            dst=MAC_SERVER if from_client else MAC_CLIENT,
+        )
         c2s.append((t, frame))
         t += half
 
@@ -324,17 +327,20 @@ def write_synflood(
         cwords = (cip >> 16) + (cip & 0xFFFF)
         if c2s:
             ipc = fold(ip_const_syn + ip_id + cwords + sip_words)
-            th = (cport + dport + (seq >> 16) + (seq & 0xFFFF) + doff_flags_syn + win_syn + opt_sum
-                  + cwords + sip_words + tcp_pseudo)
+            th = cport + dport + (seq >> 16) + (seq & 0xFFFF) + doff_flags_syn + win_syn + opt_sum + cwords + sip_words + tcp_pseudo
             tc = fold(th)
-            return (eth_c2s + ip_hdr(0x4500, ip_len, ip_id, 0x4000, 128, 6, ipc, cbytes, sip)
-                    + tcp_hdr(cport, dport, seq, 0, doff_flags_syn, win_syn, tc, 0) + syn_opts)
+            return (
+                eth_c2s
+                + ip_hdr(0x4500, ip_len, ip_id, 0x4000, 128, 6, ipc, cbytes, sip)
+                + tcp_hdr(cport, dport, seq, 0, doff_flags_syn, win_syn, tc, 0)
+                + syn_opts
+            )
         ipc = fold(ip_const_sa + cwords + sip_words)
-        th = (dport + cport + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF) + doff_flags_sa + win_sa + opt_sum
-              + cwords + sip_words + tcp_pseudo)
+        th = dport + cport + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF) + doff_flags_sa + win_sa + opt_sum + cwords + sip_words + tcp_pseudo
         tc = fold(th)
-        return (eth_s2c + ip_hdr(0x4500, ip_len, 0, 0x4000, 64, 6, ipc, sip, cbytes)
-                + tcp_hdr(dport, cport, seq, ack, doff_flags_sa, win_sa, tc, 0) + synack_opts)
+        return (
+            eth_s2c + ip_hdr(0x4500, ip_len, 0, 0x4000, 64, 6, ipc, sip, cbytes) + tcp_hdr(dport, cport, seq, ack, doff_flags_sa, win_sa, tc, 0) + synack_opts
+        )
 
     loud_ips = [FLOOD_SPACE + rng.randrange(FLOOD_SPACE_SIZE) for _ in range(loud)]
     loud_counts = [0] * loud
@@ -389,8 +395,7 @@ def write_synflood(
             plan.normal += 1
             client = f"198.51.100.{1 + normal_no % 254}"
             normal_port = 40000 + normal_no % 20000
-            for ts, fr in conversation(client, target[0], normal_port, dport, t + interval / 3, rtt=0.002,
-                                       isn=(randrange(1 << 31), randrange(1 << 31))):
+            for ts, fr in conversation(client, target[0], normal_port, dport, t + interval / 3, rtt=0.002, isn=(randrange(1 << 31), randrange(1 << 31))):
                 tie += 1
                 heapq.heappush(pending, (ts, tie, fr))
     while pending:
@@ -401,6 +406,5 @@ def write_synflood(
     plan.frames = writer_frames
     plan.end = start + (count - 1) * interval if count else start
     plan.sources = len(seen_sources)
-    plan.loud_sources = sorted(((socket.inet_ntoa(ip.to_bytes(4, "big")), n) for ip, n in zip(loud_ips, loud_counts, strict=True)),
-                               key=lambda x: -x[1])
+    plan.loud_sources = sorted(((socket.inet_ntoa(ip.to_bytes(4, "big")), n) for ip, n in zip(loud_ips, loud_counts, strict=True)), key=lambda x: -x[1])
     return plan

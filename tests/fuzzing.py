@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests import craft
-from tests.craft import ACK, FIN, PSH, SYN
-from synscope.read.pipeline import Pipeline, run
 from synscope.read import jsonl as render_json
+from synscope.read.pipeline import Pipeline, run
+from synscope.read.sources.pcap import MAX_RECORD, CaptureError, open_capture
 from synscope.render import table as render_table
 from synscope.render import text as render_text
-from synscope.read.sources.pcap import MAX_RECORD, CaptureError, open_capture
+from tests import craft
+from tests.craft import ACK, FIN, PSH, SYN
 
 ROOT = Path(__file__).resolve().parent.parent
 PCAPS = ROOT / "pcaps"
@@ -376,8 +376,29 @@ Mutator = Callable[[random.Random, bytearray, Layout], None]
 _INTERESTING = {
     1: (0, 1, 2, 3, 4, 5, 6, 0x0F, 0x10, 0x11, 0x2C, 0x3A, 0x40, 0x45, 0x46, 0x4F, 0x50, 0x60, 0x7F, 0x80, 0xF0, 0xFF),
     2: (0, 1, 4, 8, 20, 40, 54, 60, 0x0800, 0x86DD, 0x8100, 0x88A8, 0x2000, 0x1FFF, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF),
-    4: (0, 1, 4, 12, 16, 28, 32, 54, 60, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFC, 0xFFFFFFFF, MAX_RECORD, MAX_RECORD + 4, 999_999, 1_000_000,
-        0xFFFFFFFF - 1, 4_354_819_200 & 0xFFFFFFFF),
+    4: (
+        0,
+        1,
+        4,
+        12,
+        16,
+        28,
+        32,
+        54,
+        60,
+        0xFFFF,
+        0x10000,
+        0x7FFFFFFF,
+        0x80000000,
+        0xFFFFFFFC,
+        0xFFFFFFFF,
+        MAX_RECORD,
+        MAX_RECORD + 4,
+        999_999,
+        1_000_000,
+        0xFFFFFFFF - 1,
+        4_354_819_200 & 0xFFFFFFFF,
+    ),
     8: (0, 1, 0x7FFFFFFFFFFFFFFF, 0x8000000000000000, 0xFFFFFFFFFFFFFFFF),
 }
 

@@ -30,7 +30,5 @@ def analyse(*names: str, **pipeline_options: object) -> list[ConnReport]:
 
 def cli(*args: str, input: bytes | None = None, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``synscope ARGS`` in a subprocess, as a user would (``env``: its whole environment)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "synscope", *args], input=input, capture_output=True, timeout=timeout, cwd=ROOT, env=env
-    )
+    proc = subprocess.run([sys.executable, "-m", "synscope", *args], input=input, capture_output=True, timeout=timeout, cwd=ROOT, env=env)
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))

@@ -31,7 +31,7 @@ def lab_in_sandbox(prefix: str) -> Iterator[object]:
     assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split() if ns.startswith(sb.tag)]
 
 
-def wait_line(stream, needle: str, timeout: float = 10.0) -> str:  # noqa: ANN001 - a text pipe
+def wait_line(stream, needle: str, timeout: float = 10.0) -> str:
     """The next line of a pipe, which must contain needle (read by a thread: bounded in time)."""
     result: list[str] = []
     t = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)

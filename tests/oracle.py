@@ -49,9 +49,7 @@ def tshark_flags(path: str) -> dict[int, set[str]]:
 
 def synscope_flags(path: str, extra: tuple[str, ...] = ()) -> dict[int, set[str]]:
     """frame number → set of analysis flag names, from ``synscope read --json``."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "synscope", "read", "--json", *extra, path], capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-m", "synscope", "read", "--json", *extra, path], capture_output=True, text=True, timeout=300)
     result: dict[int, set[str]] = {}
     for line in proc.stdout.splitlines():
         conn = json.loads(line)
@@ -87,7 +85,10 @@ def frame_times(path: str) -> list[tuple[int, float]]:
     """(frame number, epoch time) of every frame, from tshark."""
     out = subprocess.run(
         ["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.number", "-e", "frame.time_epoch"],
-        capture_output=True, text=True, check=True, timeout=300,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     ).stdout
     return [(int(a), float(b)) for a, b in (line.split("\t") for line in out.splitlines())]
 

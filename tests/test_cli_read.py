@@ -103,10 +103,12 @@ def test_help_is_fast_and_every_command_has_help() -> None:
 
 
 def test_read_path_does_not_import_scapy() -> None:
-    code = "import sys, runpy; sys.argv=['synscope','read','--json','" + pcap("normal.pcap") + "'];\n" \
-           "import synscope.cli.main\n" \
-           "try:\n    synscope.cli.main.main()\nexcept SystemExit:\n    pass\n" \
-           "assert not any(m.startswith('scapy') for m in sys.modules), 'scapy imported'\n"
+    code = (
+        "import sys, runpy; sys.argv=['synscope','read','--json','" + pcap("normal.pcap") + "'];\n"
+        "import synscope.cli.main\n"
+        "try:\n    synscope.cli.main.main()\nexcept SystemExit:\n    pass\n"
+        "assert not any(m.startswith('scapy') for m in sys.modules), 'scapy imported'\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
 
@@ -129,9 +131,7 @@ def test_syn_flood_is_summarised_first(tmp_path) -> None:
 @pytest.mark.parametrize("fmt", [(), ("--json",)], ids=["text", "json"])
 def test_reader_going_away_is_not_an_error(fmt: tuple[str, ...]) -> None:
     """`synscope read big.pcap | head -1`: exit 0 and nothing on stderr about the closed pipe."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "synscope", "read", *fmt, pcap("busy.pcap")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "synscope", "read", *fmt, pcap("busy.pcap")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.readline()  # type: ignore[union-attr]
     proc.stdout.close()  # type: ignore[union-attr]
     err = proc.stderr.read()  # type: ignore[union-attr]

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from synscope.core.exit_codes import ExitCode
 from synscope.lab import sandbox
 from synscope.lab.demo import DEMO_PREFIX
-from synscope.core.exit_codes import ExitCode
 
 pytestmark = pytest.mark.live
 

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from synscope.read import flood
 from synscope.read.analysis.engine import ConnAnalysis
-from tests.craft import write_synflood
 from synscope.read.flood import DistinctCounter, FloodDetector, SpaceSaving, render_flood
 from synscope.read.pipeline import ConnReport, Pipeline, run
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import Connection, Side
 from synscope.read.verdict import Verdict
+from tests.craft import write_synflood
 from tests.helpers import ROOT, analyse
 
 ATTEMPTS = 20_000
@@ -134,8 +134,9 @@ def test_no_flood_in_ordinary_captures(name: str) -> None:
 # ----- synthetic reports: shapes that are not a flood, and bounded memory
 
 
-def fake_report(src: int, sport: int, server: bytes, dport: int, ts: float, answered: bool = False, completed: bool = False,
-                synack_only: bool = False) -> ConnReport:
+def fake_report(
+    src: int, sport: int, server: bytes, dport: int, ts: float, answered: bool = False, completed: bool = False, synack_only: bool = False
+) -> ConnReport:
     client = Side(src.to_bytes(4, "big"), sport)
     client.syn_count = 0 if synack_only else 1
     srv = Side(server, dport)
@@ -245,8 +246,9 @@ def test_distinct_counter_exact_then_estimated() -> None:
 def test_make_synflood_script(tmp_path) -> None:
     out = tmp_path / "f.pcap"
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make-synflood"), str(out), "--count", "3000", "--seed", "2"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make-synflood"), str(out), "--count", "3000", "--seed", "2"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t < 30
     assert "CRAFTED" in proc.stderr
@@ -257,8 +259,9 @@ def test_make_synflood_script(tmp_path) -> None:
     assert "CRAFTED" in helptext
     # same seed, same bytes
     again = tmp_path / "g.pcap"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make-synflood"), str(again), "--count", "3000", "--seed", "2"],
-                   capture_output=True, timeout=60, check=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make-synflood"), str(again), "--count", "3000", "--seed", "2"], capture_output=True, timeout=60, check=True
+    )
     assert again.read_bytes() == out.read_bytes()
 
 

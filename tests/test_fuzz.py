@@ -17,9 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from synscope.core.model import parse_tcp_options
+from synscope.core.model import RawFrame, parse_tcp_options
 from synscope.read.decode import Decoder
-from synscope.core.model import RawFrame
 from tests import fuzzing
 from tests.helpers import cli
 
@@ -27,8 +26,17 @@ SEEDS = fuzzing.load_seeds()
 # cases per mutator in CI; each case mutates the next seed in turn, with 1-4 stacked mutations
 CASES = {"lie": 2500, "flip": 1200, "overwrite": 700, "truncate": 500, "insert": 400, "delete": 400, "splice": 400, "random-records": 400}
 # small files are cut at every byte offset
-EVERY_OFFSET = ["refused.pcap", "icmp-prohibited.pcap", "no-answer-classic.pcap", "refused-retry.pcap", "normal.pcap.gz", "normal.pcapng",
-                "crafted-edge-cases.pcap", "ipv6.pcap", "any-sll.pcap"]
+EVERY_OFFSET = [
+    "refused.pcap",
+    "icmp-prohibited.pcap",
+    "no-answer-classic.pcap",
+    "refused-retry.pcap",
+    "normal.pcap.gz",
+    "normal.pcapng",
+    "crafted-edge-cases.pcap",
+    "ipv6.pcap",
+    "any-sll.pcap",
+]
 
 
 def assert_no_findings(findings: list[tuple[str, fuzzing.Finding]]) -> None:
@@ -107,9 +115,27 @@ def test_layout_finds_the_length_fields() -> None:
     kinds = set()
     for _, data in SEEDS:
         kinds |= {f.kind for f in fuzzing.Layout(data if data[:2] != b"\x1f\x8b" else b"").fields}
-    for k in ("pcap.caplen", "pcap.origlen", "pcapng.block_length", "pcapng.block_length_trailer", "pcapng.option_length", "pcapng.caplen",
-              "eth.type", "vlan.type", "ip.total_length", "ip.version_ihl", "ip6.payload_length", "ip6ext.length", "tcp.doff",
-              "tcp.option_length", "icmp.type", "quoted.ip.total_length", "quoted.tcp.sport", "sll.protocol", "sll2.protocol"):
+    for k in (
+        "pcap.caplen",
+        "pcap.origlen",
+        "pcapng.block_length",
+        "pcapng.block_length_trailer",
+        "pcapng.option_length",
+        "pcapng.caplen",
+        "eth.type",
+        "vlan.type",
+        "ip.total_length",
+        "ip.version_ihl",
+        "ip6.payload_length",
+        "ip6ext.length",
+        "tcp.doff",
+        "tcp.option_length",
+        "icmp.type",
+        "quoted.ip.total_length",
+        "quoted.tcp.sport",
+        "sll.protocol",
+        "sll2.protocol",
+    ):
         assert k in kinds, k
 
 
@@ -117,7 +143,7 @@ def test_layout_finds_the_length_fields() -> None:
 
 
 def test_harness_catches_a_crash(scratch, monkeypatch) -> None:
-    def boom(*args, **kwargs):  # noqa: ANN002, ANN003
+    def boom(*args, **kwargs):
         raise ValueError("decoder bug")
 
     monkeypatch.setattr(fuzzing, "run", boom)  # the harness's own call into synscope (compiled classes cannot be patched)
@@ -126,7 +152,7 @@ def test_harness_catches_a_crash(scratch, monkeypatch) -> None:
 
 
 def test_harness_catches_a_hang(scratch, monkeypatch) -> None:
-    def spin(*args, **kwargs):  # noqa: ANN002, ANN003
+    def spin(*args, **kwargs):
         while True:
             time.sleep(0.01)
 
@@ -203,10 +229,17 @@ def pcap_with_random_records(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(0, 12))):
         if draw(st.booleans()):  # a real TCP packet with random fields
             options = draw(st.binary(max_size=40))
-            pkt = craft.ipv4_tcp("198.18.0.1", "198.18.0.2", draw(st.integers(0, 65535)), draw(st.integers(0, 65535)),
-                                 draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 255)),
-                                 options=options[: len(options) // 4 * 4],
-                                 payload=draw(st.binary(max_size=40)))
+            pkt = craft.ipv4_tcp(
+                "198.18.0.1",
+                "198.18.0.2",
+                draw(st.integers(0, 65535)),
+                draw(st.integers(0, 65535)),
+                draw(st.integers(0, 2**32 - 1)),
+                draw(st.integers(0, 2**32 - 1)),
+                draw(st.integers(0, 255)),
+                options=options[: len(options) // 4 * 4],
+                payload=draw(st.binary(max_size=40)),
+            )
             body = craft.ether(pkt) if linktype == 1 else pkt if linktype == 101 else bytes(16 if linktype == 113 else 20 if linktype == 276 else 4) + pkt
         else:
             body = draw(st.binary(max_size=120))

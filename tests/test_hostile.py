@@ -18,14 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests import craft
-from synscope.read.analysis.flags import flag_names
-from synscope.read.decode import Decoder
 from synscope.core.exit_codes import ExitCode
 from synscope.core.model import RawFrame
+from synscope.read.analysis.flags import flag_names
+from synscope.read.decode import Decoder
 from synscope.read.pipeline import Pipeline, run
-from synscope.render.safe import escape_bytes, escape_text
 from synscope.read.sources.pcap import open_capture
+from synscope.render.safe import escape_bytes, escape_text
+from tests import craft
 from tests.fuzzing import HOSTILE_PAYLOADS, UNSAFE, Layout, hostile_capture, read_all
 from tests.helpers import cli, pcap
 from tests.test_sources_pcap import epb, idb, shb
@@ -166,9 +166,24 @@ def per_frame(path: str) -> tuple[dict[int, tuple], list]:
 
 # IPv4 over Ethernet: 54 bytes end with the bare TCP header, 60 with 6 bytes of options.
 # IPv6 needs 20 more; Linux cooked v2 (any.pcap) 6 more than Ethernet.
-SNAPLEN_CASES = [(n, s) for n in ("normal.pcap", "bulk-loss.pcap", "reorder.pcap", "zero-window.pcap", "half-close.pcap", "rst-midstream.pcap",
-                                  "wraparound.pcap", "synack-lost.pcap", "keepalive.pcap", "refused-retry.pcap", "vlan.pcap", "port-reuse.pcap")
-                 for s in (54, 60)] + [("ipv6.pcap", 74), ("ipv6.pcap", 80), ("any.pcap", 60), ("qinq.pcap", 62), ("nanosecond.pcap", 54)]
+SNAPLEN_CASES = [
+    (n, s)
+    for n in (
+        "normal.pcap",
+        "bulk-loss.pcap",
+        "reorder.pcap",
+        "zero-window.pcap",
+        "half-close.pcap",
+        "rst-midstream.pcap",
+        "wraparound.pcap",
+        "synack-lost.pcap",
+        "keepalive.pcap",
+        "refused-retry.pcap",
+        "vlan.pcap",
+        "port-reuse.pcap",
+    )
+    for s in (54, 60)
+] + [("ipv6.pcap", 74), ("ipv6.pcap", 80), ("any.pcap", 60), ("qinq.pcap", 62), ("nanosecond.pcap", 54)]
 
 
 @pytest.mark.parametrize(("name", "snaplen"), SNAPLEN_CASES)
@@ -209,14 +224,17 @@ def test_snaplen_cut_icmp_error_counts_as_truncated_not_malformed(tmp_path) -> N
     assert "malformed" not in proc.stderr
 
 
-@pytest.mark.parametrize(("linktype", "data"), [
-    (1, bytes(12)),  # Ethernet without its type
-    (1, craft.ether(b"\x45" + bytes(10))),  # IPv4 header cut
-    (1, craft.ether(craft.ipv6_tcp("2001:db8::1", "2001:db8::2", 1, 2, 3, 4, 2))[:40]),
-    (113, bytes(10)),
-    (276, bytes(10)),
-    (0, b"\x02\0"),
-])
+@pytest.mark.parametrize(
+    ("linktype", "data"),
+    [
+        (1, bytes(12)),  # Ethernet without its type
+        (1, craft.ether(b"\x45" + bytes(10))),  # IPv4 header cut
+        (1, craft.ether(craft.ipv6_tcp("2001:db8::1", "2001:db8::2", 1, 2, 3, 4, 2))[:40]),
+        (113, bytes(10)),
+        (276, bytes(10)),
+        (0, b"\x02\0"),
+    ],
+)
 def test_frames_cut_below_their_headers(linktype: int, data: bytes) -> None:
     d = Decoder()
     assert d.decode(RawFrame(1, 0.0, linktype, data, len(data) + 100)) is None
@@ -245,10 +263,14 @@ def conversation_at(stamps: list[tuple[int, int]], nanosecond: bool = False) -> 
 
 
 TIMESTAMP_CASES = {
-    "backwards": ([(T, 0), (T - 5, 0), (T - 5, 100), (T + 1, 0), (T - 100, 0), (T + 2, 0), (T + 2, 10), (T + 3, 0), (T + 3, 5), (T + 3, 9)],
-                  "stamped earlier than a frame before them"),
-    "usec-overflow": ([(T, 0), (T, 1_500_000), (T, 4_294_967_295), (T + 1, 999_999), (T + 1, 1_000_000), (T + 2, 0), (T + 2, 1), (T + 3, 0),
-                       (T + 3, 5), (T + 3, 9)], "invalid sub-second timestamp fields"),
+    "backwards": (
+        [(T, 0), (T - 5, 0), (T - 5, 100), (T + 1, 0), (T - 100, 0), (T + 2, 0), (T + 2, 10), (T + 3, 0), (T + 3, 5), (T + 3, 9)],
+        "stamped earlier than a frame before them",
+    ),
+    "usec-overflow": (
+        [(T, 0), (T, 1_500_000), (T, 4_294_967_295), (T + 1, 999_999), (T + 1, 1_000_000), (T + 2, 0), (T + 2, 1), (T + 3, 0), (T + 3, 5), (T + 3, 9)],
+        "invalid sub-second timestamp fields",
+    ),
     "year-2106": ([(0xFFFFFFFF, i * 100) for i in range(10)], "after 2100"),
     "zero": ([(0, 0)] * 10, "before 1980"),
     "year-2106-then-zero": ([(0xFFFFFFFF, 0), (0xFFFFFFFF, 100), (0, 0), (0, 10), (0xFFFFFFFF, 300)] + [(T, i) for i in range(5)], "before 1980"),
@@ -282,8 +304,12 @@ def test_nanosecond_field_overflow_is_clamped(tmp_path) -> None:
 
 def test_pcapng_absurd_offsets_and_resolutions(tmp_path) -> None:
     frames = [f for _, f in craft.conversation("198.18.1.2", "198.18.2.2", 41000, 80, 0.0)]
-    data = shb() + idb(1, tsoffset=-(1 << 62)) + idb(1, tsresol=0x80 | 64) + b"".join(
-        epb(i % 2, (1 << 64) - 1 - i if i % 2 else i, f) for i, f in enumerate(frames))
+    data = (
+        shb()
+        + idb(1, tsoffset=-(1 << 62))
+        + idb(1, tsresol=0x80 | 64)
+        + b"".join(epb(i % 2, (1 << 64) - 1 - i if i % 2 else i, f) for i, f in enumerate(frames))
+    )
     res = read_all(write(tmp_path, "odd.pcapng", data))
     assert res.error is None
     assert any("before 1980 or after 2100" in w for w in res.warnings), res.warnings
@@ -345,18 +371,21 @@ def test_escape_bytes_output_is_printable_ascii() -> None:
     assert escape_bytes(b"a\\x1b") == "a\\\\x1b"  # a literal backslash cannot fake an escape
 
 
-@pytest.mark.parametrize(("text", "escaped"), [
-    ("tab\there", "tab\\x09here"),
-    ("\x1b[2J", "\\x1b[2J"),
-    ("evil\u202egnp.exe", "evil\\u202egnp.exe"),
-    ("\u2066isolate\u2069", "\\u2066isolate\\u2069"),
-    ("mark\u200e\u200f\u061c", "mark\\u200e\\u200f\\u061c"),
-    ("zero\u200bwidth\ufeff", "zero\\u200bwidth\\ufeff"),
-    ("surrogate\udc9b", "surrogate\\udc9b"),
-    ("c1\x9b31m", "c1\\x9b31m"),
-    ("line\nbreak", "line\nbreak"),
-    ("plain ünïcödé 名前", "plain ünïcödé 名前"),
-])
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("tab\there", "tab\\x09here"),
+        ("\x1b[2J", "\\x1b[2J"),
+        ("evil\u202egnp.exe", "evil\\u202egnp.exe"),
+        ("\u2066isolate\u2069", "\\u2066isolate\\u2069"),
+        ("mark\u200e\u200f\u061c", "mark\\u200e\\u200f\\u061c"),
+        ("zero\u200bwidth\ufeff", "zero\\u200bwidth\\ufeff"),
+        ("surrogate\udc9b", "surrogate\\udc9b"),
+        ("c1\x9b31m", "c1\\x9b31m"),
+        ("line\nbreak", "line\nbreak"),
+        ("plain ünïcödé 名前", "plain ünïcödé 名前"),
+    ],
+)
 def test_escape_text(text: str, escaped: str) -> None:
     assert escape_text(text) == escaped
 
@@ -375,8 +404,11 @@ def test_escape_text_is_always_safe_and_encodable(text: str) -> None:
 def _retransmission_storm(in_flight: int, retransmissions: int) -> bytes:
     """One connection: `in_flight` unacknowledged data segments, then each of them sent again, over and over."""
     c, s = "198.18.1.2", "198.18.2.2"
-    frames = [craft.ipv4_tcp(c, s, 40000, 80, 0, 0, craft.SYN), craft.ipv4_tcp(s, c, 80, 40000, 0, 1, craft.SYN | craft.ACK),
-              craft.ipv4_tcp(c, s, 40000, 80, 1, 1, craft.ACK)]
+    frames = [
+        craft.ipv4_tcp(c, s, 40000, 80, 0, 0, craft.SYN),
+        craft.ipv4_tcp(s, c, 80, 40000, 0, 1, craft.SYN | craft.ACK),
+        craft.ipv4_tcp(c, s, 40000, 80, 1, 1, craft.ACK),
+    ]
     frames += [craft.ipv4_tcp(c, s, 40000, 80, 1 + 10 * i, 1, craft.ACK | craft.PSH, payload=b"x" * 10) for i in range(in_flight)]
     frames += [frames[3 + i % in_flight] for i in range(retransmissions)]
     t = T

@@ -25,16 +25,41 @@ def _numbers(seed: int, count: int) -> list[float]:
         lambda: rng.randint(0, 10**6) / 10**6,
         lambda: struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0],  # any bit pattern
         # halfway between two numbers of 1, 4 or 6 places, or next to it: rounding decides the digit
-        lambda: (rng.randint(-10**9, 10**9) + 0.5) / 10 ** rng.choice((1, 4, 6)) * (1 + rng.choice((-1, 0, 1)) * 2**-52),
-        lambda: rng.randint(1, 2**20) / 2**rng.randint(1, 20),  # binary fractions: exact ties at some places
+        lambda: (rng.randint(-(10**9), 10**9) + 0.5) / 10 ** rng.choice((1, 4, 6)) * (1 + rng.choice((-1, 0, 1)) * 2**-52),
+        lambda: rng.randint(1, 2**20) / 2 ** rng.randint(1, 20),  # binary fractions: exact ties at some places
         lambda: (rng.randint(-100, 100) + 0.5) / 10**6 * (1 + rng.choice((-1, 0, 1)) * 2**-52),  # tiny, near a tie
     ]
     return [makers[i % len(makers)]() for i in range(count)]
 
 
-EDGES = [0.0078125, -0.0078125, 0.25, 0.35, 2.5e-5, 1e12 / 10**6, 0.1 + 0.2,
-         0.0, -0.0, 1e-4, 9.99995e-5, 5e-7, 4.9999e-7, -5e-7, -1e-9, 1e8, 99999999.9999995, 2.0**23, 2.0**23 - 1e-6,
-         2.0**32, 2.0**32 - 1e-6, 1700000000.0, 1700000000.5, math.inf, -math.inf, math.nan]
+EDGES = [
+    0.0078125,
+    -0.0078125,
+    0.25,
+    0.35,
+    2.5e-5,
+    1e12 / 10**6,
+    0.1 + 0.2,
+    0.0,
+    -0.0,
+    1e-4,
+    9.99995e-5,
+    5e-7,
+    4.9999e-7,
+    -5e-7,
+    -1e-9,
+    1e8,
+    99999999.9999995,
+    2.0**23,
+    2.0**23 - 1e-6,
+    2.0**32,
+    2.0**32 - 1e-6,
+    1700000000.0,
+    1700000000.5,
+    math.inf,
+    -math.inf,
+    math.nan,
+]
 
 
 def test_capture_times_are_written_as_repr_of_round_9() -> None:

@@ -142,7 +142,9 @@ def test_ctrl_c_reports_what_was_read_and_leaves_no_workers(workers: int) -> Non
     files = [pcap("busy.pcap")] * 40
     proc = subprocess.Popen(
         [sys.executable, "-m", "synscope", "read", "--json", "--workers", str(workers), *files],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         first = proc.stdout.readline()  # type: ignore[union-attr]
@@ -277,9 +279,7 @@ def test_parent_keeps_ids_only_while_they_can_be_named() -> None:
     a table this small a worker still names connections a single process has forgotten. At the
     real size, 65,536 4-tuples, that takes as many connections closing in between.)"""
     env = dict(os.environ, SYNSCOPE_PURE="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SMALL_TABLE, *ALL, pcap("busy.pcap")], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
-    )
+    proc = subprocess.run([sys.executable, "-c", _SMALL_TABLE, *ALL, pcap("busy.pcap")], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr
     for line in proc.stdout.splitlines():
         checked, reused = map(int, line.split())

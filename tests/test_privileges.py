@@ -24,7 +24,11 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the test 
 def run_child(code: str) -> subprocess.CompletedProcess[str]:
     """Run `code` in a fresh interpreter that imports synscope from this checkout."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60, cwd="/",
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 

@@ -11,7 +11,6 @@ import struct
 import pytest
 from click.testing import CliRunner
 
-from synscope.read.decode import Decoder
 from synscope.core.exit_codes import ExitCode
 from synscope.core.model import ACK, CWR, ECE, RST, SYN, IcmpError, LinkType, RawFrame, Segment
 from synscope.probe.classify import (
@@ -35,6 +34,7 @@ from synscope.probe.classify import (
     rtt_stats,
     scapy_options,
 )
+from synscope.read.decode import Decoder
 
 C4, S4, R4 = "198.18.1.2", "198.18.2.2", "198.18.1.1"
 C6, S6, R6 = "2001:db8:1::2", "2001:db8:2::2", "2001:db8:1::1"
@@ -55,8 +55,7 @@ def probe_id(v6: bool = False, sport: int = 40000, dport: int = 8080, seq: int =
     return ProbeId(packed(C6 if v6 else C4), packed(S6 if v6 else S4), sport, dport, seq)
 
 
-def tcp_reply(flags: str, seq: int = 5000, ack: int = ISN + 1, v6: bool = False, options=None, ttl: int = 63, sport: int = 8080,
-              dport: int = 40000) -> bytes:
+def tcp_reply(flags: str, seq: int = 5000, ack: int = ISN + 1, v6: bool = False, options=None, ttl: int = 63, sport: int = 8080, dport: int = 40000) -> bytes:
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
 
@@ -90,17 +89,17 @@ def test_default_syn_is_a_linux_syn() -> None:
     assert (sport, dport, seq, ack, flags, win) == (40000, 8080, ISN, 0, SYN, LINUX_WINDOW)
     # mss 1460, sackOK, TS val/ecr, nop, wscale 7: exactly what a Linux client sends (40-byte header)
     assert (off >> 4) * 4 == 40
-    assert tcp[20:40] == bytes.fromhex("020405b4" "0402" "080a" "aabbccdd" "00000000" "01" "030307")
+    assert tcp[20:40] == bytes.fromhex("020405b40402080aaabbccdd0000000001030307")
 
 
 @pytest.mark.parametrize(
     ("spec", "options_hex"),
     [
-        (SynSpec(mss=1200), "020404b0" "0402" "080a" "00000001" "00000000" "01" "030307"),
+        (SynSpec(mss=1200), "020404b00402080a000000010000000001030307"),
         (SynSpec.bare(), ""),
-        (SynSpec(timestamps=False), "020405b4" "0101" "0402" "01" "030307"),
-        (SynSpec(sack=False, wscale=None), "020405b4" "0101" "080a" "00000001" "00000000"),
-        (SynSpec(mss=None, sack=False, timestamps=False, wscale=14), "01" "03030e"),
+        (SynSpec(timestamps=False), "020405b40101040201030307"),
+        (SynSpec(sack=False, wscale=None), "020405b40101080a0000000100000000"),
+        (SynSpec(mss=None, sack=False, timestamps=False, wscale=14), "0103030e"),
     ],
 )
 def test_option_variants_stay_aligned(spec: SynSpec, options_hex: str) -> None:

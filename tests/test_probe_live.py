@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from synscope.core.exit_codes import ExitCode
 from synscope.lab import sandbox
 from synscope.lab.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT, REJECTED_PORT, start_server
-from synscope.core.exit_codes import ExitCode
 from tests.livelib import lab_in_sandbox
 
 pytestmark = pytest.mark.live
@@ -121,10 +121,9 @@ def test_pcap_is_complete_and_readable(lab, four_ports) -> None:
     assert {c["server"]["port"] for c in conns} == {OPEN_PORT, CLOSED_PORT, DROPPED_PORT, REJECTED_PORT}
     assert {p["frame"] for c in conns for p in c["packets"]} == frames  # frame numbers are the file's
     if shutil.which("tshark"):
+
         def numbers(*display_filter: str) -> set[int]:
-            ts = subprocess.run(
-                ["tshark", "-r", str(pcap), *display_filter, "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, timeout=60
-            )
+            ts = subprocess.run(["tshark", "-r", str(pcap), *display_filter, "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, timeout=60)
             assert ts.returncode == 0, ts.stderr
             return {int(x) for x in ts.stdout.split()}
 
@@ -308,7 +307,9 @@ def test_rtt_matches_tcpdump_within_10us(lab, tmp_path: Path) -> None:
     o = json_lines(proc)[OPEN_PORT]
     fields = subprocess.run(
         ["tshark", "-r", str(pcap), "-T", "fields", "-e", "frame.time_epoch", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.flags.str"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout.splitlines()
     syn, synack = {}, {}
     for line in fields:
@@ -341,7 +342,9 @@ def test_ctrl_c_stops_cleanly_and_the_pcap_stays_valid(lab, tmp_path: Path) -> N
     proc = lab.sb.spawn(
         lab.topo.client,
         [sys.executable, "-m", "synscope", "probe", lab.topo.server_ip, "-p", f"{OPEN_PORT},{DROPPED_PORT}", "--timeout", "5", "-w", str(pcap)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(1.5)
     # ip netns exec runs python in the same process (exec): the signal reaches synscope itself

@@ -93,8 +93,7 @@ def test_half_close_is_explained() -> None:
 
 def test_port_reuse_makes_two_connections() -> None:
     first, second = analyse("port-reuse.pcap")
-    assert (first.conn.client.ip, first.conn.client.port, first.conn.server.port) == (
-        second.conn.client.ip, second.conn.client.port, second.conn.server.port)
+    assert (first.conn.client.ip, first.conn.client.port, first.conn.server.port) == (second.conn.client.ip, second.conn.client.port, second.conn.server.port)
     assert first.conn.client.isn != second.conn.client.isn
     assert second.conn.reused_from == first.conn.id
     assert "reused_ports" in flag_names(second.conn.packets[0].analysis)
@@ -206,8 +205,21 @@ def test_json_lines_schema() -> None:
     assert len(objs) == 2
     for o in objs:
         assert o["schema"] == 1
-        for key in ("id", "client", "server", "start", "end", "state", "history", "outcome", "verdict",
-                    "syn_retransmissions", "handshake_rtt", "icmp", "packets"):
+        for key in (
+            "id",
+            "client",
+            "server",
+            "start",
+            "end",
+            "state",
+            "history",
+            "outcome",
+            "verdict",
+            "syn_retransmissions",
+            "handshake_rtt",
+            "icmp",
+            "packets",
+        ):
             assert key in o
         for p in o["packets"]:
             assert set(("frame", "t", "dir", "flags", "seq", "ack", "len", "win", "analysis", "note")) <= set(p)
@@ -279,21 +291,19 @@ class _Frames:
         else:
             object.__setattr__(self, name, value)
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         for frame in self.reader:  # type: ignore[attr-defined]
             self.yielded += 1
             yield frame
 
 
-@pytest.mark.parametrize(
-    "options", [{}, {"max_conns": 2}, {"keep_payload": True}, {"dedup": False}], ids=["default", "max-conns", "payload", "no-dedup"]
-)
+@pytest.mark.parametrize("options", [{}, {"max_conns": 2}, {"keep_payload": True}, {"dedup": False}], ids=["default", "max-conns", "payload", "no-dedup"])
 def test_frames_taken_from_the_read_buffer_are_analysed_as_fed_frames(options: dict) -> None:
     """The reader hands the common frames (Ethernet, IPv4, TCP) to the pipeline straight from its
     buffer; every other frame, and any frame of a source that is not a reader, is decoded from a
     RawFrame. Both ways must give the same output and the same counts, on every bundled capture."""
-    from synscope.read.pipeline import Pipeline, run
     from synscope.read.jsonl import connection_line
+    from synscope.read.pipeline import Pipeline, run
     from synscope.read.sources.pcap import open_capture
 
     names = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))

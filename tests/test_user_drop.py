@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from synscope.lab.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT
 from synscope.core.exit_codes import ExitCode
+from synscope.lab.demo import CLOSED_PORT, DROPPED_PORT, OPEN_PORT
 from tests.helpers import ROOT, cli
 from tests.livelib import lab_in_sandbox, wait_line
 
@@ -99,8 +99,12 @@ def test_watch_runs_as_user_and_still_captures(lab, tmp_path) -> None:
     nobody = pwd.getpwnam(USER)
     pcap = tmp_path / "watch.pcap"
     w = sb.spawn(
-        topo.client, [*SYNSCOPE, "watch", "-i", topo.client_if, "--user", USER, "--json", "-w", str(pcap)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        topo.client,
+        [*SYNSCOPE, "watch", "-i", topo.client_if, "--user", USER, "--json", "-w", str(pcap)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     wait_line(w.stderr, "synscope: watching")
     assert_is_synscope(w.pid, "watch")
@@ -144,9 +148,26 @@ def test_probe_runs_as_user_and_classifies(lab, tmp_path) -> None:
     # the dropped port keeps the probe waiting (2 s), long enough to look at its ids meanwhile
     p = sb.spawn(
         topo.client,
-        [*SYNSCOPE, "probe", topo.server_ip, "-p", f"{OPEN_PORT},{CLOSED_PORT},{DROPPED_PORT}", "--retries", "0", "--timeout", "2",
-         "--json", "--user", USER, "-w", str(pcap)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            *SYNSCOPE,
+            "probe",
+            topo.server_ip,
+            "-p",
+            f"{OPEN_PORT},{CLOSED_PORT},{DROPPED_PORT}",
+            "--retries",
+            "0",
+            "--timeout",
+            "2",
+            "--json",
+            "--user",
+            USER,
+            "-w",
+            str(pcap),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     dropped = wait_until_user(p, nobody)
     out, err = p.communicate(timeout=30)
@@ -170,7 +191,10 @@ def test_probe_connect_runs_as_user(lab) -> None:
     p = sb.spawn(
         topo.client,
         [*SYNSCOPE, "probe", "--connect", topo.server_ip, "-p", str(DROPPED_PORT), "--timeout", "0.5", "--retries", "1", "--json", "--user", USER],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     dropped = wait_until_user(p, nobody)
     out, err = p.communicate(timeout=30)
@@ -183,7 +207,8 @@ def test_probe_connect_runs_as_user(lab) -> None:
         proc = sb.run(
             topo.client,
             [*SYNSCOPE, "probe", "--connect", topo.server_ip, "-p", str(port), "--send", r"GET / HTTP/1.0\r\n\r\n", "--json", "--user", USER],
-            check=False, timeout=60,
+            check=False,
+            timeout=60,
         )
         no_traceback(proc.stderr)
         assert proc.returncode == code, proc.stderr
@@ -226,7 +251,7 @@ def test_user_without_root_is_a_clear_error(command: str) -> None:
         import difflib, os, sys
         import synscope.cli.main
         os.seteuid({pwd.getpwnam(USER).pw_uid})
-        sys.argv = ["synscope", {command!r}, "--user", {USER!r}, *({['-i', 'lo'] if command == 'watch' else ['127.0.0.1', '-p', '9']!r})]
+        sys.argv = ["synscope", {command!r}, "--user", {USER!r}, *({["-i", "lo"] if command == "watch" else ["127.0.0.1", "-p", "9"]!r})]
         synscope.cli.main.main()
     """
     proc = subprocess.run([PY, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=30, cwd=ROOT)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from synscope.core.model import ACK, FIN, PSH, SYN, IcmpError, Segment
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser
-from synscope.core.model import ACK, FIN, PSH, SYN, IcmpError, Segment
 from synscope.read.tracker import Tracker
 from synscope.read.verdict import judge
 

@@ -87,13 +87,16 @@ def frames_of(*names: str) -> list[RawFrame]:
 
 def make_watcher(frames, *, handshakes=False, idle_timeout=60.0, err=None, monotonic=None, **cfg) -> tuple[Watcher, FakeCapture]:
     cap = FakeCapture(frames, idle_reads=cfg.pop("idle_reads", 3))
-    pipeline = Pipeline(
-        closed_linger=WATCH_CLOSED_LINGER, idle_timeout=idle_timeout, prepare=limit_to_handshakes if handshakes else None
-    )
+    pipeline = Pipeline(closed_linger=WATCH_CLOSED_LINGER, idle_timeout=idle_timeout, prepare=limit_to_handshakes if handshakes else None)
     config = WatchConfig("test0", idle_timeout=idle_timeout, handshakes=handshakes, **cfg)
     ticks = iter(range(10**9))
     w = Watcher(
-        cap, pipeline, config, io.StringIO(), err if err is not None else io.StringIO(), clock=cap.clock,
+        cap,
+        pipeline,
+        config,
+        io.StringIO(),
+        err if err is not None else io.StringIO(),
+        clock=cap.clock,
         monotonic=monotonic or (lambda: next(ticks) * 0.3),
     )
     cap.watcher = w
@@ -253,8 +256,8 @@ def test_handshakes_mode_same_outcome_without_loss_claims(name: str) -> None:
 
 
 def _tcp_flags(f: RawFrame) -> int | None:
-    from synscope.read.decode import Decoder
     from synscope.core.model import Segment
+    from synscope.read.decode import Decoder
 
     item = Decoder().decode(f)
     return item.flags if isinstance(item, Segment) else None

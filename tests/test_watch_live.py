@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from synscope.lab import sandbox
 from synscope.core.exit_codes import ExitCode
+from synscope.lab import sandbox
 from synscope.watch.watcher import kernel_filter
 from tests.helpers import ROOT, cli
 from tests.livelib import wait_line
@@ -33,7 +33,7 @@ if sandbox.available() is not None:  # CI is root: there these tests run, never 
     pytest.skip(f"live watch tests need root: {sandbox.available()}", allow_module_level=True)
 
 # Bounded socket programs: every loop ends by count or deadline.
-AGENT = r'''
+AGENT = r"""
 import socket, struct, sys, threading, time
 DEADLINE = time.monotonic() + 60
 def family(a):
@@ -84,7 +84,7 @@ else:                                  # client ADDR PORT SRC_PORT [HOLD_SECONDS
     except OSError as e:
         print("error", e, flush=True)
     s.close()
-'''
+"""
 
 PY = sys.executable
 WATCH = [PY, "-m", "synscope", "watch"]
@@ -329,4 +329,3 @@ def test_interface_down_is_one_line(lo_ns) -> None:
     proc = sb.run(ns, [*WATCH, "-i", "dn0", "--duration", "1"], check=False)
     assert proc.returncode == ExitCode.ERROR
     assert proc.stderr.strip() == "synscope: interface dn0 is down (ip link set dn0 up)"
-

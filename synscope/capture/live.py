@@ -240,7 +240,7 @@ class PcapWriter:
         self.path = path
         self.count = 0
         # unbuffered: one write() per record, nothing waits in a user-space buffer
-        self._f = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._f = open(path, "wb", buffering=0)
         self._f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, snaplen, linktype))  # ns timestamps
         self.linktype = linktype
 

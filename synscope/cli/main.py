@@ -199,8 +199,15 @@ def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, re
 
 
 def _read_split(
-    readers: list, make_pipeline: object, pipeline: object, workers: int, absolute: bool,
-    conn_ids: tuple[int, ...], seen_ids: set[int], progress: _Progress, out: TextIO,
+    readers: list,
+    make_pipeline: object,
+    pipeline: object,
+    workers: int,
+    absolute: bool,
+    conn_ids: tuple[int, ...],
+    seen_ids: set[int],
+    progress: _Progress,
+    out: TextIO,
 ) -> bool:
     """``read --json`` over several processes (synscope.read.split); True if interrupted."""
     from synscope.core.exit_codes import fail
@@ -317,8 +324,7 @@ def _warn_run(pipeline: object) -> None:
         click.echo(f"synscope: warning: {ds.malformed} malformed frames skipped", err=True)
     if pipeline.tracker.stragglers:
         click.echo(
-            f"synscope: note: {pipeline.tracker.stragglers} late packets of connections that had already ended "
-            "and been reported were counted, not shown",
+            f"synscope: note: {pipeline.tracker.stragglers} late packets of connections that had already ended and been reported were counted, not shown",
             err=True,
         )
     if pipeline.tracker.evicted:
@@ -367,7 +373,8 @@ def _linktype_names(linktypes: object) -> str:
 # --- further commands register here (one line each) ---
 from synscope.cli.probe import demo, probe  # noqa: E402
 
-main.add_command(probe); main.add_command(demo)  # noqa: E702
+main.add_command(probe)
+main.add_command(demo)
 from synscope.cli.watch import watch  # noqa: E402
 
 main.add_command(watch)

@@ -12,9 +12,9 @@ F = TypeVar("F", bound=Callable[..., object])
 
 def selection_options(command: F) -> F:
     """``--host`` and ``--port``: which connections a command reports."""
-    command = click.option(
-        "--port", "ports", multiple=True, metavar="PORTS", help="Only connections using these ports, e.g. 443 or 8000-8100 (repeatable)."
-    )(command)
+    command = click.option("--port", "ports", multiple=True, metavar="PORTS", help="Only connections using these ports, e.g. 443 or 8000-8100 (repeatable).")(
+        command
+    )
     return click.option("--host", "hosts", multiple=True, metavar="IP", help="Only connections to or from this address (repeatable).")(command)
 
 

@@ -26,8 +26,6 @@ from synscope.core.exit_codes import fail as _fail
 DEFAULT_PORTS = "80"
 
 
-
-
 # What runs after --user gives up root, imported while still root: the interpreter's own files may
 # be unreadable to that user (a Python under /root), and an import after the drop would fail there
 AFTER_DROP_MODULES = (
@@ -142,12 +140,29 @@ def _stop_on_signals() -> Iterator[object]:
 @click.option("-4", "ipv4", is_flag=True, help="Use the host's IPv4 address.")
 @click.option("-6", "ipv6", is_flag=True, help="Use the host's IPv6 address.")
 @click.option("--retries", type=click.IntRange(0, 10), default=2, show_default=True, metavar="N", help="Tries after the first for a port that stays silent.")
-@click.option("--timeout", type=click.FloatRange(0.01, 60.0), default=1.0, show_default=True, metavar="S",
-              help="Wait for an answer to the first try; each retry waits twice as long as the one before (1 s, 2 s, 4 s).")
-@click.option("--rate", type=click.FloatRange(min=0), default=None, metavar="N",
-              help="Probes per second (default 100; 0 = as fast as the machine sends). Retries count too.")
-@click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True, metavar="N",
-              help="Probe each port N times (one source port per round) and print min/avg/max/stddev RTT.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.01, 60.0),
+    default=1.0,
+    show_default=True,
+    metavar="S",
+    help="Wait for an answer to the first try; each retry waits twice as long as the one before (1 s, 2 s, 4 s).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="N",
+    help="Probes per second (default 100; 0 = as fast as the machine sends). Retries count too.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1, 10000),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Probe each port N times (one source port per round) and print min/avg/max/stddev RTT.",
+)
 @click.option("--sport", type=click.IntRange(1, 65535), metavar="PORT", help="Source port (round k of --count uses PORT+k); default random.")
 @click.option("--mss", type=click.IntRange(1, 65535), metavar="N", help="MSS option value (default 1460).")
 @click.option("--window", type=click.IntRange(0, 65535), metavar="N", help="Window field of the SYN (default 64240, as Linux).")
@@ -155,9 +170,11 @@ def _stop_on_signals() -> Iterator[object]:
 @click.option("--ecn", is_flag=True, help="ECN-setup SYN (ECE+CWR): shows whether the server agrees to ECN.")
 @click.option("--ttl", type=click.IntRange(1, 255), default=64, show_default=True, metavar="N", help="IP TTL / hop limit of the SYN.")
 @click.option(
-    "--connect", "connect_mode", is_flag=True,
+    "--connect",
+    "connect_mode",
+    is_flag=True,
     help="Full handshake with the kernel's connect() instead of a half-open SYN (one port; the kernel times its own SYN "
-         "retries, --retries and --timeout bound the attempt).",
+    "retries, --retries and --timeout bound the attempt).",
 )
 @click.option("--send", "send_data", metavar="DATA", help=r"With --connect: send DATA after connecting (escapes like \r\n), then read the answer.")
 @click.option("--all", "show_all", is_flag=True, help="List every port and show every timeline, open ones too.")

@@ -82,10 +82,10 @@ def watch(
         check_user(user)  # an unknown user is a usage error before anything is opened
         drop = prepare_drop(user)
     from synscope.capture.bpf import CompiledFilter, FilterError
+    from synscope.capture.live import InterfaceError, LiveCapture, PcapWriter, PrivilegeError
     from synscope.core.exit_codes import fail as _fail
     from synscope.core.model import LinkType
     from synscope.read.pipeline import Pipeline, Selection
-    from synscope.capture.live import InterfaceError, LiveCapture, PcapWriter, PrivilegeError
     from synscope.watch.watcher import WATCH_CLOSED_LINGER, WatchConfig, Watcher, kernel_filter, limit_to_handshakes
 
     host_set = parse_hosts(hosts)

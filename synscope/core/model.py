@@ -161,9 +161,28 @@ class Segment:
     # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
     # dataclass module generates runs as Python bytecode, once per segment.
     def __init__(
-        self, frame: int, ts: float, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int, win: int,
-        length: int, ttl: int = 0, ip_id: int = 0, raw_options: bytes = b"", truncated: bool = False, fragment: bool = False,
-        payload: bytes = b"", ecn: int = 0, pkttype: int = -1, source_index: int = 0, _options: TcpOptions | None = None,
+        self,
+        frame: int,
+        ts: float,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        win: int,
+        length: int,
+        ttl: int = 0,
+        ip_id: int = 0,
+        raw_options: bytes = b"",
+        truncated: bool = False,
+        fragment: bool = False,
+        payload: bytes = b"",
+        ecn: int = 0,
+        pkttype: int = -1,
+        source_index: int = 0,
+        _options: TcpOptions | None = None,
     ) -> None:
         self.frame = frame
         self.ts = ts
@@ -275,4 +294,3 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
         i += olen
     opts.unknown = tuple(unknown)
     return opts
-

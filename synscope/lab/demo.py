@@ -193,8 +193,7 @@ STEPS = (
     ),
     (
         "4. A failed connect() explained: the router rejects port 8444",
-        "The kernel gives up at once on the ICMP error (connect() fails with 'No route to host'); synscope shows which\n"
-        "router said so, and why.",
+        "The kernel gives up at once on the ICMP error (connect() fails with 'No route to host'); synscope shows which\nrouter said so, and why.",
         ["--connect", "{server}", "-p", str(REJECTED_PORT), "--timeout", "0.3", "--retries", "1"],
     ),
 )

@@ -194,7 +194,7 @@ def remove_stale(prefix: str) -> list[str]:
         name = line.split()[0] if line.strip() else ""
         if not name.startswith(prefix):
             continue
-        pid_part = name[len(prefix):].split("-")[0]
+        pid_part = name[len(prefix) :].split("-")[0]
         if pid_part.isdigit() and not os.path.exists(f"/proc/{pid_part}"):
             _run(["ip", "netns", "del", name], check=False)
             removed.append(name)

@@ -287,8 +287,7 @@ def classify_reply(item: Segment | IcmpError, probe: ProbeId) -> Reply | None:
         reason = icmp_reason(item.version, item.type, item.code)
         if reason in NOT_ABOUT_THE_PORT:
             return None
-        return Reply("filtered", reason, item.router, item.ts, item.frame, item.ttl,
-                     icmp_type=item.type, icmp_code=item.code, icmp_version=item.version)
+        return Reply("filtered", reason, item.router, item.ts, item.frame, item.ttl, icmp_type=item.type, icmp_code=item.code, icmp_version=item.version)
     seg = item
     if (seg.src, seg.dst, seg.sport, seg.dport) != (probe.dst, probe.src, probe.dport, probe.sport):
         return None
@@ -296,16 +295,17 @@ def classify_reply(item: Segment | IcmpError, probe: ProbeId) -> Reply | None:
     if flags & RST:
         if flags & ACK and seg.ack != want_ack:
             return None
-        return Reply("closed", "reset", seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, ack=seg.ack if flags & ACK else None,
-                     window=seg.win, ecn_ip=seg.ecn)
+        return Reply("closed", "reset", seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, ack=seg.ack if flags & ACK else None, window=seg.win, ecn_ip=seg.ecn)
     if flags & SYN and flags & ACK:
         if seg.ack != want_ack:
             return None
-        return Reply("open", "syn-ack", seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, isn=seg.seq, ack=seg.ack,
-                     window=seg.win, options=seg.options, ecn_ip=seg.ecn)
+        return Reply(
+            "open", "syn-ack", seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, isn=seg.seq, ack=seg.ack, window=seg.win, options=seg.options, ecn_ip=seg.ecn
+        )
     if flags & SYN:
-        return Reply("open", SPLIT_HANDSHAKE, seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, isn=seg.seq,
-                     window=seg.win, options=seg.options, ecn_ip=seg.ecn)
+        return Reply(
+            "open", SPLIT_HANDSHAKE, seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, isn=seg.seq, window=seg.win, options=seg.options, ecn_ip=seg.ecn
+        )
     return None
 
 
@@ -427,9 +427,9 @@ def aggregate(port: int, rounds: list[Round], waits: list[float] | None = None) 
         rd = rounds[0]
         rep = rd.reply
         if rep is not None:
-            tries = rd.tries
-            rtt = rep.ts - tries[0].ts if len(tries) == 1 else rd.rtt()
-            return PortResult(port, rep.state, rep.reason, rep.sender, rtt, len(tries), rep, rounds, [])
+            sent = rd.tries
+            rtt = rep.ts - sent[0].ts if len(sent) == 1 else rd.rtt()
+            return PortResult(port, rep.state, rep.reason, rep.sender, rtt, len(sent), rep, rounds, [])
     done = [r for r in rounds if r.state]
     tries = sum(len(r.tries) for r in rounds)
     if not done:

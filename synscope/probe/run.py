@@ -34,11 +34,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from synscope.capture.live import FIX_PRIVILEGE, InterfaceError, LiveCapture, PcapWriter, PrivilegeError
 from synscope.core import fmt
-from synscope.read.decode import Decoder
 from synscope.core.exit_codes import CommandError, ExitCode
 from synscope.core.model import ACK, FIN, RST, SYN, RawFrame, Segment
-from synscope.read.pipeline import ConnReport, Pipeline
 from synscope.probe.classify import (
     PortResult,
     ProbeId,
@@ -53,7 +52,8 @@ from synscope.probe.classify import (
     classify_reply,
     reply_key,
 )
-from synscope.capture.live import FIX_PRIVILEGE, InterfaceError, LiveCapture, PcapWriter, PrivilegeError
+from synscope.read.decode import Decoder
+from synscope.read.pipeline import ConnReport, Pipeline
 from synscope.read.tracker import C2S
 
 # Probes per second unless --rate says otherwise: masscan's conservative default;
@@ -192,7 +192,7 @@ def check_link(dev: str) -> None:
 
 def interfaces_down() -> list[str]:
     """Interfaces that are administratively down (their routes are gone, so probes find no route)."""
-    down = []
+    down: list[str] = []
     try:
         names = sorted(os.listdir("/sys/class/net"))
     except OSError:
@@ -493,12 +493,12 @@ class _Prober:
                 if item.flags & SYN and not item.flags & (ACK | RST):
                     self._our_syn(item, rounds[(item.sport, item.dport)])
                 continue
-            key = reply_key(item, src, dst)
-            rd = rounds.get(key) if key is not None else None
-            if rd is None or key is None:
+            reply_to = reply_key(item, src, dst)
+            rd = rounds.get(reply_to) if reply_to is not None else None
+            if rd is None or reply_to is None:
                 continue
-            self.captured.setdefault(key[1], []).append(frame)
-            reply = classify_reply(item, ProbeId(src, dst, key[0], key[1], rd.seq))
+            self.captured.setdefault(reply_to[1], []).append(frame)
+            reply = classify_reply(item, ProbeId(src, dst, reply_to[0], reply_to[1], rd.seq))
             if reply is None:
                 continue
             if rd.reply is None:
@@ -506,7 +506,7 @@ class _Prober:
                 if not rd.gave_up:
                     self.pending -= 1
             if reply.isn is not None and reply.flags & ACK:
-                self._reset(key, rd, reply)
+                self._reset(reply_to, rd, reply)
 
     @staticmethod
     def _our_syn(seg: Segment, rd: Round) -> None:
@@ -600,8 +600,9 @@ def run_probe(target: Target, cfg: ProbeConfig, stop: Stopper | None = None, rng
         warnings.append(f"the kernel dropped {drops} captured packets (capture buffer full): lower --rate")
     if user_clock:
         warnings.append(f"{user_clock} probe(s) not seen leaving in the capture: their RTT uses user-space send time")
-    return ProbeOutcome(target, cfg, sports, results, cap.frames, drops, elapsed, interrupted, user_clock, warnings,
-                        prober.rsts_sent, prober.captured, prober.our_rsts)
+    return ProbeOutcome(
+        target, cfg, sports, results, cap.frames, drops, elapsed, interrupted, user_clock, warnings, prober.rsts_sent, prober.captured, prober.our_rsts
+    )
 
 
 def _loop(p: _Prober, template: SynTemplate, cap: LiveCapture, stop: Stopper) -> bool:
@@ -866,15 +867,29 @@ def run_connect(
     _, drops = cap.stats()
     error = f"{errno.errorcode.get(err_no, str(err_no))}: {os.strerror(err_no)}" if err_no else None
     return ConnectOutcome(
-        target, port, sport, state, reason, error, connect_time, sent, bytes(received), received_total, server_first,
-        mine, cap.frames, drops, time.monotonic() - started, stop.stopped, reply, watch.syns,
+        target,
+        port,
+        sport,
+        state,
+        reason,
+        error,
+        connect_time,
+        sent,
+        bytes(received),
+        received_total,
+        server_first,
+        mine,
+        cap.frames,
+        drops,
+        time.monotonic() - started,
+        stop.stopped,
+        reply,
+        watch.syns,
         [f"the kernel dropped {drops} captured packets"] if drops else [],
     )
 
 
-def _exchange(
-    sock: socket.socket, data: bytes | None, stop: Stopper, pump: Callable[[float], None]
-) -> tuple[int, bytearray, int, bool | None]:
+def _exchange(sock: socket.socket, data: bytes | None, stop: Stopper, pump: Callable[[float], None]) -> tuple[int, bytearray, int, bool | None]:
     """Send the request, read the answer (bounded in size and time), half-close and drain to EOF.
 
     Returns (bytes sent, answer kept, answer size, whether the server closed first).

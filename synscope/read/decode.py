@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from synscope.core.model import DecodeStats, IcmpError, RawFrame, Segment, TcpOptions, flow_mix
+from synscope.core.model import DecodeStats, IcmpError, RawFrame, Segment, flow_mix
 
 _U16: Final = struct.Struct("!H")
 _U16_LE: Final = struct.Struct("<H")
@@ -143,14 +143,28 @@ class Decoder:
         src = self._v4_address(buf, o + 26)
         dst = self._v4_address(buf, o + 30)
         return self._segment(
-            frame_no, ts, buf, o, caplen, 34, 14 + total, hlen, src, dst,
+            frame_no,
+            ts,
+            buf,
+            o,
+            caplen,
+            34,
+            14 + total,
+            hlen,
+            src,
+            dst,
             buf[o + 34] << 8 | buf[o + 35],
             buf[o + 36] << 8 | buf[o + 37],
             buf[o + 38] << 24 | buf[o + 39] << 16 | buf[o + 40] << 8 | buf[o + 41],
             buf[o + 42] << 24 | buf[o + 43] << 16 | buf[o + 44] << 8 | buf[o + 45],
-            buf[o + 46], buf[o + 47],
+            buf[o + 46],
+            buf[o + 47],
             buf[o + 48] << 8 | buf[o + 49],
-            buf[o + 22], buf[o + 18] << 8 | buf[o + 19], buf[o + 15] & 3, pkttype, False,
+            buf[o + 22],
+            buf[o + 18] << 8 | buf[o + 19],
+            buf[o + 15] & 3,
+            pkttype,
+            False,
         )
 
     def _v4_address(self, buf: bytes, at: int) -> bytes:
@@ -274,13 +288,53 @@ class Decoder:
             stats.malformed += 1
             return None
         return self._segment(
-            frame.frame, frame.ts, data, 0, have, l4, end, hlen, self._intern(src), self._intern(dst),
-            sport, dport, seq, ack, doff, flags, win, ttl, ip_id, ecn, pkttype, fragment,
+            frame.frame,
+            frame.ts,
+            data,
+            0,
+            have,
+            l4,
+            end,
+            hlen,
+            self._intern(src),
+            self._intern(dst),
+            sport,
+            dport,
+            seq,
+            ack,
+            doff,
+            flags,
+            win,
+            ttl,
+            ip_id,
+            ecn,
+            pkttype,
+            fragment,
         )
 
     def _segment(
-        self, frame_no: int, ts: float, data: bytes, base: int, have: int, l4: int, end: int, hlen: int, src: bytes, dst: bytes,
-        sport: int, dport: int, seq: int, ack: int, doff: int, flags: int, win: int, ttl: int, ip_id: int, ecn: int, pkttype: int,
+        self,
+        frame_no: int,
+        ts: float,
+        data: bytes,
+        base: int,
+        have: int,
+        l4: int,
+        end: int,
+        hlen: int,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        seq: int,
+        ack: int,
+        doff: int,
+        flags: int,
+        win: int,
+        ttl: int,
+        ip_id: int,
+        ecn: int,
+        pkttype: int,
         fragment: bool,
     ) -> Segment:
         """A segment from its fields; ``data[base:base + have]`` holds the frame's captured
@@ -375,8 +429,13 @@ def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:
         return -1
     hlen = (buf[o + 46] >> 4) * 4
     if (
-        buf[o + 12] != 0x08 or buf[o + 13] != 0x00 or buf[o + 14] != 0x45 or buf[o + 23] != _PROTO_TCP
-        or (buf[o + 20] << 8 | buf[o + 21]) & 0x3FFF or hlen < 20 or hlen + 20 > (buf[o + 16] << 8 | buf[o + 17])
+        buf[o + 12] != 0x08
+        or buf[o + 13] != 0x00
+        or buf[o + 14] != 0x45
+        or buf[o + 23] != _PROTO_TCP
+        or (buf[o + 20] << 8 | buf[o + 21]) & 0x3FFF
+        or hlen < 20
+        or hlen + 20 > (buf[o + 16] << 8 | buf[o + 17])
     ):
         return -1
     return hlen

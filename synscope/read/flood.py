@@ -392,11 +392,7 @@ class FloodDetector:
         return t
 
     def _is_flood(self, t: _Target) -> bool:
-        return (
-            t.half_open >= self.min_half_open
-            and t.peak >= self.min_rate
-            and t.half_open >= self.min_half_open_share * t.attempts
-        )
+        return t.half_open >= self.min_half_open and t.peak >= self.min_rate and t.half_open >= self.min_half_open_share * t.attempts
 
     def summaries(self) -> list[FloodSummary]:
         """Every endpoint under a SYN flood, the most attempts first."""
@@ -474,4 +470,3 @@ def render_flood(summary: FloodSummary, out: TextIO) -> None:
         "  Next: check the server's SYN backlog and SYN cookies (netstat -s | grep -i listen; "
         "sysctl net.ipv4.tcp_syncookies) and filter upstream: the sources are usually spoofed.\n"
     )
-

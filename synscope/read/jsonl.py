@@ -7,12 +7,12 @@ import math
 from typing import Any, Final, TextIO
 
 from synscope.core.addr import fmt_ip
-from synscope.read.analysis.engine import DirectionFacts
-from synscope.read.analysis.flags import flag_names
 from synscope.core.fmt import fixed, scaled_round
 from synscope.core.model import ACK, SYN, flag_string
-from synscope.read.pipeline import ConnReport
 from synscope.core.seqnum import MASK
+from synscope.read.analysis.engine import DirectionFacts
+from synscope.read.analysis.flags import flag_names
+from synscope.read.pipeline import ConnReport
 from synscope.read.tracker import C2S, UNSEEN, Side
 
 SCHEMA: Final = 1
@@ -58,7 +58,6 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         if pkt.in_flight is not None:
             obj["in_flight"] = pkt.in_flight
         packets.append(obj)
-
 
     return {
         "schema": SCHEMA,
@@ -159,11 +158,13 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     fc, fs = r.analysis.facts
     client, server = c.client, c.server
     string = _STRING
-    icmp = ",".join([
-        f'{{"from":{string(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{string(e.name)},'
-        f'"t":{ts_text(e.ts)},"frame":{_json(e.frame)},"ttl":{_json(e.ttl)},"mtu":{_json(e.mtu)}}}'
-        for e in c.icmp
-    ])
+    icmp = ",".join(
+        [
+            f'{{"from":{string(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{string(e.name)},'
+            f'"t":{ts_text(e.ts)},"frame":{_json(e.frame)},"ttl":{_json(e.ttl)},"mtu":{_json(e.mtu)}}}'
+            for e in c.icmp
+        ]
+    )
     # (an f-string is one allocation when compiled; a chain of + is one per member)
     return (
         f'{HEAD_START}{c.id},"source":{string(r.source_name)},'
@@ -217,10 +218,7 @@ def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -
     )
 
 
-_NO_LOSSES: Final = (
-    '"retransmitted_segments":0,"retransmitted_bytes":0,"retransmission_rate":0.0,'
-    '"fast_retransmissions":0,"out_of_order":0,"duplicate_acks":0'
-)
+_NO_LOSSES: Final = '"retransmitted_segments":0,"retransmitted_bytes":0,"retransmission_rate":0.0,"fast_retransmissions":0,"out_of_order":0,"duplicate_acks":0'
 
 
 def _int_text(x: int | None) -> str:

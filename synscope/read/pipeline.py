@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from synscope.capture.bpf import FrameFilter
+from synscope.core.model import FrameSink, IcmpError, RawFrame, Segment, flow_mix
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
-from synscope.capture.bpf import FrameFilter
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
-from synscope.core.model import FrameSink, IcmpError, RawFrame, Segment, flow_mix
 from synscope.read.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key
 from synscope.read.verdict import Verdict, judge
 
@@ -315,8 +315,13 @@ class Pipeline(FrameSink):
         for i in range(len(segments)):
             prev = segments[i]
             if (
-                prev.seq == seg.seq and prev.ack == seg.ack and prev.flags == seg.flags and prev.length == seg.length
-                and prev.win == seg.win and prev.ip_id == seg.ip_id and options[i] == seg.raw_options
+                prev.seq == seg.seq
+                and prev.ack == seg.ack
+                and prev.flags == seg.flags
+                and prev.length == seg.length
+                and prev.win == seg.win
+                and prev.ip_id == seg.ip_id
+                and options[i] == seg.raw_options
             ):
                 if abs(seg.ts - prev.ts) <= DUPLICATE_WINDOW:
                     return True

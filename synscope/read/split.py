@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, BinaryIO, Final
 
-from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, retry_sentence
 from synscope.read.jsonl import HEAD_START, head_text, join_line, packets_text
+from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, retry_sentence
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import MAX_ORPHAN_ICMP
 
@@ -85,9 +85,7 @@ class SplitRun:
     so lines stream without a write per line).
     """
 
-    def __init__(
-        self, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], workers: int, absolute: bool = False
-    ) -> None:
+    def __init__(self, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], workers: int, absolute: bool = False) -> None:
         """``sizes``: the files' sizes when they were opened; every worker reads that much."""
         self.workers = workers
         self.interrupted = False
@@ -212,9 +210,7 @@ class SplitRun:
         if self.on_wait is not None:
             self.on_wait()
         while not got:
-            open_fds = [
-                fd for w, fd in enumerate(self._fds) if self._progress[w] != _DONE and (w == need or self._held[w] < HOLD_BYTES)
-            ]
+            open_fds = [fd for w, fd in enumerate(self._fds) if self._progress[w] != _DONE and (w == need or self._held[w] < HOLD_BYTES)]
             ready, _, _ = select.select(open_fds, [], [])
             for fd in ready:
                 w = self._fds.index(fd)
@@ -231,7 +227,7 @@ class SplitRun:
                     if len(buf) < end:
                         break
                     with memoryview(buf) as view:  # (unpickled in place: no copy of the message)
-                        message = pickle.loads(view[_LEN.size:end])
+                        message = pickle.loads(view[_LEN.size : end])
                     del buf[:end]
                     self._message(w, message)
                     got = got or w == need
@@ -336,7 +332,7 @@ def _work(index: int, workers: int, paths: list[str], sizes: list[int], make_pip
         signal.signal(signal.SIGUSR1, _on_stop)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the parent went away: so do we
         _run_worker(index, workers, paths, sizes, make_pipeline(), absolute, out, _STOP)
-    except BaseException as e:  # noqa: BLE001 - reported to the parent, which prints one line
+    except BaseException as e:
         status = 1
         last = traceback.format_exception_only(type(e), e)[-1].strip()
         with contextlib.suppress(Exception):
@@ -355,9 +351,7 @@ def _on_stop(signum: int, frame: object) -> None:
     _STOP.append(True)
 
 
-def _run_worker(
-    index: int, workers: int, paths: list[str], sizes: list[int], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list
-) -> None:
+def _run_worker(index: int, workers: int, paths: list[str], sizes: list[int], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list) -> None:
     pipeline.share(index, workers)
     pipeline.link_retries = False
     tracker = pipeline.tracker
@@ -407,14 +401,20 @@ def _run_worker(
         {"linktypes": r.linktypes, "ts_resolution": r.ts_resolution, "warnings": r.warnings, "truncated_at": r.truncated_at, "frames": r.frames}
         for r in readers
     ]
-    _send(out, ("done", {
-        "stats": stats,
-        "decode": pipeline.decoder.stats,
-        "stragglers": tracker.stragglers,
-        "reused": tracker.reused,
-        "orphan_icmp": tracker.orphan_icmp,
-        "readers": reader_state,
-    }))
+    _send(
+        out,
+        (
+            "done",
+            {
+                "stats": stats,
+                "decode": pipeline.decoder.stats,
+                "stragglers": tracker.stragglers,
+                "reused": tracker.reused,
+                "orphan_icmp": tracker.orphan_icmp,
+                "readers": reader_state,
+            },
+        ),
+    )
 
 
 def _retry_facts(report: Any) -> tuple | None:
@@ -436,8 +436,13 @@ def _item(report: Any, absolute: bool) -> tuple:
         raise AssertionError(f"JSON object starts {head[:40]!r}, expected {start!r}")
     # (ASCII bytes: the parent joins them into the line it writes, without decoding or encoding)
     return (
-        conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link,
-        head[len(start) - 1:].encode("ascii"), packets_text(report, absolute).encode("ascii"),
+        conn.retired_at,
+        conn.opened_at,
+        conn.reused_from,
+        conn.retire_clock,
+        link,
+        head[len(start) - 1 :].encode("ascii"),
+        packets_text(report, absolute).encode("ascii"),
     )
 
 

@@ -56,7 +56,7 @@ class Packet:
 
     # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
     # dataclass module generates runs as Python bytecode, once per packet.
-    def __init__(self, seg: Segment, dir: int) -> None:  # noqa: A002 (the field's name)
+    def __init__(self, seg: Segment, dir: int) -> None:
         self.seg = seg
         self.dir = dir
         self.analysis = 0
@@ -157,8 +157,14 @@ class Connection:
 
     # Written out (dataclass keeps it), as on Side
     def __init__(
-        self, id: int, client: Side, server: Side, first_ts: float, last_ts: float,  # noqa: A002 (the field's name)
-        roles_guessed: bool = False, midstream: bool = False,
+        self,
+        id: int,
+        client: Side,
+        server: Side,
+        first_ts: float,
+        last_ts: float,
+        roles_guessed: bool = False,
+        midstream: bool = False,
     ) -> None:
         self.id = id
         self.client = client

@@ -7,11 +7,11 @@ from typing import Final
 
 from synscope.core import fmt
 from synscope.core.addr import fmt_ip
+from synscope.core.icmp import FILTER_REASONS, icmp_label
+from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
-from synscope.core.icmp import FILTER_REASONS, icmp_label
-from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.tracker import C2S, Connection
 
 # Retransmission rate above which loss on the path is the headline
@@ -38,9 +38,7 @@ class Verdict:
     side: str = ""  # client | server | path | capture | ""
 
     # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
-    def __init__(
-        self, outcome: str, conn_state: str, history: str, summary: str, explanation: str, next_step: str, ok: bool, side: str = ""
-    ) -> None:
+    def __init__(self, outcome: str, conn_state: str, history: str, summary: str, explanation: str, next_step: str, ok: bool, side: str = "") -> None:
         self.outcome = outcome
         self.conn_state = conn_state
         self.history = history
@@ -235,10 +233,7 @@ def _loss_text(f: DirectionFacts, who: str) -> str:
         parts.append(f"{f.timeout_retransmissions} after a timeout")
     lost = f.lost_retransmissions
     rate = lost / f.data_segments if f.data_segments else 0.0
-    return (
-        f"{fmt.percent(rate)} of the {who}'s data segments were retransmitted"
-        f" ({lost} of {f.data_segments}: {', '.join(parts)})"
-    )
+    return f"{fmt.percent(rate)} of the {who}'s data segments were retransmitted ({lost} of {f.data_segments}: {', '.join(parts)})"
 
 
 def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
@@ -317,10 +312,7 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
             side = who
         else:
             summary = f"RST from {who} after {after}"
-            explanation = (
-                f"The {who} aborted the connection with RST {after} after it started, "
-                f"after {fmt.size(moved)} of data; the {other} did not close it. "
-            )
+            explanation = f"The {who} aborted the connection with RST {after} after it started, after {fmt.size(moved)} of data; the {other} did not close it. "
             last_data = None
             for pkt in conn.packets:
                 if pkt.seg.length:
@@ -398,18 +390,14 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
                 next_step = worst
     if s.syn_count > 1 and conn.established:
         notes.append(
-            f"the server retransmitted its SYN-ACK {s.syn_count - 1} time(s) (gaps {gaps_text(s.syn_times)}): "
-            "the first SYN-ACK or the client's ACK was lost"
+            f"the server retransmitted its SYN-ACK {s.syn_count - 1} time(s) (gaps {gaps_text(s.syn_times)}): the first SYN-ACK or the client's ACK was lost"
         )
         summary += f"; SYN-ACK sent {s.syn_count}x"
-        next_step = next_step or (
-            f"Check the return path from {server} to the client: loss, asymmetric routing, or a stateful firewall dropping SYN-ACKs."
-        )
+        next_step = next_step or (f"Check the return path from {server} to the client: loss, asymmetric routing, or a stateful firewall dropping SYN-ACKs.")
         ok = False
     if c.syn_count > 1 and conn.established and outcome not in ("refused", "no-answer"):
         notes.append(
-            f"the client sent {c.syn_count} SYNs before the handshake completed (gaps {gaps_text(syn_times)}): "
-            "the first SYN(s) or SYN-ACK(s) were lost"
+            f"the client sent {c.syn_count} SYNs before the handshake completed (gaps {gaps_text(syn_times)}): the first SYN(s) or SYN-ACK(s) were lost"
         )
         summary += f"; {c.syn_count} SYNs"
         ok = False
@@ -465,8 +453,7 @@ def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | Non
                 text += ": loss on the path"
                 tag = tag or f"{fmt.percent(rate)} of {who} data retransmitted"
                 worst = worst or (
-                    "Look for packet loss between the two hosts: interface errors and drops (ip -s link), "
-                    "a congested or policing link, mtr towards the peer."
+                    "Look for packet loss between the two hosts: interface errors and drops (ip -s link), a congested or policing link, mtr towards the peer."
                 )
             notes.append(text + (" — " + "; ".join(where) if where else ""))
         if f.out_of_order:

@@ -14,9 +14,9 @@ from typing import Any, TextIO
 
 from synscope.core import fmt
 from synscope.core.addr import fmt_ip
-from synscope.read.pipeline import ConnReport
 from synscope.probe.classify import PortResult, Round, rtt_of, rtt_stats
 from synscope.read.jsonl import SCHEMA, connection_object
+from synscope.read.pipeline import ConnReport
 from synscope.render.safe import escape_bytes
 from synscope.render.text import write_connection
 
@@ -67,10 +67,17 @@ def result_rows(results: list[PortResult], target: bytes, show_all: bool) -> tup
     for r in results:
         if (r.state, r.reason) in hidden:
             continue
-        rows.append([
-            str(r.port), r.state, r.reason, r.sender_text or "-", fmt.duration(r.rtt),
-            "-" if r.ttl is None else str(r.ttl), result_note(r, target),
-        ])
+        rows.append(
+            [
+                str(r.port),
+                r.state,
+                r.reason,
+                r.sender_text or "-",
+                fmt.duration(r.rtt),
+                "-" if r.ttl is None else str(r.ttl),
+                result_note(r, target),
+            ]
+        )
     note = ""
     if hidden:
         counts = Counter((r.state, r.reason) for r in results if (r.state, r.reason) in hidden)
@@ -213,8 +220,7 @@ def port_object(outcome: Any, result: PortResult, absolute: bool = False, packet
     server = None
     icmp = None
     if reply is not None and reply.icmp_type is not None:
-        icmp = {"version": reply.icmp_version, "type": reply.icmp_type, "code": reply.icmp_code, "name": reply.reason,
-                "from": fmt_ip(reply.sender)}
+        icmp = {"version": reply.icmp_version, "type": reply.icmp_type, "code": reply.icmp_code, "name": reply.reason, "from": fmt_ip(reply.sender)}
     elif reply is not None and reply.state == "open":
         o = reply.options
         server = {
@@ -255,7 +261,8 @@ def port_object(outcome: Any, result: PortResult, absolute: bool = False, packet
     if len(result.rounds) > 1:
         stats = rtt_stats(result.rtts())
         obj["rtt_stats"] = {
-            "sent": len(result.rounds), "answered": sum(1 for rd in result.rounds if rd.reply is not None),
+            "sent": len(result.rounds),
+            "answered": sum(1 for rd in result.rounds if rd.reply is not None),
             **({} if stats is None else dict(zip(("min", "avg", "max", "stddev"), (round(x, 9) for x in stats), strict=True))),
         }
     return obj
@@ -293,9 +300,7 @@ def write_connect_text(o: Any, out: TextIO, absolute: bool = False) -> None:
     when = f" {fmt.duration(o.connect_time)} after the SYN (kernel timestamps)" if o.connect_time is not None else ""
     if o.state == "open":
         out.write(f"  connected: SYN-ACK{when}\n")
-        closer = {True: "the server closed first", False: "the client (synscope) closed first", None: "nobody closed in time"}[
-            o.server_closed_first
-        ]
+        closer = {True: "the server closed first", False: "the client (synscope) closed first", None: "nobody closed in time"}[o.server_closed_first]
         out.write(f"  sent {fmt.size(o.sent)}, received {fmt.size(o.received_total)}; {closer}\n")
         if o.received:
             out.write(f"  answer: {escape_bytes(o.received, ANSWER_PREVIEW)}\n")

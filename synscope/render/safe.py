@@ -9,9 +9,7 @@ import re
 # CVE-2021-42574), zero-width and other invisible format characters, line / paragraph
 # separators, the BOM and interlinear annotation marks; and lone surrogates (from
 # ``errors="surrogateescape"``), which cannot even be encoded for the terminal.
-_UNSAFE = re.compile(
-    "[\x00-\x09\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]"
-)
+_UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
 
 
 def escape_text(text: str) -> str:

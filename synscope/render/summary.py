@@ -78,17 +78,13 @@ class RunSummary:
         if self.rows_dropped:
             out.write(f"… and {self.rows_dropped} more connections not listed (the table stops at {self.row_limit}); --json lists all\n")
         if stats:
-            stats_from_tops(self.outcomes, [x[2] for x in sorted(self.by_rate, reverse=True)],
-                            [x[2] for x in sorted(self.by_duration, reverse=True)], out)
+            stats_from_tops(self.outcomes, [x[2] for x in sorted(self.by_rate, reverse=True)], [x[2] for x in sorted(self.by_duration, reverse=True)], out)
         if self.expanded:
             out.write("\n")
         for r in sorted(self.expanded, key=lambda r: r.conn.id):
             write_connection(r, out, absolute=absolute, payload=payload)
         if self.timelines_dropped:
-            out.write(
-                f"… {self.timelines_dropped} more timelines not shown (at most {self.timeline_limit});"
-                " use --conn ID or --json for them\n"
-            )
+            out.write(f"… {self.timelines_dropped} more timelines not shown (at most {self.timeline_limit}); use --conn ID or --json for them\n")
 
 
 def _push_top(heap: list, item: tuple) -> None:

@@ -41,21 +41,38 @@ def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None
 def stats_from_tops(outcomes: Counter, by_rate: list[ConnReport], by_duration: list[ConnReport], out: TextIO) -> None:
     """Print the --stats tables from totals already gathered."""
     out.write("\nOutcomes\n")
-    out.write(tabulate(sorted(outcomes.items(), key=lambda kv: -kv[1]), headers=["outcome", "connections"], tablefmt="plain") + "\n")
+    by_count: list[tuple[str, int]] = sorted(outcomes.items(), key=lambda kv: -kv[1])
+    out.write(tabulate(by_count, headers=["outcome", "connections"], tablefmt="plain") + "\n")
     out.write("\nTop connections by retransmission rate\n")
     if by_rate:
         rows = []
         for r in by_rate:
             fc, fs = r.analysis.facts
-            rows.append([r.conn.id, fmt_endpoint(r.conn.client.ip, r.conn.client.port), fmt_endpoint(r.conn.server.ip, r.conn.server.port),
-                         fmt.percent(r.analysis.retransmission_rate), f"{fc.retransmitted_segments}/{fs.retransmitted_segments}", r.verdict.outcome])
+            rows.append(
+                [
+                    r.conn.id,
+                    fmt_endpoint(r.conn.client.ip, r.conn.client.port),
+                    fmt_endpoint(r.conn.server.ip, r.conn.server.port),
+                    fmt.percent(r.analysis.retransmission_rate),
+                    f"{fc.retransmitted_segments}/{fs.retransmitted_segments}",
+                    r.verdict.outcome,
+                ]
+            )
         headers = ["id", "client", "server", "retrans", "segs c>s/s>c", "outcome"]
         out.write(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
     else:
         out.write("(no retransmissions)\n")
     out.write("\nTop connections by duration\n")
-    rows = [[r.conn.id, fmt_endpoint(r.conn.client.ip, r.conn.client.port), fmt_endpoint(r.conn.server.ip, r.conn.server.port),
-             fmt.duration(r.conn.last_ts - r.conn.first_ts), r.verdict.outcome] for r in by_duration]
+    rows = [
+        [
+            r.conn.id,
+            fmt_endpoint(r.conn.client.ip, r.conn.client.port),
+            fmt_endpoint(r.conn.server.ip, r.conn.server.port),
+            fmt.duration(r.conn.last_ts - r.conn.first_ts),
+            r.verdict.outcome,
+        ]
+        for r in by_duration
+    ]
     out.write(tabulate(rows, headers=["id", "client", "server", "duration", "outcome"], tablefmt="plain", disable_numparse=True) + "\n")
 
 
@@ -64,12 +81,21 @@ def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None
     rows = []
     for label, f in (("client→server", report.analysis.facts[0]), ("server→client", report.analysis.facts[1])):
         rtt = f.rtt_summary()
-        rows.append([
-            label, f.packets, f.payload_bytes, f"{f.retransmitted_segments} ({fmt.percent(f.retransmission_rate)})",
-            f.retransmitted_bytes, f.out_of_order, f.duplicate_acks, fmt.duration(f.zero_window_time) if f.zero_window_adverts else "-",
-            fmt.duration(f.max_idle), fmt.rate(f.throughput()) if f.throughput() else "-",
-            "/".join(fmt.duration(x) for x in rtt) if rtt else "-",
-        ])
+        rows.append(
+            [
+                label,
+                f.packets,
+                f.payload_bytes,
+                f"{f.retransmitted_segments} ({fmt.percent(f.retransmission_rate)})",
+                f.retransmitted_bytes,
+                f.out_of_order,
+                f.duplicate_acks,
+                fmt.duration(f.zero_window_time) if f.zero_window_adverts else "-",
+                fmt.duration(f.max_idle),
+                fmt.rate(f.throughput()) if f.throughput() else "-",
+                "/".join(fmt.duration(x) for x in rtt) if rtt else "-",
+            ]
+        )
     headers = ["direction", "pkts", "bytes", "retrans", "rexmit B", "ooo", "dupack", "zero-win", "max idle", "throughput", "rtt min/med/max"]
     text = tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
     out.write("".join(indent + line + "\n" for line in text.splitlines()))

@@ -10,9 +10,9 @@ from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.core.icmp import icmp_label
 from synscope.core.model import SYN, flag_string
 from synscope.read.pipeline import ConnReport
+from synscope.read.tracker import C2S
 from synscope.render.safe import escape_bytes
 from synscope.render.table import direction_table
-from synscope.read.tracker import C2S
 
 WRAP = 100
 

@@ -27,9 +27,9 @@ from typing import Protocol, TextIO
 
 from synscope.core import fmt
 from synscope.core.addr import fmt_ip
+from synscope.core.model import ACK, FIN, RST, RawFrame
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
-from synscope.core.model import ACK, FIN, RST, RawFrame
 from synscope.read.pipeline import ConnReport, Pipeline
 from synscope.read.tracker import C2S, Connection
 
@@ -450,10 +450,7 @@ def verdict_line(r: ConnReport, is_open: bool = False) -> str:
     stamp = time.strftime("%H:%M:%S", lt) + f".{int((c.last_ts % 1) * 1000):03d}"
     pkts = c.client.packets + c.server.packets
     still = "  (still open)" if is_open else ""
-    return (
-        f"{stamp} {connection_title(r)}: {r.verdict.summary}"
-        f"  [{pkts} pkt{'s' if pkts != 1 else ''}, {fmt.duration(c.last_ts - c.first_ts)}]{still}"
-    )
+    return f"{stamp} {connection_title(r)}: {r.verdict.summary}  [{pkts} pkt{'s' if pkts != 1 else ''}, {fmt.duration(c.last_ts - c.first_ts)}]{still}"
 
 
 def timeline_block(r: ConnReport, absolute: bool = False) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Final
 
 from synscope.core import fmt
+from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.engine import ConnAnalysis
-from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.tracker import C2S, Connection, Packet
 
 # Two gaps are "the same" when within this ratio; "doubled" when the ratio is 2 within it.
@@ -69,19 +69,16 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
             if n:
                 kind = "SYN" if not flags & ACK else "SYN-ACK"
                 gap = seg.ts - prev_syn_ts[pkt.dir]
-                pkt.note(f"{kind} retransmission #{n}, +{fmt.duration(gap)} after #{n - 1 if n > 1 else 'original'}"
-                         if n > 1 else f"{kind} retransmission #1, +{fmt.duration(gap)} after the original")
+                pkt.note(
+                    f"{kind} retransmission #{n}, +{fmt.duration(gap)} after #{n - 1 if n > 1 else 'original'}"
+                    if n > 1
+                    else f"{kind} retransmission #1, +{fmt.duration(gap)} after the original"
+                )
             elif flags & ACK and conn.syn_ts is not None and seg.ts >= conn.syn_ts:
                 pkt.note(f"server answers {fmt.duration(seg.ts - conn.syn_ts)} after the SYN")
             syn_no[pkt.dir] = n + 1
             prev_syn_ts[pkt.dir] = seg.ts
-        elif (
-            not handshake_noted
-            and conn.handshake_ack_ts is not None
-            and seg.ts == conn.handshake_ack_ts
-            and pkt.dir == C2S
-            and conn.syn_ts is not None
-        ):
+        elif not handshake_noted and conn.handshake_ack_ts is not None and seg.ts == conn.handshake_ack_ts and pkt.dir == C2S and conn.syn_ts is not None:
             handshake_noted = True
             rtt, server_leg, client_leg = conn.handshake_rtt, conn.server_leg, conn.client_leg
             if rtt is not None:
@@ -119,10 +116,7 @@ def _rst_note(conn: Connection, direction: int, who: str) -> str:
 def data_after(conn: Connection, direction: int, ts: float) -> list[Packet]:
     """Data segments (keep-alive bytes aside) the other side sent after ``ts``: after a FIN
     from ``direction``, they make it a half-close."""
-    return [
-        pkt for pkt in conn.packets
-        if pkt.dir != direction and pkt.seg.ts > ts and pkt.seg.length > 0 and not pkt.analysis & F.A_KEEP_ALIVE
-    ]
+    return [pkt for pkt in conn.packets if pkt.dir != direction and pkt.seg.ts > ts and pkt.seg.length > 0 and not pkt.analysis & F.A_KEEP_ALIVE]
 
 
 def _flag_notes(pkt: Packet, who: str) -> None:
@@ -134,8 +128,10 @@ def _flag_notes(pkt: Packet, who: str) -> None:
         pkt.note("4-tuple reused: a new connection on the same ports")
     if bits & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION) and not flags & SYN:
         kind = (
-            "fast retransmission" if bits & F.A_FAST_RETRANSMISSION
-            else "spurious retransmission: already acked" if bits & F.A_SPURIOUS_RETRANSMISSION
+            "fast retransmission"
+            if bits & F.A_FAST_RETRANSMISSION
+            else "spurious retransmission: already acked"
+            if bits & F.A_SPURIOUS_RETRANSMISSION
             else "retransmission"
         )
         if pkt.rto is not None:
@@ -163,4 +159,3 @@ def _flag_notes(pkt: Packet, who: str) -> None:
         pkt.note("keep-alive")
     if bits & F.A_KEEP_ALIVE_ACK:
         pkt.note("keep-alive ACK")
-

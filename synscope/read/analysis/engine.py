@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from synscope.read.analysis import flags as F
 from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.core.seqnum import MASK, seq_diff, seq_le
+from synscope.read.analysis import flags as F
 from synscope.read.tracker import C2S, Connection, Packet
 
 # Retransmission family: what counts as "sent again"

@@ -124,14 +124,7 @@ def is_keep_alive(seglen: int, seq: int, flags: int, fwd: SeqState) -> bool:
 
 def is_window_update(seglen: int, window: int, seq: int, ack: int, flags: int, fwd: SeqState) -> bool:
     """Window update: no data, same seq and ack as before, a new non-zero window."""
-    return (
-        seglen == 0
-        and window != 0
-        and window != fwd.window
-        and seq == fwd.nextseq
-        and ack == fwd.lastack
-        and not flags & _SFR
-    )
+    return seglen == 0 and window != 0 and window != fwd.window and seq == fwd.nextseq and ack == fwd.lastack and not flags & _SFR
 
 
 def is_window_full(seglen: int, seq: int, flags: int, rev: SeqState, rev_scale: int) -> bool:
@@ -149,12 +142,7 @@ def _repeats_ack(seglen: int, seq: int, ack: int, flags: int, fwd: SeqState) -> 
 def is_keep_alive_ack(seglen: int, window: int, seq: int, ack: int, flags: int, fwd: SeqState, rev: SeqState) -> bool:
     """Keep-alive ACK: repeats the previous ACK and window, and the last segment the
     other way was a keep-alive."""
-    return (
-        window != 0
-        and window == fwd.window
-        and bool(rev.lastsegmentflags & A_KEEP_ALIVE)
-        and _repeats_ack(seglen, seq, ack, flags, fwd)
-    )
+    return window != 0 and window == fwd.window and bool(rev.lastsegmentflags & A_KEEP_ALIVE) and _repeats_ack(seglen, seq, ack, flags, fwd)
 
 
 def is_zero_window_probe_ack(seglen: int, window: int, seq: int, ack: int, flags: int, fwd: SeqState, rev: SeqState) -> bool:
@@ -183,9 +171,7 @@ def is_ack_lost_segment(ack: int, flags: int, rev: SeqState) -> bool:
     return bool(flags & ACK) and rev.maxseqtobeacked != UNSET and seq_gt(ack, rev.maxseqtobeacked)
 
 
-def classify_retransmission(
-    ts: float, seq: int, seglen: int, syn_fin: int, fwd: SeqState, rev: SeqState, irtt: float | None
-) -> int:
+def classify_retransmission(ts: float, seq: int, seglen: int, syn_fin: int, fwd: SeqState, rev: SeqState, irtt: float | None) -> int:
     """The retransmission family, for a segment carrying data, SYN or FIN.
 
     - spurious retransmission: all of its data was already acknowledged;
@@ -199,12 +185,7 @@ def classify_retransmission(
     not_advanced = fwd.nextseq != UNSET and seq_lt(seq, fwd.nextseq)
     if seglen > 0 and rev.lastack != UNSET and seq_le((seq + seglen) & MASK, rev.lastack):
         return A_SPURIOUS_RETRANSMISSION
-    if (
-        not_advanced
-        and rev.dupacknum >= 2
-        and rev.lastack == seq
-        and 0 <= ts - rev.lastack_time < FAST_RETRANSMISSION_WINDOW
-    ):
+    if not_advanced and rev.dupacknum >= 2 and rev.lastack == seq and 0 <= ts - rev.lastack_time < FAST_RETRANSMISSION_WINDOW:
         return A_FAST_RETRANSMISSION
     threshold = irtt if irtt else DEFAULT_OOO_THRESHOLD
     if not_advanced and 0 <= ts - fwd.nextseq_time < threshold and fwd.nextseq != (seq + seglen + syn_fin) & MASK:
