@@ -12,6 +12,7 @@ from synscope.core.model import ACK, SYN, flag_string
 from synscope.core.seqnum import MASK
 from synscope.read.analysis.engine import DirectionFacts
 from synscope.read.analysis.flags import flag_names
+from synscope.read.evidence import Evidence
 from synscope.read.pipeline import ConnReport
 from synscope.read.tracker import C2S, UNSEEN, Side
 
@@ -73,6 +74,8 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "outcome": v.outcome,
         "ok": v.ok,
         "verdict": v.explanation,
+        "confidence": v.confidence,
+        "evidence": [{"fact": e.fact, "frames": list(e.frames)} for e in v.evidence],
         "next_step": v.next_step or None,
         "client_state": c.state_of(c.client),
         "server_state": c.state_of(c.server),
@@ -172,7 +175,8 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{float_text(c.first_ts)},"end":{float_text(c.last_ts)},'
         f'"state":{string(v.conn_state)},"history":{string(v.history)},"outcome":{string(v.outcome)},'
-        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"next_step":{_opt_text(v.next_step or None)},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},'
+        f'"confidence":{string(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{_opt_text(v.next_step or None)},'
         f'"client_state":{string(c.state_of(client))},"server_state":{string(c.state_of(server))},'
         f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
@@ -180,6 +184,11 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},"icmp":[{icmp}],'
         f'"c2s":{_direction_text(fc, client, server, absolute)},"s2c":{_direction_text(fs, server, client, absolute)}'
     )
+
+
+def _evidence_text(evidence: tuple[Evidence, ...]) -> str:
+    """The members of the "evidence" array: one object per fact, with its frame numbers."""
+    return ",".join([f'{{"fact":{_STRING(e.fact)},"frames":[{",".join([str(n) for n in e.frames])}]}}' for e in evidence])
 
 
 def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -> str:

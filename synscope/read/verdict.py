@@ -12,6 +12,7 @@ from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
+from synscope.read.evidence import CERTAIN, Evidence
 from synscope.read.tracker import C2S, Connection
 
 # Retransmission rate above which loss on the path is the headline
@@ -36,9 +37,25 @@ class Verdict:
     next_step: str  # what to check next ("" when nothing to do)
     ok: bool  # ended well: not expanded by default
     side: str = ""  # client | server | path | capture | ""
+    rule: str = ""  # the named rule that decided the cause (JSON "rule")
+    confidence: str = CERTAIN  # certain | likely | possible (see synscope.read.evidence)
+    evidence: tuple[Evidence, ...] = ()  # the facts the cause rests on, with frame numbers
 
     # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
-    def __init__(self, outcome: str, conn_state: str, history: str, summary: str, explanation: str, next_step: str, ok: bool, side: str = "") -> None:
+    def __init__(
+        self,
+        outcome: str,
+        conn_state: str,
+        history: str,
+        summary: str,
+        explanation: str,
+        next_step: str,
+        ok: bool,
+        side: str = "",
+        rule: str = "",
+        confidence: str = CERTAIN,
+        evidence: tuple[Evidence, ...] = (),
+    ) -> None:
         self.outcome = outcome
         self.conn_state = conn_state
         self.history = history
@@ -47,6 +64,9 @@ class Verdict:
         self.next_step = next_step
         self.ok = ok
         self.side = side
+        self.rule = rule
+        self.confidence = confidence
+        self.evidence = evidence
 
 
 def hops(ttl: int | None) -> int | None:
