@@ -116,7 +116,8 @@ class TcpOptions:
         if self.ts_val is not None:
             parts.append("ts")
         if self.wscale is not None:
-            parts.append(f"ws {self.wscale}")
+            # RFC 7323: a shift over 14 is used as 14; say so rather than show an impossible scale
+            parts.append(f"ws {self.wscale}" if self.wscale <= 14 else f"ws {self.wscale} (invalid, used as 14)")
         if self.sack_blocks:
             parts.append("sack-blocks " + ",".join(f"{a}-{b}" for a, b in self.sack_blocks))
         if self.tfo_cookie is not None:

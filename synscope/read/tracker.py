@@ -39,6 +39,8 @@ MAX_RECENT_CLOSED: Final = 65536
 UNSEEN: Final = -1
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR: Final = 32768
+# RFC 7323 section 2.3: the largest window shift; a larger one in a SYN is used as 14
+MAX_WINDOW_SHIFT: Final = 14
 
 
 @dataclass(slots=True)
@@ -223,9 +225,21 @@ class Connection:
         """Handshake completed as far as the capture shows (or picked up mid-stream)."""
         return self.handshake_ack_ts is not None or self.midstream
 
+    def one_sided(self) -> bool:
+        """Only one direction is in the capture, yet that side acknowledges segments of the other
+        (an ACK without SYN): the capture point sees one direction of this connection."""
+        if (self.client.packets == 0) == (self.server.packets == 0):
+            return False
+        for pkt in self.packets:
+            if pkt.seg.flags & ACK and not pkt.seg.flags & SYN:
+                return True
+        return False
+
     def state_of(self, side: Side) -> str:
         """RFC 9293 state of one side at the end of the capture, as the capture shows it."""
         peer = self.server if side is self.client else self.client
+        if self.one_sided():
+            return "unknown"  # what the unseen direction carried decides both states
         if side.rst_ts is not None or peer.rst_ts is not None:
             return "CLOSED"
         if side.fin_seq is not None and peer.fin_seq is not None:
@@ -406,8 +420,10 @@ class Tracker:
                     # scaling is on only when both SYNs carry the option (RFC 7323); a SYN whose
                     # options the snaplen cut off leaves it unknown, not "off"
                     if wscale is not None and peer.syn_options is not None and peer.syn_options.wscale is not None:
-                        me.win_scale = wscale
-                        peer.win_scale = peer.syn_options.wscale
+                        # RFC 7323 2.3: a shift over 14 is used as 14 (a crafted or broken 255 would
+                        # otherwise make windows of 10^79 bytes)
+                        me.win_scale = min(wscale, MAX_WINDOW_SHIFT)
+                        peer.win_scale = min(peer.syn_options.wscale, MAX_WINDOW_SHIFT)
                     elif seg.truncated or peer.syn_truncated:
                         me.win_scale = peer.win_scale = -1
                     else:

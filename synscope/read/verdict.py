@@ -10,9 +10,9 @@ from synscope.core.addr import fmt_ip
 from synscope.core.icmp import FILTER_REASONS, icmp_label
 from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.analysis import flags as F
-from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text
+from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, linux_syn_layout
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
-from synscope.read.evidence import CERTAIN, Evidence
+from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence
 from synscope.read.tracker import C2S, Connection
 
 # Retransmission rate above which loss on the path is the headline
@@ -270,8 +270,16 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
     side = ""
     next_step = ""
     ok = False
+    rule = ""
+    confidence = CERTAIN
+    evidence: tuple[Evidence, ...] = ()
 
-    if conn.icmp and not conn.established and s.syn_count == 0:
+    if conn.one_sided():
+        outcome, summary, explanation, next_step = _one_sided_sentence(conn)
+        side = "capture"
+        rule = "one-sided-capture"
+        evidence = (Evidence("ACKs for segments in a direction the capture never saw", _frames(conn, C2S if c.packets else 1, ACK, 3)),)
+    elif conn.icmp and not conn.established and s.syn_count == 0:
         outcome, summary, explanation, next_step = _icmp_sentence(conn)
         side = "path"
     elif cs == "REJ":
@@ -287,10 +295,26 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         )
         next_step = f"Check the service is running and bound to this address: ss -lntp | grep :{port} on {server}."
         side = "server"
+    elif cs == "RSTOS0" and not conn.icmp and _self_abort_delay(conn) is not None:
+        # the client reset its own attempt before any retransmission timer could fire: nothing
+        # here says the server is unreachable
+        delay = _self_abort_delay(conn) or 0.0
+        outcome = "abandoned"
+        summary = f"client reset its own SYN after {fmt.duration(delay)}"
+        explanation = (
+            f"The client sent RST {fmt.duration(delay)} after its SYN, before any retransmission was due"
+            f" (the first one comes after {fmt.short_gap(FIRST_SYN_RTO)} s or more), and nothing came back from {server} in between."
+            " The client gave up by itself: an application that cancelled its connect (its own short timeout, a"
+            " happy-eyeballs race won by another address) or a scanner. The capture cannot tell whether the server would have answered."
+        )
+        next_step = "Check the client application's connect timeout and its logs; test the port again with a longer wait (nc -vz -w 5)."
+        side = "client"
+        rule, confidence = "client-abandoned-syn", LIKELY
+        evidence = (Evidence("client RST before the first SYN retransmission was due", _frames(conn, C2S, SYN | RST)),)
     elif cs in ("S0", "SH", "RSTOS0") and not conn.icmp:
         outcome = "no-answer"
         span = syn_times[-1] - syn_times[0] if len(syn_times) > 1 else 0.0
-        pattern = backoff_pattern(syn_times)
+        pattern = backoff_pattern(syn_times, _linux_syn(conn))
         gaps = gaps_text(syn_times)
         if c.syn_count > 1:
             summary = f"{c.syn_count} SYNs, gaps {gaps}, nothing back"
@@ -301,7 +325,10 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         else:
             summary = "1 SYN, nothing back"
             explanation = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before the capture ended."
-        explanation += f" Packets to {server}:{port} are dropped on the way, or the host is down."
+        if _on_one_host(conn):
+            explanation += f" Client and server are on one host, so no path lost them: the local stack dropped the SYNs to port {port} (a firewall rule)."
+        else:
+            explanation += f" Packets to {server}:{port} are dropped on the way, or the host is down."
         if cs == "RSTOS0":
             explanation += " The client then gave up with RST."
         next_step = (
@@ -332,16 +359,10 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
             side = who
         else:
             summary = f"RST from {who} after {after}"
-            explanation = f"The {who} aborted the connection with RST {after} after it started, after {fmt.size(moved)} of data; the {other} did not close it. "
-            last_data = None
-            for pkt in conn.packets:
-                if pkt.seg.length:
-                    last_data = pkt
-            if last_data is not None and last_data.seg.ts <= (rst_ts or 0) and (rst_ts or 0) - last_data.seg.ts < 0.5:
-                explanation += "Data was still flowing: an application closing with unread data, a crash, or a middlebox cutting it."
-            else:
-                explanation += "An application abort (SO_LINGER 0), a crash, or an idle timeout on a firewall/NAT."
-            next_step = f"Check the {who} application's logs around that time, and any firewall or load balancer idle timeouts."
+            why, why_next, confidence, evidence = _reset_context(conn, by_client, rst_ts or conn.last_ts)
+            explanation = f"The {who} aborted the connection with RST {after} after it started, after {fmt.size(moved)} of data. " + why
+            next_step = why_next
+            rule = "reset-established"
             side = who
     elif cs == "SF":
         outcome = "closed"
@@ -417,7 +438,13 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         ok = False
     if c.syn_count > 1 and conn.established and outcome not in ("refused", "no-answer"):
         notes.append(
-            f"the client sent {c.syn_count} SYNs before the handshake completed (gaps {gaps_text(syn_times)}): the first SYN(s) or SYN-ACK(s) were lost"
+            f"the client sent {c.syn_count} SYNs before the handshake completed (gaps {gaps_text(syn_times)}): "
+            + (
+                "on one host there is no path to lose them on, so the local stack dropped the first SYN(s) or SYN-ACK(s)"
+                " (a full listen queue, a firewall rule on lo)"
+                if _on_one_host(conn)
+                else "the first SYN(s) or SYN-ACK(s) were lost"
+            )
         )
         summary += f"; {c.syn_count} SYNs"
         ok = False
@@ -438,7 +465,144 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         summary = f"handshake {fmt.duration(handshake_rtt)}; " + summary
     if notes:
         explanation = explanation.rstrip() + " " + " ".join(n[0].upper() + n[1:] + "." for n in notes)
-    return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side)
+    return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, rule, confidence, evidence)
+
+
+# RFC 6298's initial retransmission timeout, the shortest first SYN timeout of common stacks:
+# an RST from the client sooner than this after its only SYN was not a kernel giving up
+FIRST_SYN_RTO: Final = 1.0
+LOOPBACK6: Final = b"\x00" * 15 + b"\x01"
+# Retransmissions of the same data in a row before an RST that read as "the sender gave up"
+GAVE_UP_RETRANSMISSIONS: Final = 3
+
+
+def _frames(conn: Connection, direction: int, flags: int, limit: int = 4) -> tuple[int, ...]:
+    """Frame numbers of the first packets of one direction carrying any of ``flags``."""
+    found: list[int] = []
+    for pkt in conn.packets:
+        if pkt.dir == direction and pkt.seg.flags & flags:
+            found.append(pkt.seg.frame)
+            if len(found) >= limit:
+                break
+    return tuple(found)
+
+
+def _linux_syn(conn: Connection) -> bool:
+    """The client's first SYN has its options laid out as Linux writes them."""
+    for pkt in conn.packets:
+        if pkt.dir == C2S and pkt.seg.flags & SYN:
+            return linux_syn_layout(pkt.seg.raw_options)
+    return False
+
+
+def _on_one_host(conn: Connection) -> bool:
+    """Both ends on one host (loopback, or the same address): no wire, no path between them."""
+    a, b = conn.client.ip, conn.server.ip
+    return a == b or a[:1] == b"\x7f" or a == LOOPBACK6 or b[:1] == b"\x7f" or b == LOOPBACK6
+
+
+def _one_sided_sentence(conn: Connection) -> tuple[str, str, str, str]:
+    """Outcome, table note, explanation and next step for a capture that holds one direction only."""
+    seen, unseen = (conn.client, conn.server) if conn.client.packets else (conn.server, conn.client)
+    seen_name, unseen_name = ("client", "server") if seen is conn.client else ("server", "client")
+    explanation = (
+        f"Only the {seen_name}'s packets are in the capture ({seen.packets}), yet they acknowledge segments from the"
+        f" {unseen_name} ({fmt_ip(unseen.ip)}) that the capture never saw: this capture point sees one direction of the"
+        " connection (asymmetric routing, a one-way tap or SPAN session, or a capture filter)."
+        f" What the {unseen_name} sent, and how the connection stands on either side, cannot be told from it."
+    )
+    next_step = "Capture where both directions pass: on one of the hosts, or with both directions of the SPAN/tap."
+    return "one-sided", f"only {seen_name} -> {unseen_name} captured", explanation, next_step
+
+
+def _self_abort_delay(conn: Connection) -> float | None:
+    """Time from the client's only SYN to its own RST, when that is shorter than any first
+    retransmission timeout (the client abandoned the attempt; the kernel did not give up)."""
+    c = conn.client
+    if c.syn_count != 1 or c.rst_ts is None or conn.syn_ts is None or conn.server.packets:
+        return None
+    delay = c.rst_ts - conn.syn_ts
+    return delay if 0 <= delay < FIRST_SYN_RTO else None
+
+
+def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[str, str, str, tuple[Evidence, ...]]:
+    """Why an established connection was reset, from what came before the RST in the capture.
+
+    Returns (sentences, next step, confidence, evidence). The RST itself proves who aborted;
+    the packets before it narrow down why: the peer had closed already, the resetting side had
+    closed and still got data, the resetting side retransmitted without an answer, or the
+    peer's window was closed. Without any of these the cause cannot be told from the packets."""
+    who, other = ("client", "server") if by_client else ("server", "client")
+    me = conn.client if by_client else conn.server
+    peer = conn.server if by_client else conn.client
+    my_dir = C2S if by_client else 1
+    rst_frames = _frames(conn, my_dir, RST, 1)
+    ip = fmt_ip(me.ip)
+    if peer.fin_ts is not None and peer.fin_ts <= rst_ts:
+        fin_frames = _frames(conn, 1 - my_dir, FIN, 1)
+        return (
+            f"The {other} had closed first (its FIN is in the capture before the RST): the {who} answered the close"
+            f" with RST, as a socket closed with unread data or with SO_LINGER 0 does.",
+            f"Check how the {who} application on {ip} closes this connection (unread data at close(), SO_LINGER 0).",
+            LIKELY,
+            (Evidence(f"FIN from the {other}", fin_frames), Evidence(f"then RST from the {who}", rst_frames)),
+        )
+    if me.fin_ts is not None and me.fin_ts <= rst_ts:
+        fin_frames = _frames(conn, my_dir, FIN, 1)
+        return (
+            f"The {who} had closed its side first (FIN) and the {other} kept sending: data for a closed socket is answered with RST.",
+            f"Check the application protocol: the {other} ({fmt_ip(peer.ip)}) sent data after the {who} closed.",
+            LIKELY,
+            (Evidence(f"FIN from the {who}", fin_frames), Evidence(f"then RST from the {who}", rst_frames)),
+        )
+    last_sent = None
+    repeats = 0
+    for pkt in conn.packets:
+        if pkt.seg.ts > rst_ts:
+            break
+        if pkt.dir == my_dir and pkt.seg.length:
+            if last_sent is not None and pkt.seg.seq == last_sent:
+                repeats += 1
+            else:
+                repeats = 0
+            last_sent = pkt.seg.seq
+        elif pkt.dir != my_dir and (pkt.seg.length or pkt.seg.flags & FIN):
+            repeats = 0
+    if repeats >= GAVE_UP_RETRANSMISSIONS:
+        return (
+            f"Before the RST the {who} sent the same data {repeats + 1} times with no answer from the {other}:"
+            f" the {other} or the path to it stopped responding, and the {who} gave up.",
+            f"Check that {fmt_ip(peer.ip)} is up and reachable from {ip} (the path in both directions).",
+            LIKELY,
+            (Evidence(f"{repeats + 1} unanswered transmissions of the same data, then RST", rst_frames),),
+        )
+    zero_frames = tuple([pkt.seg.frame for pkt in conn.packets if pkt.dir != my_dir and pkt.analysis & F.A_ZERO_WINDOW and pkt.seg.ts <= rst_ts][:3])
+    if zero_frames:
+        return (
+            f"The {other} had advertised a zero window before the RST: it had stopped reading, and the {who} gave up on it.",
+            f"Check why the application on {fmt_ip(peer.ip)} stopped reading from the socket.",
+            POSSIBLE,
+            (Evidence(f"zero window from the {other}", zero_frames), Evidence(f"then RST from the {who}", rst_frames)),
+        )
+    last_data = None
+    for pkt in conn.packets:
+        if pkt.seg.length and pkt.seg.ts <= rst_ts:
+            last_data = pkt
+    if last_data is not None and rst_ts - last_data.seg.ts < 0.5:
+        why = "Data was still flowing: an application closing with unread data, a crash, or a middlebox cutting it; the packets cannot tell which."
+    else:
+        why = (
+            "The connection was idle before it: an application abort (SO_LINGER 0), a crash, or an idle timeout on a firewall or NAT;"
+            " the packets cannot tell which."
+        )
+    if conn.client.fin_ts is None and conn.server.fin_ts is None:
+        why = f"Neither side had sent FIN. {why}"
+    return (
+        why,
+        f"Check the {who} application's logs around that time, and any firewall or load balancer idle timeouts.",
+        POSSIBLE,
+        (Evidence(f"RST from the {who}", rst_frames),),
+    )
 
 
 def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | None) -> tuple[list[str], str, str]:
@@ -540,6 +704,18 @@ APP_LATENCY_MIN: Final = 0.2
 UNANSWERED_AFTER: Final = 1.0
 
 
+MPTCP_OPTION: Final = 30  # RFC 8684
+
+
+def _is_mptcp(conn: Connection) -> bool:
+    """The handshake carried the MPTCP option: this connection is one subflow of several."""
+    for side in (conn.client, conn.server):
+        opts = side.syn_options
+        if opts is not None and MPTCP_OPTION in opts.unknown:
+            return True
+    return False
+
+
 def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple[str, str, str]:
     """Tell network delay from application delay: the request is acknowledged at once, the
     answer comes much later (a slow server application), or never comes."""
@@ -547,6 +723,10 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
     for pkt in conn.packets:
         seg = pkt.seg
         if first_req is None:
+            if pkt.dir == 1 and seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
+                # the server spoke first (SSH, SMTP, FTP, MySQL banners): the client's first bytes
+                # answer the server, so "the server's delay after the request" means nothing here
+                return "", "", ""
             if pkt.dir == C2S and seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
                 first_req = seg
             continue
@@ -556,6 +736,9 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
             if seg.length and not pkt.analysis & F.A_KEEP_ALIVE:
                 first_answer = seg
                 break
+    if _is_mptcp(conn):
+        # an MPTCP subflow: the answer may have come over another subflow this capture does not hold
+        return "", "", ""
     if first_req is None:
         return "", "", ""
     server = fmt_ip(conn.server.ip)

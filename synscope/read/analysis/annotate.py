@@ -14,12 +14,14 @@ from synscope.read.tracker import C2S, Connection, Packet
 GAP_TOLERANCE: Final = 0.3
 
 
-def backoff_pattern(times: list[float]) -> str:
+def backoff_pattern(times: list[float], linux_syn: bool = False) -> str:
     """Name the pattern of (re)transmission times: doubling, linear then doubling, constant.
 
     Linux doubles the SYN timeout from 1 s (1, 2, 4, 8 s) with
     ``tcp_syn_linear_timeouts=0``; newer kernels by default send the first
-    retries 1 s apart, then double (1, 1, 1, 1, 2, 4 s).
+    retries 1 s apart, then double (1, 1, 1, 1, 2, 4 s). macOS has the same shape
+    (1, 1, 1, 1, 1, 2, 4 s), so the schedule alone names no system: the kernel is named
+    only when ``linux_syn`` says the SYN's options are laid out as Linux lays them out.
     """
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     if len(gaps) < 2:
@@ -33,8 +35,43 @@ def backoff_pattern(times: list[float]) -> str:
     if i + 1 == len(gaps):
         return f"retried every {fmt.short_gap(gaps[0])} s (linear timeouts)"
     if all(doubled(a, b) for a, b in zip(gaps[i:], gaps[i + 1 :], strict=False)):
-        return f"{i + 1} retries {fmt.short_gap(gaps[0])} s apart, then doubling (Linux linear SYN timeouts)"
+        named = " (Linux linear SYN timeouts)" if linux_syn else ""
+        return f"{i + 1} retries {fmt.short_gap(gaps[0])} s apart, then doubling{named}"
     return "irregular gaps (not a kernel's backoff: an application or middlebox retrying?)"
+
+
+# Kinds of TCP options in the order Linux writes them in a SYN (tcp_options_write): MSS, then
+# SACK-permitted and timestamps (or NOPs in their place), then NOP + window scale
+_LINUX_SYN_LAYOUTS: Final = (
+    (2, 4, 8, 1, 3),  # mss, sackOK, ts, nop, wscale
+    (2, 1, 1, 8, 1, 3),  # mss, nop, nop, ts, nop, wscale (no SACK)
+    (2, 1, 1, 4, 1, 3),  # mss, nop, nop, sackOK, nop, wscale (no timestamps)
+    (2, 4, 8),  # mss, sackOK, ts (no window scaling)
+    (2, 1, 1, 4),  # mss, nop, nop, sackOK
+)
+
+
+def option_kinds(raw: bytes) -> tuple[int, ...]:
+    """The kinds of the TCP options in ``raw``, in order (end-of-list and what follows dropped)."""
+    kinds: list[int] = []
+    i = 0
+    while i < len(raw):
+        kind = raw[i]
+        if kind == 0:
+            break
+        kinds.append(kind)
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(raw) or raw[i + 1] < 2:
+            break
+        i += raw[i + 1]
+    return tuple(kinds)
+
+
+def linux_syn_layout(raw: bytes) -> bool:
+    """True when a SYN's options are in one of Linux's layouts (other stacks order them differently)."""
+    return option_kinds(raw) in _LINUX_SYN_LAYOUTS
 
 
 def _same_gap(a: float, b: float) -> bool:
