@@ -13,7 +13,6 @@ import errno
 import json
 import signal
 import socket
-import sys
 import time
 
 BANNER = b"220 mail.example.test ESMTP ready\r\n"
@@ -165,4 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -175,7 +175,8 @@ def write_crafted_other_stacks(path: str) -> dict[str, Any]:
     # 2: window scale 255
     t = t0 + 20
     add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50002, dport=80, flags="S", seq=5000, window=64240, options=[("MSS", 1460), ("WScale", 7)]), t)
-    add(back / IP(src=srv, dst=cli, ttl=63) / TCP(sport=80, dport=50002, flags="SA", seq=9000, ack=5001, window=65535, options=[("MSS", 1460), ("WScale", 255)]), t + 0.001)
+    synack = TCP(sport=80, dport=50002, flags="SA", seq=9000, ack=5001, window=65535, options=[("MSS", 1460), ("WScale", 255)])
+    add(back / IP(src=srv, dst=cli, ttl=63) / synack, t + 0.001)
     add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50002, dport=80, flags="A", seq=5001, ack=9001, window=502), t + 0.002)
     req = b"GET / HTTP/1.0\r\n\r\n"
     add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50002, dport=80, flags="PA", seq=5001, ack=9001, window=502) / req, t + 0.003)
