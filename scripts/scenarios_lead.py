@@ -151,7 +151,10 @@ def write_crafted_other_stacks(path: str) -> dict[str, Any]:
     2. 198.18.1.2:50002 -> 198.18.2.2:80: a handshake whose SYN-ACK carries window scale 255
        (RFC 7323 caps the shift at 14), then a request and an answer;
     3. 198.18.1.2:50003 -> 198.18.2.2:22: a SYN, then an RST from the client 0.3 ms later with
-       no answer in between (a scanner, or an application cancelling its connect).
+       no answer in between (a scanner, or an application cancelling its connect);
+    4. 198.18.1.2:50004 -> 198.18.2.2:80: a SYN-ACK stamped 34 µs before the SYN it answers;
+    5. 198.18.1.2:50005 -> 198.18.2.2:80: a request, then an RST in the server's name whose TTL
+       (50) is not the TTL of the server's packets (63): forged on the path.
     """
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
@@ -188,6 +191,22 @@ def write_crafted_other_stacks(path: str) -> dict[str, Any]:
     t = t0 + 40
     add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50003, dport=22, flags="S", seq=7000, window=1024, options=[("MSS", 1460)]), t)
     add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50003, dport=22, flags="R", seq=7001, window=0), t + 0.0003)
+    # 4: a SYN-ACK stamped 34 µs before the SYN it answers (two captures merged with skewed clocks)
+    t = t0 + 60
+    add(back / IP(src=srv, dst=cli, ttl=63) / TCP(sport=80, dport=50004, flags="SA", seq=900, ack=501, window=65535, options=[("MSS", 1460)]), t)
+    add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50004, dport=80, flags="S", seq=500, window=64240, options=[("MSS", 1460)]), t + 0.000034)
+    add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50004, dport=80, flags="A", seq=501, ack=901, window=64240), t + 0.020)
+    add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50004, dport=80, flags="FA", seq=501, ack=901, window=64240), t + 0.030)
+    add(back / IP(src=srv, dst=cli, ttl=63) / TCP(sport=80, dport=50004, flags="FA", seq=901, ack=502, window=65535), t + 0.050)
+    add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50004, dport=80, flags="A", seq=502, ack=902, window=64240), t + 0.0501)
+    # 5: an established exchange cut by an RST "from the server" whose TTL (50) is not the server's (63)
+    t = t0 + 80
+    add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50005, dport=80, flags="S", seq=100, window=64240, options=[("MSS", 1460)]), t)
+    add(back / IP(src=srv, dst=cli, ttl=63) / TCP(sport=80, dport=50005, flags="SA", seq=300, ack=101, window=65535, options=[("MSS", 1460)]), t + 0.001)
+    add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50005, dport=80, flags="A", seq=101, ack=301, window=64240), t + 0.002)
+    add(eth / IP(src=cli, dst=srv, ttl=64) / TCP(sport=50005, dport=80, flags="PA", seq=101, ack=301, window=64240) / req, t + 0.003)
+    add(back / IP(src=srv, dst=cli, ttl=63) / TCP(sport=80, dport=50005, flags="A", seq=301, ack=101 + len(req), window=65535), t + 0.004)
+    add(back / IP(src=srv, dst=cli, ttl=50, id=4242) / TCP(sport=80, dport=50005, flags="RA", seq=301, ack=101 + len(req), window=0), t + 0.0045)
     wrpcap(path, pkts)
     return {
         "crafted": True,
@@ -195,6 +214,13 @@ def write_crafted_other_stacks(path: str) -> dict[str, Any]:
             "50001": {"what": "macOS SYN option layout and retry schedule, no answer", "syn_gaps_s": [1, 1, 1, 1, 1, 2], "os": "macOS (XNU), not Linux"},
             "50002": {"what": "SYN-ACK window scale 255", "window_shift_used": 14, "server_window_field": 4},
             "50003": {"what": "client RST 0.3 ms after its SYN, nothing from the server", "reset_by": "client", "server_answered": False},
+            "50004": {"what": "SYN-ACK stamped 34 us before its SYN", "handshake_timing_trustworthy": False},
+            "50005": {
+                "what": "RST forged on the path: TTL 50, the server's packets TTL 63",
+                "rst_sent_by": "a box on the path",
+                "rst_ttl": 50,
+                "server_ttl": 63,
+            },
         },
     }
 

@@ -121,3 +121,27 @@ def test_a_client_that_resets_its_own_syn_is_not_a_dead_host(crafted: dict[int, 
     assert conn["outcome"] == "abandoned"
     assert "host is down" not in conn["verdict"] and "dropped on the way" not in conn["verdict"]
     assert conn["confidence"] == "likely"
+
+
+def test_a_synack_stamped_before_its_syn_gives_no_handshake_time(crafted: dict[int, dict[str, Any]]) -> None:
+    t = truth("crafted-other-stacks")["connections"]["50004"]
+    assert t["handshake_timing_trustworthy"] is False
+    conn = crafted[50004]
+    assert conn["handshake_rtt"] is None and conn["handshake_rtt_client_leg"] is None
+    assert "before the SYN it answers" in conn["verdict"]
+
+
+def test_a_reset_with_another_ttl_is_not_blamed_on_the_server(crafted: dict[int, dict[str, Any]]) -> None:
+    """An RST in the server's name whose TTL is not the server's came from a box on the path."""
+    t = truth("crafted-other-stacks")["connections"]["50005"]
+    conn = crafted[50005]
+    assert f"TTL {t['rst_ttl']}" in conn["verdict"] and f"TTL {t['server_ttl']}" in conn["verdict"]
+    assert "box on the path" in conn["verdict"]
+    assert "server application" not in (conn["next_step"] or "")
+
+
+def test_a_reset_with_the_servers_own_ttl_is_the_servers() -> None:
+    """Counterpart: a real server's abort (rst-midstream.pcap, SO_LINGER 0) is not called forged."""
+    (conn,) = connections("rst-midstream")
+    assert conn["outcome"] == "reset-by-server"
+    assert "box on the path" not in conn["verdict"]

@@ -200,8 +200,16 @@ class Connection:
         return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None)
 
     @property
+    def synack_before_syn(self) -> bool:
+        """The SYN-ACK's timestamp is earlier than the SYN's: the capture's clock or the merge of
+        several captures put them out of order, so no handshake timing can be trusted."""
+        return self.syn_ts is not None and self.synack_ts is not None and self.synack_ts < self.syn_ts
+
+    @property
     def handshake_rtt(self) -> float | None:
         """SYN → the ACK completing the handshake, at the capture point (None if unknown or nonsense)."""
+        if self.synack_before_syn:
+            return None
         return _span(self.syn_ts, self.handshake_ack_ts)
 
     @property
@@ -212,6 +220,8 @@ class Connection:
     @property
     def client_leg(self) -> float | None:
         """SYN-ACK → ACK: capture point to the client and back."""
+        if self.synack_before_syn:
+            return None
         return _span(self.synack_ts, self.handshake_ack_ts)
 
     @property

@@ -364,6 +364,10 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
             next_step = why_next
             rule = "reset-established"
             side = who
+            if _forged_rst(conn, C2S if by_client else 1, rst_ts or conn.last_ts) is not None:
+                explanation = f"An RST in the {who}'s name ended the connection {after} after it started, after {fmt.size(moved)} of data. " + why
+                summary = f"RST in the {who}'s name, not from its host"
+                rule, side = "forged-reset", "path"
     elif cs == "SF":
         outcome = "closed"
         first = "client" if (c.fin_ts or 0) <= (s.fin_ts or 0) else "server"
@@ -448,6 +452,11 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         )
         summary += f"; {c.syn_count} SYNs"
         ok = False
+    if conn.synack_before_syn:
+        notes.append(
+            "the SYN-ACK is in the capture before the SYN it answers: this capture's timestamps (or the merge of"
+            " several captures) are out of order here, so no handshake time is given"
+        )
     if conn.reused_from is not None:
         notes.append(f"this 4-tuple was used before by connection #{conn.reused_from} (port reuse)")
     if conn.evicted:
@@ -515,6 +524,25 @@ def _one_sided_sentence(conn: Connection) -> tuple[str, str, str, str]:
     return "one-sided", f"only {seen_name} -> {unseen_name} captured", explanation, next_step
 
 
+def _forged_rst(conn: Connection, direction: int, rst_ts: float) -> tuple[int, int] | None:
+    """(the RST's TTL, the sender's usual TTL) when an RST's TTL differs from the TTL every other
+    packet of its direction had: packets of one host on one path arrive with one TTL, so a
+    different one says another box sent it. None when there is no such contrast to weigh."""
+    usual: set[int] = set()
+    rst_ttl = -1
+    for pkt in conn.packets:
+        if pkt.dir != direction:
+            continue
+        if pkt.seg.flags & RST and rst_ttl < 0 and pkt.seg.ts >= rst_ts:
+            rst_ttl = pkt.seg.ttl
+        elif not pkt.seg.flags & RST:
+            usual.add(pkt.seg.ttl)
+    if rst_ttl < 0 or len(usual) != 1:
+        return None
+    (ttl,) = usual
+    return (rst_ttl, ttl) if ttl != rst_ttl and ttl > 0 and rst_ttl > 0 else None
+
+
 def _self_abort_delay(conn: Connection) -> float | None:
     """Time from the client's only SYN to its own RST, when that is shorter than any first
     retransmission timeout (the client abandoned the attempt; the kernel did not give up)."""
@@ -538,6 +566,17 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
     my_dir = C2S if by_client else 1
     rst_frames = _frames(conn, my_dir, RST, 1)
     ip = fmt_ip(me.ip)
+    forged = _forged_rst(conn, my_dir, rst_ts)
+    if forged is not None:
+        rst_ttl, usual_ttl = forged
+        return (
+            f"The RST arrived with TTL {rst_ttl} while every other packet from the {who} had TTL {usual_ttl}: it most"
+            f" likely did not come from the {who}'s host but from a box on the path that forges resets (an IPS, a firewall, a"
+            " censoring middlebox).",
+            f"Look for a device between the capture point and {ip} that injects resets (IPS/firewall logs); capture at {ip} to confirm.",
+            LIKELY,
+            (Evidence(f"RST with TTL {rst_ttl}, the {who}'s other packets TTL {usual_ttl}", rst_frames),),
+        )
     if peer.fin_ts is not None and peer.fin_ts <= rst_ts:
         fin_frames = _frames(conn, 1 - my_dir, FIN, 1)
         return (
