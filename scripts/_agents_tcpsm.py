@@ -115,7 +115,7 @@ def listen(a):
         out["accept"] = err_name(e)
         result(**out)
         return
-    out["accepted"] = "%s:%d" % peer_addr
+    out["accepted"] = f"{peer_addr[0]}:{peer_addr[1]}"
     c.settimeout(a.timeout)
     try:
         if a.then == "abort":
@@ -175,7 +175,7 @@ def dial(a):
     try:
         s.connect(hostport(a.remote))
         out["connect"] = "ok"
-        out["local"] = "%s:%d" % s.getsockname()
+        out["local"] = "{}:{}".format(*s.getsockname())
         if a.then == "shutdown-at":
             s.sendall(b"x" * a.size)
             out["bytes_sent"] = a.size

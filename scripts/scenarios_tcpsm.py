@@ -73,9 +73,9 @@ def counters(ns):
     out = {}
     for f in ("/proc/net/snmp", "/proc/net/netstat"):
         lines = M.nsx(ns, "cat", f, quiet=True).stdout.splitlines()
-        for head, vals in zip(lines[::2], lines[1::2]):
+        for head, vals in zip(lines[::2], lines[1::2], strict=True):
             names, values = head.split(), vals.split()
-            for k, v in zip(names[1:], values[1:]):
+            for k, v in zip(names[1:], values[1:], strict=True):
                 out[names[0].rstrip(":") + "." + k] = int(v)
     return out
 
