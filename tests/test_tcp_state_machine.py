@@ -7,9 +7,13 @@ import json
 import subprocess
 
 from synscope.core.addr import fmt_ip
-from synscope.core.model import ACK, RST, SYN
+from synscope.core.model import ACK, PSH, RST, SYN, Segment
+from synscope.read.analysis.annotate import annotate
+from synscope.read.analysis.engine import Analyser
 from synscope.read.analysis.flags import A_RETRANSMISSION
 from synscope.read.evidence import CERTAIN, LIKELY
+from synscope.read.tracker import Tracker
+from synscope.read.verdict import judge
 from tests.helpers import PCAPS, analyse, pcap
 
 
@@ -165,3 +169,58 @@ def test_echo_rsts_are_one_abort_and_its_echoes() -> None:
     assert all(n.startswith("RST echo") for n in labels[1:]) and len(labels) == len(rsts)
     assert v.history.count("r") == 1 and "R" not in v.history
     assert f"{len(rsts) - 1} more RSTs after its abort" in v.explanation
+
+
+# ------------------------------------------------------------------ scripted exchanges
+CLI_IP, SRV_IP = bytes([198, 18, 1, 2]), bytes([198, 18, 2, 2])
+
+
+def _judge(segments: list[Segment]):
+    tracker, analyser = Tracker(), Analyser()
+    for seg in segments:
+        conn = tracker.feed(seg)
+        analyser.on_packet(conn, conn.packets[-1])
+    [conn] = list(tracker.drain())
+    state = analyser.finish(conn)
+    annotate(conn, state)
+    return judge(conn, state)
+
+
+def _seg(frame: int, t: float, from_client: bool, seq: int, ack: int, flags: int, ttl: int, length: int = 0) -> Segment:
+    if from_client:
+        return Segment(frame, t, CLI_IP, SRV_IP, 40000, 80, seq, ack, flags, 64000, length, ttl=ttl)
+    return Segment(frame, t, SRV_IP, CLI_IP, 80, 40000, seq, ack, flags, 64000, length, ttl=ttl)
+
+
+def _synacks_unanswered(client_ttl: int, server_ttl: int):
+    return _judge(
+        [
+            _seg(1, 0.0, True, 1000, 0, SYN, client_ttl),
+            _seg(2, 0.001, False, 5000, 1001, SYN | ACK, server_ttl),
+            _seg(3, 1.0, True, 1000, 0, SYN, client_ttl),
+            _seg(4, 1.001, False, 5000, 1001, SYN | ACK, server_ttl),
+        ]
+    )
+
+
+def test_synack_drop_is_placed_on_the_client_only_when_the_ttls_place_the_capture() -> None:
+    assert _synacks_unanswered(64, 63).rule == "synack-dropped-on-client"
+    # both TTLs untouched: one link, the capture could sit at either end: cannot tell
+    assert _synacks_unanswered(64, 64).rule != "synack-dropped-on-client"
+    # the client's SYN was routed before the capture (server-side capture)
+    assert _synacks_unanswered(63, 64).rule != "synack-dropped-on-client"
+
+
+def test_rst_letters_once_per_direction_whatever_their_seq() -> None:
+    # an abort, then the kernel's answers to segments in flight, each with a different seq
+    segs = [
+        _seg(1, 0.0, True, 1000, 0, SYN, 64),
+        _seg(2, 0.001, False, 5000, 1001, SYN | ACK, 63),
+        _seg(3, 0.002, True, 1001, 5001, ACK, 64),
+        _seg(4, 0.003, True, 1001, 5001, ACK | PSH, 64, 100),
+        _seg(5, 0.004, False, 5001, 1101, RST | ACK, 63),
+    ]
+    segs += [_seg(6 + i, 0.005 + i * 0.001, False, 5001 + i, 0, RST, 63) for i in range(4)]
+    v = _judge(segs)
+    assert v.history == "ShADr"
+    assert "4 more RSTs after its abort" in v.explanation

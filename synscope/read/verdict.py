@@ -709,6 +709,8 @@ def _keepalive_timeout(conn: Connection) -> _Case | None:
     who, other = ("client", "server") if by_client else ("server", "client")
     peer = s if by_client else c
     last_heard = next((p for p in reversed(conn.packets[:rst_index]) if p.dir != direction), None)
+    if last_heard is not None and last_heard.seg.win == 0 and not last_heard.seg.flags & RST:
+        return None  # the peer's window was closed: zero-window probes (persist timer), not keep-alives
     heard = f" the last packet from the {other} came {fmt.duration(probes[0].seg.ts - last_heard.seg.ts)} before the first probe." if last_heard else ""
     n = len(probes)
     gaps = gaps_text([p.seg.ts for p in probes] + [rst.seg.ts])
