@@ -42,6 +42,9 @@ REORDER_MAX_HELD: Final = 200_000
 # Segments of one direction remembered per flow for duplicate detection (a burst
 # interleaves the in- and outgoing copies of a few packets on a forwarding host)
 DUPLICATE_HISTORY: Final = 8
+# loopback addresses: 127.0.0.0/8 and ::1 (a loopback capture through AF_PACKET sees each packet twice)
+LOOPBACK_V4_FIRST_BYTE: Final = 127
+LOOPBACK_V6: Final = bytes(15) + b"\x01"
 # Generations of the duplicate window between purges of the flows not seen in the last two
 # (the purge walks every flow remembered: this keeps it cheap per packet, and the table to
 # the flows of about the last PURGE_GENERATIONS milliseconds of capture)
@@ -104,7 +107,7 @@ class Selection:
 class _RecentSegments:
     """One direction's segments seen lately on a flow, for duplicate detection."""
 
-    __slots__ = ("forward", "segments", "options", "generation")
+    __slots__ = ("forward", "segments", "options", "generation", "proven")
 
     def __init__(self, forward: bool, seg: Segment, generation: int) -> None:
         self.forward = forward
@@ -112,6 +115,8 @@ class _RecentSegments:
         # their TCP options as captured (the analyser drops a segment's options once it is done)
         self.options: list[bytes] = [seg.raw_options]
         self.generation = generation  # of the duplicate window when last touched (see _seen_twice)
+        # a copy of this flow's packets was proven (same non-zero IP ID): it is captured twice
+        self.proven = False
 
     def add(self, seg: Segment) -> None:
         """Remember one more segment; with DUPLICATE_HISTORY of them, only this one."""
@@ -120,6 +125,15 @@ class _RecentSegments:
             self.options.clear()
         self.segments.append(seg)
         self.options.append(seg.raw_options)
+
+
+def _copies_expected(seg: Segment) -> bool:
+    """The capture records this packet twice by design: a cooked ``-i any`` capture (it has
+    packet types: the incoming and outgoing copy of a forwarded packet) or loopback."""
+    if seg.pkttype >= 0:
+        return True
+    src = seg.src
+    return src[0] == LOOPBACK_V4_FIRST_BYTE if len(src) == 4 else src == LOOPBACK_V6
 
 
 class Pipeline(FrameSink):
@@ -294,6 +308,12 @@ class Pipeline(FrameSink):
         duplicate ACK, or the peer's own retransmission: Linux answers a repeated
         SYN at once with a byte-identical SYN-ACK), so a packet the other way in
         between means the copy is genuine.
+
+        Byte equality alone proves nothing for packets with IP ID 0: Linux sends RSTs for a
+        socket that is gone and SYN-ACKs with IP ID 0 and often the same bytes, microseconds
+        apart. Such a match is taken for a copy only where the capture shows it records
+        packets twice: a cooked (``-i any``) capture, loopback, or a proven copy on the flow
+        (the same non-zero IP ID: a connected socket numbers its packets).
         """
         forward = flow[1] == seg.sport and flow[0] == seg.src
         generation = self._generation
@@ -324,7 +344,15 @@ class Pipeline(FrameSink):
                 and options[i] == seg.raw_options
             ):
                 if abs(seg.ts - prev.ts) <= DUPLICATE_WINDOW:
-                    return True
+                    if seg.ip_id:
+                        entry.proven = True
+                        return True
+                    if entry.proven or _copies_expected(seg):
+                        return True
+                    # IP ID 0 (kernel-made RSTs and SYN-ACKs, or IPv6) on a capture that shows
+                    # no sign of recording packets twice: two packets that happen to match
+                    segments[i] = seg
+                    return False
                 if len(segments) < DUPLICATE_HISTORY:
                     segments[i] = seg  # the same one again, later: remembered from now
                     return False

@@ -92,6 +92,10 @@ class Side:
     fin_seq: int | None = None  # sequence number of its FIN
     fin_ts: float | None = None
     fin_acked: bool = False
+    fin_ack: int = UNSEEN  # the ACK number its first FIN carried (UNSEEN: no ACK on it)
+    # simultaneous open: the SYN-ACK with which it answered the peer's crossing SYN (not a
+    # retransmission of its SYN, though it carries the same ISN)
+    open_answer: Packet | None = None
     rst_ts: float | None = None
     rst_frame: int = 0
     packets: int = 0
@@ -116,6 +120,8 @@ class Side:
         self.fin_seq = None
         self.fin_ts = None
         self.fin_acked = False
+        self.fin_ack = UNSEEN
+        self.open_answer = None
         self.rst_ts = None
         self.rst_frame = 0
         self.packets = 0
@@ -141,6 +147,8 @@ class Connection:
     roles_guessed: bool = False
     midstream: bool = False
     reused_from: int | None = None  # id of the earlier connection on this 4-tuple
+    # both sides sent a bare SYN and the SYNs crossed (RFC 9293 3.5, figure 8): both opened
+    simultaneous_open: bool = False
     packets: list[Packet] = field(default_factory=list)
     icmp: list[IcmpError] = field(default_factory=list)
     syn_ts: float | None = None
@@ -176,6 +184,7 @@ class Connection:
         self.roles_guessed = roles_guessed
         self.midstream = midstream
         self.reused_from = None
+        self.simultaneous_open = False
         self.packets = []
         self.icmp = []
         self.syn_ts = None
@@ -204,6 +213,15 @@ class Connection:
         """The SYN-ACK's timestamp is earlier than the SYN's: the capture's clock or the merge of
         several captures put them out of order, so no handshake timing can be trusted."""
         return self.syn_ts is not None and self.synack_ts is not None and self.synack_ts < self.syn_ts
+
+    @property
+    def simultaneous_close(self) -> bool:
+        """Both sent FIN and neither FIN acknowledges the other's: the FINs crossed (RFC 9293
+        3.6, figure 13); both sides go through CLOSING and both hold TIME-WAIT."""
+        c, s = self.client, self.server
+        if c.fin_seq is None or s.fin_seq is None:
+            return False
+        return _not_acking(c.fin_ack, s.fin_seq) and _not_acking(s.fin_ack, c.fin_seq)
 
     @property
     def handshake_rtt(self) -> float | None:
@@ -253,6 +271,8 @@ class Connection:
         if side.rst_ts is not None or peer.rst_ts is not None:
             return "CLOSED"
         if side.fin_seq is not None and peer.fin_seq is not None:
+            if self.simultaneous_close:  # FIN-WAIT-1 -> CLOSING -> TIME-WAIT on both sides
+                return "TIME-WAIT" if side.fin_acked else "CLOSING"
             first = side.fin_ts is not None and peer.fin_ts is not None and side.fin_ts <= peer.fin_ts
             if first:
                 if side.fin_acked and peer.fin_acked:
@@ -270,6 +290,11 @@ class Connection:
         if side.syn_count:
             return "SYN-RECEIVED"
         return "LISTEN" if self.client.syn_count else "unknown"
+
+
+def _not_acking(ack: int, fin_seq: int) -> bool:
+    """A FIN whose ACK number (UNSEEN: none) does not cover the peer's FIN."""
+    return ack == UNSEEN or not seq_gt(ack, fin_seq)
 
 
 def _span(start: float | None, end: float | None) -> float | None:
@@ -421,32 +446,33 @@ class Tracker:
         me.bytes += seg.length
         me.ttl = seg.ttl
         if flags & SYN:
-            if me.isn is None:
+            if conn.simultaneous_open and flags & ACK and me.open_answer is None and seg.seq == me.isn:
+                # its answer to the peer's crossing SYN: the first SYN-ACK, not a retransmission
+                me.open_answer = pkt
+                if conn.synack_ts is None:
+                    conn.synack_ts = seg.ts
+            elif me.isn is None:
                 me.isn = seg.seq
                 me.base = seg.seq
                 me.syn_options = seg.options
-                wscale = seg.options.wscale
+                crossing = not flags & ACK and peer.syn_count > 0 and peer.syn_options is not None and me is conn.server
+                if crossing and not conn.established and peer.rst_ts is None:
+                    # a bare SYN back while the peer's SYN is unanswered: the SYNs crossed.
+                    # Window scaling is agreed in the two SYNs (RFC 7323 2.2)
+                    conn.simultaneous_open = True
+                    _agree_scale(me, peer, seg.options, seg.truncated)
                 if flags & ACK:
-                    # scaling is on only when both SYNs carry the option (RFC 7323); a SYN whose
-                    # options the snaplen cut off leaves it unknown, not "off"
-                    if wscale is not None and peer.syn_options is not None and peer.syn_options.wscale is not None:
-                        # RFC 7323 2.3: a shift over 14 is used as 14 (a crafted or broken 255 would
-                        # otherwise make windows of 10^79 bytes)
-                        me.win_scale = min(wscale, MAX_WINDOW_SHIFT)
-                        peer.win_scale = min(peer.syn_options.wscale, MAX_WINDOW_SHIFT)
-                    elif seg.truncated or peer.syn_truncated:
-                        me.win_scale = peer.win_scale = -1
-                    else:
-                        me.win_scale = peer.win_scale = -2
+                    _agree_scale(me, peer, seg.options, seg.truncated)
                 else:
                     me.syn_truncated = seg.truncated
-            me.syn_count += 1
-            me.syn_times.append(seg.ts)
-            if flags & ACK:
-                if conn.synack_ts is None:
-                    conn.synack_ts = seg.ts
-            elif conn.syn_ts is None:
-                conn.syn_ts = seg.ts
+            if me.open_answer is not pkt:
+                me.syn_count += 1
+                me.syn_times.append(seg.ts)
+                if flags & ACK:
+                    if conn.synack_ts is None:
+                        conn.synack_ts = seg.ts
+                elif conn.syn_ts is None:
+                    conn.syn_ts = seg.ts
         elif me.base is None:
             me.base = (seg.seq - 1) & MASK  # as Wireshark: first mid-stream byte is relative 1
         end = (seg.seq + seg.length + (1 if flags & (SYN | FIN) else 0)) & MASK
@@ -455,6 +481,8 @@ class Tracker:
         if flags & FIN and me.fin_seq is None:
             me.fin_seq = (seg.seq + seg.length) & MASK
             me.fin_ts = seg.ts
+            if flags & ACK:
+                me.fin_ack = seg.ack
         if flags & RST:
             if me.rst_ts is None:
                 me.rst_ts = seg.ts
@@ -602,6 +630,25 @@ class Tracker:
             c.retired_at = self.stamp
             c.retire_clock = self.clock
         yield from rest
+
+
+def _agree_scale(me: Side, peer: Side, options: Any, truncated: bool) -> None:
+    """Window scaling from a SYN-ACK and the SYN it answers, or from two crossing SYNs.
+
+    Scaling is on only when both SYNs carry the option (RFC 7323); a SYN whose options the
+    snaplen cut off leaves it unknown, not "off".
+    """
+    wscale = options.wscale
+    peer_scale = peer.syn_options.wscale if peer.syn_options is not None else None
+    if wscale is not None and peer_scale is not None:
+        # RFC 7323 2.3: a shift over 14 is used as 14 (a crafted or broken 255 would otherwise
+        # make windows of 10^79 bytes)
+        me.win_scale = min(wscale, MAX_WINDOW_SHIFT)
+        peer.win_scale = min(peer_scale, MAX_WINDOW_SHIFT)
+    elif truncated or peer.syn_truncated:
+        me.win_scale = peer.win_scale = -1
+    else:
+        me.win_scale = peer.win_scale = -2
 
 
 def _first(pair: tuple[int, Connection]) -> int:

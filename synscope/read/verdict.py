@@ -13,7 +13,7 @@ from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, linux_syn_layout
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence
-from synscope.read.tracker import C2S, Connection
+from synscope.read.tracker import C2S, Connection, Packet
 
 # Retransmission rate above which loss on the path is the headline
 LOSS_RATE_ALERT: Final = 0.01
@@ -131,11 +131,11 @@ class _History:
 
     def add(self, letter: str, d: int, seq: int | None = None) -> None:
         ch = letter.upper() if d == C2S else letter
-        if letter in "adiq":
+        if letter in "adiqr":  # r: an abort's echo RSTs (other seq) add no letter (Zeek: once)
             if ch in self.once:
                 return
             self.once.add(ch)
-        elif letter in "fhrs":
+        elif letter in "fhs":
             if ch in self.last_seq and self.last_seq[ch] == seq:
                 return
             self.last_seq[ch] = seq
@@ -274,7 +274,11 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
     confidence = CERTAIN
     evidence: tuple[Evidence, ...] = ()
 
-    if conn.one_sided():
+    case = _state_machine_case(conn, state, cs)
+    if case is not None:
+        outcome, summary, explanation, next_step, side, ok = case.outcome, case.summary, case.explanation, case.next_step, case.side, case.ok
+        rule, confidence, evidence = case.rule, case.confidence, case.evidence
+    elif conn.one_sided():
         outcome, summary, explanation, next_step = _one_sided_sentence(conn)
         side = "capture"
         rule = "one-sided-capture"
@@ -423,6 +427,7 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
             explanation = "The connection was established and still open when the capture ended."
             ok = True
 
+    notes.extend(_echo_rst_notes(conn))
     # secondary findings that apply to established connections
     if conn.established:
         extra, worst, tag = _secondary(conn, state, handshake_rtt)
@@ -464,7 +469,9 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
     tw = ""
     if cs == "SF":
         ct, st = conn.state_of(c), conn.state_of(s)
-        if ct == "TIME-WAIT":
+        if ct == st == "TIME-WAIT":
+            tw = "both sides end in TIME-WAIT"
+        elif ct == "TIME-WAIT":
             tw = "the client ends in TIME-WAIT"
         elif st == "TIME-WAIT":
             tw = "the server ends in TIME-WAIT (it closed first; many of these can exhaust its ports)"
@@ -801,3 +808,202 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
             f"Check the server application on {server}: is it stuck, or waiting for something?",
         )
     return "", "", ""
+
+
+# ------------------------------------------------------------------ TCP state-machine cases
+# Cases the RFC 9293 state machine explains and a client/server reading gets wrong: crossing
+# SYNs or FINs, a keep-alive timeout, a SYN-ACK dropped on the client host. Each is a rule with
+# its evidence; judge() takes the first that applies before its usual cascade.
+
+
+class _Case:
+    """The primary verdict of one state-machine rule (judge() adds the secondary findings)."""
+
+    __slots__ = ("confidence", "evidence", "explanation", "next_step", "ok", "outcome", "rule", "side", "summary")
+
+    def __init__(
+        self, outcome: str, summary: str, explanation: str, next_step: str, ok: bool, side: str, rule: str, confidence: str, evidence: tuple[Evidence, ...]
+    ) -> None:
+        self.outcome = outcome
+        self.summary = summary
+        self.explanation = explanation
+        self.next_step = next_step
+        self.ok = ok
+        self.side = side
+        self.rule = rule
+        self.confidence = confidence
+        self.evidence = evidence
+
+
+def _state_machine_case(conn: Connection, state: ConnAnalysis, cs: str) -> _Case | None:
+    """The first state-machine rule that explains this connection, or None."""
+    if conn.simultaneous_open and cs in ("SF", "S1", "S2", "S3"):
+        return _simultaneous_open(conn, state, cs)
+    if cs == "SF" and conn.simultaneous_close:
+        return _simultaneous_close(conn, state)
+    if cs in ("RSTO", "RSTR"):
+        return _keepalive_timeout(conn)
+    if cs == "S1" and conn.handshake_ack_ts is None and conn.server.syn_count:
+        return _synack_dropped_on_client(conn)
+    return None
+
+
+def _frame_numbers(packets: list[Packet]) -> tuple[int, ...]:
+    return tuple(p.seg.frame for p in packets)
+
+
+def _fin_packets(conn: Connection) -> list[Packet]:
+    """Each side's first FIN."""
+    out: list[Packet] = []
+    for side in (conn.client, conn.server):
+        for pkt in conn.packets:
+            if pkt.seg.flags & FIN and pkt.seg.ts == side.fin_ts and (pkt.dir == C2S) == (side is conn.client):
+                out.append(pkt)
+                break
+    return out
+
+
+_SIMULTANEOUS_CLOSE_TEXT: Final = (
+    "Both sides closed at the same time: the FINs crossed (neither FIN acknowledges the other's), so both went"
+    " through CLOSING and both hold TIME-WAIT (RFC 9293 simultaneous close)."
+)
+
+
+def _simultaneous_open(conn: Connection, state: ConnAnalysis, cs: str) -> _Case:
+    """Rule simultaneous-open: both sides sent a bare SYN, the SYNs crossed, each answered the
+    other's with a SYN-ACK carrying its own ISN. Both opened: neither is the server."""
+    c, s = conn.client, conn.server
+    fc, fs = state.facts
+    syns = [p for p in conn.packets if p.seg.flags & SYN and not p.seg.flags & ACK][:2]
+    answers = [p for p in (c.open_answer, s.open_answer) if p is not None]
+    a, b = f"{fmt_ip(c.ip)}:{c.port}", f"{fmt_ip(s.ip)}:{s.port}"
+    explanation = (
+        f"Simultaneous open: {a} and {b} both sent a SYN and the SYNs crossed; each answered the other's SYN"
+        " with a SYN-ACK carrying its own ISN (RFC 9293). Both sides opened, so neither is the server"
+        f" ({a}, whose SYN the capture saw first, is listed as the client). Not a fault: no SYN or SYN-ACK was lost."
+        f" {fmt.size(fc.payload_bytes)} went one way and {fmt.size(fs.payload_bytes)} the other."
+    )
+    evidence = [Evidence("a SYN from each side, neither acknowledging the other", _frame_numbers(syns))]
+    if answers:
+        evidence.append(Evidence("each side's SYN-ACK repeats its own SYN's ISN", _frame_numbers(answers)))
+    outcome, summary = {"SF": ("closed", "simultaneous open"), "S1": ("established", "simultaneous open; open at end of capture")}.get(
+        cs, ("half-closed", "simultaneous open; one side sent FIN")
+    )
+    if cs == "SF":
+        if conn.simultaneous_close:
+            explanation += " " + _SIMULTANEOUS_CLOSE_TEXT
+            summary += "; simultaneous close"
+        else:
+            first = "client" if (c.fin_ts or 0) <= (s.fin_ts or 0) else "server"
+            explanation += f" Closed with FIN by both sides, the {first} ({a if first == 'client' else b}) first."
+    return _Case(outcome, summary, explanation, "", True, "", "simultaneous-open", CERTAIN, tuple(evidence))
+
+
+def _simultaneous_close(conn: Connection, state: ConnAnalysis) -> _Case:
+    """Rule simultaneous-close: both FINs sent before either side saw the other's."""
+    fc, fs = state.facts
+    fins = _fin_packets(conn)
+    explanation = f"Normal connection: handshake, {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received. " + _SIMULTANEOUS_CLOSE_TEXT
+    evidence = (Evidence("each FIN's ACK number stops short of the other side's FIN", _frame_numbers(fins)),)
+    return _Case("closed", "simultaneous close", explanation, "", True, "", "simultaneous-close", CERTAIN, evidence)
+
+
+def _keepalive_timeout(conn: Connection) -> _Case | None:
+    """Rule keepalive-timeout: one side's keep-alive probes went unanswered (nothing at all came
+    back after the first), then that side's kernel reset the connection: tcp_keepalive_probes
+    were exhausted and its application got ETIMEDOUT. The peer host or the path to it went away;
+    the packets cannot tell which."""
+    c, s = conn.client, conn.server
+    by_client = c.rst_ts is not None and (s.rst_ts is None or c.rst_ts <= s.rst_ts)
+    direction = C2S if by_client else 1
+    rst_index = next((i for i, p in enumerate(conn.packets) if p.dir == direction and p.seg.flags & RST), -1)
+    probes: list[Packet] = []
+    for pkt in reversed(conn.packets[:rst_index]):
+        if pkt.dir != direction or not pkt.analysis & F.A_KEEP_ALIVE:
+            break  # an answer from the peer, or anything but a probe, ends the run
+        probes.append(pkt)
+    if rst_index < 0 or not probes:
+        return None
+    probes.reverse()
+    rst = conn.packets[rst_index]
+    who, other = ("client", "server") if by_client else ("server", "client")
+    peer = s if by_client else c
+    last_heard = next((p for p in reversed(conn.packets[:rst_index]) if p.dir != direction), None)
+    if last_heard is not None and last_heard.seg.win == 0 and not last_heard.seg.flags & RST:
+        return None  # the peer's window was closed: zero-window probes (persist timer), not keep-alives
+    heard = f" the last packet from the {other} came {fmt.duration(probes[0].seg.ts - last_heard.seg.ts)} before the first probe." if last_heard else ""
+    n = len(probes)
+    gaps = gaps_text([p.seg.ts for p in probes] + [rst.seg.ts])
+    explanation = (
+        f"The {who}'s kernel sent {n} keep-alive probe{'s' if n > 1 else ''} on the idle connection and none was answered"
+        f" (gaps {gaps});{heard} It then reset the connection: tcp_keepalive_probes were exhausted, and the {who}"
+        f" application got ETIMEDOUT. The {other} ({fmt_ip(peer.ip)}) or the path to it went away (host down or"
+        " unplugged, a route gone, a firewall or NAT that dropped the flow); this capture cannot tell which."
+        f" Not an abort by the {who} application."
+    )
+    next_step = (
+        f"Check that {fmt_ip(peer.ip)} is up and reachable from the {who} (ping, ip route get {fmt_ip(peer.ip)});"
+        f" if it is, look for a stateful firewall or NAT between them that forgot the connection."
+    )
+    evidence = [
+        Evidence(f"{n} keep-alive probe(s) from the {who}, none answered", _frame_numbers(probes)),
+        Evidence(f"RST from the {who} after the last probe", (rst.seg.frame,)),
+    ]
+    if last_heard is not None:
+        evidence.append(Evidence(f"last packet from the {other}", (last_heard.seg.frame,)))
+    summary = f"{n} keep-alives unanswered, {who} kernel reset it"
+    return _Case("keepalive-timeout", summary, explanation, next_step, False, "path", "keepalive-timeout", CERTAIN, tuple(evidence))
+
+
+def _initial_ttl(ttl: int | None) -> bool:
+    return ttl is not None and ttl in INITIAL_TTLS
+
+
+def _synack_dropped_on_client(conn: Connection) -> _Case | None:
+    """Rule synack-dropped-on-client: the capture sits on the client's host or link (the client's
+    SYN still carries an initial TTL, the server's SYN-ACK a decremented one), it saw SYN-ACKs
+    arrive, and the client went on resending its SYN as if none had come: they were dropped on
+    the client host after the capture point (its firewall input chain, rp_filter, conntrack)."""
+    c, s = conn.client, conn.server
+    syns = [p for p in conn.packets if p.dir == C2S and p.seg.flags & SYN and not p.seg.flags & ACK]
+    synacks = [p for p in conn.packets if p.dir != C2S and p.seg.flags & SYN and p.seg.flags & ACK]
+    if not syns or not synacks or any(p.dir == C2S and p.seg.flags & (RST | FIN) for p in conn.packets):
+        return None
+    later = [p for p in syns if p.seg.ts > synacks[0].seg.ts]
+    if not later or not _initial_ttl(syns[0].seg.ttl) or _initial_ttl(synacks[0].seg.ttl):
+        return None  # no SYN resent after a SYN-ACK, or the capture point is unknown
+    client = fmt_ip(c.ip)
+    explanation = (
+        f"The server's SYN-ACK reached the client's side of the path ({len(synacks)} captured here), but the client never"
+        f" answered it and kept resending its SYN ({len(later)} more after the first SYN-ACK), as if no SYN-ACK had come."
+        f" The capture is on the client's host or link: the client's SYN still has its initial TTL {syns[0].seg.ttl},"
+        f" the SYN-ACK arrives with TTL {synacks[0].seg.ttl} (routed). So the SYN-ACK was likely dropped on the client"
+        " host after the capture point: its firewall input chain, reverse-path filtering (rp_filter) or conntrack."
+    )
+    next_step = (
+        f"On the client {client}: look for input rules dropping packets from {fmt_ip(s.ip)}:{s.port}"
+        " (nft list ruleset, iptables -S INPUT), check sysctl net.ipv4.conf.all.rp_filter, and conntrack -S (invalid)."
+    )
+    evidence = (
+        Evidence("SYN-ACKs captured arriving at the client", _frame_numbers(synacks)),
+        Evidence("client SYNs resent after the SYN-ACK, no ACK from the client", _frame_numbers(later)),
+        Evidence(f"client SYN TTL {syns[0].seg.ttl} (not routed yet), SYN-ACK TTL {synacks[0].seg.ttl}", (syns[0].seg.frame, synacks[0].seg.frame)),
+    )
+    summary = "SYN-ACK reached the client host, never answered"
+    return _Case("handshake-incomplete", summary, explanation, next_step, False, "client", "synack-dropped-on-client", LIKELY, evidence)
+
+
+def _echo_rst_notes(conn: Connection) -> list[str]:
+    """A side's RSTs after its first: the kernel answering segments that were in flight when the
+    connection was aborted (the socket is gone). They are echoes of one abort, not new aborts."""
+    out: list[str] = []
+    for side, direction, who, other in ((conn.client, C2S, "client", "server"), (conn.server, 1, "server", "client")):
+        if side.rst_ts is None:
+            continue
+        echoes = [p for p in conn.packets if p.dir == direction and p.seg.flags & RST and p.seg.ts > side.rst_ts]
+        if echoes:
+            out.append(
+                f"the {who} sent {len(echoes)} more RST{'s' if len(echoes) > 1 else ''} after its abort, each answering a"
+                f" {other} segment still in flight (the socket was gone): echoes of the one abort, not new aborts"
+            )
+    return out

@@ -101,7 +101,9 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
         who = "client" if pkt.dir == C2S else "server"
         other = "server" if pkt.dir == C2S else "client"
         me = c if pkt.dir == C2S else s
-        if flags & SYN:
+        if flags & SYN and conn.simultaneous_open and _open_note(conn, pkt, who, other):
+            pass
+        elif flags & SYN:
             n = syn_no[pkt.dir]
             if n:
                 kind = "SYN" if not flags & ACK else "SYN-ACK"
@@ -115,7 +117,14 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
                 pkt.note(f"server answers {fmt.duration(seg.ts - conn.syn_ts)} after the SYN")
             syn_no[pkt.dir] = n + 1
             prev_syn_ts[pkt.dir] = seg.ts
-        elif not handshake_noted and conn.handshake_ack_ts is not None and seg.ts == conn.handshake_ack_ts and pkt.dir == C2S and conn.syn_ts is not None:
+        elif (
+            not handshake_noted
+            and not conn.simultaneous_open
+            and conn.handshake_ack_ts is not None
+            and seg.ts == conn.handshake_ack_ts
+            and pkt.dir == C2S
+            and conn.syn_ts is not None
+        ):
             handshake_noted = True
             rtt, server_leg, client_leg = conn.handshake_rtt, conn.server_leg, conn.client_leg
             if rtt is not None:
@@ -124,9 +133,15 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
                     legs = f": {fmt.duration(server_leg)} to the server and back, {fmt.duration(client_leg)} to the client and back"
                 pkt.note(f"handshake RTT {fmt.duration(rtt)}{legs}")
         if flags & RST:
-            pkt.note(_rst_note(conn, pkt.dir, who))
+            if me.rst_ts is not None and seg.ts > me.rst_ts:
+                # the socket is gone: the kernel answers each segment still in flight
+                pkt.note(f"RST echo: {who}'s kernel answers a segment for the aborted connection")
+            else:
+                pkt.note(_rst_note(conn, pkt.dir, who))
         if flags & FIN and me.fin_ts == seg.ts:
-            if first_fin_dir is None:
+            if conn.simultaneous_close:
+                pkt.note(f"FIN: {who} closes; crosses the {other}'s FIN (simultaneous close)")
+            elif first_fin_dir is None:
                 first_fin_dir = pkt.dir
                 peer = s if pkt.dir == C2S else c
                 if data_after(conn, pkt.dir, seg.ts):
@@ -138,6 +153,20 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
             else:
                 pkt.note(f"FIN: {who} closes too")
         _flag_notes(pkt, who)
+
+
+def _open_note(conn: Connection, pkt: Packet, who: str, other: str) -> bool:
+    """Notes on the SYNs of a simultaneous open; False for a SYN that is just a retransmission."""
+    me = conn.client if pkt.dir == C2S else conn.server
+    if pkt.seg.flags & ACK:
+        if me.open_answer is pkt:
+            pkt.note(f"SYN-ACK: the {who} answers the {other}'s SYN with its own ISN (simultaneous open)")
+            return True
+        return False
+    if me is conn.server and me.syn_times and me.syn_times[0] == pkt.seg.ts:
+        pkt.note(f"SYN from the {who} too: the two SYNs crossed, both sides opened (simultaneous open)")
+        return True
+    return False
 
 
 def _rst_note(conn: Connection, direction: int, who: str) -> str:

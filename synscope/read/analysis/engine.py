@@ -190,6 +190,10 @@ class Analyser:
         ts = seg.ts
         seglen = seg.length
         bits = F.analyse_segment(ts, seg.frame, seg.seq, seg.ack, seglen, flags, window, fwd, rev, peer.win_scale, irtt)
+        if flags & SYN and me.open_answer is pkt:
+            # simultaneous open: the SYN-ACK answering the peer's crossing SYN repeats its own
+            # SYN's ISN by design; it is a first transmission, not a retransmission
+            bits &= ~(F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION | F.A_OUT_OF_ORDER)
         if bits & F.A_DUPLICATE_ACK:
             pkt.dupack_num, pkt.dupack_frame = fwd.dupacknum, fwd.lastnondupack
         bits |= pkt.analysis
