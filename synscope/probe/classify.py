@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from synscope.core.addr import fmt_ip
 from synscope.core.exit_codes import ExitCode
-from synscope.core.icmp import icmp_label, icmp_reason
+from synscope.core.icmp import PATH_ONLY_REASONS, icmp_label, icmp_reason
 from synscope.core.model import ACK, CWR, ECE, RST, SYN, IcmpError, Segment, TcpOptions
 from synscope.read.verdict import hops
 
@@ -30,8 +30,6 @@ LINUX_WSCALE = 7
 DEFAULT_TTL = 64
 # nmap's name when a probe is answered by a bare SYN (simultaneous / split handshake)
 SPLIT_HANDSHAKE = "split-handshake-syn"
-# ICMP errors that say something about the path, not about the port: keep waiting
-NOT_ABOUT_THE_PORT = frozenset({"frag-needed", "packet-too-big", "source-quench"})
 # Port states, best first: a port that answered SYN-ACK once is open (as nmap decides)
 STATE_RANK = {"open": 0, "closed": 1, "filtered": 2, "unknown": 3}
 
@@ -275,8 +273,9 @@ def classify_reply(item: Segment | IcmpError, probe: ProbeId) -> Reply | None:
     - A bare SYN back: open (``split-handshake-syn``).
     - An ICMP error quoting the probe (and its sequence number, when quoted):
       filtered, reason from :func:`synscope.core.icmp.icmp_reason`, sent by a router
-      or the target. Fragmentation-needed / packet-too-big say nothing about the
-      port and are not an answer.
+      or the target. Errors about the path (fragmentation needed, packet too big,
+      source quench, redirect: :data:`synscope.core.icmp.PATH_ONLY_REASONS`) say
+      nothing about the port and are not an answer.
     """
     want_ack = (probe.seq + 1) & 0xFFFFFFFF
     if isinstance(item, IcmpError):
@@ -285,7 +284,7 @@ def classify_reply(item: Segment | IcmpError, probe: ProbeId) -> Reply | None:
         if item.seq is not None and item.seq != probe.seq:
             return None
         reason = icmp_reason(item.version, item.type, item.code)
-        if reason in NOT_ABOUT_THE_PORT:
+        if reason in PATH_ONLY_REASONS:
             return None
         return Reply("filtered", reason, item.router, item.ts, item.frame, item.ttl, icmp_type=item.type, icmp_code=item.code, icmp_version=item.version)
     seg = item

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from synscope.capture.live import FIX_PRIVILEGE, InterfaceError, LiveCapture, PcapWriter, PrivilegeError
 from synscope.core import fmt
 from synscope.core.exit_codes import CommandError, ExitCode
+from synscope.core.icmp import capture_filter as icmp_capture_filter
 from synscope.core.model import ACK, FIN, RST, SYN, RawFrame, Segment
 from synscope.probe.classify import (
     PortResult,
@@ -77,8 +78,8 @@ READ_IDLE = 1.0
 READ_TOTAL = 5.0
 # --connect: after close(), wait this long at most for the FIN/ACK exchange to finish
 TEARDOWN_WAIT = 1.0
-# ICMP errors and nothing else of ICMP (no echo, no neighbour discovery)
-ICMP_FILTER = "(icmp and (icmp[0] == 3 or icmp[0] == 4 or icmp[0] == 11 or icmp[0] == 12)) or (icmp6 and ip6[40] < 128)"
+# ICMP errors and nothing else of ICMP (no echo, no neighbour discovery): the ones decode reads
+ICMP_FILTER = icmp_capture_filter()
 # Link-layer header in front of the IP packet, by capture link type (ethernet, raw IP, Linux cooked)
 L2_HEADER = {1: 14, 101: 0, 113: 16}
 

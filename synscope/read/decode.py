@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from synscope.core.icmp import V4_FRAG_NEEDED, V4_UNREACH, V6_PACKET_TOO_BIG, quotes_tcp
 from synscope.core.model import DecodeStats, IcmpError, RawFrame, Segment, flow_mix
 
 _U16: Final = struct.Struct("!H")
@@ -32,8 +33,6 @@ _PROTO_ICMP6: Final = 58
 _V6_EXT: Final = frozenset({0, 43, 60, 135, 139, 140})
 _V6_FRAG: Final = 44
 _V6_AH: Final = 51
-_ICMP4_ERRORS: Final = frozenset({3, 4, 5, 11, 12})
-_ICMP6_ERRORS: Final = frozenset({1, 2, 3, 4})
 _NULL_AF_INET6: Final = frozenset({10, 24, 28, 30})
 
 PAYLOAD_PREVIEW: Final = 64  # payload bytes kept per segment for previews
@@ -378,13 +377,13 @@ class Decoder:
             self._short(frame)
             return None
         itype, code = data[l4], data[l4 + 1]
-        if itype not in (_ICMP4_ERRORS if version == 4 else _ICMP6_ERRORS):
+        if not quotes_tcp(version, itype):
             stats.not_tcp += 1
             return None
         mtu = None
-        if version == 4 and itype == 3 and code == 4:
+        if version == 4 and itype == V4_UNREACH and code == V4_FRAG_NEEDED:
             mtu = _U16.unpack_from(data, l4 + 6)[0] or None
-        elif version == 6 and itype == 2:
+        elif version == 6 and itype == V6_PACKET_TOO_BIG:
             mtu = _U32.unpack_from(data, l4 + 4)[0]
         q = l4 + 8
         if version == 4:
