@@ -40,6 +40,12 @@ from synscope.core.exit_codes import CommandError, ExitCode
 from synscope.core.icmp import capture_filter as icmp_capture_filter
 from synscope.core.model import ACK, FIN, RST, SYN, RawFrame, Segment
 from synscope.probe.classify import (
+    CLOSED,
+    FILTERED,
+    NO_RESPONSE,
+    OPEN,
+    RESET,
+    SYN_ACK,
     PortResult,
     ProbeId,
     Reply,
@@ -851,15 +857,15 @@ def run_connect(
     mine = [r for r in watch.reports if r.conn.client.port == sport and r.conn.server.port == port and r.conn.server.ip == watch.dst]
     reply = watch.reply
     if connected:
-        state, reason = "open", "syn-ack"
-    elif reply is not None and reply.state != "open":
+        state, reason = OPEN, SYN_ACK
+    elif reply is not None and reply.state != OPEN:
         state, reason = reply.state, reply.reason
     elif err_no == errno.ECONNREFUSED:
-        state, reason = "closed", "reset"
+        state, reason = CLOSED, RESET
     elif err_no in (errno.ETIMEDOUT, 0):
-        state, reason = "filtered", "no-response"
+        state, reason = FILTERED, NO_RESPONSE
     else:
-        state, reason = "filtered", errno.errorcode.get(err_no, "error").lower()
+        state, reason = FILTERED, errno.errorcode.get(err_no, "error").lower()
     connect_time = None
     if mine and mine[0].conn.syn_ts is not None:
         c = mine[0].conn
