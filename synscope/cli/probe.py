@@ -221,7 +221,7 @@ def probe(
     if user is not None:
         check_user(user)
     from synscope.core.ports import PortSpecError, parse_ports
-    from synscope.probe.classify import SynSpec, exit_code
+    from synscope.probe.classify import SynSpec, exit_code, states_exit_code
     from synscope.probe.run import DEFAULT_RATE, ProbeConfig, ProbeError, find_target, run_connect, run_probe
 
     if ipv4 and ipv6:
@@ -259,7 +259,7 @@ def probe(
                 (write_connect_json if as_json else write_connect_text)(co, out, absolute)
                 for w in co.warnings:
                     click.echo(f"synscope: warning: {w}", err=True)
-                code = {"open": ExitCode.OK, "closed": ExitCode.CLOSED}.get(co.state, ExitCode.FILTERED)
+                code = states_exit_code([co.state])
                 interrupted = co.interrupted
             else:
                 syn = dataclasses.replace(SynSpec.bare() if no_options else SynSpec(), ecn=ecn, ttl=ttl)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from synscope.core.addr import fmt_ip
 from synscope.core.exit_codes import ExitCode
-from synscope.core.icmp import icmp_label, icmp_reason
+from synscope.core.icmp import PATH_ONLY_REASONS, icmp_label, icmp_reason
 from synscope.core.model import ACK, CWR, ECE, RST, SYN, IcmpError, Segment, TcpOptions
 from synscope.read.verdict import hops
 
@@ -30,10 +31,18 @@ LINUX_WSCALE = 7
 DEFAULT_TTL = 64
 # nmap's name when a probe is answered by a bare SYN (simultaneous / split handshake)
 SPLIT_HANDSHAKE = "split-handshake-syn"
-# ICMP errors that say something about the path, not about the port: keep waiting
-NOT_ABOUT_THE_PORT = frozenset({"frag-needed", "packet-too-big", "source-quench"})
-# Port states, best first: a port that answered SYN-ACK once is open (as nmap decides)
-STATE_RANK = {"open": 0, "closed": 1, "filtered": 2, "unknown": 3}
+# Port states in nmap's words, the one definition every probe stage and renderer uses
+OPEN: Final = "open"  # SYN-ACK (or a bare SYN: split handshake)
+CLOSED: Final = "closed"  # RST
+FILTERED: Final = "filtered"  # an ICMP error about the port, or no answer after every try
+UNKNOWN: Final = "unknown"  # not (fully) probed: the run was stopped
+# best first: a port that answered SYN-ACK once is open (as nmap decides); also the order of totals
+PORT_STATES: Final = (OPEN, CLOSED, FILTERED, UNKNOWN)
+STATE_RANK: Final = {state: rank for rank, state in enumerate(PORT_STATES)}
+# nmap's reason words for the answers a port itself gives (ICMP errors: core.icmp.icmp_reason)
+SYN_ACK: Final = "syn-ack"
+RESET: Final = "reset"
+NO_RESPONSE: Final = "no-response"
 
 _PORTS_SEQ = struct.Struct("!HHI")
 _U16 = struct.Struct("!H")
@@ -275,8 +284,9 @@ def classify_reply(item: Segment | IcmpError, probe: ProbeId) -> Reply | None:
     - A bare SYN back: open (``split-handshake-syn``).
     - An ICMP error quoting the probe (and its sequence number, when quoted):
       filtered, reason from :func:`synscope.core.icmp.icmp_reason`, sent by a router
-      or the target. Fragmentation-needed / packet-too-big say nothing about the
-      port and are not an answer.
+      or the target. Errors about the path (fragmentation needed, packet too big,
+      source quench, redirect: :data:`synscope.core.icmp.PATH_ONLY_REASONS`) say
+      nothing about the port and are not an answer.
     """
     want_ack = (probe.seq + 1) & 0xFFFFFFFF
     if isinstance(item, IcmpError):
@@ -285,9 +295,9 @@ def classify_reply(item: Segment | IcmpError, probe: ProbeId) -> Reply | None:
         if item.seq is not None and item.seq != probe.seq:
             return None
         reason = icmp_reason(item.version, item.type, item.code)
-        if reason in NOT_ABOUT_THE_PORT:
+        if reason in PATH_ONLY_REASONS:
             return None
-        return Reply("filtered", reason, item.router, item.ts, item.frame, item.ttl, icmp_type=item.type, icmp_code=item.code, icmp_version=item.version)
+        return Reply(FILTERED, reason, item.router, item.ts, item.frame, item.ttl, icmp_type=item.type, icmp_code=item.code, icmp_version=item.version)
     seg = item
     if (seg.src, seg.dst, seg.sport, seg.dport) != (probe.dst, probe.src, probe.dport, probe.sport):
         return None
@@ -295,17 +305,15 @@ def classify_reply(item: Segment | IcmpError, probe: ProbeId) -> Reply | None:
     if flags & RST:
         if flags & ACK and seg.ack != want_ack:
             return None
-        return Reply("closed", "reset", seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, ack=seg.ack if flags & ACK else None, window=seg.win, ecn_ip=seg.ecn)
+        return Reply(CLOSED, RESET, seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, ack=seg.ack if flags & ACK else None, window=seg.win, ecn_ip=seg.ecn)
     if flags & SYN and flags & ACK:
         if seg.ack != want_ack:
             return None
         return Reply(
-            "open", "syn-ack", seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, isn=seg.seq, ack=seg.ack, window=seg.win, options=seg.options, ecn_ip=seg.ecn
+            OPEN, SYN_ACK, seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, isn=seg.seq, ack=seg.ack, window=seg.win, options=seg.options, ecn_ip=seg.ecn
         )
     if flags & SYN:
-        return Reply(
-            "open", SPLIT_HANDSHAKE, seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, isn=seg.seq, window=seg.win, options=seg.options, ecn_ip=seg.ecn
-        )
+        return Reply(OPEN, SPLIT_HANDSHAKE, seg.src, seg.ts, seg.frame, seg.ttl, flags=flags, isn=seg.seq, window=seg.win, options=seg.options, ecn_ip=seg.ecn)
     return None
 
 
@@ -374,14 +382,14 @@ class Round:
         """open | closed | filtered, or "" while still waiting."""
         if self.reply is not None:
             return self.reply.state
-        return "filtered" if self.gave_up else ""
+        return FILTERED if self.gave_up else ""
 
     @property
     def reason(self) -> str:
         """nmap's reason word."""
         if self.reply is not None:
             return self.reply.reason
-        return "no-response" if self.gave_up else ""
+        return NO_RESPONSE if self.gave_up else ""
 
     def rtt(self) -> float | None:
         """RTT of the answered try (kernel timestamps), None without an answer."""
@@ -435,7 +443,7 @@ def aggregate(port: int, rounds: list[Round], waits: list[float] | None = None) 
     if not done:
         # a run stopped early (Ctrl-C): say so rather than call the port filtered
         reason = "not-probed" if not tries else "interrupted"
-        return PortResult(port, "unknown", reason, None, None, tries, None, rounds, list(waits or []))
+        return PortResult(port, UNKNOWN, reason, None, None, tries, None, rounds, list(waits or []))
     best = min(done, key=lambda r: (STATE_RANK[r.state], r.reply is None))
     same = [r for r in done if r.state == best.state and r.reason == best.reason]
     rtts = [x for x in (r.rtt() for r in same) if x is not None]
@@ -460,9 +468,14 @@ def backoff_waits(timeout: float, retries: int) -> list[float]:
 
 def exit_code(results: list[PortResult]) -> ExitCode:
     """0 when every port is open; FILTERED if any is filtered or silent; else CLOSED if any is closed."""
-    states = {r.state for r in results}
-    if "filtered" in states:
+    return states_exit_code(r.state for r in results)
+
+
+def states_exit_code(states: Iterable[str]) -> ExitCode:
+    """The exit status for ports in these states (a scan, or the one port of ``--connect``)."""
+    seen = set(states)
+    if FILTERED in seen:
         return ExitCode.FILTERED
-    if "closed" in states:
+    if CLOSED in seen:
         return ExitCode.CLOSED
     return ExitCode.OK

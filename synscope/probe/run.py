@@ -37,8 +37,15 @@ from dataclasses import dataclass, field
 from synscope.capture.live import FIX_PRIVILEGE, InterfaceError, LiveCapture, PcapWriter, PrivilegeError
 from synscope.core import fmt
 from synscope.core.exit_codes import CommandError, ExitCode
+from synscope.core.icmp import capture_filter as icmp_capture_filter
 from synscope.core.model import ACK, FIN, RST, SYN, RawFrame, Segment
 from synscope.probe.classify import (
+    CLOSED,
+    FILTERED,
+    NO_RESPONSE,
+    OPEN,
+    RESET,
+    SYN_ACK,
     PortResult,
     ProbeId,
     Reply,
@@ -77,8 +84,8 @@ READ_IDLE = 1.0
 READ_TOTAL = 5.0
 # --connect: after close(), wait this long at most for the FIN/ACK exchange to finish
 TEARDOWN_WAIT = 1.0
-# ICMP errors and nothing else of ICMP (no echo, no neighbour discovery)
-ICMP_FILTER = "(icmp and (icmp[0] == 3 or icmp[0] == 4 or icmp[0] == 11 or icmp[0] == 12)) or (icmp6 and ip6[40] < 128)"
+# ICMP errors and nothing else of ICMP (no echo, no neighbour discovery): the ones decode reads
+ICMP_FILTER = icmp_capture_filter()
 # Link-layer header in front of the IP packet, by capture link type (ethernet, raw IP, Linux cooked)
 L2_HEADER = {1: 14, 101: 0, 113: 16}
 
@@ -850,15 +857,15 @@ def run_connect(
     mine = [r for r in watch.reports if r.conn.client.port == sport and r.conn.server.port == port and r.conn.server.ip == watch.dst]
     reply = watch.reply
     if connected:
-        state, reason = "open", "syn-ack"
-    elif reply is not None and reply.state != "open":
+        state, reason = OPEN, SYN_ACK
+    elif reply is not None and reply.state != OPEN:
         state, reason = reply.state, reply.reason
     elif err_no == errno.ECONNREFUSED:
-        state, reason = "closed", "reset"
+        state, reason = CLOSED, RESET
     elif err_no in (errno.ETIMEDOUT, 0):
-        state, reason = "filtered", "no-response"
+        state, reason = FILTERED, NO_RESPONSE
     else:
-        state, reason = "filtered", errno.errorcode.get(err_no, "error").lower()
+        state, reason = FILTERED, errno.errorcode.get(err_no, "error").lower()
     connect_time = None
     if mine and mine[0].conn.syn_ts is not None:
         c = mine[0].conn

@@ -11,6 +11,39 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from synscope.core.headers import (
+    ECN_MASK,
+    ETH_HLEN,
+    ETH_TYPE,
+    ICMP4_NEXT_HOP_MTU,
+    ICMP6_MTU,
+    ICMP_HLEN,
+    IP4_DST,
+    IP4_FRAG,
+    IP4_ID,
+    IP4_MIN_HLEN,
+    IP4_MORE_FRAGMENTS,
+    IP4_NO_OPTIONS,
+    IP4_OFFSET_MASK,
+    IP4_PROTO,
+    IP4_SRC,
+    IP4_TOS,
+    IP4_TOTAL_LEN,
+    IP4_TTL,
+    IP6_DST,
+    IP6_HLEN,
+    IP6_NEXT,
+    IP6_SRC,
+    TCP_ACK,
+    TCP_DOFF,
+    TCP_DPORT,
+    TCP_FLAGS,
+    TCP_MIN_HLEN,
+    TCP_SEQ,
+    TCP_SPORT,
+    TCP_WIN,
+)
+from synscope.core.icmp import V4_FRAG_NEEDED, V4_UNREACH, V6_PACKET_TOO_BIG, quotes_tcp
 from synscope.core.model import DecodeStats, IcmpError, RawFrame, Segment, flow_mix
 
 _U16: Final = struct.Struct("!H")
@@ -32,9 +65,9 @@ _PROTO_ICMP6: Final = 58
 _V6_EXT: Final = frozenset({0, 43, 60, 135, 139, 140})
 _V6_FRAG: Final = 44
 _V6_AH: Final = 51
-_ICMP4_ERRORS: Final = frozenset({3, 4, 5, 11, 12})
-_ICMP6_ERRORS: Final = frozenset({1, 2, 3, 4})
 _NULL_AF_INET6: Final = frozenset({10, 24, 28, 30})
+# where TCP starts in the usual frame (Ethernet, IPv4 without options): see _plain_tcp_header
+_PLAIN_L4: Final = ETH_HLEN + IP4_MIN_HLEN
 
 PAYLOAD_PREVIEW: Final = 64  # payload bytes kept per segment for previews
 MAX_INTERNED: Final = 1 << 20  # distinct addresses shared before the table starts over (a spoofed flood)
@@ -137,32 +170,32 @@ class Decoder:
         hlen = _plain_tcp_header(buf, offset, caplen)
         if hlen < 0:
             return None
-        o = offset
-        total = buf[o + 16] << 8 | buf[o + 17]
+        ip = offset + ETH_HLEN
+        tcp = ip + IP4_MIN_HLEN
         self.stats.frames += 1
-        src = self._v4_address(buf, o + 26)
-        dst = self._v4_address(buf, o + 30)
+        src = self._v4_address(buf, ip + IP4_SRC)
+        dst = self._v4_address(buf, ip + IP4_DST)
         return self._segment(
             frame_no,
             ts,
             buf,
-            o,
+            offset,
             caplen,
-            34,
-            14 + total,
+            _PLAIN_L4,
+            ETH_HLEN + (buf[ip + IP4_TOTAL_LEN] << 8 | buf[ip + IP4_TOTAL_LEN + 1]),
             hlen,
             src,
             dst,
-            buf[o + 34] << 8 | buf[o + 35],
-            buf[o + 36] << 8 | buf[o + 37],
-            buf[o + 38] << 24 | buf[o + 39] << 16 | buf[o + 40] << 8 | buf[o + 41],
-            buf[o + 42] << 24 | buf[o + 43] << 16 | buf[o + 44] << 8 | buf[o + 45],
-            buf[o + 46],
-            buf[o + 47],
-            buf[o + 48] << 8 | buf[o + 49],
-            buf[o + 22],
-            buf[o + 18] << 8 | buf[o + 19],
-            buf[o + 15] & 3,
+            (buf[tcp + TCP_SPORT] << 8 | buf[tcp + TCP_SPORT + 1]),
+            (buf[tcp + TCP_DPORT] << 8 | buf[tcp + TCP_DPORT + 1]),
+            (buf[tcp + TCP_SEQ] << 24 | buf[tcp + TCP_SEQ + 1] << 16 | buf[tcp + TCP_SEQ + 2] << 8 | buf[tcp + TCP_SEQ + 3]),
+            (buf[tcp + TCP_ACK] << 24 | buf[tcp + TCP_ACK + 1] << 16 | buf[tcp + TCP_ACK + 2] << 8 | buf[tcp + TCP_ACK + 3]),
+            buf[tcp + TCP_DOFF],
+            buf[tcp + TCP_FLAGS],
+            (buf[tcp + TCP_WIN] << 8 | buf[tcp + TCP_WIN + 1]),
+            buf[ip + IP4_TTL],
+            (buf[ip + IP4_ID] << 8 | buf[ip + IP4_ID + 1]),
+            buf[ip + IP4_TOS] & ECN_MASK,
             pkttype,
             False,
         )
@@ -193,7 +226,7 @@ class Decoder:
         stats = self.stats
         stats.frames += 1
         stats.tcp += 1
-        if caplen < 14 + (buf[offset + 16] << 8 | buf[offset + 17]):
+        if caplen < ETH_HLEN + (buf[offset + ETH_HLEN + IP4_TOTAL_LEN] << 8 | buf[offset + ETH_HLEN + IP4_TOTAL_LEN + 1]):
             stats.truncated += 1
 
     def _short(self, frame: RawFrame) -> None:
@@ -211,7 +244,7 @@ class Decoder:
             return None
         vihl, tos, total, ip_id, frag, ttl, proto, _csum, src, dst = _IPV4.unpack_from(data, off)
         ihl = (vihl & 0x0F) * 4
-        if ihl < 20 or (vihl >> 4) != 4:
+        if ihl < IP4_MIN_HLEN or (vihl >> 4) != 4:
             stats.malformed += 1
             return None
         if total == 0:  # TSO-offloaded packets captured on the sender carry length 0
@@ -219,10 +252,10 @@ class Decoder:
         if total < ihl:
             stats.malformed += 1
             return None
-        if frag & 0x1FFF:  # a non-first fragment: no transport header in it
+        if frag & IP4_OFFSET_MASK:  # a non-first fragment: no transport header in it
             stats.fragments += 1
             return None
-        first_fragment = bool(frag & 0x2000)
+        first_fragment = bool(frag & IP4_MORE_FRAGMENTS)
         if first_fragment:
             stats.fragments += 1
         l4 = off + ihl
@@ -276,15 +309,15 @@ class Decoder:
     ) -> Segment | None:
         stats = self.stats
         have = len(data)
-        if have < l4 + 16:  # without flags and window there is nothing to follow
+        if have < l4 + TCP_WIN + 2:  # without flags and window there is nothing to follow
             self._short(frame)
             return None
-        if have < l4 + 20:
+        if have < l4 + TCP_MIN_HLEN:
             sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data + bytes(20), l4)
         else:
             sport, dport, seq, ack, doff, flags, win = _TCP.unpack_from(data, l4)
         hlen = (doff >> 4) * 4
-        if hlen < 20 or l4 + hlen > end:
+        if hlen < TCP_MIN_HLEN or l4 + hlen > end:
             stats.malformed += 1
             return None
         return self._segment(
@@ -346,8 +379,8 @@ class Decoder:
             stats.truncated += 1
         stats.tcp += 1
         # (slice bounds kept in order: compiled, a slice that ends before it starts is an error)
-        options = base + l4 + 20
-        options_end = base + max(min(l4 + hlen, have), l4 + 20)
+        options = base + l4 + TCP_MIN_HLEN
+        options_end = base + max(min(l4 + hlen, have), l4 + TCP_MIN_HLEN)
         seg = Segment(
             frame_no,
             ts,
@@ -362,8 +395,8 @@ class Decoder:
             length,
             ttl,
             ip_id,
-            data[options:options_end] if hlen > 20 else b"",
-            truncated or have < l4 + 20,
+            data[options:options_end] if hlen > TCP_MIN_HLEN else b"",
+            truncated or have < l4 + TCP_MIN_HLEN,
             fragment,
         )
         seg.ecn = ecn
@@ -374,49 +407,49 @@ class Decoder:
 
     def _icmp(self, frame: RawFrame, data: bytes, l4: int, end: int, router: bytes, ttl: int, version: int) -> IcmpError | None:
         stats = self.stats
-        if len(data) < l4 + 8:
+        if len(data) < l4 + ICMP_HLEN:
             self._short(frame)
             return None
         itype, code = data[l4], data[l4 + 1]
-        if itype not in (_ICMP4_ERRORS if version == 4 else _ICMP6_ERRORS):
+        if not quotes_tcp(version, itype):
             stats.not_tcp += 1
             return None
         mtu = None
-        if version == 4 and itype == 3 and code == 4:
-            mtu = _U16.unpack_from(data, l4 + 6)[0] or None
-        elif version == 6 and itype == 2:
-            mtu = _U32.unpack_from(data, l4 + 4)[0]
-        q = l4 + 8
+        if version == 4 and itype == V4_UNREACH and code == V4_FRAG_NEEDED:
+            mtu = _U16.unpack_from(data, l4 + ICMP4_NEXT_HOP_MTU)[0] or None
+        elif version == 6 and itype == V6_PACKET_TOO_BIG:
+            mtu = _U32.unpack_from(data, l4 + ICMP6_MTU)[0]
+        q = l4 + ICMP_HLEN  # the quoted packet
         if version == 4:
-            if len(data) < q + 20:
+            if len(data) < q + IP4_MIN_HLEN:
                 self._short(frame)
                 return None
             if data[q] >> 4 != 4:
                 stats.malformed += 1
                 return None
             qihl = (data[q] & 0x0F) * 4
-            if data[q + 9] != _PROTO_TCP or qihl < 20:
+            if data[q + IP4_PROTO] != _PROTO_TCP or qihl < IP4_MIN_HLEN:
                 stats.not_tcp += 1
                 return None
-            qsrc, qdst = data[q + 12 : q + 16], data[q + 16 : q + 20]
+            qsrc, qdst = data[q + IP4_SRC : q + IP4_SRC + 4], data[q + IP4_DST : q + IP4_DST + 4]
             qt = q + qihl
         else:
-            if len(data) < q + 40:
+            if len(data) < q + IP6_HLEN:
                 self._short(frame)
                 return None
             if data[q] >> 4 != 6:
                 stats.malformed += 1
                 return None
-            qsrc, qdst = data[q + 8 : q + 24], data[q + 24 : q + 40]
-            qt, qnxt, _frag = _skip_v6_ext(data, q + 40, data[q + 6])
+            qsrc, qdst = data[q + IP6_SRC : q + IP6_SRC + 16], data[q + IP6_DST : q + IP6_DST + 16]
+            qt, qnxt, _frag = _skip_v6_ext(data, q + IP6_HLEN, data[q + IP6_NEXT])
             if qt < 0 or qnxt != _PROTO_TCP:
                 stats.not_tcp += 1
                 return None
-        if len(data) < qt + 4:  # RFC 792 promises 8 bytes of the transport header; be lenient
+        if len(data) < qt + TCP_SEQ:  # RFC 792 promises 8 bytes of the transport header; be lenient
             self._short(frame)
             return None
-        sport, dport = _U16.unpack_from(data, qt)[0], _U16.unpack_from(data, qt + 2)[0]
-        seq = _U32.unpack_from(data, qt + 4)[0] if len(data) >= qt + 8 else None
+        sport, dport = _U16.unpack_from(data, qt + TCP_SPORT)[0], _U16.unpack_from(data, qt + TCP_DPORT)[0]
+        seq = _U32.unpack_from(data, qt + TCP_SEQ)[0] if len(data) >= qt + TCP_ACK else None
         stats.icmp_errors += 1
         return IcmpError(frame.frame, frame.ts, router, version, itype, code, qsrc, qdst, sport, dport, seq, ttl, mtu)
 
@@ -425,17 +458,17 @@ def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:
     """The TCP header length of the usual frame at ``buf[o:o + caplen]`` -- Ethernet, IPv4
     without options, not a fragment, TCP with its whole header captured and inside the IP
     packet -- or -1 for any other frame."""
-    if caplen < 54:
+    if caplen < _PLAIN_L4 + TCP_MIN_HLEN:
         return -1
-    hlen = (buf[o + 46] >> 4) * 4
+    ip = o + ETH_HLEN
+    hlen = (buf[ip + IP4_MIN_HLEN + TCP_DOFF] >> 4) * 4
     if (
-        buf[o + 12] != 0x08
-        or buf[o + 13] != 0x00
-        or buf[o + 14] != 0x45
-        or buf[o + 23] != _PROTO_TCP
-        or (buf[o + 20] << 8 | buf[o + 21]) & 0x3FFF
-        or hlen < 20
-        or hlen + 20 > (buf[o + 16] << 8 | buf[o + 17])
+        (buf[o + ETH_TYPE] << 8 | buf[o + ETH_TYPE + 1]) != _ETH_IPV4
+        or buf[ip] != IP4_NO_OPTIONS
+        or buf[ip + IP4_PROTO] != _PROTO_TCP
+        or (buf[ip + IP4_FRAG] << 8 | buf[ip + IP4_FRAG + 1]) & (IP4_MORE_FRAGMENTS | IP4_OFFSET_MASK)
+        or hlen < TCP_MIN_HLEN
+        or hlen + IP4_MIN_HLEN > (buf[ip + IP4_TOTAL_LEN] << 8 | buf[ip + IP4_TOTAL_LEN + 1])
     ):
         return -1
     return hlen
@@ -450,11 +483,12 @@ def plain_tcp_flow_mix(buf: bytes, offset: int, caplen: int) -> int:
     """
     if _plain_tcp_header(buf, offset, caplen) < 0:
         return -1
-    o = offset
-    src = buf[o + 26] << 24 | buf[o + 27] << 16 | buf[o + 28] << 8 | buf[o + 29]
-    dst = buf[o + 30] << 24 | buf[o + 31] << 16 | buf[o + 32] << 8 | buf[o + 33]
-    sport = buf[o + 34] << 8 | buf[o + 35]
-    dport = buf[o + 36] << 8 | buf[o + 37]
+    ip = offset + ETH_HLEN
+    src = buf[ip + IP4_SRC] << 24 | buf[ip + IP4_SRC + 1] << 16 | buf[ip + IP4_SRC + 2] << 8 | buf[ip + IP4_SRC + 3]
+    dst = buf[ip + IP4_DST] << 24 | buf[ip + IP4_DST + 1] << 16 | buf[ip + IP4_DST + 2] << 8 | buf[ip + IP4_DST + 3]
+    tcp = ip + IP4_MIN_HLEN
+    sport = buf[tcp + TCP_SPORT] << 8 | buf[tcp + TCP_SPORT + 1]
+    dport = buf[tcp + TCP_DPORT] << 8 | buf[tcp + TCP_DPORT + 1]
     if src < dst or (src == dst and sport <= dport):  # flow_key's order: big-endian ints compare as the bytes do
         return flow_mix(sport, dport, src & 0xFF, dst & 0xFF)
     return flow_mix(dport, sport, dst & 0xFF, src & 0xFF)

@@ -8,13 +8,13 @@ from typing import Any, Final, TextIO
 
 from synscope.core.addr import fmt_ip
 from synscope.core.fmt import fixed, scaled_round
-from synscope.core.model import ACK, SYN, flag_string
-from synscope.core.seqnum import MASK
+from synscope.core.model import SYN, flag_string
+from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
 from synscope.read.analysis.engine import DirectionFacts
 from synscope.read.analysis.flags import flag_names
 from synscope.read.evidence import Evidence
 from synscope.read.pipeline import ConnReport
-from synscope.read.tracker import C2S, UNSEEN, Side
+from synscope.read.tracker import C2S, Side
 
 SCHEMA: Final = 1
 # how every connection object starts; the id comes next
@@ -35,17 +35,15 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         seg = pkt.seg
         me = c.client if pkt.dir == C2S else c.server
         peer = c.server if pkt.dir == C2S else c.client
-        seq = seg.seq if absolute else me.rel_seq(seg.seq)
-        ack = seg.ack if absolute or not seg.flags & ACK else peer.rel_seq(seg.ack)
         obj: dict[str, Any] = {
             "frame": seg.frame,
             "t": round(seg.ts, 9),
             "dir": "c2s" if pkt.dir == C2S else "s2c",
             "flags": flag_string(seg.flags),
-            "seq": seq,
-            "ack": ack,
+            "seq": relative(seg.seq, UNSEEN if absolute else me.base),
+            "ack": shown_ack(seg.ack, seg.flags, UNSEEN if absolute else peer.base),
             "len": seg.length,
-            "win": seg.win << me.win_scale if me.win_scale >= 0 and not seg.flags & SYN else seg.win,
+            "win": scaled_window(seg.win, seg.flags, me.win_scale),
             "analysis": flag_names(pkt.analysis),
             "note": "; ".join(pkt.notes) if pkt.notes else None,
         }
@@ -103,8 +101,8 @@ def _direction(f: Any, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
     opts = side.syn_options
     return {
         "isn": side.isn,
-        "next_seq": None if side.next_seq == UNSEEN else (side.next_seq if absolute else side.rel_seq(side.next_seq)),
-        "highest_ack": None if side.highest_ack == UNSEEN else (side.highest_ack if absolute else peer.rel_seq(side.highest_ack)),
+        "next_seq": None if side.next_seq == UNSEEN else relative(side.next_seq, UNSEEN if absolute else side.base),
+        "highest_ack": None if side.highest_ack == UNSEEN else relative(side.highest_ack, UNSEEN if absolute else peer.base),
         "mss": opts.mss if opts is not None else None,
         "win_scale": side.win_scale if side.win_scale >= 0 else None,
         "sack_permitted": bool(opts.sack_permitted) if opts is not None else None,
@@ -201,10 +199,10 @@ def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -
         rtt_text = f'{{"min":{float_text(rtt[0])},"median":{float_text(rtt[1])},"max":{float_text(rtt[2])}}}'
     next_seq = "null"
     if side.next_seq != UNSEEN:
-        next_seq = str(side.next_seq if absolute else side.rel_seq(side.next_seq))
+        next_seq = str(relative(side.next_seq, UNSEEN if absolute else side.base))
     highest_ack = "null"
     if side.highest_ack != UNSEEN:
-        highest_ack = str(side.highest_ack if absolute else peer.rel_seq(side.highest_ack))
+        highest_ack = str(relative(side.highest_ack, UNSEEN if absolute else peer.base))
     if opts is None:
         mss = sack = "null"
     else:
@@ -262,10 +260,10 @@ _ANALYSIS_TEXT: Final[dict[int, str]] = {}
 def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     c = r.conn
     client, server = c.client, c.server
-    # per direction: the sender's and the receiver's base (-1: numbers as they are), window shift
-    # (plain typed locals, not a table of tuples: compiled, they stay native)
-    cbase = -1 if absolute or client.base is None else client.base
-    sbase = -1 if absolute or server.base is None else server.base
+    # per direction: the sender's and the receiver's base (UNSEEN: numbers as they are), window
+    # shift (plain typed locals, not a table of tuples: compiled, they stay native)
+    cbase = UNSEEN if absolute else client.base
+    sbase = UNSEEN if absolute else server.base
     my_base: int
     peer_base: int
     shift: int
@@ -287,9 +285,9 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         names = analysis_texts.get(bits)
         if names is None:
             names = analysis_texts[bits] = dumps(flag_names(bits), separators=(",", ":"))
-        seq = seg.seq if my_base < 0 else (seg.seq - my_base) & MASK
-        ack = seg.ack if peer_base < 0 or not fl & ACK else (seg.ack - peer_base) & MASK
-        win = seg.win << shift if shift >= 0 and not fl & SYN else seg.win
+        seq = relative(seg.seq, my_base)
+        ack = shown_ack(seg.ack, fl, peer_base)
+        win = scaled_window(seg.win, fl, shift)
         note = "null" if not pkt.notes else string("; ".join(pkt.notes))
         # (no !r or format spec in the f-string: compiled, those make it a str.format call)
         text = (

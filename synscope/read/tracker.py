@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment
-from synscope.core.seqnum import MASK, seq_ge, seq_gt
+from synscope.core.seqnum import MASK, SCALE_NONE, SCALE_UNKNOWN, UNSEEN, relative, seq_ge, seq_gt
 
 C2S: Final = 0
 S2C: Final = 1
@@ -35,8 +35,6 @@ EVICT_ACTIVE: Final = 1.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
 MAX_RECENT_CLOSED: Final = 65536
-# Side.next_seq / highest_ack before any is seen (sequence numbers are never negative)
-UNSEEN: Final = -1
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR: Final = 32768
 # RFC 7323 section 2.3: the largest window shift; a larger one in a SYN is used as 14
@@ -83,11 +81,11 @@ class Side:
     ip: bytes
     port: int
     isn: int | None = None  # ISN from its SYN, when seen
-    base: int | None = None  # subtracted for relative numbers
+    base: int = UNSEEN  # subtracted for relative numbers
     syn_count: int = 0
     syn_times: list[float] = field(default_factory=list)
     syn_options: Any = None  # TcpOptions of its (first) SYN
-    win_scale: int = -1  # -1 unknown, -2 no scaling negotiated, else the shift
+    win_scale: int = SCALE_UNKNOWN  # or SCALE_NONE (no scaling negotiated), else the shift
     syn_truncated: bool = False  # its SYN was cut short by the snaplen (options may be missing)
     fin_seq: int | None = None  # sequence number of its FIN
     fin_ts: float | None = None
@@ -111,11 +109,11 @@ class Side:
         self.ip = ip
         self.port = port
         self.isn = None
-        self.base = None
+        self.base = UNSEEN
         self.syn_count = 0
         self.syn_times = []
         self.syn_options = None
-        self.win_scale = -1
+        self.win_scale = SCALE_UNKNOWN
         self.syn_truncated = False
         self.fin_seq = None
         self.fin_ts = None
@@ -132,7 +130,7 @@ class Side:
 
     def rel_seq(self, seq: int) -> int:
         """Sequence number relative to this side's base."""
-        return (seq - self.base) & MASK if self.base is not None else seq
+        return relative(seq, self.base)
 
 
 @dataclass(slots=True)
@@ -473,7 +471,7 @@ class Tracker:
                         conn.synack_ts = seg.ts
                 elif conn.syn_ts is None:
                     conn.syn_ts = seg.ts
-        elif me.base is None:
+        elif me.base == UNSEEN:
             me.base = (seg.seq - 1) & MASK  # as Wireshark: first mid-stream byte is relative 1
         end = (seg.seq + seg.length + (1 if flags & (SYN | FIN) else 0)) & MASK
         if me.next_seq == UNSEEN or seq_gt(end, me.next_seq):
@@ -490,7 +488,7 @@ class Tracker:
         if flags & ACK:
             if me.highest_ack == UNSEEN or seq_gt(seg.ack, me.highest_ack):
                 me.highest_ack = seg.ack
-            if peer.base is None and not flags & RST:
+            if peer.base == UNSEEN and not flags & RST:
                 peer.base = (seg.ack - 1) & MASK
             if (
                 conn.handshake_ack_ts is None
@@ -646,9 +644,9 @@ def _agree_scale(me: Side, peer: Side, options: Any, truncated: bool) -> None:
         me.win_scale = min(wscale, MAX_WINDOW_SHIFT)
         peer.win_scale = min(peer_scale, MAX_WINDOW_SHIFT)
     elif truncated or peer.syn_truncated:
-        me.win_scale = peer.win_scale = -1
+        me.win_scale = peer.win_scale = SCALE_UNKNOWN
     else:
-        me.win_scale = peer.win_scale = -2
+        me.win_scale = peer.win_scale = SCALE_NONE
 
 
 def _first(pair: tuple[int, Connection]) -> int:

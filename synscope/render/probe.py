@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from synscope.core import fmt
 from synscope.core.addr import fmt_ip
-from synscope.probe.classify import PortResult, Round, rtt_of, rtt_stats
+from synscope.probe.classify import CLOSED, FILTERED, OPEN, PORT_STATES, UNKNOWN, PortResult, Round, rtt_of, rtt_stats
 from synscope.read.jsonl import SCHEMA, connection_object
 from synscope.read.pipeline import ConnReport
 from synscope.render.safe import escape_bytes
@@ -49,7 +49,7 @@ def result_note(result: PortResult, target: bytes) -> str:
     rounds = [r for r in result.rounds if r.tries]
     if not rounds:
         return "not probed (interrupted)"
-    if result.state == "unknown":
+    if result.state == UNKNOWN:
         return f"{result.tries} tr{'ies' if result.tries != 1 else 'y'} sent, interrupted while waiting"
     if len(rounds) == 1:
         n = len(rounds[0].tries)
@@ -62,7 +62,7 @@ def result_rows(results: list[PortResult], target: bytes, show_all: bool) -> tup
     hidden: set[tuple[str, str]] = set()
     if not show_all and len(results) > LIST_LIMIT:
         groups = Counter((r.state, r.reason) for r in results)
-        hidden = {g for g, n in groups.items() if n >= GROUP_LIMIT and g[0] != "open"}
+        hidden = {g for g, n in groups.items() if n >= GROUP_LIMIT and g[0] != OPEN}
     rows = [["port", "state", "reason", "from", "rtt", "ttl", "server options"]]
     for r in results:
         if (r.state, r.reason) in hidden:
@@ -127,7 +127,7 @@ def _timeline_reports(outcome: Any, show_all: bool) -> tuple[list[ConnReport], i
     one example per kind of answer; with --count, the first round of each.
     """
     results = outcome.results
-    chosen = [r for r in results if show_all or r.state != "open"]
+    chosen = [r for r in results if show_all or r.state != OPEN]
     left_out = 0
     if not show_all and len(chosen) > TIMELINE_LIMIT:
         seen: set[tuple[str, str]] = set()
@@ -171,7 +171,7 @@ def write_probe_text(outcome: Any, out: TextIO, show_all: bool = False, absolute
 def write_footer(outcome: Any, out: TextIO) -> None:
     """Totals, duration, what was captured and where it was saved."""
     counts = Counter(r.state for r in outcome.results)
-    parts = [f"{counts[s]:,} {s}" for s in ("open", "closed", "filtered", "unknown") if counts[s]]
+    parts = [f"{counts[s]:,} {s}" for s in PORT_STATES if counts[s]]
     line = f"{', '.join(parts) or 'nothing probed'} in {fmt.duration(outcome.elapsed)}; {outcome.frames:,} packets captured"
     if outcome.rsts_sent:
         line += f"; {outcome.rsts_sent} RST{'s' if outcome.rsts_sent != 1 else ''} sent to close half-open connections"
@@ -221,7 +221,7 @@ def port_object(outcome: Any, result: PortResult, absolute: bool = False, packet
     icmp = None
     if reply is not None and reply.icmp_type is not None:
         icmp = {"version": reply.icmp_version, "type": reply.icmp_type, "code": reply.icmp_code, "name": reply.reason, "from": fmt_ip(reply.sender)}
-    elif reply is not None and reply.state == "open":
+    elif reply is not None and reply.state == OPEN:
         o = reply.options
         server = {
             "isn": reply.isn,
@@ -298,14 +298,14 @@ def write_connect_text(o: Any, out: TextIO, absolute: bool = False) -> None:
     via = f" via {t.iface}" if t.iface else ""
     out.write(f"connect {name} port {o.port} from {t.src} port {o.sport}{via}\n")
     when = f" {fmt.duration(o.connect_time)} after the SYN (kernel timestamps)" if o.connect_time is not None else ""
-    if o.state == "open":
+    if o.state == OPEN:
         out.write(f"  connected: SYN-ACK{when}\n")
         closer = {True: "the server closed first", False: "the client (synscope) closed first", None: "nobody closed in time"}[o.server_closed_first]
         out.write(f"  sent {fmt.size(o.sent)}, received {fmt.size(o.received_total)}; {closer}\n")
         if o.received:
             out.write(f"  answer: {escape_bytes(o.received, ANSWER_PREVIEW)}\n")
     else:
-        what = {"closed": "refused (RST)", "filtered": "no connection"}.get(o.state, o.state)
+        what = {CLOSED: "refused (RST)", FILTERED: "no connection"}.get(o.state, o.state)
         out.write(f"  {what}: {o.reason}{when}; connect() said {o.error or 'nothing'}\n")
     side = time_wait_side(o.reports)
     if side:
@@ -335,7 +335,7 @@ def connect_object(o: Any, absolute: bool = False) -> dict[str, Any]:
         "sport": o.sport,
         "state": o.state,
         "reason": o.reason,
-        "from": fmt_ip(o.reply.sender) if o.reply is not None else (t.addr if o.state != "filtered" else None),
+        "from": fmt_ip(o.reply.sender) if o.reply is not None else (t.addr if o.state != FILTERED else None),
         "rtt": None if o.connect_time is None else round(o.connect_time, 9),
         "tries": o.tries,
         "ttl": o.reply.ttl if o.reply is not None else None,

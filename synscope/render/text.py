@@ -9,6 +9,7 @@ from synscope.core import fmt
 from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.core.icmp import icmp_label
 from synscope.core.model import SYN, flag_string
+from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
 from synscope.read.pipeline import ConnReport
 from synscope.read.tracker import C2S
 from synscope.render.safe import escape_bytes
@@ -58,14 +59,10 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
         seg = pkt.seg
         me = c.client if pkt.dir == C2S else c.server
         peer = c.server if pkt.dir == C2S else c.client
-        if absolute:
-            seq, ack = seg.seq, seg.ack
-        else:
-            seq = me.rel_seq(seg.seq)
-            ack = peer.rel_seq(seg.ack) if seg.flags & 0x10 else 0
-        win = seg.win
-        if not seg.flags & SYN and me.win_scale >= 0:
-            win <<= me.win_scale
+        # the numbers read --json shows, computed by the same functions
+        seq = relative(seg.seq, UNSEEN if absolute else me.base)
+        ack = shown_ack(seg.ack, seg.flags, UNSEEN if absolute else peer.base)
+        win = scaled_window(seg.win, seg.flags, me.win_scale)
         delta = "" if i == 0 else "+" + fmt.duration(seg.ts - prev)
         prev = seg.ts
         arrow = "→" if pkt.dir == C2S else "←"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from synscope.core.model import ACK, FIN, RST, SYN
-from synscope.core.seqnum import MASK, seq_diff, seq_le
+from synscope.core.seqnum import MASK, UNSEEN, scaled_window, seq_diff, seq_le
 from synscope.read.analysis import flags as F
 from synscope.read.tracker import C2S, Connection, Packet
 
@@ -183,9 +183,7 @@ class Analyser:
         me = conn.client if d == C2S else conn.server
         peer = conn.server if d == C2S else conn.client
         flags = seg.flags
-        window = seg.win
-        if not flags & SYN and me.win_scale >= 0:
-            window <<= me.win_scale
+        window = scaled_window(seg.win, flags, me.win_scale)
         irtt = conn.handshake_rtt if conn.handshake_ack_ts is not None else None
         ts = seg.ts
         seglen = seg.length
@@ -208,7 +206,7 @@ class Analyser:
         facts._last_ts = ts
         flight = state.flight[d]
         if seglen:
-            if rev.lastack != F.UNSET and fwd.nextseq != F.UNSET:
+            if rev.lastack != UNSEEN and fwd.nextseq != UNSEEN:
                 pkt.in_flight = seq_diff(fwd.nextseq, rev.lastack)
             facts.data_segments += 1
             facts.payload_bytes += seglen

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from synscope.core.model import ACK, FIN, RST, SYN
-from synscope.core.seqnum import MASK, seq_gt, seq_le, seq_lt
+from synscope.core.seqnum import MASK, SCALE_UNKNOWN, UNSEEN, seq_gt, seq_le, seq_lt
 
 A_RETRANSMISSION: Final = 1 << 0
 A_FAST_RETRANSMISSION: Final = 1 << 1
@@ -56,8 +56,6 @@ FAST_RETRANSMISSION_WINDOW: Final = 0.020
 DEFAULT_OOO_THRESHOLD: Final = 0.003
 
 _SFR: Final = SYN | FIN | RST
-# a SeqState number not seen yet (sequence numbers, ACKs and windows are never negative)
-UNSET: Final = -1
 
 
 def flag_names(bits: int) -> list[str]:
@@ -75,25 +73,25 @@ def flag_names(bits: int) -> list[str]:
 class SeqState:
     """Wireshark's per-direction analysis state (``tcp_analyze_seq_flow_info_t``)."""
 
-    # UNSET until known (plain ints, not int | None: compiled, they stay unboxed)
-    nextseq: int = UNSET  # highest seq+len seen (SYN/FIN count one)
+    # UNSEEN until known (plain ints, not int | None: compiled, they stay unboxed)
+    nextseq: int = UNSEEN  # highest seq+len seen (SYN/FIN count one)
     nextseq_time: float = 0.0
-    maxseqtobeacked: int = UNSET  # highest contiguous seq that may be acked
-    lastack: int = UNSET  # last ACK number this direction sent
+    maxseqtobeacked: int = UNSEEN  # highest contiguous seq that may be acked
+    lastack: int = UNSEEN  # last ACK number this direction sent
     lastack_time: float = 0.0
-    window: int = UNSET  # last window this direction advertised (scaled)
+    window: int = UNSEEN  # last window this direction advertised (scaled)
     lastsegmentflags: int = 0
     dupacknum: int = 0
     lastnondupack: int = 0
 
     # Written out (dataclass keeps it): two per connection, and the generated one runs as Python bytecode
     def __init__(self) -> None:
-        self.nextseq = UNSET
+        self.nextseq = UNSEEN
         self.nextseq_time = 0.0
-        self.maxseqtobeacked = UNSET
-        self.lastack = UNSET
+        self.maxseqtobeacked = UNSEEN
+        self.lastack = UNSEEN
         self.lastack_time = 0.0
-        self.window = UNSET
+        self.window = UNSEEN
         self.lastsegmentflags = 0
         self.dupacknum = 0
         self.lastnondupack = 0
@@ -113,13 +111,13 @@ def is_zero_window(window: int, flags: int) -> bool:
 def is_lost_segment(seq: int, flags: int, fwd: SeqState) -> bool:
     """Previous segment not captured: this segment starts beyond the next expected
     sequence number (checked only once something was seen; never for RST)."""
-    return fwd.nextseq != UNSET and seq_gt(seq, fwd.nextseq) and not flags & RST
+    return fwd.nextseq != UNSEEN and seq_gt(seq, fwd.nextseq) and not flags & RST
 
 
 def is_keep_alive(seglen: int, seq: int, flags: int, fwd: SeqState) -> bool:
     """Keep-alive: 0 or 1 byte starting one byte before the next expected sequence number;
     never SYN, FIN or RST."""
-    return seglen <= 1 and fwd.nextseq != UNSET and seq == (fwd.nextseq - 1) & MASK and not flags & _SFR
+    return seglen <= 1 and fwd.nextseq != UNSEEN and seq == (fwd.nextseq - 1) & MASK and not flags & _SFR
 
 
 def is_window_update(seglen: int, window: int, seq: int, ack: int, flags: int, fwd: SeqState) -> bool:
@@ -130,7 +128,7 @@ def is_window_update(seglen: int, window: int, seq: int, ack: int, flags: int, f
 def is_window_full(seglen: int, seq: int, flags: int, rev: SeqState, rev_scale: int) -> bool:
     """Window full: data that reaches exactly the right edge of the window the other
     side advertised (only when that side's window scaling is known)."""
-    if seglen == 0 or rev_scale == -1 or flags & _SFR or rev.lastack == UNSET or rev.window == UNSET:
+    if seglen == 0 or rev_scale == SCALE_UNKNOWN or flags & _SFR or rev.lastack == UNSEEN or rev.window == UNSEEN:
         return False
     return (seq + seglen) & MASK == (rev.lastack + rev.window) & MASK
 
@@ -153,7 +151,7 @@ def is_zero_window_probe_ack(seglen: int, window: int, seq: int, ack: int, flags
         and window == 0
         and fwd.window == 0
         and seq == fwd.nextseq
-        and fwd.lastack != UNSET
+        and fwd.lastack != UNSEEN
         and (ack == fwd.lastack or ack == (fwd.lastack + 1) & MASK)
         and bool(rev.lastsegmentflags & A_ZERO_WINDOW_PROBE)
         and not flags & _SFR
@@ -168,7 +166,7 @@ def is_duplicate_ack(seglen: int, window: int, seq: int, ack: int, flags: int, f
 def is_ack_lost_segment(ack: int, flags: int, rev: SeqState) -> bool:
     """ACKed unseen segment: acknowledges beyond the highest contiguous sequence number
     seen the other way, so segments the capture missed were delivered."""
-    return bool(flags & ACK) and rev.maxseqtobeacked != UNSET and seq_gt(ack, rev.maxseqtobeacked)
+    return bool(flags & ACK) and rev.maxseqtobeacked != UNSEEN and seq_gt(ack, rev.maxseqtobeacked)
 
 
 def classify_retransmission(ts: float, seq: int, seglen: int, syn_fin: int, fwd: SeqState, rev: SeqState, irtt: float | None) -> int:
@@ -182,8 +180,8 @@ def classify_retransmission(ts: float, seq: int, seglen: int, syn_fin: int, fwd:
       (3 ms if unknown; a timestamp going backwards never counts as sooner);
     - retransmission: below the next expected seq otherwise.
     """
-    not_advanced = fwd.nextseq != UNSET and seq_lt(seq, fwd.nextseq)
-    if seglen > 0 and rev.lastack != UNSET and seq_le((seq + seglen) & MASK, rev.lastack):
+    not_advanced = fwd.nextseq != UNSEEN and seq_lt(seq, fwd.nextseq)
+    if seglen > 0 and rev.lastack != UNSEEN and seq_le((seq + seglen) & MASK, rev.lastack):
         return A_SPURIOUS_RETRANSMISSION
     if not_advanced and rev.dupacknum >= 2 and rev.lastack == seq and 0 <= ts - rev.lastack_time < FAST_RETRANSMISSION_WINDOW:
         return A_FAST_RETRANSMISSION
@@ -237,7 +235,7 @@ def analyse_segment(
     else:
         if window == 0 and is_zero_window(window, flags):
             bits |= A_ZERO_WINDOW
-        if fwd.nextseq != UNSET and seq != fwd.nextseq:
+        if fwd.nextseq != UNSEEN and seq != fwd.nextseq:
             if is_lost_segment(seq, flags, fwd):
                 bits |= A_LOST_SEGMENT
             if seglen <= 1 and is_keep_alive(seglen, seq, flags, fwd):
@@ -253,12 +251,12 @@ def analyse_segment(
             elif is_duplicate_ack(seglen, window, seq, ack, flags, fwd):
                 fwd.dupacknum += 1
                 bits |= A_DUPLICATE_ACK
-        elif rev_scale != -1 and is_window_full(seglen, seq, flags, rev, rev_scale):
+        elif rev_scale != SCALE_UNKNOWN and is_window_full(seglen, seq, flags, rev, rev_scale):
             bits |= A_WINDOW_FULL
     if ack != fwd.lastack:
         fwd.lastnondupack = frame
         fwd.dupacknum = 0
-    if rev.maxseqtobeacked != UNSET and is_ack_lost_segment(ack, flags, rev):
+    if rev.maxseqtobeacked != UNSEEN and is_ack_lost_segment(ack, flags, rev):
         bits |= A_ACK_LOST_SEGMENT
         rev.maxseqtobeacked = rev.nextseq
     occupies = seglen > 0 or flags & (SYN | FIN)
@@ -268,12 +266,12 @@ def analyse_segment(
         # Any segment beyond the highest one moves it on, a bare ACK too (Wireshark does):
         # after an ACK whose seq shows an unseen FIN, that FIN's retransmission is one.
         nextseq = (seq + seglen + (1 if flags & (SYN | FIN) else 0)) & MASK
-        if fwd.nextseq == UNSET or seq_gt(nextseq, fwd.nextseq):
+        if fwd.nextseq == UNSEEN or seq_gt(nextseq, fwd.nextseq):
             fwd.nextseq = nextseq
             fwd.nextseq_time = ts
-        if occupies and (fwd.maxseqtobeacked == UNSET or seq_gt(seq, fwd.maxseqtobeacked)):
+        if occupies and (fwd.maxseqtobeacked == UNSEEN or seq_gt(seq, fwd.maxseqtobeacked)):
             fwd.maxseqtobeacked = fwd.nextseq
-    if (fwd.maxseqtobeacked == UNSET or seq == fwd.maxseqtobeacked) and not bits & A_ZERO_WINDOW_PROBE:
+    if (fwd.maxseqtobeacked == UNSEEN or seq == fwd.maxseqtobeacked) and not bits & A_ZERO_WINDOW_PROBE:
         fwd.maxseqtobeacked = fwd.nextseq
     fwd.window = window
     if flags & ACK:
