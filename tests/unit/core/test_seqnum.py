@@ -106,8 +106,8 @@ def test_relative_seq_and_ack_count_on_across_the_wrap() -> None:
         _seg(7, 0.060, False, S_ISN + 1, C_ISN + 201, PSH | ACK, 50),
         _seg(8, 0.070, True, C_ISN + 201, S_ISN + 51, FIN | ACK),
     ]
-    for s in segs:
-        conn = tracker.feed(s)
+    for seg in segs:
+        conn = tracker.feed(seg)
     assert conn is not None
     c, s = conn.client, conn.server
     assert segs[5].seq < segs[3].seq  # the absolute numbers did wrap
@@ -115,7 +115,7 @@ def test_relative_seq_and_ack_count_on_across_the_wrap() -> None:
     assert rel[3:] == [(1, 1), (1, 101), (101, 1), (1, 201), (201, 51)]
     assert c.rel_seq(c.next_seq) == 202  # 200 bytes and a FIN
     assert s.rel_seq(c.highest_ack) == 51
-    assert c.rel_seq(c.fin_seq) == 201
+    assert c.fin_seq is not None and c.rel_seq(c.fin_seq) == 201
     # the one packet sent later but numbered lower (as integers) did not move next_seq backwards
     assert seq_gt(c.next_seq, C_ISN)
 
