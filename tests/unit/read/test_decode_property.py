@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from synscope.core.model import RawFrame, Segment
 from synscope.read.decode import Decoder
+from synscope.read.pipeline import Pipeline
 from tests.craft import tcp_options
 
 MACS = bytes(range(12))
@@ -160,3 +161,26 @@ def test_a_usual_frame_is_decoded_with_every_field() -> None:
     assert (seg.seq, seg.ack, seg.flags, seg.win, seg.length) == (0xFFFFFFF0, 77, 0x112, 29200, 5)
     assert (seg.ttl, seg.ip_id, seg.ecn, seg.fragment, seg.truncated) == (57, 0x1234, 1, False, False)
     assert (seg.options.mss, seg.payload, seg.pkttype, seg.frame, seg.ts) == (1460, b"hello", 0, 9, 2.0)
+
+
+@settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(frames(), max_size=6))
+def test_pipeline_consume_tracks_what_feed_tracks(batch: list[tuple[bytes, int, int, bool]]) -> None:
+    """A reader hands the usual frames to Pipeline.consume (fast path), the rest to feed(); a
+    pipeline fed every frame the general way must end up with the same connections and counts."""
+    fast, general = Pipeline(dedup=False), Pipeline(dedup=False)
+    block = b"".join(data for data, _, _, _ in batch)  # one reader buffer holding every record
+    at = 0
+    for number, (data, orig_len, pkttype, _) in enumerate(batch, 1):
+        ts = 1.0 + number / 64
+        if not fast.consume(block, at, len(data), orig_len, 1, ts, number, pkttype):
+            fast.feed(RawFrame(number, ts, 1, data, orig_len, pkttype))
+        general.feed(RawFrame(number, ts, 1, tagged(data), orig_len + 4, pkttype))
+        at += len(data)
+
+    def seen(p: Pipeline) -> list[list[dict[str, object]]]:
+        return [[fields(pkt.seg) for pkt in report.conn.packets] for report in p.finish()]
+
+    assert seen(fast) == seen(general)
+    assert fast.decoder.stats == general.decoder.stats
+    assert fast.stats == general.stats
