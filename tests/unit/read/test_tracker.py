@@ -19,6 +19,7 @@ DATA = PSH | ACK
 A_SYN = A(SYN, 1000)
 B_SYNACK = B(SYN | ACK, 5000, 1001)
 A_ACK = A(ACK, 1001, 5001)
+STEP1 = 1 / 128  # the playbook's first default time
 
 
 def handshake(pb: Playbook, conn: int = 1) -> Playbook:
@@ -78,9 +79,6 @@ def test_simultaneous_open_stays_one_connection() -> None:
 # ----------------------------------------------------------------------------- epochs
 def test_a_retransmitted_syn_stays_in_its_attempt() -> None:
     assert Playbook() >> A_SYN >> A(SYN, 1000, t=1.0) << Conn(1, client__syn_count=2, client__syn_times=[STEP1, 1.0], reused_from=None)
-
-
-STEP1 = 1 / 128  # the playbook's first default time
 
 
 def test_a_syn_with_a_new_isn_is_a_new_connection() -> None:
