@@ -51,6 +51,8 @@ FLAG_NAMES: Final[tuple[tuple[int, str], ...]] = (
 
 # Wireshark: a retransmission within this long of the last duplicate ACK is "fast"
 FAST_RETRANSMISSION_WINDOW: Final = 0.020
+# Wireshark: ... and only after at least this many duplicate ACKs for exactly its seq came the other way
+FAST_RETRANSMISSION_DUPACKS: Final = 2
 # Wireshark: without a handshake RTT, a segment filling an old hole this soon after the
 # highest one is "out of order" rather than a retransmission
 DEFAULT_OOO_THRESHOLD: Final = 0.003
@@ -183,7 +185,7 @@ def classify_retransmission(ts: float, seq: int, seglen: int, syn_fin: int, fwd:
     not_advanced = fwd.nextseq != UNSEEN and seq_lt(seq, fwd.nextseq)
     if seglen > 0 and rev.lastack != UNSEEN and seq_le((seq + seglen) & MASK, rev.lastack):
         return A_SPURIOUS_RETRANSMISSION
-    if not_advanced and rev.dupacknum >= 2 and rev.lastack == seq and 0 <= ts - rev.lastack_time < FAST_RETRANSMISSION_WINDOW:
+    if not_advanced and rev.dupacknum >= FAST_RETRANSMISSION_DUPACKS and rev.lastack == seq and 0 <= ts - rev.lastack_time < FAST_RETRANSMISSION_WINDOW:
         return A_FAST_RETRANSMISSION
     threshold = irtt if irtt else DEFAULT_OOO_THRESHOLD
     if not_advanced and 0 <= ts - fwd.nextseq_time < threshold and fwd.nextseq != (seq + seglen + syn_fin) & MASK:
