@@ -252,13 +252,19 @@ class Connection:
         return self.handshake_ack_ts is not None or self.midstream
 
     def one_sided(self) -> bool:
-        """Only one direction is in the capture, yet that side acknowledges segments of the other
-        (an ACK without SYN): the capture point sees one direction of this connection."""
+        """Only one direction is in the capture, yet that side's ACKs move on: it acknowledges
+        segments of the other side that the capture never saw, so the capture point sees one
+        direction of this connection. (One ACK alone proves nothing: a connection picked up at
+        its last packet looks the same.)"""
         if (self.client.packets == 0) == (self.server.packets == 0):
             return False
+        first_ack = -1
         for pkt in self.packets:
             if pkt.seg.flags & ACK and not pkt.seg.flags & SYN:
-                return True
+                if first_ack < 0:
+                    first_ack = pkt.seg.ack
+                elif pkt.seg.ack != first_ack:
+                    return True
         return False
 
     def state_of(self, side: Side) -> str:

@@ -65,14 +65,15 @@ def test_mid_stream_the_lower_well_known_port_is_the_server(ports: tuple[int, in
 
 
 def test_simultaneous_open_stays_one_connection() -> None:
-    """Both send a SYN; the second SYN is the other side's, not a new attempt."""
+    """Both send a SYN; the second SYN is the other side's, not a new attempt, and the SYN-ACK
+    that answers with the same ISN is its first answer, not a retransmission (RFC 9293 3.5)."""
     assert (
         Playbook()
         >> A_SYN
         >> B(SYN, 5000)
-        << Conn(1, client="A", client__syn_count=1, server__syn_count=1, server__isn=5000)
+        << Conn(1, client="A", client__syn_count=1, server__syn_count=1, server__isn=5000, simultaneous_open=True)
         >> B(SYN | ACK, 5000, 1001)
-        << Conn(1, server__syn_count=2)
+        << Conn(1, server__syn_count=1)
     )
 
 
