@@ -66,9 +66,9 @@ def test_changed_source_is_used_instead_of_a_stale_build(tmp_path: Path) -> None
     """A build older than its source must not shadow it: synscope loads the .py instead."""
     copy = tmp_path / "synscope"
     shutil.copytree(ROOT / "synscope", copy, ignore=shutil.ignore_patterns("*.so", "_compiled.json", "__pycache__"))
-    tracker = copy / "tracker.py"
+    tracker = copy / "read" / "tracker.py"
     # a "compiled" module that would fail to import if it were ever picked
-    (copy / f"tracker{_ext_suffix()}").write_bytes(b"not an extension module")
+    (copy / "read" / f"tracker{_ext_suffix()}").write_bytes(b"not an extension module")
     digest = hashlib.sha256(tracker.read_bytes()).hexdigest()
     manifest = {"python": sys.version.split()[0], "modules": {"synscope.read.tracker": digest}}
     (copy / "_compiled.json").write_text(json.dumps(manifest))
@@ -79,7 +79,7 @@ def test_changed_source_is_used_instead_of_a_stale_build(tmp_path: Path) -> None
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     state, where = r.stdout.splitlines()
-    assert state == "off (synscope.read.tracker changed since scripts/build-fast ran)"
+    assert state == "off (synscope.read.tracker changed since it was compiled)"
     assert where == str(tracker)
 
 
