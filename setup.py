@@ -54,7 +54,7 @@ def _say(message: str) -> None:
 def _why_not_compile() -> str | None:
     """Why the read path cannot be compiled here (None: it can), checked before mypyc spends time on it."""
     if os.environ.get(NO_COMPILE, "") not in ("", "0"):
-        return f"{NO_COMPILE} was set at install"
+        return f"{NO_COMPILE} was set"
     if sys.implementation.name != "cpython":
         return f"mypyc needs CPython, not {sys.implementation.name}"
     try:
