@@ -133,7 +133,7 @@ class BuildExt(build_ext):
             super().run()
         except (Exception, SystemExit) as e:  # CompileError, LinkError, a missing tool...
             removed = self._remove_outputs()
-            reason = f"compiling failed ({_first_line(e)})"
+            reason = f"the C build failed ({type(e).__name__}; the compiler's messages are in the build log)"
             _say(f"compiled read path OFF, installing the Python sources only: {reason}; removed {removed} partial outputs")
             write_manifest(where, reason)
             return
