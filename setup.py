@@ -69,6 +69,9 @@ def _why_not_compile() -> str | None:
     return None
 
 
+SOURCE_HASHES: dict[str, str] = {}  # module -> SHA-256 of the source mypyc compiled
+
+
 def _mypyc_extensions() -> tuple[list[Extension], str | None]:
     """(extension modules, reason there are none)."""
     reason = _why_not_compile()
@@ -78,6 +81,9 @@ def _mypyc_extensions() -> tuple[list[Extension], str | None]:
 
     # mypyc reads the sources relative to the working directory and writes its C into ./build
     os.chdir(ROOT)
+    # the hashes are taken before mypyc reads the sources: a file edited during the build then
+    # fails its check at start-up and its source is used, never a build of another version
+    SOURCE_HASHES.update({p[:-3].replace("/", "."): _source_hash(os.path.join(ROOT, p)) for p in compiled_modules()})
     try:
         return list(mypycify(compiled_modules(), group_name=GROUP, opt_level="3")), None
     except (Exception, SystemExit) as e:  # mypyc reports type errors with sys.exit
@@ -98,7 +104,7 @@ def write_manifest(package_dir: str, off_reason: str | None) -> None:
     """synscope/_compiled.json: the compiled modules with their sources' hashes, or why none are."""
     manifest: dict[str, Any] = {"python": sys.version.split()[0]}
     if off_reason is None:
-        manifest["modules"] = {p[:-3].replace("/", "."): _source_hash(os.path.join(ROOT, p)) for p in compiled_modules()}
+        manifest["modules"] = dict(SOURCE_HASHES)
     else:
         manifest["modules"] = {}
         manifest["off"] = f"not compiled at install: {off_reason}"
@@ -129,6 +135,11 @@ class BuildExt(build_ext):
 
     def run(self) -> None:
         where = os.path.join(ROOT if self.inplace else self.build_lib, "synscope")
+        if not self.extensions:  # `setup.py build_ext` run by hand where nothing can be compiled
+            reason = NOT_COMPILED or "nothing to compile"
+            _say(f"compiled read path OFF, installing the Python sources only: {reason}")
+            write_manifest(where, reason)
+            return
         try:
             super().run()
         except (Exception, SystemExit) as e:  # CompileError, LinkError, a missing tool...
@@ -138,7 +149,7 @@ class BuildExt(build_ext):
             write_manifest(where, reason)
             return
         write_manifest(where, None)
-        _say(f"compiled read path ON: {len(compiled_modules())} modules of synscope/core and synscope/read compiled with mypyc")
+        _say(f"compiled read path ON: {len(SOURCE_HASHES)} modules of synscope/core and synscope/read compiled with mypyc")
 
     def _remove_outputs(self) -> int:
         """Removes what a failed build left, so no partial set of compiled modules is installed."""
