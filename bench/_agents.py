@@ -32,6 +32,7 @@ import struct
 import sys
 import threading
 import time
+from typing import cast
 
 REQ_LEN = 100
 RESP_LEN = 1000
@@ -82,7 +83,7 @@ def serve(a: argparse.Namespace) -> None:
             if kind[0] == "listen":
                 for _ in range(64):  # bounded accept burst
                     try:
-                        s, _peer = key.fileobj.accept()
+                        s, _peer = cast(socket.socket, key.fileobj).accept()  # only sockets are registered
                     except (BlockingIOError, InterruptedError):
                         break
                     except OSError:
@@ -98,7 +99,7 @@ def serve(a: argparse.Namespace) -> None:
                         conns[s.fileno()] = [s, 0, False]
                         sel.register(s, selectors.EVENT_READ, ("conn",))
                 continue
-            s = key.fileobj
+            s = cast(socket.socket, key.fileobj)
             st = conns.get(s.fileno())
             if st is None:
                 continue

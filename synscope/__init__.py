@@ -12,10 +12,10 @@ import sys
 
 __version__ = "0.1.0"
 
-# `scripts/build-fast` can compile the read path with mypyc; the extension modules sit next to
-# their sources and would be imported instead of them. They are used only while every source
-# still matches the hash recorded at build time, so an edited module is never shadowed by a
-# stale build. SYNSCOPE_PURE=1 forces the Python sources.
+# `pip install` (setup.py) and `scripts/build-fast` compile the read path with mypyc; the extension
+# modules sit next to their sources and would be imported instead of them. They are used only while
+# every source still matches the hash the build recorded in _compiled.json, so an edited module is
+# never shadowed by a stale build. SYNSCOPE_PURE=1 forces the Python sources.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _MANIFEST = os.path.join(_HERE, "_compiled.json")
 
@@ -27,17 +27,24 @@ def _compiled_state() -> tuple[bool, str]:
         with open(_MANIFEST, encoding="utf-8") as f:
             manifest = json.load(f)
     except (OSError, ValueError):
-        return False, "off (not built; see scripts/build-fast)"
+        return False, "off (not compiled: no build manifest; pip install . or scripts/build-fast compiles it)"
+    if manifest.get("off"):
+        return False, f"off ({manifest['off']})"
     if manifest.get("python") != sys.version.split()[0]:
         return False, f"off (built for Python {manifest.get('python')})"
+    if not manifest.get("modules"):
+        return False, "off (the build manifest lists no compiled module)"
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     for module, digest in manifest.get("modules", {}).items():
-        path = os.path.join(os.path.dirname(_HERE), *module.split(".")) + ".py"
+        base = os.path.join(os.path.dirname(_HERE), *module.split("."))
         try:
-            with open(path, "rb") as f:
+            with open(base + ".py", "rb") as f:
                 if hashlib.sha256(f.read()).hexdigest() != digest:
-                    return False, f"off ({module} changed since scripts/build-fast ran)"
+                    return False, f"off ({module} changed since it was compiled)"
         except OSError:
             return False, f"off ({module} is missing)"
+        if not os.path.exists(base + suffix):
+            return False, f"off (the compiled {module} is missing)"
     return True, f"on ({len(manifest['modules'])} modules compiled with mypyc)"
 
 

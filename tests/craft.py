@@ -369,9 +369,9 @@ def write_synflood(
             loud_counts[k] += 1
         else:
             cip = FLOOD_SPACE + randrange(FLOOD_SPACE_SIZE)
-            k = loud_index.get(cip)
-            if k is not None:  # a random pick that happens to be a loud sender
-                loud_counts[k] += 1
+            hit = loud_index.get(cip)
+            if hit is not None:  # a random pick that happens to be a loud sender
+                loud_counts[hit] += 1
         seen_sources.add(cip)
         cport = randrange(1024, 65536)
         seq = randrange(1 << 32)

@@ -1,8 +1,9 @@
-"""The compiled read path (scripts/build-fast, mypyc) prints exactly what the Python sources print,
-and is never used once a source has changed since it was built.
+"""The compiled read path (mypyc, compiled by the install or scripts/build-fast) prints exactly what
+the Python sources print, and is never used once a source has changed since it was built.
 
-scripts/test builds it and sets SYNSCOPE_EXPECT_COMPILED=1, so in CI these tests cannot pass by
-quietly comparing the Python sources with themselves.
+scripts/test installs synscope (which compiles it) and sets SYNSCOPE_EXPECT_COMPILED=1 wherever a C
+compiler and the Python headers are present, so in CI these tests cannot pass by quietly comparing
+the Python sources with themselves.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def test_changed_source_is_used_instead_of_a_stale_build(tmp_path: Path) -> None
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     state, where = r.stdout.splitlines()
-    assert state == "off (synscope.read.tracker changed since scripts/build-fast ran)"
+    assert state == "off (synscope.read.tracker changed since it was compiled)"
     assert where == str(tracker)
 
 
