@@ -60,7 +60,7 @@ def backlog_server(a: argparse.Namespace) -> None:
     while len(served) < a.conns and time.monotonic() < deadline:
         try:
             c, peer = ls.accept()
-        except socket.timeout:
+        except TimeoutError:
             continue
         c.settimeout(5.0)
         got = b""
