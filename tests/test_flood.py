@@ -17,14 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synscope.read.findings import syn_flood as flood
 from synscope.read.analysis.engine import ConnAnalysis
+from synscope.read.findings import syn_flood as flood
 from synscope.read.findings.syn_flood import DistinctCounter, FloodDetector, SpaceSaving
-from synscope.render.findings import render_flood
 from synscope.read.pipeline import ConnReport, Pipeline, run
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import Connection, Side
 from synscope.read.verdict import Verdict
+from synscope.render.findings import render_flood
 from tests.craft import write_synflood
 from tests.helpers import ROOT, analyse
 

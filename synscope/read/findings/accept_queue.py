@@ -131,6 +131,10 @@ class AcceptQueueDetector:
         return list(self._done)
 
 
+def _clients(n: int) -> str:
+    return "one client" if n == 1 else f"{n} clients"
+
+
 def _finding(key: tuple[bytes, int, str], p: _Period) -> Finding:
     ip, port, kind = key
     server = fmt_ip(ip)
@@ -142,14 +146,14 @@ def _finding(key: tuple[bytes, int, str], p: _Period) -> Finding:
         if p.synacks:
             how += f", {p.synacks} SYN-ACKs re-sent after their ACK"
         verdict = (
-            f"The accept queue of {where} overflowed: {p.count} connections from {clients} client(s) completed the handshake "
+            f"The accept queue of {where} overflowed: {p.count} connections from {_clients(clients)} completed the handshake "
             f"from the client's view, sent data and were not acknowledged for {waited} ({how}). "
             "Likely: the listen backlog is full because the application does not call accept() fast enough."
         )
         facts = [Evidence(f"connection #{p.example}: handshake ACK, data not acknowledged, retransmitted; first answer later", p.frames)]
     else:
         verdict = (
-            f"The accept queue of {where} overflowed with tcp_abort_on_overflow on: {p.count} connections from {clients} client(s) "
+            f"The accept queue of {where} overflowed with tcp_abort_on_overflow on: {p.count} connections from {_clients(clients)} "
             "completed the handshake and were reset by the server right after it, before any answer. "
             "Likely: the listen backlog is full because the application does not call accept() fast enough."
         )
@@ -170,11 +174,12 @@ def _finding(key: tuple[bytes, int, str], p: _Period) -> Finding:
         server_port=port,
         start=p.start,
         end=p.end,
-        connections=tuple(p.ids),
+        connections=tuple(sorted(p.ids)),
         connection_count=p.count,
         figures=tuple(figures),
         verdict=verdict,
         next_step=next_step,
         evidence=tuple(facts),
         severity=SEVERITY_ACCEPT_QUEUE,
+        client_ip=fmt_ip(next(iter(p.clients))) if clients == 1 else None,
     )

@@ -92,7 +92,7 @@ def _finding(key: tuple[str, bytes, int, bytes], g: _Group) -> Finding:
     clients = len(g.clients)
     what = _WHAT.get(outcome, outcome)
     sender = f" from {fmt_ip(icmp_from)}" if icmp_from else ""
-    verdict = f"{g.count} connection attempts to {where} {what}{sender}, from {clients} client(s)."
+    verdict = f"{g.count} connection attempts to {where} {what}{sender}, from {'one client' if clients == 1 else f'{clients} clients'}."
     if outcome == "refused":
         next_step = f"Nothing listens on port {port} of {server}: check the service is running and bound there (ss -lntp | grep :{port} on {server})."
     elif outcome == "no-answer":

@@ -97,7 +97,8 @@ def facts_of(report: ConnReport) -> ConnFacts:
     """The findings stage's view of one connection (read before its packets are dropped)."""
     c = report.conn
     v = report.verdict
-    stalled, retrans, synacks, abort_after, frames = _handshake_aftermath(report)
+    stalled, retrans, synacks, abort_after, shown = _handshake_aftermath(report)
+    frames = tuple(x for x in shown if x)  # (0: not seen)
     return ConnFacts(
         c.client.ip,
         c.client.port,
