@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import TextIO
 
 from synscope.core import fmt
@@ -10,6 +11,9 @@ from synscope.read.findings.model import Finding
 from synscope.read.findings.syn_flood import FloodSummary
 
 __all__ = ["render_flood", "write_findings"]
+
+# Columns of the "What went wrong" block (as the timelines' explanations)
+WRAP = 100
 
 
 def write_findings(findings: list[Finding], first_ts: float, out: TextIO) -> None:
@@ -23,8 +27,8 @@ def write_findings(findings: list[Finding], first_ts: float, out: TextIO) -> Non
         start, end = f.start - first_ts, f.end - first_ts
         when = f"at +{start:.3f} s" if end - start < 0.0005 else f"+{start:.3f} s … +{end:.3f} s"
         example = f"   e.g. #{f.connections[0]}" if f.connections else ""
-        out.write(f"  {mark} {f.verdict} ({when}; {f.confidence})\n")
-        out.write(f"    Next: {f.next_step}{example}\n")
+        out.write(textwrap.fill(f"{f.verdict} ({when}; {f.confidence})", WRAP, initial_indent=f"  {mark} ", subsequent_indent="    ") + "\n")
+        out.write(textwrap.fill(f"Next: {f.next_step}{example}", WRAP, initial_indent="    ", subsequent_indent="    ") + "\n")
     out.write("\n")
 
 
