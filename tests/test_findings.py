@@ -227,3 +227,20 @@ def test_json_finding_line_after_the_connections() -> None:
     assert f["server"] == {"ip": "198.18.7.3", "port": 8080}
     assert set(f) >= {"start", "end", "figures", "verdict", "confidence", "evidence", "next_step", "rule"}
     assert all(by_id[i]["outcome"] == "reset-by-server" for i in f["connections"])
+
+
+def test_big_capture_lists_problems_and_sums_up_healthy_connections() -> None:
+    """busy.pcap (600 connections): the table lists the connections that went wrong, and one line
+    per service for those that ended well; --all lists every one."""
+    conns = [json.loads(x) for x in cli("read", "--json", pcap("busy.pcap")).stdout.splitlines()]
+    ok = {c["id"] for c in conns if c.get("ok")}
+    bad = {c["id"] for c in conns if "id" in c and not c["ok"]}
+    assert len(ok) > 200 and bad
+    out = cli("read", pcap("busy.pcap")).stdout
+    table = out.split("\n\n")[2].splitlines()
+    listed = {int(line.split()[0]) for line in table[1:] if line[:1].isdigit()}
+    assert listed == bad
+    assert f"Healthy: {len(ok):,} connections ended well (--all lists them)" in out
+    assert f"  {len(ok):,} to 198.18.2.2:80 (median " in out
+    everything = cli("read", "--all", pcap("busy.pcap")).stdout
+    assert "Healthy:" not in everything and f"\n{max(ok)} " in everything
