@@ -53,6 +53,8 @@ def synscope_flags(path: str, extra: tuple[str, ...] = ()) -> dict[int, set[str]
     result: dict[int, set[str]] = {}
     for line in proc.stdout.splitlines():
         conn = json.loads(line)
+        if "finding" in conn:  # finding lines follow the connections
+            continue
         for pkt in conn["packets"]:
             result[pkt["frame"]] = set(pkt["analysis"])
     return result

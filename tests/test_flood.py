@@ -1,4 +1,4 @@
-"""SYN-flood recognition (synscope/flood.py) on a CRAFTED flood of 20,000 attempts, and its sketches.
+"""SYN-flood recognition (synscope/read/findings/syn_flood.py) on a CRAFTED flood of 20,000 attempts, and its sketches.
 
 The capture is written by tests.craft.write_synflood, the same code as
 scripts/make-synflood, which also returns the ground truth (FloodPlan).
@@ -17,13 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synscope.read import flood
 from synscope.read.analysis.engine import ConnAnalysis
-from synscope.read.flood import DistinctCounter, FloodDetector, SpaceSaving, render_flood
+from synscope.read.findings import syn_flood as flood
+from synscope.read.findings.syn_flood import DistinctCounter, FloodDetector, SpaceSaving
 from synscope.read.pipeline import ConnReport, Pipeline, run
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import Connection, Side
 from synscope.read.verdict import Verdict
+from synscope.render.findings import render_flood
 from tests.craft import write_synflood
 from tests.helpers import ROOT, analyse
 

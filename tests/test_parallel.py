@@ -40,7 +40,11 @@ def _same_for_all_workers(*args: str) -> str:
 
 def test_busy_capture_identical() -> None:
     out = _same_for_all_workers(pcap("busy.pcap"))
-    conns = [json.loads(line) for line in out.splitlines()]
+    objs = [json.loads(line) for line in out.splitlines()]
+    conns = [o for o in objs if "id" in o]
+    findings = [o for o in objs if "finding" in o]
+    assert objs[-len(findings) :] == findings, "finding lines come after the connections"
+    assert [(f["finding"], f["connection_count"]) for f in findings] == [("repeated-failure", 60)]
     assert len(conns) == 600
     assert sorted(c["id"] for c in conns) == list(range(1, 601)), "ids are 1..N as in a single run"
     assert any(c["outcome"] == "refused" for c in conns)
@@ -49,7 +53,7 @@ def test_busy_capture_identical() -> None:
 
 def test_every_bundled_capture_in_one_call_identical() -> None:
     out = _same_for_all_workers(*ALL)
-    conns = [json.loads(line) for line in out.splitlines()]
+    conns = [c for c in map(json.loads, out.splitlines()) if "id" in c]
     assert any(c["reused_from"] for c in conns), "port reuse is renumbered across workers"
     assert any(c["retry_of"] for c in conns), "application retries are linked after the merge"
     # (normal.pcap.gz holds the very packets of normal.pcap: duplicates, dropped)

@@ -195,7 +195,7 @@ def test_refused_retries_are_recognised_as_application_retries() -> None:
     assert [r.verdict.outcome for r in reports] == ["refused"] * len(reports)
     assert len({r.conn.client.port for r in reports}) == len(reports)
     assert reports[1].retry_of == reports[0].conn.id
-    assert "retry #1 by the application" in reports[1].verdict.explanation
+    assert "attempt 2 by the application" in reports[1].verdict.explanation
 
 
 def test_json_lines_schema() -> None:

@@ -100,6 +100,9 @@ def read(
     progress = _Progress(readers)
     seen_ids: set[int] = set()
     interrupted = False
+    from synscope.read.findings import FindingsEngine
+
+    findings = FindingsEngine()  # (JSON; the text view's RunSummary has its own)
 
     # Lines from a pipe (tcpdump -w - | synscope read --json -) are flushed one by one: the next
     # frames may be long in coming. From files, every thousand frames or so (see on_frames).
@@ -113,6 +116,7 @@ def read(
         if as_json:
             from synscope.read.jsonl import connection_line
 
+            findings.feed(report)  # type: ignore[arg-type]
             out.write(connection_line(report, absolute) + "\n")  # type: ignore[arg-type]
             if flush_each_line:
                 out.flush()
@@ -133,7 +137,7 @@ def read(
     split = _split_workers(workers, as_json, max_conns, readers)
     try:
         if split > 1:
-            interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, progress, out)
+            interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, progress, out, findings)
         else:
             try:
                 for report in run(((r.path, r) for r in readers), pipeline, on_frames):
@@ -142,7 +146,12 @@ def read(
                 interrupted = True
                 for report in pipeline.finish():
                     take(report)
-            out.flush()
+        if as_json and not conn_ids:
+            from synscope.read.findings.lines import finding_line
+
+            for found in findings.findings():  # after every connection they cover
+                out.write(finding_line(found) + "\n")
+        out.flush()
     except BrokenPipeError:
         _reader_gone()
     gc.enable()
@@ -208,12 +217,14 @@ def _read_split(
     seen_ids: set[int],
     progress: _Progress,
     out: TextIO,
+    findings: object,
 ) -> bool:
     """``read --json`` over several processes (synscope.read.split); True if interrupted."""
     from synscope.core.exit_codes import fail
     from synscope.read.split import SplitRun, WorkerFailed
 
     split = SplitRun([r.path for r in readers], [r.size for r in readers], make_pipeline, workers, absolute)  # type: ignore[arg-type]
+    split.findings = findings  # type: ignore[assignment]  # fed in the merged order, as one process would
     split.on_progress = progress.update
     # the lines come as ASCII bytes: written to the byte stream under stdout, flushed whenever
     # the merge waits for a worker (so they stream without a system call per line)

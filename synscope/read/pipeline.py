@@ -49,8 +49,19 @@ LOOPBACK_V6: Final = bytes(15) + b"\x01"
 # (the purge walks every flow remembered: this keeps it cheap per packet, and the table to
 # the flows of about the last PURGE_GENERATIONS milliseconds of capture)
 PURGE_GENERATIONS: Final = 64
-# A failed attempt followed this soon by another to the same server port is an application retry
+# A failed attempt followed this soon by another to the same server port may be an application retry
 RETRY_WINDOW: Final = 120.0
+# ... but only if the next attempt came at least this long after the failure: a client that
+# opens the next connection a few milliseconds later is busy, not retrying (busy.pcap: 24
+# threads, every 10th attempt refused, 2 ms apart), and the packets cannot tell them apart
+RETRY_MIN_GAP: Final = 0.1
+# ... and, from the third attempt on, with a regular gap: between these multiples of the gap
+# before it (a fixed pause, or a backoff that doubles)
+RETRY_GAP_RATIO: Final = (0.5, 3.0)
+# (client, server) pairs whose latest connection start the retry linker remembers (the oldest
+# are forgotten first): a client that opened any other connection to the server between two
+# failures is doing other work, not retrying
+RETRY_PEERS: Final = 100_000
 
 
 @dataclass(slots=True)
@@ -392,7 +403,7 @@ class Pipeline(FrameSink):
             report.source_name = self.source_names[conn.source_index]
         if self.link_retries and conn.syn_ts is not None:
             linked = self.retries.link(
-                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed_attempt(conn, verdict), conn.retire_clock
+                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed_attempt(conn, verdict), conn.retire_clock, conn.last_ts
             )
             if linked is not None:
                 report.retry_of, report.retry_number = linked
@@ -402,33 +413,55 @@ class Pipeline(FrameSink):
 
 
 class RetryLinker:
-    """Failed attempts to one server port from new source ports are the application retrying.
+    """A failed attempt that the application retries: one client, the same server port, a new
+    source port, the next attempt a short and regular gap after the failure.
 
+    Failures that follow each other closer than RETRY_MIN_GAP (independent connections of a
+    busy client) are not linked: they are a group (synscope.read.findings), not a chain.
     Fed the connections in the order they are handed on; a split run links them after
     merging, so the numbers are the same as one worker's.
     """
 
     def __init__(self) -> None:
-        # (client ip, server ip, server port) → (id, SYN time, retry number) of the last failure
-        self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int]] = {}
+        # (client ip, server ip, server port) -> (id, failure time, retry number, gap before it)
+        self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int, float]] = {}
+        # (client ip, server ip) -> latest SYN time of any connection handed on, oldest first
+        self._latest: dict[tuple[bytes, bytes], float] = {}
 
-    def link(self, key: tuple[bytes, bytes, int], conn_id: int, syn_ts: float, failed_attempt: bool, clock: float) -> tuple[int, int] | None:
+    def link(
+        self, key: tuple[bytes, bytes, int], conn_id: int, syn_ts: float, failed_attempt: bool, clock: float, failed_at: float | None = None
+    ) -> tuple[int, int] | None:
         """(id of the failed attempt this one retries, retry number), or None. ``failed_attempt``:
         this connection never got established (a connection that worked, even with loss, is
-        nothing to retry); ``clock``: the capture clock when it was handed on."""
+        nothing to retry); ``clock``: the capture clock when it was handed on; ``failed_at``:
+        when it failed (its last packet; default its SYN)."""
         failed = self._failed
+        # (taken before the expired ones go: several files in one run need not be in time
+        # order, and the capture clock is the latest of them)
+        prev = failed.pop(key, None)
         horizon = clock - RETRY_WINDOW
         while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
             first = next(iter(failed))
             if failed[first][1] >= horizon:
                 break
             del failed[first]
-        prev = failed.pop(key, None)
+        pair = (key[0], key[1])
+        latest = self._latest.pop(pair, None)  # (re-inserted below: the dict stays in update order)
+        self._latest[pair] = syn_ts if latest is None or syn_ts > latest else latest
+        if len(self._latest) > RETRY_PEERS:
+            del self._latest[next(iter(self._latest))]
         linked = None
-        if prev is not None and 0 <= syn_ts - prev[1] <= RETRY_WINDOW and prev[0] != conn_id:
-            linked = (prev[0], prev[2] + 1)
+        gap = 0.0
+        # another connection from this client to this server started after the failure: not a retry
+        busy = prev is not None and latest is not None and prev[1] < latest < syn_ts
+        if prev is not None and prev[0] != conn_id and not busy:
+            gap = syn_ts - prev[1]
+            low, high = RETRY_GAP_RATIO
+            regular = prev[2] == 0 or low * prev[3] <= gap <= high * prev[3]
+            if RETRY_MIN_GAP <= gap <= RETRY_WINDOW and regular:
+                linked = (prev[0], prev[2] + 1)
         if failed_attempt:
-            failed[key] = (conn_id, syn_ts, linked[1] if linked else 0)
+            failed[key] = (conn_id, syn_ts if failed_at is None else failed_at, linked[1] if linked else 0, gap)
         return linked
 
 
@@ -439,7 +472,7 @@ def failed_attempt(conn: Connection, verdict: Verdict) -> bool:
 
 def retry_sentence(prev_id: int, number: int) -> str:
     """What a linked retry adds to its verdict's explanation."""
-    return f" This is retry #{number} by the application (new source port) after connection #{prev_id}."
+    return f" This is attempt {number + 1} by the application (new source port), after connection #{prev_id} failed."
 
 
 def shard_of(key: FlowKey, workers: int) -> int:

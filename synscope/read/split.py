@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, BinaryIO, Final
 
+from synscope.read.findings import FindingsEngine, facts_of
 from synscope.read.jsonl import HEAD_START, head_text, join_line, packets_text
 from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, retry_sentence
 from synscope.read.sources.pcap import open_capture
@@ -108,6 +109,7 @@ class SplitRun:
         self._released_early: list[set[int]] = [set() for _ in range(workers)]  # released before merged
         self._final: list[dict[str, Any] | None] = [None] * workers
         self._linker = RetryLinker()
+        self.findings: FindingsEngine | None = None  # fed every merged connection (ids as in one process)
         self.on_progress: Callable[[int, int, int], None] | None = None
         self.on_wait: Callable[[], None] | None = None
         sys.stdout.flush()
@@ -176,18 +178,20 @@ class SplitRun:
             self._ids[first][unnumbered[first].popleft()] = self._numbered
 
     def _merged(self, w: int, item: tuple) -> tuple[int, bytes]:
-        _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets = item
+        _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets, facts = item
         self._number_through(opened_at)
         cid = self._ids[w].pop(opened_at)
         if opened_at in self._released_early[w]:
             self._released_early[w].discard(opened_at)
         else:
             self._nameable[w][opened_at] = cid
+        if self.findings is not None:
+            self.findings.feed_facts(cid, facts)
         linked = None
         client_port = 0
         if link is not None:
-            key, syn_ts, failed, client_port = link
-            linked = self._linker.link(key, cid, syn_ts, failed, retire_clock)
+            key, syn_ts, failed, client_port, failed_at = link
+            linked = self._linker.link(key, cid, syn_ts, failed, retire_clock, failed_at)
         if reused_from is None and linked is None:  # the usual case: only the id to put in
             return cid, b"".join((_HEAD_START, str(cid).encode(), head_rest, _PACKETS_START, packets, _LINE_END))
         head = json.loads(_HEAD_START + b"0" + head_rest + b"}")
@@ -422,7 +426,7 @@ def _retry_facts(report: Any) -> tuple | None:
     conn = report.conn
     if conn.syn_ts is None:
         return None
-    return ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed_attempt(conn, report.verdict), conn.client.port)
+    return ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed_attempt(conn, report.verdict), conn.client.port, conn.last_ts)
 
 
 def _item(report: Any, absolute: bool) -> tuple:
@@ -443,6 +447,7 @@ def _item(report: Any, absolute: bool) -> tuple:
         link,
         head[len(start) - 1 :].encode("ascii"),
         packets_text(report, absolute).encode("ascii"),
+        facts_of(report),
     )
 
 

@@ -13,12 +13,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from synscope.read.flood import FloodDetector, render_flood
+from synscope.read.findings import FindingsEngine
 from synscope.read.pipeline import ConnReport
 
 ROW_LIMIT = 5000
 TIMELINE_LIMIT = 100
 TOP = 5
+# Up to this many connections the table lists them all in id order; above, problem connections
+# first and the healthy ones summed up per service (--all lists everything)
+LIST_ALL_UP_TO = 200
+# Services (server endpoints) whose healthy connections are summed up one by one; the rest in one line
+SERVICE_SLOTS = 64
+# Durations kept per service for the median (the first ones)
+DURATION_SAMPLES = 10_001
 
 
 @dataclass
@@ -38,11 +45,15 @@ class RunSummary:
     by_rate: list[tuple[float, int, ConnReport]] = field(default_factory=list)
     by_duration: list[tuple[float, int, ConnReport]] = field(default_factory=list)
     first_ts: float | None = None
-    floods: FloodDetector = field(default_factory=FloodDetector)
+    findings: FindingsEngine = field(default_factory=FindingsEngine)
+    healthy_rows: list[ConnReport] = field(default_factory=list)  # the first LIST_ALL_UP_TO + 1 healthy ones
+    services: dict[tuple[bytes, int], list[float]] = field(default_factory=dict)  # healthy: durations per server endpoint
+    healthy: Counter = field(default_factory=Counter)  # healthy connections per server endpoint
+    healthy_elsewhere: int = 0  # healthy connections to services beyond SERVICE_SLOTS
 
     def add(self, r: ConnReport) -> None:
         """Take one finished connection."""
-        self.floods.add(r)
+        self.findings.feed(r)  # (before the packets are dropped below)
         self.total += 1
         self.outcomes[r.verdict.outcome] += 1
         if self.first_ts is None or r.conn.first_ts < self.first_ts:
@@ -56,7 +67,9 @@ class RunSummary:
             if expand:
                 self.timelines_dropped += 1
             r.conn.packets = []  # the row needs the totals only
-        if len(self.rows) < self.row_limit:
+        if r.verdict.ok and not self.show_all:
+            self._count_healthy(r)
+        elif len(self.rows) < self.row_limit:
             self.rows.append(r)
         else:
             self.rows_dropped += 1
@@ -65,16 +78,36 @@ class RunSummary:
             _push_top(self.by_rate, (rate, -r.conn.id, r))
         _push_top(self.by_duration, (r.conn.last_ts - r.conn.first_ts, -r.conn.id, r))
 
+    def _count_healthy(self, r: ConnReport) -> None:
+        """A connection that ended well: kept for a small capture's table, summed up per service."""
+        if len(self.healthy_rows) <= LIST_ALL_UP_TO:
+            self.healthy_rows.append(r)
+        key = (r.conn.server.ip, r.conn.server.port)
+        durations = self.services.get(key)
+        if durations is None:
+            if len(self.services) >= SERVICE_SLOTS:
+                self.healthy_elsewhere += 1
+                return
+            durations = self.services[key] = []
+        self.healthy[key] += 1
+        if len(durations) < DURATION_SAMPLES:
+            durations.append(r.conn.last_ts - r.conn.first_ts)
+
     def write(self, out: TextIO, stats: bool, absolute: bool, payload: bool) -> None:
         """Table, optional --stats tables, then the expanded timelines."""
+        from synscope.render.findings import write_findings
         from synscope.render.table import stats_from_tops, summary_table
         from synscope.render.text import write_connection
 
-        for flood in self.floods.summaries():
-            render_flood(flood, out)
-            out.write("\n")
+        write_findings(self.findings.findings(), self.first_ts or 0.0, out)
+        small = self.total <= LIST_ALL_UP_TO
+        if small:  # every connection, in id order
+            self.rows.extend(self.healthy_rows)
         self.rows.sort(key=lambda r: r.conn.id)
-        summary_table(self.rows, self.first_ts or 0.0, out)
+        if self.rows:
+            summary_table(self.rows, self.first_ts or 0.0, out)
+        if not small:
+            self._write_healthy(out)
         if self.rows_dropped:
             out.write(f"… and {self.rows_dropped} more connections not listed (the table stops at {self.row_limit}); --json lists all\n")
         if stats:
@@ -85,6 +118,22 @@ class RunSummary:
             write_connection(r, out, absolute=absolute, payload=payload)
         if self.timelines_dropped:
             out.write(f"… {self.timelines_dropped} more timelines not shown (at most {self.timeline_limit}); use --conn ID or --json for them\n")
+
+    def _write_healthy(self, out: TextIO) -> None:
+        """One line per service for the connections that ended well (a big capture)."""
+        from synscope.core import fmt
+        from synscope.core.addr import fmt_endpoint
+
+        total = sum(self.healthy.values()) + self.healthy_elsewhere
+        if not total:
+            return
+        out.write(f"Healthy: {total:,} connections ended well (--all lists them)\n")
+        for (ip, port), n in self.healthy.most_common():
+            durations = sorted(self.services[(ip, port)])
+            median = durations[len(durations) // 2]
+            out.write(f"  {n:,} to {fmt_endpoint(ip, port)} (median {fmt.duration(median)})\n")
+        if self.healthy_elsewhere:
+            out.write(f"  {self.healthy_elsewhere:,} to other services\n")
 
 
 def _push_top(heap: list, item: tuple) -> None:

@@ -13,7 +13,8 @@ therefore never retransmits its SYN-ACK.
 Use: feed every :class:`~synscope.read.pipeline.ConnReport` to
 :meth:`FloodDetector.add` as the pipeline hands them out, then ask
 :meth:`FloodDetector.summary` (or :meth:`~FloodDetector.summaries` for every
-flooded endpoint) and print it with :func:`render_flood`.
+flooded endpoint); :func:`flood_finding` makes it a :class:`Finding` (the
+``syn-flood`` finding) and ``synscope.render.findings.render_flood`` words it.
 
 Memory does not grow with the number of attempts, sources or endpoints:
 
@@ -41,10 +42,11 @@ import itertools
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
-from synscope.core import fmt
 from synscope.core.addr import fmt_ip
+from synscope.read.evidence import CERTAIN, Evidence
+from synscope.read.findings.model import SEVERITY_FLOOD, ConnFacts, Finding, facts_of
 from synscope.read.pipeline import ConnReport
 
 __all__ = [
@@ -55,7 +57,7 @@ __all__ = [
     "FloodDetector",
     "FloodSummary",
     "SpaceSaving",
-    "render_flood",
+    "flood_finding",
 ]
 
 # Half-open attempts to one endpoint below this are not a flood, whatever the rate
@@ -331,31 +333,34 @@ class FloodDetector:
 
     def add(self, report: ConnReport) -> None:
         """Take one finished connection into account (any order; O(log slots))."""
+        self.add_facts(facts_of(report))
+
+    def add_facts(self, f: ConnFacts) -> None:
+        """:meth:`add` from the findings stage's record of a connection."""
         self.reports += 1
-        c = report.conn
-        key = (c.server.ip, c.server.port)
-        if c.client.syn_count == 0:
+        key = (f.server_ip, f.server_port)
+        if f.client_syns == 0:
             # no SYN: a SYN-ACK whose attempt was evicted earlier, or a mid-stream pickup
-            if c.server.syn_count:
+            if f.server_syns:
                 t = self._targets.get(key)
                 if t is not None:
                     t.late_synacks += 1
             return
         self.attempts += 1
         t = self._slot(key)
-        ts = c.syn_ts if c.syn_ts is not None else c.first_ts
+        ts = f.syn_ts if f.syn_ts is not None else f.first_ts
         t.attempts += 1
-        answered = c.server.syn_count > 0
-        completed = c.handshake_ack_ts is not None
+        answered = f.server_syns > 0
+        completed = f.completed
         if answered:
             t.answered += 1
-        elif c.server.rst_ts is not None:
+        elif f.server_rst:
             t.refused += 1
         if completed:
             t.completed += 1
         else:
             t.half_open += 1
-            if answered and c.server.syn_count == 1:
+            if answered and f.server_syns == 1:
                 t.synack_once += 1
             second = int(ts) if ts == ts and abs(ts) < 1e18 else 0  # NaN / absurd stamps share a bucket
             buckets = t.buckets
@@ -366,15 +371,15 @@ class FloodDetector:
             buckets[second] = n
             if n > t.peak:
                 t.peak = n
-        if c.evicted:
+        if f.evicted:
             t.evicted += 1
         if t.first is None or ts < t.first:
             t.first = ts
         if t.last is None or ts > t.last:
             t.last = ts
         assert t.sources is not None and t.distinct is not None
-        t.sources.add(c.client.ip)
-        t.distinct.add(c.client.ip)
+        t.sources.add(f.client_ip)
+        t.distinct.add(f.client_ip)
 
     def _slot(self, key: tuple[bytes, int]) -> _Target:
         endpoints = self._endpoints
@@ -430,43 +435,38 @@ class FloodDetector:
         return found[0] if found else None
 
 
-def _n(x: int) -> str:
-    return f"{x:,}"
-
-
-def render_flood(summary: FloodSummary, out: TextIO) -> None:
-    """The flood as a short text block for the terminal (every string in it is made by synscope)."""
-    s = summary
-    out.write(
-        f"SYN flood against {s.target}: {_n(s.attempts)} connection attempts in {fmt.duration(s.duration)} "
-        f"({_n(round(s.rate))}/s, busiest second {_n(s.peak_rate)})\n"
-    )
-    out.write(
-        f"  half-open: {_n(s.half_open)} ({fmt.percent(s.half_open_share)}) never completed the handshake; "
-        f"completed: {_n(s.completed)} ({fmt.percent(s.completed_share)})\n"
-    )
-    answered = f"  answered with SYN-ACK: {_n(s.answered)} ({fmt.percent(s.answered_share)})"
-    if s.refused:
-        answered += f"; refused with RST: {_n(s.refused)}"
-    out.write(answered + "\n")
-    if s.synack_once is not None and s.answered:
-        out.write(
-            f"  SYN-ACK never retransmitted: {_n(s.synack_once)} of the answered attempts that stayed half-open "
-            "(a server using SYN cookies keeps no state and does not retransmit)\n"
-        )
-    elif s.evicted:
-        out.write(
-            f"  SYN-ACK retransmissions per attempt: unknown: {_n(s.evicted)} attempts were evicted from the connection table "
-            f"(--max-conns) first; {_n(s.late_synacks)} SYN-ACKs came after their attempt was evicted\n"
-        )
+def flood_finding(s: FloodSummary) -> Finding:
+    """The ``syn-flood`` finding of one flooded endpoint (connection ids are not kept: a
+    flood has too many, and its figures say more)."""
     approx = "" if s.sources_exact else "about "
-    out.write(f"  sources: {approx}{_n(s.distinct_sources)} distinct addresses (spoofed, most likely, if they never answer)\n")
-    if s.top_sources:
-        tops = ", ".join(f"{ip} ({_n(n)}{'' if not err else f' ±{_n(err)}'})" for ip, n, err in s.top_sources[:5])
-        out.write(f"  top sources: {tops}\n")
-    if s.missed_attempts:
-        out.write(f"  note: up to {_n(s.missed_attempts)} earlier attempts to this endpoint were not counted (bounded counters)\n")
-    out.write(
-        "  Next: check the server's SYN backlog and SYN cookies (netstat -s | grep -i listen; "
-        "sysctl net.ipv4.tcp_syncookies) and filter upstream: the sources are usually spoofed.\n"
+    verdict = (
+        f"SYN flood against {s.target}: {s.attempts:,} connection attempts, {s.half_open:,} never completed the handshake, "
+        f"from {approx}{s.distinct_sources:,} source addresses (busiest second: {s.peak_rate:,})."
+    )
+    return Finding(
+        name="syn-flood",
+        rule="syn-flood",
+        confidence=CERTAIN,
+        server_ip=s.target_ip,
+        server_port=s.target_port,
+        start=s.start,
+        end=s.end,
+        connections=(),
+        connection_count=s.attempts,
+        figures=(
+            ("attempts", float(s.attempts)),
+            ("half_open", float(s.half_open)),
+            ("answered", float(s.answered)),
+            ("completed", float(s.completed)),
+            ("refused", float(s.refused)),
+            ("distinct_sources", float(s.distinct_sources)),
+            ("peak_rate", float(s.peak_rate)),
+        ),
+        verdict=verdict,
+        next_step=(
+            "Check the server's SYN backlog and SYN cookies (netstat -s | grep -i listen; sysctl net.ipv4.tcp_syncookies) "
+            "and filter upstream: the sources are usually spoofed."
+        ),
+        evidence=(Evidence(f"{s.half_open:,} half-open attempts, {s.peak_rate:,} in the busiest second"),),
+        severity=SEVERITY_FLOOD,
     )

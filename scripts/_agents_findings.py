@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Agents for the findings scenarios (scripts/scenarios_findings.py), run inside namespaces.
+
+Roles:
+  backlog-server  listen(BACKLOG), do not accept() for HOLD seconds, then serve every
+                  connection (read one request, answer, close); prints a JSON report
+  burst-clients   N clients connect at the same moment and send a request; each reads
+                  TCP_INFO at a sample time (is its request still unacknowledged?) and
+                  then what recv() returns; prints a JSON report
+  delay-relay     L2 wire between two interfaces that holds every frame DELAY seconds
+
+Every loop is bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import heapq
+import json
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+TCP_INFO_FMT = "8B24I"  # struct tcp_info up to tcpi_total_retrans
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 7: "CLOSE", 8: "CLOSE_WAIT", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 11: "CLOSING"}
+REQUEST = b"GET / HTTP/1.0\r\nHost: backlog\r\n\r\n"
+RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def ready() -> None:
+    print("ready", flush=True)
+
+
+def tcp_info(s: socket.socket) -> dict:
+    """State, unacknowledged segments and retransmissions of a socket, from the kernel."""
+    raw = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, struct.calcsize(TCP_INFO_FMT))
+    v = struct.unpack(TCP_INFO_FMT, raw[: struct.calcsize(TCP_INFO_FMT)])
+    return {"state": TCP_STATES.get(v[0], str(v[0])), "unacked": v[8 + 4], "retransmits": v[2], "total_retrans": v[8 + 23]}
+
+
+def backlog_server(a: argparse.Namespace) -> None:
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((a.addr, a.port))
+    ls.listen(a.backlog)
+    ready()
+    t0 = time.time()
+    time.sleep(a.hold)  # the application is busy: nothing calls accept()
+    accepted_at = time.time()
+    served = []
+    deadline = time.monotonic() + a.timeout
+    ls.settimeout(0.5)
+    while len(served) < a.conns and time.monotonic() < deadline:
+        try:
+            c, peer = ls.accept()
+        except TimeoutError:
+            continue
+        c.settimeout(5.0)
+        got = b""
+        try:
+            while b"\r\n\r\n" not in got and len(got) < 4096:
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            c.sendall(RESPONSE)
+            result = "served"
+        except OSError as e:
+            result = errno.errorcode.get(e.errno or 0, str(e))
+        served.append({"client_port": peer[1], "t": round(time.time() - t0, 6), "request_bytes": len(got), "result": result})
+        c.close()
+    ls.close()
+    print(json.dumps({"backlog": a.backlog, "hold": a.hold, "first_accept_after": round(accepted_at - t0, 6), "accepted": served}), flush=True)
+
+
+def burst_clients(a: argparse.Namespace) -> None:
+    barrier = threading.Barrier(a.count)
+    results: list[dict] = [{} for _ in range(a.count)]
+
+    def one(i: int) -> None:
+        r = results[i]
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(a.timeout)
+        barrier.wait()
+        time.sleep(i * a.stagger)  # (0: all at once)
+        t0 = time.time()
+        r["start"] = t0
+        try:
+            s.connect((a.addr, a.port))
+            r["client_port"] = s.getsockname()[1]
+            r["connect"] = "ok"
+            r["connect_s"] = round(time.time() - t0, 6)
+            r["sent"] = s.send(REQUEST)
+            time.sleep(max(0.0, a.sample - (time.time() - t0)))
+            r["at_sample"] = tcp_info(s)
+            got = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            r["recv"] = "eof"
+            r["received"] = len(got)
+        except OSError as e:
+            r.setdefault("connect", "ok" if "client_port" in r else "failed")
+            r["error"] = errno.errorcode.get(e.errno or 0, type(e).__name__)
+            r["received"] = 0
+        r["end_s"] = round(time.time() - t0, 6)
+        r["final"] = tcp_info(s)
+        s.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(a.count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(a.timeout + 5)
+    base = min(r.get("start", 0) for r in results)
+    for r in results:
+        r["start"] = round(r.get("start", base) - base, 6)
+        r["connect_at"] = r["start"]
+    print(json.dumps(results), flush=True)
+
+
+def delay_relay(a: argparse.Namespace) -> None:
+    """Frames from each interface go out of the other DELAY seconds later (in order)."""
+    socks = []
+    for name in (a.left, a.right):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.bind((name, 0))
+        socks.append(s)
+    stop: list[int] = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    ready()
+    held: list[tuple[float, int, int, bytes]] = []
+    n = 0
+    deadline = time.monotonic() + a.timeout
+    while not stop and time.monotonic() < deadline and n < a.count:
+        now = time.monotonic()
+        while held and held[0][0] <= now:
+            _, _, out, frame = heapq.heappop(held)
+            socks[out].send(frame)
+            if a.debug:
+                print(f"{time.time():.6f} sent {_} to {out}", file=sys.stderr, flush=True)
+        wait = max(0.0, min(0.01, held[0][0] - now)) if held else 0.01
+        try:
+            r, _, _ = select.select(socks, [], [], wait)
+        except InterruptedError:
+            continue
+        for s in r:
+            frame, addr = s.recvfrom(65535)
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            n += 1
+            out = 1 if s is socks[0] else 0
+            heapq.heappush(held, (time.monotonic() + a.delay, n, out, frame))
+            if a.debug:
+                print(f"{time.time():.6f} got {n} from {out ^ 1} pkttype {addr[2]} len {len(frame)}", file=sys.stderr, flush=True)
+    for _, _, out, frame in sorted(held):
+        socks[out].send(frame)
+    print(f"delay-relay: {n} frames", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("role", choices=["backlog-server", "burst-clients", "delay-relay"])
+    p.add_argument("--addr", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--backlog", type=int, default=1)
+    p.add_argument("--hold", type=float, default=0.0)
+    p.add_argument("--conns", type=int, default=6)
+    p.add_argument("--count", type=int, default=6)
+    p.add_argument("--sample", type=float, default=2.0)
+    p.add_argument("--delay", type=float, default=0.02)
+    p.add_argument("--stagger", type=float, default=0.0)
+    p.add_argument("--left")
+    p.add_argument("--right")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--debug", action="store_true")
+    a = p.parse_args()
+    signal.alarm(int(a.timeout) + 15)  # hard upper bound on the life of any agent
+    {"backlog-server": backlog_server, "burst-clients": burst_clients, "delay-relay": delay_relay}[a.role](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Scenario captures for the findings across connections (imported by scripts/make-pcaps).
+
+accept-overflow.pcap   listen(1), the application does not accept() for a few seconds while
+                       6 clients connect at once and send a request: the accept queue overflows
+accept-abort.pcap      the same with net.ipv4.tcp_abort_on_overflow=1: RST instead
+accept-healthy.pcap    the same clients, a listener (backlog 128) that accepts at once
+
+client c0 (198.18.7.2) == r0 [relay: every frame held 20 ms] r1 == s0 server (198.18.7.3)
+The relay's delay puts all six SYNs at the server before any handshake completes (on a bare
+veth the first handshakes complete before the later SYNs leave, and those SYNs are dropped
+at a full queue instead). Truth: kernel counters of the server's namespace (/proc/net/netstat
+deltas), what accept()/recv() returned, and each client's TCP_INFO at a sample time while the
+server does not accept (a request still unacknowledged then is one the server's kernel did not
+take: the handshake's final ACK and the data were dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+AGENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_agents_findings.py")
+CLIENT, SERVER, PORT = "198.18.7.2", "198.18.7.3", 8080
+CLIENTS = 6
+HOLD = 4.0  # seconds the application does not call accept()
+SAMPLE = 2.0  # seconds after connecting at which each client reads TCP_INFO
+DELAY = 0.02  # relay delay, each way
+COUNTERS = ("ListenOverflows", "ListenDrops", "SyncookiesSent", "SyncookiesRecv", "TCPReqQFullDoCookies", "TCPReqQFullDrop", "TCPTimeouts")
+
+
+def netstat(mp, ns: str) -> dict[str, int]:
+    """TcpExt counters of a namespace (/proc/net/netstat)."""
+    lines = mp.nsx(ns, "cat", "/proc/net/netstat", quiet=True).stdout.splitlines()
+    out: dict[str, int] = {}
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            out.update(zip(head.split()[1:], map(int, vals.split()[1:]), strict=True))
+    return out
+
+
+def run_json(mp, ns: str, args: list, timeout: float):
+    """Run an agent to the end in a namespace; its stdout is one JSON document."""
+    argv = ["ip", "netns", "exec", ns, "python3", AGENTS, *map(str, args)]
+    print(f"  $ [{ns}]", " ".join(map(str, args)), flush=True)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise mp.Fail(f"agent {args[0]} exited {p.returncode}: {p.stderr.strip()[-300:]}")
+    return json.loads(p.stdout)
+
+
+def accept_common(mp, lab, name: str, abort: bool, backlog: int, hold: float, clients_n: int = CLIENTS, stagger: float = 0.0, syncookies: int = 1) -> list[str]:
+    """``clients_n`` clients ``stagger`` s apart against a listener of ``backlog`` that accepts after ``hold`` s."""
+    cli, rtr, srv = mp.CLI, mp.RTR, mp.SRV
+    out = os.path.join(lab.tmp, name)
+    for n in (cli, rtr, srv):
+        lab.netns(n)
+    lab.veth(cli, "c0", rtr, "r0")
+    lab.veth(rtr, "r1", srv, "s0")
+    for i in ("r0", "r1"):
+        lab.sysctl(rtr, f"net.ipv6.conf.{i}.disable_ipv6=1")
+        mp.nsx(rtr, "ip", "link", "set", i, "promisc", "on")
+    lab.addr(cli, "c0", CLIENT + "/24")
+    lab.addr(srv, "s0", SERVER + "/24")
+    lab.sysctl(srv, f"net.ipv4.tcp_abort_on_overflow={int(abort)}")
+    lab.sysctl(srv, f"net.ipv4.tcp_syncookies={syncookies}")
+    relay = lab.spawn(
+        rtr,
+        ["python3", AGENTS, "delay-relay", "--left", "r0", "--right", "r1", "--delay", str(DELAY), "--count", "100000", "--timeout", "40"],
+        wait_for=("stdout", "ready"),
+    )
+    lab.neigh(cli, "c0", srv, "s0", [SERVER], [CLIENT])
+    before = netstat(mp, srv)
+    server = lab.spawn(
+        srv,
+        [
+            "python3",
+            AGENTS,
+            "backlog-server",
+            *map(str, ("--addr", SERVER, "--port", PORT, "--backlog", backlog, "--hold", hold, "--conns", clients_n, "--timeout", 25)),
+        ],
+        wait_for=("stdout", "ready"),
+    )
+    cap = lab.tcpdump(cli, "c0", out)
+    clients = run_json(
+        mp, cli, ["burst-clients", "--addr", SERVER, "--port", PORT, "--count", clients_n, "--stagger", stagger, "--sample", SAMPLE, "--timeout", 25], 60
+    )
+    accepts = len([c for c in clients if c.get("connect") == "ok" and c.get("error") is None])
+    try:
+        srv_out, srv_err = server.communicate(timeout=30)
+    except subprocess.TimeoutExpired as e:
+        raise mp.Fail("backlog-server did not finish") from e
+    if abort and server.returncode != 0:  # (aborted connections are never accepted: it waits out its timeout)
+        pass
+    after = netstat(mp, srv)
+    lab.end_capture(cap)
+    lab.stop(relay)
+    srv_lines = [x for x in srv_out.decode().splitlines() if x.startswith("{")]
+    server_report = json.loads(srv_lines[-1]) if srv_lines else None
+    deltas = {k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS}
+    if abort:
+        overflowed = [c["client_port"] for c in clients if c.get("connect") == "ok" and c.get("error") == "ECONNRESET"]
+    else:
+        overflowed = [c["client_port"] for c in clients if c.get("connect") == "ok" and c.get("at_sample", {}).get("unacked", 0) > 0]
+    truth = {
+        "capture": name,
+        "made_by": "scripts/scenarios_findings.py (real kernel TCP in namespaces, captured on the client's interface)",
+        "listener": {"ip": SERVER, "port": PORT, "backlog": backlog},
+        "application": f"does not call accept() for {hold:g} s after listen(), then accepts and answers every connection"
+        if hold
+        else "accepts and answers every connection at once",
+        "path": f"L2 relay holding every frame {DELAY * 1000:g} ms each way (all SYNs reach the server before any handshake completes)",
+        "sysctls_server": {"net.ipv4.tcp_abort_on_overflow": int(abort), "net.ipv4.tcp_syncookies": syncookies},
+        "clients": clients_n,
+        "clients_stagger_s": stagger,
+        "client_sample_s": SAMPLE,
+        "kernel_counters_server": deltas,
+        "client_results": sorted(clients, key=lambda c: c.get("client_port", 0)),
+        "server": server_report,
+        "overflowed_client_ports": sorted(overflowed),
+        "overflowed": len(overflowed),
+        "overflowed_means": "connect() succeeded and the server's kernel dropped the handshake's final ACK: "
+        + ("recv() then failed with ECONNRESET (RST from the server)" if abort else "the request was still unacknowledged at the sample time"),
+    }
+    with open(os.path.join(lab.tmp, name.replace(".pcap", ".truth.json")), "w") as f:
+        json.dump(truth, f, indent=1)
+        f.write("\n")
+    mp.say(f"  truth: {accepts} clients completed, overflowed {len(overflowed)}, counters {deltas}")
+    if hold and not overflowed:
+        raise mp.Fail("no client overflowed the accept queue")
+    if not hold and (overflowed or deltas["ListenOverflows"]):
+        raise mp.Fail(f"the healthy listener overflowed: {deltas}")
+    return [name, name.replace(".pcap", ".truth.json")]
+
+
+def register(mp, order: list) -> None:
+    """Add the scenarios to make-pcaps' table (``mp``: the make-pcaps module)."""
+
+    @mp.scenario("accept-overflow.pcap", "accept-overflow.truth.json")
+    def accept_overflow(lab):
+        return accept_common(mp, lab, "accept-overflow.pcap", abort=False, backlog=1, hold=HOLD)
+
+    @mp.scenario("accept-abort.pcap", "accept-abort.truth.json")
+    def accept_abort(lab):
+        # request sockets (no SYN cookies) are what tcp_abort_on_overflow resets: clients 8 ms
+        # apart put SYNs in the SYN queue while the accept queue fills (a listen(1) holds 2 of each)
+        return accept_common(mp, lab, "accept-abort.pcap", abort=True, backlog=4, hold=HOLD, clients_n=10, stagger=0.008, syncookies=0)
+
+    @mp.scenario("accept-healthy.pcap", "accept-healthy.truth.json")
+    def accept_healthy(lab):
+        return accept_common(mp, lab, "accept-healthy.pcap", abort=False, backlog=128, hold=0.0)
+
+    order.extend(["accept-overflow", "accept-abort", "accept-healthy"])

@@ -1,0 +1,6 @@
+"""Findings across connections: SYN flood, accept-queue overflow, repeated failures (see engine)."""
+
+from synscope.read.findings.engine import FindingsEngine
+from synscope.read.findings.model import ConnFacts, Finding, facts_of
+
+__all__ = ["ConnFacts", "Finding", "FindingsEngine", "facts_of"]

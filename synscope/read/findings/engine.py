@@ -1,0 +1,43 @@
+"""The findings stage: every connection goes in, findings come out at the end of the input.
+
+Runs after the verdicts, one way: it reads reports (or, in a split run, the
+:class:`~synscope.read.findings.model.ConnFacts` the workers send), keeps bounded state in
+each detector and never edits a connection's verdict.
+"""
+
+from __future__ import annotations
+
+from synscope.read.findings.accept_queue import AcceptQueueDetector
+from synscope.read.findings.failures import FailureGroups
+from synscope.read.findings.model import ConnFacts, Finding, facts_of
+from synscope.read.findings.syn_flood import FloodDetector, flood_finding
+from synscope.read.pipeline import ConnReport
+
+
+class FindingsEngine:
+    """Feeds every detector; :meth:`findings` gives what they found, worst first."""
+
+    def __init__(self) -> None:
+        self.floods = FloodDetector()
+        self.accept_queue = AcceptQueueDetector()
+        self.failures = FailureGroups()
+
+    def feed(self, report: ConnReport) -> None:
+        """Take one connection (before its packets are dropped)."""
+        self.feed_facts(report.conn.id, facts_of(report))
+
+    def feed_facts(self, cid: int, facts: ConnFacts) -> None:
+        """Take one connection as its facts and id (a split run's parent does this)."""
+        self.floods.add_facts(facts)
+        self.accept_queue.add(cid, facts)
+        self.failures.add(cid, facts)
+
+    def findings(self) -> list[Finding]:
+        """Everything found, worst first (then most connections, then earliest). Call once."""
+        found = [flood_finding(s) for s in self.floods.summaries()]
+        flooded = {(f.server_ip, f.server_port) for f in found}
+        found += self.accept_queue.findings()
+        # the half-open attempts of a flood are the flood, not a group of failures
+        found += [f for f in self.failures.findings() if (f.server_ip, f.server_port) not in flooded]
+        found.sort(key=lambda f: (-f.severity, -f.connection_count, f.start))
+        return found
