@@ -57,9 +57,11 @@ class ConnReport:
     conn: Connection
     analysis: ConnAnalysis
     verdict: Verdict
-    retry_of: int | None = None
+    retry_of: int | None = None  # the failed attempt this one retries (application retry), by id
     retry_number: int = 0
     source_name: str = ""
+    round_no: int = 0  # probe --count: which round (0-based) of how many
+    rounds: int = 1
 
     # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
     def __init__(
@@ -71,6 +73,8 @@ class ConnReport:
         self.retry_of = retry_of
         self.retry_number = retry_number
         self.source_name = source_name
+        self.round_no = 0
+        self.rounds = 1
 
 
 @dataclass(slots=True)
@@ -358,7 +362,7 @@ class Pipeline(FrameSink):
         if self.prepare is not None:
             self.prepare(conn, state)
         annotate(conn, state)
-        verdict = judge(conn, state)
+        verdict = judge(conn, state, self.tracker.idle_timeout)
         report = ConnReport(conn, state, verdict)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
@@ -368,8 +372,6 @@ class Pipeline(FrameSink):
             )
             if linked is not None:
                 report.retry_of, report.retry_number = linked
-                if conn.client.port != 0:
-                    verdict.explanation += retry_sentence(*linked)
         return report
 
 
@@ -409,9 +411,17 @@ def failed_attempt(conn: Connection, verdict: Verdict) -> bool:
     return not verdict.ok and not conn.established
 
 
-def retry_sentence(prev_id: int, number: int) -> str:
-    """What a linked retry adds to its verdict's explanation."""
-    return f" This is retry #{number} by the application (new source port) after connection #{prev_id}."
+def link_sentences(report: ConnReport) -> str:
+    """The sentences that tie a connection to others (port reuse, application retry, probe round),
+    worded from the report's data: renderers put them after the verdict's own explanation."""
+    out = []
+    if report.conn.reused_from is not None:
+        out.append(f"This 4-tuple was used before by connection #{report.conn.reused_from} (port reuse).")
+    if report.retry_of is not None and report.conn.client.port != 0:
+        out.append(f"This is retry #{report.retry_number} by the application (new source port) after connection #{report.retry_of}.")
+    if report.rounds > 1:
+        out.append(f"(Round {report.round_no + 1} of {report.rounds} of --count.)")
+    return " ".join(out)
 
 
 def shard_of(key: FlowKey, workers: int) -> int:

@@ -146,6 +146,7 @@ class ConnAnalysis:
     flag_totals: int = 0
     omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False
+    counts_only: bool = False  # only SYN/FIN/RST were captured (watch --handshakes): no data figures
 
     # Written out (dataclass keeps it), as on DirectionFacts
     def __init__(self) -> None:
@@ -155,6 +156,7 @@ class ConnAnalysis:
         self.flag_totals = 0
         self.omitted = 0
         self.finished = False
+        self.counts_only = False
 
     @property
     def retransmission_rate(self) -> float:
