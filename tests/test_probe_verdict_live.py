@@ -1,0 +1,44 @@
+"""Probe verdicts that come from data, not from text edited after the verdict (root; namespaces).
+
+Lab as in tests/test_probe_live.py (synscope.lab.demo.build_lab), under its own prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from synscope.lab.demo import CLOSED_PORT
+from tests.livelib import lab_in_sandbox
+
+pytestmark = pytest.mark.live
+
+FAST = ["--timeout", "0.2", "--retries", "2"]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    yield from lab_in_sandbox("sv1")
+
+
+def probe(lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return lab.sb.run(lab.topo.client, [sys.executable, "-m", "synscope", "probe", *args], check=False, timeout=60)
+
+
+def test_count_rounds_on_a_closed_port_are_not_application_retries(lab) -> None:
+    """--count 2 sends two rounds from two source ports: neither the JSON (retry_of) nor the
+    text may call round 2 a retry by the application; each says which round it is."""
+    proc = probe(lab, lab.topo.server_ip, "-p", str(CLOSED_PORT), "--count", "2", *FAST, "--json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    [obj] = [json.loads(line) for line in proc.stdout.splitlines()]
+    conns = obj["connections"]
+    assert [c["outcome"] for c in conns] == ["refused", "refused"]
+    assert [c["retry_of"] for c in conns] == [None, None]
+    assert all("retry #" not in c["verdict"] for c in conns)
+    assert all(c["confidence"] == "certain" and c["rule"] == "refused" for c in conns)
+    text = probe(lab, lab.topo.server_ip, "-p", str(CLOSED_PORT), "--count", "2", *FAST, "--all").stdout
+    assert "by the application" not in text
+    assert "(Round 1 of 2 of --count.)" in text and "(Round 2 of 2 of --count.)" in text
