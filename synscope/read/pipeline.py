@@ -8,6 +8,7 @@ memory stays flat on long captures.
 from __future__ import annotations
 
 import heapq
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -46,6 +47,9 @@ DUPLICATE_HISTORY: Final = 8
 # (the purge walks every flow remembered: this keeps it cheap per packet, and the table to
 # the flows of about the last PURGE_GENERATIONS milliseconds of capture)
 PURGE_GENERATIONS: Final = 64
+# ICMP errors, told apart by the kernel's filter before a frame the user's --filter rejected is decoded
+ICMP_ERRORS_FILTER: Final = "(icmp and icmp[icmptype] != icmp-echo and icmp[icmptype] != icmp-echoreply) or (icmp6 and ip6[40] < 128)"
+ETHERNET: Final = 1
 # A failed attempt followed this soon by another to the same server port is an application retry
 RETRY_WINDOW: Final = 120.0
 
@@ -159,6 +163,9 @@ class Pipeline(FrameSink):
         self._since_sweep = 0
         self.retries = RetryLinker()
         self.link_retries = True
+        # for ICMP errors quoting a selected connection (see _quotes_selected), made when first needed
+        self._icmp_filter: FrameFilter | None = None
+        self._quote_decoder: Decoder | None = None
         self.source_names: list[str] = []
         # a split run (see share()): this worker's index and the number of workers (0: no split)
         self._shard_index = 0
@@ -177,7 +184,7 @@ class Pipeline(FrameSink):
         self._fed_at = stats.frames
         data = frame.data
         sel = self.selection
-        if sel.frame_filter is not None and not sel.frame_filter.matches(frame.linktype, data, frame.orig_len):
+        if sel.frame_filter is not None and not sel.frame_filter.matches(frame.linktype, data, frame.orig_len) and not self._quotes_selected(frame):
             stats.filtered_out += 1
             return
         item = self.decoder.decode(frame)
@@ -201,6 +208,26 @@ class Pipeline(FrameSink):
             if workers and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), workers) != self._shard_index:
                 return
             self.tracker.attach_icmp(item)
+
+    def _quotes_selected(self, frame: RawFrame) -> bool:
+        """An ICMP error the --filter rejected whose quoted TCP packet the filter selects: kept, or
+        ``--filter 'tcp port N'`` would turn a rejected SYN into silence. The quoted packet is
+        matched as a bare TCP header (flags unknown: SYN assumed, the usual case of an error
+        that ends an attempt). Decided from the frame alone, so every worker of a split run
+        decides alike."""
+        sel = self.selection
+        if sel.frame_filter is None:
+            return False
+        if self._icmp_filter is None:
+            self._icmp_filter = FrameFilter(ICMP_ERRORS_FILTER)
+            self._quote_decoder = Decoder()
+        if not self._icmp_filter.matches(frame.linktype, frame.data, frame.orig_len):
+            return False
+        item = self._quote_decoder.decode(frame) if self._quote_decoder is not None else None
+        if not isinstance(item, IcmpError):
+            return False
+        quoted = quoted_tcp_frame(item)
+        return sel.frame_filter.matches(ETHERNET, quoted, len(quoted))
 
     def consume(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float, frame: int, pkttype: int) -> bool:
         """A reader's :class:`FrameSink`: a common frame (see ``Decoder.decode_plain``) is handled
@@ -409,6 +436,19 @@ class RetryLinker:
 def failed_attempt(conn: Connection, verdict: Verdict) -> bool:
     """A connection the application may retry: it went wrong before it was ever established."""
     return not verdict.ok and not conn.established
+
+
+def quoted_tcp_frame(err: IcmpError) -> bytes:
+    """The packet an ICMP error quotes, rebuilt as an Ethernet frame with a bare TCP header (SYN),
+    for the user's --filter to judge."""
+    tcp = struct.pack("!HHIIBBHHH", err.sport, err.dport, (err.seq or 0) & 0xFFFFFFFF, 0, 0x50, 0x02, 0, 0, 0)
+    if err.version == 6:
+        ip = struct.pack("!IHBB", 0x60000000, len(tcp), 6, 64) + err.src + err.dst
+        ethertype = 0x86DD
+    else:
+        ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0) + err.src + err.dst
+        ethertype = 0x0800
+    return bytes(12) + struct.pack("!H", ethertype) + ip + tcp
 
 
 def link_sentences(report: ConnReport) -> str:

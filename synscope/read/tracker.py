@@ -242,10 +242,34 @@ class Connection:
         if self.established:
             return "ESTABLISHED"
         if side is self.client:
+            if side.syn_count and self.aborted_by_icmp():
+                return "CLOSED"  # Linux aborts connect() on an ICMP error in SYN-SENT (EHOSTUNREACH, ECONNREFUSED)
             return "SYN-SENT" if side.syn_count else "unknown"
         if side.syn_count:
             return "SYN-RECEIVED"
-        return "LISTEN" if self.client.syn_count else "unknown"
+        # nothing came from the server: whether its port has a listener the capture cannot tell
+        # (the SYN may never have reached it)
+        return "unknown"
+
+    def aborted_by_icmp(self) -> bool:
+        """An ICMP error (not a path-MTU message) answered the client's last SYN before any answer
+        from the server: Linux ends the attempt there (tcp_v4_err in SYN-SENT); no later SYN came."""
+        c = self.client
+        if self.server.syn_count or not c.syn_times:
+            return False
+        last_syn = c.syn_times[-1]
+        for err in self.icmp:
+            if err.mtu is None and not _pmtu_or_quench(err.version, err.type, err.code) and err.ts >= last_syn:
+                return True
+        return False
+
+
+def _pmtu_or_quench(version: int, icmp_type: int, code: int) -> bool:
+    """ICMP messages that do not end a connection attempt: fragmentation needed / packet too big
+    (path MTU discovery) and source quench."""
+    if version == 4:
+        return (icmp_type == 3 and code == 4) or icmp_type == 4
+    return icmp_type == 2
 
 
 def _span(start: float | None, end: float | None) -> float | None:

@@ -296,7 +296,8 @@ def _icmp_sentence(conn: Connection) -> _Cause:
     where = _icmp_where(conn)
     on_server = err.router == conn.server.ip
     delay = _icmp_delay(conn)
-    after = f" {fmt.duration(delay)} after the SYN" if delay is not None else ""
+    first = "first SYN" if conn.client.syn_count > 1 else "SYN"
+    after = f" {fmt.duration(delay)} after the {first}" if delay is not None else ""
     evidence = (_syn_evidence(conn), Evidence(f"{label} ({reason}) from {router} quoting it{after}", (err.frame,)))
     box = f"the server {server}" if on_server else router
     if reason in FILTER_REASONS:
@@ -367,7 +368,21 @@ def _host_unreach(conn: Connection, evidence: tuple[Evidence, ...], where: str, 
     server = _server_addr(conn)
     port = conn.server.port
     head = f"{router} answered the SYN to {server}:{port} with {label} ({reason}){after}."
+    kind = reason.split("-")[0]  # host | net
     summary = f"{reason} ({label}) from {router}"
+    if delay is not None and delay < NEIGH_FAILURE_MIN and err.router == conn.server.ip:
+        # a host does not answer a SYN to its own address with host-unreachable unless told to
+        return _Cause(
+            "icmp-rejected",
+            summary + ": reject rule on the server",
+            head + f" That is too soon for a failed ARP/neighbour lookup (it takes about 3 s), and it came from the"
+            f" server's own address. {hedge(LIKELY)}a reject rule {where} (nft reject with icmp type {kind}-unreachable,"
+            f" iptables -j REJECT --reject-with icmp-{kind}-unreachable), in front of the service.",
+            f"On {server}: nft list ruleset | grep -n reject; iptables -S | grep REJECT.",
+            "icmp-unreach-from-server",
+            LIKELY,
+            evidence,
+        )
     if delay is not None and delay < NEIGH_FAILURE_MIN:
         return _Cause(
             "icmp-unreachable",
@@ -652,7 +667,7 @@ def _no_answer(conn: Connection, cs: str) -> _Cause:
             "capture-ended",
             f"1 SYN; capture ends {fmt.duration(quiet)} after it",
             f"One SYN, and the capture ends {fmt.duration(quiet)} after it: too soon to call. An answer could still have"
-            f" been on its way, and the client would only send its SYN again after about {fmt.duration(SYN_RTO_INITIAL)}.",
+            f" been on its way, and the client would only send its SYN again after about {SYN_RTO_INITIAL:g} s.",
             "Capture for longer (at least a few seconds after the SYN, to see its retransmissions or the answer).",
             "capture-ends-after-syn",
             POSSIBLE,
