@@ -42,3 +42,12 @@ def test_count_rounds_on_a_closed_port_are_not_application_retries(lab) -> None:
     text = probe(lab, lab.topo.server_ip, "-p", str(CLOSED_PORT), "--count", "2", *FAST, "--all").stdout
     assert "by the application" not in text
     assert "(Round 1 of 2 of --count.)" in text and "(Round 2 of 2 of --count.)" in text
+
+
+def test_raw_probe_has_no_client_socket(lab) -> None:
+    """A crafted SYN had no socket behind it: no client end state is claimed for it."""
+    proc = probe(lab, lab.topo.server_ip, "-p", str(CLOSED_PORT), *FAST, "--json")
+    [obj] = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [c["client_state"] for c in obj["connections"]] == ["none"]
+    text = probe(lab, lab.topo.server_ip, "-p", str(CLOSED_PORT), *FAST).stdout
+    assert "End states: client none (raw probe: no socket)" in text and "client SYN-SENT" not in text

@@ -682,6 +682,7 @@ def label_probe_connection(report: ConnReport, our_rsts: set[tuple[int, int, int
             kernel_rst = True
     # which --count round this is: data the renderers word (see pipeline.link_sentences)
     report.round_no, report.rounds = round_no, rounds
+    report.raw_client = True  # the SYN was crafted: no local socket ever was in SYN-SENT
     if saw_synack and not c.established:
         report.verdict = open_port_verdict(c, v, kernel_rst)
 

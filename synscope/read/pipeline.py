@@ -66,6 +66,7 @@ class ConnReport:
     source_name: str = ""
     round_no: int = 0  # probe --count: which round (0-based) of how many
     rounds: int = 1
+    raw_client: bool = False  # the client was a raw probe (crafted SYN): no client socket had a state
 
     # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
     def __init__(
@@ -79,6 +80,11 @@ class ConnReport:
         self.source_name = source_name
         self.round_no = 0
         self.rounds = 1
+        self.raw_client = False
+
+    def client_state(self) -> str:
+        """The client's end state; ``none`` for a raw probe, which had no socket."""
+        return "none" if self.raw_client else self.conn.state_of(self.conn.client)
 
 
 @dataclass(slots=True)

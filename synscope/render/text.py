@@ -43,7 +43,8 @@ def write_connection(r: ConnReport, out: TextIO, absolute: bool = False, payload
         for i, line in enumerate(textwrap.wrap("Next: " + v.next_step, WRAP - 2)):
             out.write(("  " if i == 0 else "        ") + line + "\n")
     c = r.conn
-    states = f"  End states: client {c.state_of(c.client)}, server {c.state_of(c.server)}"
+    client = "none (raw probe: no socket)" if r.raw_client else c.state_of(c.client)
+    states = f"  End states: client {client}, server {c.state_of(c.server)}"
     if r.source_name:
         states += f"   (from {r.source_name})"
     out.write(states + "\n")
