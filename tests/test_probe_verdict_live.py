@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from synscope.lab.demo import CLOSED_PORT
+from synscope.lab.demo import CLOSED_PORT, DROPPED_PORT
 from tests.livelib import lab_in_sandbox
 
 pytestmark = pytest.mark.live
@@ -51,3 +51,17 @@ def test_raw_probe_has_no_client_socket(lab) -> None:
     assert [c["client_state"] for c in obj["connections"]] == ["none"]
     text = probe(lab, lab.topo.server_ip, "-p", str(CLOSED_PORT), *FAST).stdout
     assert "End states: client none (raw probe: no socket)" in text and "client SYN-SENT" not in text
+
+
+def test_silent_port_of_a_host_that_answered_is_not_called_down(lab) -> None:
+    """The lab drops tcp/8443 on the server and nothing listens on 9090: the RST from 9090 shows
+    the host is up, so the silent port is a firewall, not 'the host is down'."""
+    proc = probe(lab, lab.topo.server_ip, "-p", f"{CLOSED_PORT},{DROPPED_PORT}", *FAST, "--json")
+    objs = {o["port"]: o for o in map(json.loads, proc.stdout.splitlines())}
+    [silent] = objs[DROPPED_PORT]["connections"]
+    assert silent["outcome"] == "no-answer"
+    assert "host is down" not in silent["verdict"] and "check the host is up" not in silent["next_step"]
+    assert "answered on another port in this run" in silent["verdict"]
+    alone = probe(lab, lab.topo.server_ip, "-p", str(DROPPED_PORT), *FAST, "--json")
+    [conn] = json.loads(alone.stdout)["connections"]
+    assert "or the host is down" in conn["verdict"]  # alone, silence cannot tell

@@ -118,3 +118,41 @@ def test_filter_on_the_port_keeps_the_icmp_error_that_quotes_it() -> None:
     assert obj["outcome"] == "icmp-rejected" and obj["icmp"][0]["from"] == t["reject_at"]
     proc = cli("read", str(PCAPS / "reject-port.pcap"), "--filter", "tcp port 81", "--json")
     assert [json.loads(line)["outcome"] for line in proc.stdout.splitlines()] == ["refused"]  # the other ICMP stays out
+
+
+def test_zero_window_probes_are_not_called_keep_alives() -> None:
+    """zero-window.pcap (a reader that stops reading): Linux's probes into the zero window carry
+    tshark's keep_alive flag (kept in JSON), but the timeline names them zero-window probes;
+    real keep-alives (keepalive.pcap) keep their name."""
+    [r] = analyse("zero-window.pcap")
+    notes = [n for p in r.conn.packets for n in p.notes or ()]
+    assert "keep-alive" not in notes and notes.count("zero-window probe") >= 1
+    proc = cli("read", str(PCAPS / "zero-window.pcap"), "--json")
+    [obj] = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert any("keep_alive" in p["analysis"] for p in obj["packets"])
+    [k] = analyse("keepalive.pcap")
+    assert "keep-alive" in [n for p in k.conn.packets for n in p.notes or ()]
+
+
+def test_no_throughput_over_a_tiny_span() -> None:
+    from synscope.read.analysis.engine import MIN_THROUGHPUT_SPAN, DirectionFacts
+
+    f = DirectionFacts()
+    f.payload_bytes, f.first_data_ts, f.last_data_ts = 1000, 5.0, 5.0 + 55e-6
+    assert f.throughput() == 0.0  # 55 µs: no rate worth stating
+    f.last_data_ts = 5.0 + 10 * MIN_THROUGHPUT_SPAN
+    assert f.throughput() == pytest.approx(1000 / (10 * MIN_THROUGHPUT_SPAN))
+
+
+def test_server_time_wait_does_not_claim_ports() -> None:
+    """port-reuse.pcap: the server closes first and holds TIME-WAIT; that uses no port of its own."""
+    reports = analyse("port-reuse.pcap")
+    tw = [r for r in reports if r.conn.state_of(r.conn.server) == "TIME-WAIT"]
+    assert tw
+    for r in tw:
+        assert "exhaust its ports" not in r.verdict.explanation and "uses no port of the server" in r.verdict.explanation
+
+
+def test_rtt_column_names_the_leg() -> None:
+    out = cli("read", str(PCAPS / "normal.pcap"), "--all").stdout
+    assert "rtt capture↔receiver" in out

@@ -169,6 +169,8 @@ class Pipeline(FrameSink):
         self._since_sweep = 0
         self.retries = RetryLinker()
         self.link_retries = True
+        # servers known to be up (they answered on some port in this run: probe fills it in)
+        self.hosts_up: frozenset[bytes] = frozenset()
         # for ICMP errors quoting a selected connection (see _quotes_selected), made when first needed
         self._icmp_filter: FrameFilter | None = None
         self._quote_decoder: Decoder | None = None
@@ -395,7 +397,7 @@ class Pipeline(FrameSink):
         if self.prepare is not None:
             self.prepare(conn, state)
         annotate(conn, state)
-        verdict = judge(conn, state, self.tracker.idle_timeout)
+        verdict = judge(conn, state, self.tracker.idle_timeout, conn.server.ip in self.hosts_up)
         report = ConnReport(conn, state, verdict)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]

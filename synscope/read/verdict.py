@@ -429,12 +429,14 @@ def _loss_text(f: DirectionFacts, who: str) -> str:
     return f"{fmt.percent(rate)} of the {who}'s data segments were retransmitted ({lost} of {f.data_segments}: {', '.join(parts)})"
 
 
-def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None) -> Verdict:
+def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None, host_up: bool = False) -> Verdict:
     """Decide the outcome and word the verdict for one connection.
 
     ``idle_timeout``: the tracker's (a live source); a connection it handed on for silence
     (``conn.timed_out``) is worded as idle rather than as open at the end of the capture.
     ``state.counts_only``: only SYN/FIN/RST were captured (``watch --handshakes``): no byte counts.
+    ``host_up``: the server's host answered on another port in the same run (``probe``): silence
+    then cannot mean the host is down.
     """
     c, s = conn.client, conn.server
     cs = conn_state(conn)
@@ -473,7 +475,7 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         rule = "refused"
         evidence = (_syn_evidence(conn), _rst_evidence(conn, by_client=False))
     elif cs in ("S0", "SH", "RSTOS0") and not conn.icmp:
-        cause = _no_answer(conn, cs)
+        cause = _no_answer(conn, cs, host_up)
         outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
         rule, confidence, evidence = cause.rule, cause.confidence, cause.evidence
         side = "capture" if rule == "capture-ends-after-syn" else "path"
@@ -653,7 +655,7 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
     return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, rule, confidence, evidence)
 
 
-def _no_answer(conn: Connection, cs: str) -> _Cause:
+def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
     """SYNs and silence: dropped on the way or a dead host (the packets cannot tell which), unless
     the capture ends before the client would even have tried again."""
     c = conn.client
@@ -689,15 +691,23 @@ def _no_answer(conn: Connection, cs: str) -> _Cause:
     # silence cannot tell a DROP rule from a host that is down: after retransmissions, one of the two is
     # likely; a single SYN could also be a client that gave up at once
     confidence = LIKELY if c.syn_count > 1 else POSSIBLE
-    explanation += f" {hedge(confidence)}packets to {server}:{port} are dropped on the way, or the host is down" + (
-        " (silence cannot tell which)." if confidence == LIKELY else "."
-    )
+    if host_up:
+        # the host answered on another port in this run: it is up, so this port's SYNs are dropped
+        confidence = LIKELY
+        explanation += (
+            f" {server} answered on another port in this run, so it is up. {hedge(confidence)}a firewall on the way"
+            f" or on {server} drops packets to port {port}."
+        )
+        evidence = (*evidence, Evidence(f"{server} answered on another port in the same run"))
+    else:
+        explanation += f" {hedge(confidence)}packets to {server}:{port} are dropped on the way, or the host is down" + (
+            " (silence cannot tell which)." if confidence == LIKELY else "."
+        )
     if cs == "RSTOS0":
         explanation += " The client then gave up with RST."
         evidence = (*evidence, _rst_evidence(conn, by_client=True))
-    next_step = (
-        f"Check firewalls / security groups on the path for DROP rules on port {port}; "
-        f"test from closer to the server (nc -vz {server} {port}) and check the host is up."
+    next_step = f"Check firewalls / security groups on the path for DROP rules on port {port}; test from closer to the server (nc -vz {server} {port})" + (
+        f" and on {server} itself (nft list ruleset)." if host_up else " and check the host is up."
     )
     return _Cause("no-answer", summary, explanation, next_step, "no-answer", confidence, evidence)
 
