@@ -193,9 +193,9 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """RST seen, or both FINs seen."""
+        """RST seen, or both FINs seen, or the attempt ended by an ICMP error (see aborted_by_icmp)."""
         c, s = self.client, self.server
-        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None)
+        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None) or self.aborted_by_icmp()
 
     @property
     def handshake_rtt(self) -> float | None:
@@ -214,9 +214,10 @@ class Connection:
 
     @property
     def complete(self) -> bool:
-        """RST seen, or both FINs seen and acknowledged: nothing more is expected."""
+        """RST seen, or both FINs seen and acknowledged, or the attempt ended by an ICMP error:
+        nothing more is expected (a live watch hands it on at once, not after --idle-timeout)."""
         c, s = self.client, self.server
-        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_acked and s.fin_acked)
+        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_acked and s.fin_acked) or self.aborted_by_icmp()
 
     @property
     def established(self) -> bool:
@@ -488,6 +489,8 @@ class Tracker:
         conn.icmp.append(err)
         if err.ts > conn.last_ts:
             conn.last_ts = err.ts
+        if key not in self._closing and conn.aborted_by_icmp():
+            self._closing[key] = conn
         return conn
 
     # -------------------------------------------------------------- retirement
