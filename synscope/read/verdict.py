@@ -516,7 +516,7 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
             evidence = (_rst_evidence(conn, by_client),)
             if last_data is not None and last_data.seg.ts <= (rst_ts or 0) and (rst_ts or 0) - last_data.seg.ts < 0.5:
                 explanation += "Data was still flowing. " + why + "an application closing with unread data, a crash, or a middlebox cutting it."
-                evidence = (Evidence(f"last data {fmt.duration((rst_ts or 0) - last_data.seg.ts)} before it", (last_data.seg.frame,)), *evidence)
+                evidence = (*evidence, Evidence(f"last data {fmt.duration((rst_ts or 0) - last_data.seg.ts)} before the RST", (last_data.seg.frame,)))
             else:
                 explanation += why + "an application abort (SO_LINGER 0), a crash, or an idle timeout on a firewall/NAT."
             next_step = f"Check the {who} application's logs around that time, and any firewall or load balancer idle timeouts."
