@@ -298,7 +298,8 @@ def _icmp_sentence(conn: Connection) -> _Cause:
     delay = _icmp_delay(conn)
     first = "first SYN" if conn.client.syn_count > 1 else "SYN"
     after = f" {fmt.duration(delay)} after the {first}" if delay is not None else ""
-    evidence = (_syn_evidence(conn), Evidence(f"{label} ({reason}) from {router} quoting it{after}", (err.frame,)))
+    later = f", {fmt.duration(delay)} later" if delay is not None else ""
+    evidence = (_syn_evidence(conn), Evidence(f"{label} from {router} quoting it{later}", (err.frame,)))
     box = f"the server {server}" if on_server else router
     if reason in FILTER_REASONS:
         return _Cause(

@@ -29,7 +29,7 @@ from synscope.core.addr import fmt_ip
 from synscope.core.model import ACK, FIN, RST, RawFrame
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
-from synscope.read.pipeline import ConnReport, Pipeline
+from synscope.read.pipeline import ICMP_ERRORS_FILTER, ConnReport, Pipeline
 from synscope.read.tracker import C2S, Connection
 from synscope.read.verdict import COUNTS_ONLY_NOTE
 
@@ -52,7 +52,7 @@ SUMMARY_ROWS = 1000
 DROP_WARN_EVERY = 10.0
 
 # Kernel filters (tcpdump syntax, compiled by libpcap). ICMP: only errors, the ones that can quote TCP.
-ICMP_ERRORS = "(icmp and icmp[icmptype] != icmp-echo and icmp[icmptype] != icmp-echoreply) or (icmp6 and ip6[40] < 128)"
+ICMP_ERRORS = ICMP_ERRORS_FILTER
 # --handshakes: SYN, FIN or RST set. libpcap's tcp[tcpflags] is IPv4-only, so IPv6 reads the flags
 # byte at its fixed offset (40-byte header + 13): TCP directly after the IPv6 header, without
 # extension headers (TCP behind extension headers is not seen in this mode).
