@@ -156,3 +156,17 @@ def test_server_time_wait_does_not_claim_ports() -> None:
 def test_rtt_column_names_the_leg() -> None:
     out = cli("read", str(PCAPS / "normal.pcap"), "--all").stdout
     assert "rtt capture↔receiver" in out
+
+
+def test_every_verdict_names_its_rule_and_its_frames_exist() -> None:
+    """Over every bundled capture: each verdict comes from a named rule with a known confidence,
+    and each evidence frame is a packet (or ICMP error) of that very connection."""
+    names = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng") and p.name != "busy.pcap")
+    for name in names:
+        for r in analyse(name):
+            v = r.verdict
+            assert v.rule, (name, r.conn.id, v.outcome)
+            assert v.confidence in ("certain", "likely", "possible")
+            frames = {p.seg.frame for p in r.conn.packets} | {e.frame for e in r.conn.icmp}
+            for e in v.evidence:
+                assert set(e.frames) <= frames, (name, r.conn.id, e)
