@@ -35,6 +35,11 @@ EVICT_ACTIVE: Final = 1.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
 MAX_RECENT_CLOSED: Final = 65536
+# A live source hands on an unanswered attempt whose client stopped sending SYNs: the kernel's next
+# SYN would come within GIVE_UP_BACKOFF times the last gap (exponential backoff), so silence for that
+# long plus GIVE_UP_MARGIN means the client gave up (connect() returned ETIMEDOUT)
+GIVE_UP_BACKOFF: Final = 2.0
+GIVE_UP_MARGIN: Final = 1.0
 # Side.next_seq / highest_ack before any is seen (sequence numbers are never negative)
 UNSEEN: Final = -1
 # Well-known ports below this are taken to be the server when the handshake is missing.
@@ -263,6 +268,16 @@ class Connection:
             if err.mtu is None and not _pmtu_or_quench(err.version, err.type, err.code) and err.ts >= last_syn:
                 return True
         return False
+
+
+def _gave_up(conn: Connection, clock: float) -> bool:
+    """Only SYNs, nothing back, and no SYN for longer than the client's backoff would wait: the client
+    gave up, so a live watch reports the attempt now rather than after --idle-timeout."""
+    times = conn.client.syn_times
+    if conn.server.packets or conn.icmp or len(times) < 2 or len(times) != conn.client.packets:
+        return False
+    gap = times[-1] - times[-2]
+    return clock - times[-1] > GIVE_UP_BACKOFF * gap + GIVE_UP_MARGIN
 
 
 def _pmtu_or_quench(version: int, icmp_type: int, code: int) -> bool:
@@ -559,6 +574,8 @@ class Tracker:
             elif idle_horizon is not None and c.last_ts < idle_horizon:
                 c.timed_out = True
                 self.timed_out += 1
+                done.append(k)
+            elif idle_horizon is not None and _gave_up(c, clock):
                 done.append(k)
         table = self.table
         done = [k for _, k in sorted([(table[k].id, k) for k in done])]  # ids are unique: keys never compared
