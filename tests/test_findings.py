@@ -17,7 +17,7 @@ from synscope.read.findings import ConnFacts, FindingsEngine
 from synscope.read.findings import accept_queue as aq
 from synscope.read.findings import failures as fl
 from synscope.read.findings.model import MAX_IDS
-from synscope.read.pipeline import RETRY_MIN_GAP, RetryLinker
+from synscope.read.pipeline import RETRY_MIN_GAP, RetryLinker, link_sentences
 from tests.helpers import PCAPS, analyse, cli, pcap
 
 
@@ -110,8 +110,8 @@ def test_one_app_retrying_is_worded_as_attempts() -> None:
     """refused-retry.pcap: the application connects 3 times, 1 s apart."""
     reports = analyse("refused-retry.pcap")
     assert [(r.retry_of, r.retry_number) for r in reports] == [(None, 0), (1, 1), (2, 2)]
-    assert "attempt 2 by the application" in reports[1].verdict.explanation
-    assert "attempt 3 by the application" in reports[2].verdict.explanation
+    assert "attempt 2 by the application" in link_sentences(reports[1])
+    assert "attempt 3 by the application" in link_sentences(reports[2])
     engine = FindingsEngine()
     for r in reports:
         engine.feed(r)

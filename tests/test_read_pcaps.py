@@ -9,6 +9,7 @@ import pytest
 from synscope.core.addr import fmt_ip
 from synscope.read.analysis.annotate import backoff_pattern
 from synscope.read.analysis.flags import flag_names
+from synscope.read.pipeline import link_sentences
 from tests.helpers import PCAPS, analyse, cli, pcap
 
 
@@ -97,7 +98,7 @@ def test_port_reuse_makes_two_connections() -> None:
     assert first.conn.client.isn != second.conn.client.isn
     assert second.conn.reused_from == first.conn.id
     assert "reused_ports" in flag_names(second.conn.packets[0].analysis)
-    assert "port reuse" in second.verdict.explanation
+    assert f"used before by connection #{first.conn.id} (port reuse)" in link_sentences(second)
 
 
 def test_ipv6_closed_and_refused() -> None:
@@ -195,7 +196,9 @@ def test_refused_retries_are_recognised_as_application_retries() -> None:
     assert [r.verdict.outcome for r in reports] == ["refused"] * len(reports)
     assert len({r.conn.client.port for r in reports}) == len(reports)
     assert reports[1].retry_of == reports[0].conn.id
-    assert "attempt 2 by the application" in reports[1].verdict.explanation
+    assert f"attempt 2 by the application (new source port), after connection #{reports[0].conn.id} failed" in link_sentences(reports[1])
+    assert "attempt" not in link_sentences(reports[0])
+    assert "attempt" not in reports[1].verdict.explanation  # a link, worded by the renderers, not part of the verdict
 
 
 def test_json_lines_schema() -> None:

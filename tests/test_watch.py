@@ -389,3 +389,25 @@ def test_bad_host_is_a_usage_error() -> None:
     proc = cli("watch", "--host", "not-an-ip")
     assert proc.returncode == ExitCode.USAGE
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["icmp-prohibited.pcap", "reject-port.pcap"])
+def test_icmp_rejected_attempt_is_handed_on_at_once(name: str) -> None:
+    """An attempt ended by an ICMP error (connect() fails there) is finished: streamed before the
+    capture stops, not held until --idle-timeout (and not worded as idle)."""
+    objs, _, cap = run_json(frames_of(name), idle_timeout=3600.0)
+    streamed = [json.loads(line) for line in cap.out_at_stop.splitlines()]
+    rejected = [o for o in streamed if o["icmp"]]
+    assert rejected and all(o["outcome"].startswith("icmp-") for o in rejected)
+    assert all("--idle-timeout" not in o["verdict"] for o in rejected)
+    assert all(o["client_state"] == "CLOSED" for o in rejected)
+
+
+def test_given_up_attempt_is_handed_on_without_waiting_for_the_idle_timeout() -> None:
+    """no-answer.pcap: 8 SYNs (gaps 1, 1, 1, 1, 1, 2, 4 s), then the client gives up (ETIMEDOUT):
+    one attempt, reported once no SYN came for twice the last gap, long before --idle-timeout."""
+    objs, w, cap = run_json(frames_of("no-answer.pcap"), idle_timeout=3600.0, idle_reads=12)
+    assert [o["outcome"] for o in objs] == ["no-answer"] and objs[0]["syn_retransmissions"] == 7
+    streamed = [json.loads(line) for line in cap.out_at_stop.splitlines()]
+    assert [o["outcome"] for o in streamed] == ["no-answer"]
+    assert "--idle-timeout" not in streamed[0]["verdict"]

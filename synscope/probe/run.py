@@ -23,7 +23,6 @@ import ipaddress
 import json
 import os
 import random
-import re
 import select
 import shutil
 import socket
@@ -60,8 +59,10 @@ from synscope.probe.classify import (
     reply_key,
 )
 from synscope.read.decode import Decoder
+from synscope.read.evidence import CERTAIN, Evidence
 from synscope.read.pipeline import ConnReport, Pipeline
-from synscope.read.tracker import C2S
+from synscope.read.tracker import C2S, Connection
+from synscope.read.verdict import Verdict
 
 # Probes per second unless --rate says otherwise: masscan's conservative default;
 # 100 SYNs/s is about 60 kbit/s and one SYN per port, far from any flood threshold.
@@ -406,6 +407,11 @@ def build_reports(outcome: ProbeOutcome, ports: list[int]) -> dict[int, list[Con
     """Feed the captured frames of ``ports`` through the read pipeline; label what the probe did."""
     frames = sorted((f for p in ports for f in outcome.captured.get(p, ())), key=lambda f: f.frame)
     pipeline = Pipeline()
+    # a port's --count rounds come from new source ports: rounds, not an application retrying
+    pipeline.link_retries = False
+    # a host that answered on any port of this run (SYN-ACK or RST from it) is up: a silent port is filtered
+    if any(r.state in ("open", "closed") and r.sender == outcome.target.packed for r in outcome.results):
+        pipeline.hosts_up = frozenset({outcome.target.packed})
     for f in frames:
         pipeline.feed(f)
     src, dst = outcome.target.src_packed, outcome.target.packed
@@ -684,25 +690,35 @@ def label_probe_connection(report: ConnReport, our_rsts: set[tuple[int, int, int
         elif saw_synack:
             pkt.notes = [KERNEL_RST_NOTE]
             kernel_rst = True
-    # the pipeline takes repeated attempts for an application retrying; here they are --count rounds
-    v.explanation = _APP_RETRY.sub("", v.explanation)
-    if rounds > 1:
-        v.explanation += f" (Round {round_no + 1} of {rounds} of --count.)"
+    # which --count round this is: data the renderers word (see pipeline.link_sentences)
+    report.round_no, report.rounds = round_no, rounds
+    report.raw_client = True  # the SYN was crafted: no local socket ever was in SYN-SENT
     if saw_synack and not c.established:
-        delay = c.synack_ts - c.syn_ts if c.synack_ts is not None and c.syn_ts is not None else None
-        v.outcome = "open"
-        v.summary = f"SYN-ACK {fmt.duration(delay)} after SYN" if delay is not None else "SYN-ACK"
-        v.explanation = (
-            f"Port {c.server.port} is open: the server answered the SYN with SYN-ACK"
-            f"{' after ' + fmt.duration(delay) if delay is not None else ''}. synscope then sent RST so no half-open "
-            "connection stays on the server"
-            + ("; the local kernel sent its own RST as well, since no local socket opened this connection." if kernel_rst else ".")
-        )
-        v.next_step = ""
-        v.ok = True
+        report.verdict = open_port_verdict(c, v, kernel_rst)
 
 
-_APP_RETRY = re.compile(r" This is retry #\d+ by the application \(new source port\) after connection #\d+\.")
+def open_port_verdict(c: Connection, judged: Verdict, kernel_rst: bool) -> Verdict:
+    """The probe's own verdict for a SYN-ACK it closed with RST (the read verdict would call that a
+    reset handshake: here the RST is the probe's, by design)."""
+    delay = c.synack_ts - c.syn_ts if c.synack_ts is not None and c.syn_ts is not None else None
+    syns = tuple(p.seg.frame for p in c.packets if p.dir == C2S and p.seg.flags & SYN)[:1]
+    synacks = tuple(p.seg.frame for p in c.packets if p.dir != C2S and p.seg.flags & SYN)[:1]
+    return Verdict(
+        "open",
+        judged.conn_state,
+        judged.history,
+        f"SYN-ACK {fmt.duration(delay)} after SYN" if delay is not None else "SYN-ACK",
+        f"Port {c.server.port} is open: the server answered the SYN with SYN-ACK"
+        f"{' after ' + fmt.duration(delay) if delay is not None else ''}. synscope then sent RST so no half-open "
+        "connection stays on the server"
+        + ("; the local kernel sent its own RST as well, since no local socket opened this connection." if kernel_rst else "."),
+        "",
+        True,
+        "server",
+        "probe-open",
+        CERTAIN,
+        (Evidence("SYN", syns), Evidence("SYN-ACK", synacks)),
+    )
 
 
 # ---------------------------------------------------------------- full handshake

@@ -42,6 +42,15 @@ class Evidence:
         return f"Evidence({self.fact!r}, {self.frames!r})"
 
 
+def hedge(confidence: str) -> str:
+    """The words that open a causal sentence of this confidence ("" for certain)."""
+    if confidence == LIKELY:
+        return "Likely: "
+    if confidence == POSSIBLE:
+        return "Possible causes (the capture cannot tell which): "
+    return ""
+
+
 def weakest(*levels: str) -> str:
     """The least sure of several confidences (a chain of inferences is as sure as its weakest link)."""
     worst = CERTAIN

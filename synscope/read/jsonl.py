@@ -72,10 +72,11 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "outcome": v.outcome,
         "ok": v.ok,
         "verdict": v.explanation,
+        "rule": v.rule or None,
         "confidence": v.confidence,
         "evidence": [{"fact": e.fact, "frames": list(e.frames)} for e in v.evidence],
         "next_step": v.next_step or None,
-        "client_state": c.state_of(c.client),
+        "client_state": r.client_state(),
         "server_state": c.state_of(c.server),
         "syn_retransmissions": max(c.client.syn_count - 1, 0),
         "synack_retransmissions": max(c.server.syn_count - 1, 0),
@@ -85,6 +86,7 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "packets_omitted": r.analysis.omitted,
         "reused_from": c.reused_from,
         "retry_of": r.retry_of,
+        "retry_number": r.retry_number if r.retry_of is not None else None,
         "icmp": [
             {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
             for e in c.icmp
@@ -173,13 +175,14 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{float_text(c.first_ts)},"end":{float_text(c.last_ts)},'
         f'"state":{string(v.conn_state)},"history":{string(v.history)},"outcome":{string(v.outcome)},'
-        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"rule":{_opt_text(v.rule or None)},'
         f'"confidence":{string(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{_opt_text(v.next_step or None)},'
-        f'"client_state":{string(c.state_of(client))},"server_state":{string(c.state_of(server))},'
+        f'"client_state":{string(r.client_state())},"server_state":{string(c.state_of(server))},'
         f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
-        f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},"icmp":[{icmp}],'
+        f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},'
+        f'"retry_number":{_int_text(r.retry_number if r.retry_of is not None else None)},"icmp":[{icmp}],'
         f'"c2s":{_direction_text(fc, client, server, absolute)},"s2c":{_direction_text(fs, server, client, absolute)}'
     )
 

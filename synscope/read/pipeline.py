@@ -8,11 +8,13 @@ memory stays flat on long captures.
 from __future__ import annotations
 
 import heapq
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 from synscope.capture.bpf import FrameFilter
+from synscope.core.icmp import capture_filter as icmp_capture_filter
 from synscope.core.model import FrameSink, IcmpError, RawFrame, Segment, flow_mix
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
@@ -49,6 +51,10 @@ LOOPBACK_V6: Final = bytes(15) + b"\x01"
 # (the purge walks every flow remembered: this keeps it cheap per packet, and the table to
 # the flows of about the last PURGE_GENERATIONS milliseconds of capture)
 PURGE_GENERATIONS: Final = 64
+# ICMP errors, told apart by the kernel's filter before a frame the user's --filter rejected is
+# decoded: exactly the messages the decoder reads (one definition, synscope.core.icmp)
+ICMP_ERRORS_FILTER: Final = icmp_capture_filter()
+ETHERNET: Final = 1
 # A failed attempt followed this soon by another to the same server port may be an application retry
 RETRY_WINDOW: Final = 120.0
 # ... but only if the next attempt came at least this long after the failure: a client that
@@ -71,9 +77,12 @@ class ConnReport:
     conn: Connection
     analysis: ConnAnalysis
     verdict: Verdict
-    retry_of: int | None = None
+    retry_of: int | None = None  # the failed attempt this one retries (application retry), by id
     retry_number: int = 0
     source_name: str = ""
+    round_no: int = 0  # probe --count: which round (0-based) of how many
+    rounds: int = 1
+    raw_client: bool = False  # the client was a raw probe (crafted SYN): no client socket had a state
 
     # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
     def __init__(
@@ -85,6 +94,13 @@ class ConnReport:
         self.retry_of = retry_of
         self.retry_number = retry_number
         self.source_name = source_name
+        self.round_no = 0
+        self.rounds = 1
+        self.raw_client = False
+
+    def client_state(self) -> str:
+        """The client's end state; ``none`` for a raw probe, which had no socket."""
+        return "none" if self.raw_client else self.conn.state_of(self.conn.client)
 
 
 @dataclass(slots=True)
@@ -180,6 +196,11 @@ class Pipeline(FrameSink):
         self._since_sweep = 0
         self.retries = RetryLinker()
         self.link_retries = True
+        # servers known to be up (they answered on some port in this run: probe fills it in)
+        self.hosts_up: frozenset[bytes] = frozenset()
+        # for ICMP errors quoting a selected connection (see _quotes_selected), made when first needed
+        self._icmp_filter: FrameFilter | None = None
+        self._quote_decoder: Decoder | None = None
         self.source_names: list[str] = []
         # a split run (see share()): this worker's index and the number of workers (0: no split)
         self._shard_index = 0
@@ -198,7 +219,7 @@ class Pipeline(FrameSink):
         self._fed_at = stats.frames
         data = frame.data
         sel = self.selection
-        if sel.frame_filter is not None and not sel.frame_filter.matches(frame.linktype, data, frame.orig_len):
+        if sel.frame_filter is not None and not sel.frame_filter.matches(frame.linktype, data, frame.orig_len) and not self._quotes_selected(frame):
             stats.filtered_out += 1
             return
         item = self.decoder.decode(frame)
@@ -222,6 +243,26 @@ class Pipeline(FrameSink):
             if workers and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), workers) != self._shard_index:
                 return
             self.tracker.attach_icmp(item)
+
+    def _quotes_selected(self, frame: RawFrame) -> bool:
+        """An ICMP error the --filter rejected whose quoted TCP packet the filter selects: kept, or
+        ``--filter 'tcp port N'`` would turn a rejected SYN into silence. The quoted packet is
+        matched as a bare TCP header (flags unknown: SYN assumed, the usual case of an error
+        that ends an attempt). Decided from the frame alone, so every worker of a split run
+        decides alike."""
+        sel = self.selection
+        if sel.frame_filter is None:
+            return False
+        if self._icmp_filter is None:
+            self._icmp_filter = FrameFilter(ICMP_ERRORS_FILTER)
+            self._quote_decoder = Decoder()
+        if not self._icmp_filter.matches(frame.linktype, frame.data, frame.orig_len):
+            return False
+        item = self._quote_decoder.decode(frame) if self._quote_decoder is not None else None
+        if not isinstance(item, IcmpError):
+            return False
+        quoted = quoted_tcp_frame(item)
+        return sel.frame_filter.matches(ETHERNET, quoted, len(quoted))
 
     def consume(self, buf: bytes, offset: int, caplen: int, orig_len: int, linktype: int, ts: float, frame: int, pkttype: int) -> bool:
         """A reader's :class:`FrameSink`: a common frame (see ``Decoder.decode_plain``) is handled
@@ -397,7 +438,7 @@ class Pipeline(FrameSink):
         if self.prepare is not None:
             self.prepare(conn, state)
         annotate(conn, state)
-        verdict = judge(conn, state)
+        verdict = judge(conn, state, self.tracker.idle_timeout, conn.server.ip in self.hosts_up)
         report = ConnReport(conn, state, verdict)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
@@ -407,8 +448,6 @@ class Pipeline(FrameSink):
             )
             if linked is not None:
                 report.retry_of, report.retry_number = linked
-                if conn.client.port != 0:
-                    verdict.explanation += retry_sentence(*linked)
         return report
 
 
@@ -470,9 +509,30 @@ def failed_attempt(conn: Connection, verdict: Verdict) -> bool:
     return not verdict.ok and not conn.established
 
 
-def retry_sentence(prev_id: int, number: int) -> str:
-    """What a linked retry adds to its verdict's explanation."""
-    return f" This is attempt {number + 1} by the application (new source port), after connection #{prev_id} failed."
+def quoted_tcp_frame(err: IcmpError) -> bytes:
+    """The packet an ICMP error quotes, rebuilt as an Ethernet frame with a bare TCP header (SYN),
+    for the user's --filter to judge."""
+    tcp = struct.pack("!HHIIBBHHH", err.sport, err.dport, (err.seq or 0) & 0xFFFFFFFF, 0, 0x50, 0x02, 0, 0, 0)
+    if err.version == 6:
+        ip = struct.pack("!IHBB", 0x60000000, len(tcp), 6, 64) + err.src + err.dst
+        ethertype = 0x86DD
+    else:
+        ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0) + err.src + err.dst
+        ethertype = 0x0800
+    return bytes(12) + struct.pack("!H", ethertype) + ip + tcp
+
+
+def link_sentences(report: ConnReport) -> str:
+    """The sentences that tie a connection to others (port reuse, application retry, probe round),
+    worded from the report's data: renderers put them after the verdict's own explanation."""
+    out = []
+    if report.conn.reused_from is not None:
+        out.append(f"This 4-tuple was used before by connection #{report.conn.reused_from} (port reuse).")
+    if report.retry_of is not None and report.conn.client.port != 0:
+        out.append(f"This is attempt {report.retry_number + 1} by the application (new source port), after connection #{report.retry_of} failed.")
+    if report.rounds > 1:
+        out.append(f"(Round {report.round_no + 1} of {report.rounds} of --count.)")
+    return " ".join(out)
 
 
 def shard_of(key: FlowKey, workers: int) -> int:

@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, Final
 
 from synscope.read.findings import FindingsEngine, facts_of
 from synscope.read.jsonl import HEAD_START, head_text, join_line, packets_text
-from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, retry_sentence
+from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import MAX_ORPHAN_ICMP
 
@@ -188,22 +188,18 @@ class SplitRun:
         if self.findings is not None:
             self.findings.feed_facts(cid, facts)
         linked = None
-        client_port = 0
         if link is not None:
-            key, syn_ts, failed, client_port, failed_at = link
+            key, syn_ts, failed, _client_port, failed_at = link
             linked = self._linker.link(key, cid, syn_ts, failed, retire_clock, failed_at)
         if reused_from is None and linked is None:  # the usual case: only the id to put in
             return cid, b"".join((_HEAD_START, str(cid).encode(), head_rest, _PACKETS_START, packets, _LINE_END))
         head = json.loads(_HEAD_START + b"0" + head_rest + b"}")
         head["id"] = cid
+        # (links are data beside the verdict's text, which no stage edits: see pipeline.link_sentences)
         if reused_from is not None:
-            earlier = self._nameable[w].pop(reused_from)  # (named once: the tracker let go of it then)
-            head["reused_from"] = earlier
-            head["verdict"] = head["verdict"].replace(f"connection #{reused_from} (port reuse)", f"connection #{earlier} (port reuse)")
+            head["reused_from"] = self._nameable[w].pop(reused_from)  # (named once: the tracker let go of it then)
         if linked is not None:
-            head["retry_of"] = linked[0]
-            if client_port != 0:
-                head["verdict"] += retry_sentence(*linked)
+            head["retry_of"], head["retry_number"] = linked
         return cid, (join_line(head, packets.decode("ascii")) + "\n").encode("ascii")
 
     def _receive(self, need: int) -> None:

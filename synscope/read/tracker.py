@@ -35,6 +35,11 @@ EVICT_ACTIVE: Final = 1.0
 # Closed connections retired sooner than CLOSED_LINGER (live output) are remembered this many
 # 4-tuples at most, so their TIME_WAIT stragglers are absorbed instead of opening a mid-stream entry.
 MAX_RECENT_CLOSED: Final = 65536
+# A live source hands on an unanswered attempt whose client stopped sending SYNs: the kernel's next
+# SYN would come within GIVE_UP_BACKOFF times the last gap (exponential backoff), so silence for that
+# long plus GIVE_UP_MARGIN means the client gave up (connect() returned ETIMEDOUT)
+GIVE_UP_BACKOFF: Final = 2.0
+GIVE_UP_MARGIN: Final = 1.0
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR: Final = 32768
 # RFC 7323 section 2.3: the largest window shift; a larger one in a SYN is used as 14
@@ -202,9 +207,9 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """RST seen, or both FINs seen."""
+        """RST seen, or both FINs seen, or the attempt ended by an ICMP error (see aborted_by_icmp)."""
         c, s = self.client, self.server
-        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None)
+        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_seq is not None and s.fin_seq is not None) or self.aborted_by_icmp()
 
     @property
     def synack_before_syn(self) -> bool:
@@ -242,9 +247,10 @@ class Connection:
 
     @property
     def complete(self) -> bool:
-        """RST seen, or both FINs seen and acknowledged: nothing more is expected."""
+        """RST seen, or both FINs seen and acknowledged, or the attempt ended by an ICMP error:
+        nothing more is expected (a live watch hands it on at once, not after --idle-timeout)."""
         c, s = self.client, self.server
-        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_acked and s.fin_acked)
+        return c.rst_ts is not None or s.rst_ts is not None or (c.fin_acked and s.fin_acked) or self.aborted_by_icmp()
 
     @property
     def established(self) -> bool:
@@ -290,10 +296,44 @@ class Connection:
         if self.established:
             return "ESTABLISHED"
         if side is self.client:
+            if side.syn_count and self.aborted_by_icmp():
+                return "CLOSED"  # Linux aborts connect() on an ICMP error in SYN-SENT (EHOSTUNREACH, ECONNREFUSED)
             return "SYN-SENT" if side.syn_count else "unknown"
         if side.syn_count:
             return "SYN-RECEIVED"
-        return "LISTEN" if self.client.syn_count else "unknown"
+        # nothing came from the server: whether its port has a listener the capture cannot tell
+        # (the SYN may never have reached it)
+        return "unknown"
+
+    def aborted_by_icmp(self) -> bool:
+        """An ICMP error (not a path-MTU message) answered the client's last SYN before any answer
+        from the server: Linux ends the attempt there (tcp_v4_err in SYN-SENT); no later SYN came."""
+        c = self.client
+        if self.server.syn_count or not c.syn_times:
+            return False
+        last_syn = c.syn_times[-1]
+        for err in self.icmp:
+            if err.mtu is None and not _pmtu_or_quench(err.version, err.type, err.code) and err.ts >= last_syn:
+                return True
+        return False
+
+
+def _gave_up(conn: Connection, clock: float) -> bool:
+    """Only SYNs, nothing back, and no SYN for longer than the client's backoff would wait: the client
+    gave up, so a live watch reports the attempt now rather than after --idle-timeout."""
+    times = conn.client.syn_times
+    if conn.server.packets or conn.icmp or len(times) < 2 or len(times) != conn.client.packets:
+        return False
+    gap = times[-1] - times[-2]
+    return clock - times[-1] > GIVE_UP_BACKOFF * gap + GIVE_UP_MARGIN
+
+
+def _pmtu_or_quench(version: int, icmp_type: int, code: int) -> bool:
+    """ICMP messages that do not end a connection attempt: fragmentation needed / packet too big
+    (path MTU discovery) and source quench."""
+    if version == 4:
+        return (icmp_type == 3 and code == 4) or icmp_type == 4
+    return icmp_type == 2
 
 
 def _not_acking(ack: int, fin_seq: int) -> bool:
@@ -522,6 +562,8 @@ class Tracker:
         conn.icmp.append(err)
         if err.ts > conn.last_ts:
             conn.last_ts = err.ts
+        if key not in self._closing and conn.aborted_by_icmp():
+            self._closing[key] = conn
         return conn
 
     # -------------------------------------------------------------- retirement
@@ -590,6 +632,8 @@ class Tracker:
             elif idle_horizon is not None and c.last_ts < idle_horizon:
                 c.timed_out = True
                 self.timed_out += 1
+                done.append(k)
+            elif idle_horizon is not None and _gave_up(c, clock):
                 done.append(k)
         table = self.table
         done = [k for _, k in sorted([(table[k].id, k) for k in done])]  # ids are unique: keys never compared

@@ -12,7 +12,7 @@ from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, linux_syn_layout
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
-from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence
+from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence, hedge
 from synscope.read.tracker import C2S, Connection, Packet
 
 # Retransmission rate above which loss on the path is the headline
@@ -23,6 +23,17 @@ ZERO_WINDOW_ALERT: Final = 0.2
 GOOD_OUTCOMES: Final = frozenset({"closed", "established", "half-closed"})
 # Common initial TTLs, to turn a received TTL into a hop count
 INITIAL_TTLS: Final = (64, 128, 255)
+# A SYN not answered is sent again after about 1 s (Linux's and RFC 6298's initial RTO): a capture
+# that ends sooner after the last SYN, with no retransmission seen, cannot tell silence from a slow answer
+SYN_RTO_INITIAL: Final = 1.0
+# A failed ARP / neighbour discovery lookup answers with host-unreachable only after its probes
+# (3 of them, 1 s apart, on Linux): an ICMP host-unreachable sooner than this after the first SYN
+# comes from a reject rule or a route, not from a host that does not answer ARP
+NEIGH_FAILURE_MIN: Final = 2.5
+# What a connection captured with only SYN, FIN, RST and ICMP (watch --handshakes) cannot show
+COUNTS_ONLY_NOTE: Final = "handshakes mode: only SYN, FIN, RST and ICMP were captured, so data, plain ACKs and data loss are not seen"
+# How many frame numbers of one kind an evidence fact lists (the first ones)
+EVIDENCE_FRAMES: Final = 8
 
 
 @dataclass(slots=True)
@@ -77,6 +88,42 @@ def hops(ttl: int | None) -> int | None:
         if ttl <= initial:
             return initial - ttl
     return None
+
+
+def _frames(conn: Connection, d: int, want: int, without: int = 0) -> tuple[int, ...]:
+    """Frame numbers of the packets in direction ``d`` with all of ``want`` set and none of ``without``."""
+    out = [p.seg.frame for p in conn.packets if p.dir == d and p.seg.flags & want == want and not p.seg.flags & without]
+    return tuple(out[:EVIDENCE_FRAMES])
+
+
+def _syn_evidence(conn: Connection) -> Evidence:
+    """The client's SYN(s), as one fact."""
+    frames = _frames(conn, C2S, SYN, ACK)
+    n = conn.client.syn_count
+    return Evidence("SYN" if n <= 1 else f"{n} SYNs", frames)
+
+
+def _rst_evidence(conn: Connection, by_client: bool) -> Evidence:
+    """The first RST of one side."""
+    side = conn.client if by_client else conn.server
+    return Evidence(f"RST from the {'client' if by_client else 'server'}", (side.rst_frame,) if side.rst_frame else ())
+
+
+def _fin_evidence(conn: Connection) -> tuple[Evidence, ...]:
+    """Each side's FIN(s)."""
+    out = []
+    for d, who in ((C2S, "client"), (1, "server")):
+        frames = _frames(conn, d, FIN)
+        if frames:
+            out.append(Evidence(f"FIN from the {who}", frames))
+    return tuple(out)
+
+
+def capture_quiet_after(conn: Connection, ts: float | None) -> float | None:
+    """How long the capture ran on after ``ts`` (the capture clock when the connection was handed on)."""
+    if ts is None or conn.retire_clock <= 0.0:
+        return None
+    return max(conn.retire_clock - ts, 0.0)
 
 
 def conn_state(conn: Connection) -> str:
@@ -202,47 +249,174 @@ def _server_addr(conn: Connection) -> str:
     return fmt_ip(conn.server.ip)
 
 
-def _icmp_sentence(conn: Connection) -> tuple[str, str, str, str]:
-    """(outcome, summary, explanation, next step) for an attempt killed by ICMP."""
+class _Cause:
+    """What one branch of :func:`judge` decided: the words, the rule and how sure it is."""
+
+    __slots__ = ("outcome", "summary", "explanation", "next_step", "rule", "confidence", "evidence")
+
+    def __init__(self, outcome: str, summary: str, explanation: str, next_step: str, rule: str, confidence: str, evidence: tuple[Evidence, ...]) -> None:
+        self.outcome = outcome
+        self.summary = summary
+        self.explanation = explanation
+        self.next_step = next_step
+        self.rule = rule
+        self.confidence = confidence
+        self.evidence = evidence
+
+
+def _icmp_where(conn: Connection) -> str:
+    """Where the ICMP error came from, as words: the server itself, or a box some hops from the capture."""
+    err = conn.icmp[-1]
+    router = fmt_ip(err.router)
+    if err.router == conn.server.ip:
+        return f"on the server {router} itself"
+    router_hops = hops(err.ttl)
+    if router_hops is not None:
+        return f"at {router}, {router_hops + 1} hop{'s' if router_hops else ''} from the capture point"
+    return f"at {router}"
+
+
+def _icmp_delay(conn: Connection) -> float | None:
+    """Time from the attempt's first SYN to the ICMP error (None without a SYN before it)."""
+    err = conn.icmp[-1]
+    times = conn.client.syn_times
+    if not times or err.ts < times[0]:
+        return None
+    return err.ts - times[0]
+
+
+def _icmp_sentence(conn: Connection) -> _Cause:
+    """The verdict of an attempt killed by ICMP: who sent the error, and what that kind of error means."""
     err = conn.icmp[-1]
     reason = err.name
     router = fmt_ip(err.router)
     label = icmp_label(err.version, err.type, err.code)
     server = _server_addr(conn)
     port = conn.server.port
-    where = f"at {router}"
-    router_hops = hops(err.ttl)
-    if err.router == conn.server.ip:
-        where = f"by the server {server} itself"
-    elif router_hops is not None:
-        where = f"at {router}, {router_hops + 1} hop{'s' if router_hops else ''} from the capture point"
+    where = _icmp_where(conn)
+    on_server = err.router == conn.server.ip
+    delay = _icmp_delay(conn)
+    first = "first SYN" if conn.client.syn_count > 1 else "SYN"
+    after = f" {fmt.duration(delay)} after the {first}" if delay is not None else ""
+    later = f", {fmt.duration(delay)} later" if delay is not None else ""
+    evidence = (_syn_evidence(conn), Evidence(f"{label} from {router} quoting it{later}", (err.frame,)))
+    box = f"the server {server}" if on_server else router
     if reason in FILTER_REASONS:
-        outcome = "icmp-prohibited"
-        summary = f"{reason} ({label}) from {router}"
-        expl = (
+        return _Cause(
+            "icmp-prohibited",
+            f"{reason} ({label}) from {router}",
             f"A filter {where} rejected the SYN to {server}:{port} with {label} ({reason}): "
-            f"the packet never reached the server, and the filter said so instead of dropping it silently."
+            + ("the server's own firewall refused it" if on_server else "the packet never reached the server")
+            + ", and the filter said so instead of dropping it silently.",
+            f"Check the firewall / ACL on {box} for a reject rule covering port {port} (nft list ruleset, iptables -S).",
+            "icmp-filter",
+            CERTAIN,
+            evidence,
         )
-        nxt = f"Check the firewall / ACL on {router} for a reject rule covering port {port} (nft list ruleset, iptables -S)."
-    elif reason == "time-exceeded":
-        outcome = "icmp-time-exceeded"
-        summary = f"TTL expired at {router}"
-        expl = f"The SYN's TTL ran out {where} before it reached {server}: a routing loop or too many hops."
-        nxt = f"Run traceroute -T -p {port} {server} and look for a loop."
-    else:
-        outcome = "icmp-unreachable"
-        summary = f"{reason} ({label}) from {router}"
-        expl = f"{router} answered the SYN to {server}:{port} with {label} ({reason}): "
-        if reason == "port-unreach":
-            expl += "the host says nothing listens on that port."
-        elif reason in ("host-unreach", "net-unreach"):
-            expl += "it has no way to deliver to the server (no route, or ARP/ND for the server fails)."
-        elif reason in ("frag-needed", "packet-too-big"):
-            expl += f"the packet is larger than the path allows (MTU {err.mtu})."
-        else:
-            expl += "delivery failed on the way."
-        nxt = f"Check routing towards {server} on {router} (ip route get {server}) and whether the server is up."
-    return outcome, summary, expl, nxt
+    if reason == "time-exceeded":
+        return _Cause(
+            "icmp-time-exceeded",
+            f"TTL expired at {router}",
+            f"The SYN's TTL ran out {where} before it reached {server}. {hedge(LIKELY)}a routing loop or too many hops.",
+            f"Run traceroute -T -p {port} {server} and look for a loop.",
+            "icmp-time-exceeded",
+            LIKELY,
+            evidence,
+        )
+    if reason == "port-unreach":
+        # a TCP stack answers a SYN to a closed port with RST; port-unreachable for TCP is a reject
+        # rule's default answer (iptables -j REJECT, nft reject)
+        return _Cause(
+            "icmp-rejected",
+            f"port-unreach ({label}) from {router}: reject rule",
+            f"{router} answered the SYN to {server}:{port} with {label} (port-unreach){after}. A TCP stack answers a closed"
+            f" port with RST, not ICMP: port-unreachable for TCP is what a reject rule sends (iptables -j REJECT, nft reject)."
+            f" {hedge(LIKELY)}a reject rule {where}" + (", in front of the service." if on_server else "; the SYN did not reach the server."),
+            f"Look for a reject rule on {box} covering port {port}: nft list ruleset | grep -n reject; iptables -S | grep REJECT.",
+            "icmp-port-unreach-reject",
+            LIKELY,
+            evidence,
+        )
+    if reason in ("host-unreach", "net-unreach"):
+        return _host_unreach(conn, evidence, where, box, after, delay)
+    if reason in ("frag-needed", "packet-too-big"):
+        return _Cause(
+            "icmp-unreachable",
+            f"{reason} ({label}) from {router}",
+            f"{router} answered the SYN to {server}:{port} with {label} ({reason}): the packet is larger than the path allows (MTU {err.mtu}).",
+            f"Check the MTU towards {server} on {router} (ip route get {server}; ip link).",
+            "icmp-too-big",
+            CERTAIN,
+            evidence,
+        )
+    return _Cause(
+        "icmp-unreachable",
+        f"{reason} ({label}) from {router}",
+        f"{router} answered the SYN to {server}:{port} with {label} ({reason}): delivery failed on the way.",
+        f"Check routing towards {server} on {router} (ip route get {server}) and whether the server is up.",
+        "icmp-unreachable",
+        LIKELY,
+        evidence,
+    )
+
+
+def _host_unreach(conn: Connection, evidence: tuple[Evidence, ...], where: str, box: str, after: str, delay: float | None) -> _Cause:
+    """Host- or net-unreachable: a failed ARP/ND lookup takes seconds; an error within moments is a rule or a route."""
+    err = conn.icmp[-1]
+    reason = err.name
+    router = fmt_ip(err.router)
+    label = icmp_label(err.version, err.type, err.code)
+    server = _server_addr(conn)
+    port = conn.server.port
+    head = f"{router} answered the SYN to {server}:{port} with {label} ({reason}){after}."
+    kind = reason.split("-")[0]  # host | net
+    summary = f"{reason} ({label}) from {router}"
+    if delay is not None and delay < NEIGH_FAILURE_MIN and err.router == conn.server.ip:
+        # a host does not answer a SYN to its own address with host-unreachable unless told to
+        return _Cause(
+            "icmp-rejected",
+            summary + ": reject rule on the server",
+            head + f" That is too soon for a failed ARP/neighbour lookup (it takes about 3 s), and it came from the"
+            f" server's own address. {hedge(LIKELY)}a reject rule {where} (nft reject with icmp type {kind}-unreachable,"
+            f" iptables -j REJECT --reject-with icmp-{kind}-unreachable), in front of the service.",
+            f"On {server}: nft list ruleset | grep -n reject; iptables -S | grep REJECT.",
+            "icmp-unreach-from-server",
+            LIKELY,
+            evidence,
+        )
+    if delay is not None and delay < NEIGH_FAILURE_MIN:
+        return _Cause(
+            "icmp-unreachable",
+            summary,
+            head + f" That is too soon for a failed ARP/neighbour lookup (it takes about 3 s)."
+            f" {hedge(POSSIBLE)}a reject rule {where}"
+            f" (nft reject with icmp type {'host' if reason == 'host-unreach' else 'net'}-unreachable), or no route"
+            f" (or an unreachable/prohibit route) towards {server} there.",
+            f"On {box}: nft list ruleset | grep -n reject; ip route get {server}.",
+            "icmp-unreach-immediate",
+            POSSIBLE,
+            evidence,
+        )
+    if delay is not None:
+        return _Cause(
+            "icmp-unreachable",
+            summary,
+            head + f" That is the time a failed ARP/neighbour lookup takes. {hedge(LIKELY)}{router} got no ARP/ND answer from"
+            f" {server if reason == 'host-unreach' else 'the next hop'}: the host is down or not on that link.",
+            f"Check that {server} is up and on the link of {router}: ip neigh show {server} on {router}.",
+            "icmp-unreach-neigh-failed",
+            LIKELY,
+            evidence,
+        )
+    return _Cause(
+        "icmp-unreachable",
+        summary,
+        head + f" {hedge(POSSIBLE)}no route towards {server} at {router}, a reject rule, or a failed ARP/ND lookup for the server.",
+        f"Check routing towards {server} on {router} (ip route get {server}) and whether the server is up.",
+        "icmp-unreachable",
+        POSSIBLE,
+        evidence,
+    )
 
 
 def _loss_text(f: DirectionFacts, who: str) -> str:
@@ -256,8 +430,15 @@ def _loss_text(f: DirectionFacts, who: str) -> str:
     return f"{fmt.percent(rate)} of the {who}'s data segments were retransmitted ({lost} of {f.data_segments}: {', '.join(parts)})"
 
 
-def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
-    """Decide the outcome and word the verdict for one connection."""
+def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None, host_up: bool = False) -> Verdict:
+    """Decide the outcome and word the verdict for one connection.
+
+    ``idle_timeout``: the tracker's (a live source); a connection it handed on for silence
+    (``conn.timed_out``) is worded as idle rather than as open at the end of the capture.
+    ``state.counts_only``: only SYN/FIN/RST were captured (``watch --handshakes``): no byte counts.
+    ``host_up``: the server's host answered on another port in the same run (``probe``): silence
+    then cannot mean the host is down.
+    """
     c, s = conn.client, conn.server
     cs = conn_state(conn)
     hist = history(conn)
@@ -282,10 +463,12 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         outcome, summary, explanation, next_step = _one_sided_sentence(conn)
         side = "capture"
         rule = "one-sided-capture"
-        evidence = (Evidence("ACKs for segments in a direction the capture never saw", _frames(conn, C2S if c.packets else 1, ACK, 3)),)
+        evidence = (Evidence("ACKs for segments in a direction the capture never saw", _frames_any(conn, C2S if c.packets else 1, ACK, 3)),)
     elif conn.icmp and not conn.established and s.syn_count == 0:
-        outcome, summary, explanation, next_step = _icmp_sentence(conn)
-        side = "path"
+        cause = _icmp_sentence(conn)
+        outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
+        rule, confidence, evidence = cause.rule, cause.confidence, cause.evidence
+        side = "server" if conn.icmp[-1].router == s.ip else "path"
     elif cs == "REJ":
         outcome = "refused"
         delay = (s.rst_ts - conn.syn_ts) if (s.rst_ts is not None and conn.syn_ts is not None and s.rst_ts >= conn.syn_ts) else None
@@ -299,6 +482,8 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         )
         next_step = f"Check the service is running and bound to this address: ss -lntp | grep :{port} on {server}."
         side = "server"
+        rule = "refused"
+        evidence = (_syn_evidence(conn), _rst_evidence(conn, by_client=False))
     elif cs == "RSTOS0" and not conn.icmp and _self_abort_delay(conn) is not None:
         # the client reset its own attempt before any retransmission timer could fire: nothing
         # here says the server is unreachable
@@ -314,32 +499,12 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         next_step = "Check the client application's connect timeout and its logs; test the port again with a longer wait (nc -vz -w 5)."
         side = "client"
         rule, confidence = "client-abandoned-syn", LIKELY
-        evidence = (Evidence("client RST before the first SYN retransmission was due", _frames(conn, C2S, SYN | RST)),)
+        evidence = (Evidence("client RST before the first SYN retransmission was due", _frames_any(conn, C2S, SYN | RST)),)
     elif cs in ("S0", "SH", "RSTOS0") and not conn.icmp:
-        outcome = "no-answer"
-        span = syn_times[-1] - syn_times[0] if len(syn_times) > 1 else 0.0
-        pattern = backoff_pattern(syn_times, _linux_syn(conn))
-        gaps = gaps_text(syn_times)
-        if c.syn_count > 1:
-            summary = f"{c.syn_count} SYNs, gaps {gaps}, nothing back"
-            explanation = (
-                f"{c.syn_count} SYNs over {fmt.duration(span)} (gaps {gaps}"
-                f"{'; ' + pattern if pattern else ''}), and nothing came back: no SYN-ACK, no RST, no ICMP."
-            )
-        else:
-            summary = "1 SYN, nothing back"
-            explanation = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before the capture ended."
-        if _on_one_host(conn):
-            explanation += f" Client and server are on one host, so no path lost them: the local stack dropped the SYNs to port {port} (a firewall rule)."
-        else:
-            explanation += f" Packets to {server}:{port} are dropped on the way, or the host is down."
-        if cs == "RSTOS0":
-            explanation += " The client then gave up with RST."
-        next_step = (
-            f"Check firewalls / security groups on the path for DROP rules on port {port}; "
-            f"test from closer to the server (nc -vz {server} {port}) and check the host is up."
-        )
-        side = "path"
+        cause = _no_answer(conn, cs, host_up)
+        outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
+        rule, confidence, evidence = cause.rule, cause.confidence, cause.evidence
+        side = "capture" if rule == "capture-ends-after-syn" else "path"
     elif cs in ("RSTO", "RSTR", "RSTRH"):
         by_client = cs == "RSTO"
         outcome = "reset-by-client" if by_client else "reset-by-server"
@@ -356,20 +521,24 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
                     " (a port scanner or probe does this, or the client's socket was gone)."
                 )
                 next_step = "Nothing to fix if this was a scan; otherwise check the client application logs."
+                rule, confidence = "client-reset-handshake", POSSIBLE
             else:
                 summary = "server reset during the handshake"
                 explanation = "The server sent a SYN-ACK and then RST before the handshake completed."
                 next_step = f"Check the server's accept queue and application on {server}."
+                rule, confidence = "server-reset-handshake", POSSIBLE
             side = who
+            evidence = (Evidence("SYN-ACK", _frames(conn, 1, SYN | ACK)), _rst_evidence(conn, by_client))
         else:
             summary = f"RST from {who} after {after}"
             why, why_next, confidence, evidence = _reset_context(conn, by_client, rst_ts or conn.last_ts)
-            explanation = f"The {who} aborted the connection with RST {after} after it started, after {fmt.size(moved)} of data. " + why
+            amount = "an unknown amount of data" if state.counts_only else f"{fmt.size(moved)} of data"
+            explanation = f"The {who} aborted the connection with RST {after} after it started, after {amount}. " + why
             next_step = why_next
             rule = "reset-established"
             side = who
             if _forged_rst(conn, C2S if by_client else 1, rst_ts or conn.last_ts) is not None:
-                explanation = f"An RST in the {who}'s name ended the connection {after} after it started, after {fmt.size(moved)} of data. " + why
+                explanation = f"An RST in the {who}'s name ended the connection {after} after it started, after {amount}. " + why
                 summary = f"RST in the {who}'s name, not from its host"
                 rule, side = "forged-reset", "path"
     elif cs == "SF":
@@ -377,14 +546,17 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         first = "client" if (c.fin_ts or 0) <= (s.fin_ts or 0) else "server"
         summary = f"{first} closed first"
         explanation = (
-            f"Normal connection: handshake, {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received,"
-            f" closed with FIN by both sides, the {first} first."
+            "Normal connection: handshake,"
+            + ("" if state.counts_only else f" {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received,")
+            + f" closed with FIN by both sides, the {first} first."
         )
         half = _half_close(conn)
         if half:
             explanation += " " + half
             summary += "; half-close"
         ok = True
+        rule = "closed"
+        evidence = _fin_evidence(conn)
     elif cs in ("S2", "S3", "SHR"):
         who = "client" if cs == "S2" else "server"
         other = "server" if cs == "S2" else "client"
@@ -396,6 +568,8 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         explanation += ", and kept sending data after it (a half-close)." if kept_sending else "."
         next_step = f"If the {other} should have closed: it may still hold the socket in CLOSE-WAIT (ss -tan state close-wait)."
         ok = True
+        rule = "half-closed"
+        evidence = _fin_evidence(conn)
     elif cs == "OTH":
         outcome = "midstream"
         summary = "picked up mid-stream, roles guessed from ports"
@@ -408,24 +582,47 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         elif c.fin_seq is not None and s.fin_seq is not None:
             explanation += " It closed with FIN from both sides."
         ok = not (c.rst_ts or s.rst_ts)
+        # the roles rest on a port-number guess
+        rule, confidence = "midstream", LIKELY
+        evidence = (Evidence("first packet, no SYN before it", (conn.packets[0].seg.frame,) if conn.packets else ()),)
     else:  # S1: established, not terminated
         outcome = "established"
         if conn.handshake_ack_ts is None and s.syn_count:
             outcome = "handshake-incomplete"
             summary = "SYN-ACK not acknowledged"
             n = s.syn_count
-            explanation = (
-                f"The server answered with SYN-ACK{' ' + str(n) + ' times' if n > 1 else ''}, but no ACK from the client is in the capture: "
-                "the SYN-ACK is lost on the way back, or the client gave up."
-            )
-            if n > 1:
-                explanation += f" The server retransmitted the SYN-ACK (gaps {gaps_text(s.syn_times)})."
-            next_step = f"Check the return path from {server} to the client (asymmetric routing, a stateful firewall dropping the SYN-ACK)."
-            side = "path"
+            evidence = (_syn_evidence(conn), Evidence("SYN-ACK" if n == 1 else f"{n} SYN-ACKs", _frames(conn, 1, SYN | ACK)))
+            quiet = capture_quiet_after(conn, s.syn_times[-1] if s.syn_times else None)
+            if n == 1 and quiet is not None and quiet < SYN_RTO_INITIAL:
+                # the client's ACK is one trip away; the server re-sends its SYN-ACK only after about 1 s
+                summary = f"capture ends {fmt.duration(quiet)} after the SYN-ACK"
+                explanation = (
+                    f"The server answered with SYN-ACK, and the capture ends {fmt.duration(quiet)} later: too soon to tell whether the client's ACK was coming."
+                )
+                next_step = "Capture for longer (at least a few seconds after the last SYN-ACK) to see how the handshake ends."
+                side = "capture"
+                rule, confidence = "capture-ends-after-synack", POSSIBLE
+            else:
+                explanation = (
+                    f"The server answered with SYN-ACK{' ' + str(n) + ' times' if n > 1 else ''}, but no ACK from the client is in the capture. "
+                    + hedge(POSSIBLE)
+                    + "the SYN-ACK is lost on the way back, or the client gave up."
+                )
+                if n > 1:
+                    explanation += f" The server retransmitted the SYN-ACK (gaps {gaps_text(s.syn_times)})."
+                next_step = f"Check the return path from {server} to the client (asymmetric routing, a stateful firewall dropping the SYN-ACK)."
+                side = "path"
+                rule, confidence = "synack-unanswered", POSSIBLE
         else:
-            summary = "open at end of capture"
-            explanation = "The connection was established and still open when the capture ended."
+            if conn.timed_out and idle_timeout is not None:
+                summary = f"idle {fmt.duration(idle_timeout)}, still open"
+                explanation = "The connection was established and still open when it went idle."
+            else:
+                summary = "open at end of capture"
+                explanation = "The connection was established and still open when the capture ended."
             ok = True
+            rule = "open"
+            evidence = (Evidence("SYN, SYN-ACK", (*_frames(conn, C2S, SYN, ACK)[:1], *_frames(conn, 1, SYN | ACK)[:1])),)
 
     notes.extend(_echo_rst_notes(conn))
     # secondary findings that apply to established connections
@@ -462,8 +659,8 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
             "the SYN-ACK is in the capture before the SYN it answers: this capture's timestamps (or the merge of"
             " several captures) are out of order here, so no handshake time is given"
         )
-    if conn.reused_from is not None:
-        notes.append(f"this 4-tuple was used before by connection #{conn.reused_from} (port reuse)")
+    # (a reused 4-tuple and an application retry are links between connections: ConnReport carries
+    # them and the renderers word them, since a split run numbers the connections after judging)
     if conn.evicted:
         notes.append("evicted from the full connection table (--max-conns) to make room; any later packets of it start a new entry")
     tw = ""
@@ -474,14 +671,82 @@ def judge(conn: Connection, state: ConnAnalysis) -> Verdict:
         elif ct == "TIME-WAIT":
             tw = "the client ends in TIME-WAIT"
         elif st == "TIME-WAIT":
-            tw = "the server ends in TIME-WAIT (it closed first; many of these can exhaust its ports)"
+            tw = (
+                "the server ends in TIME-WAIT (it closed first; each such socket holds memory and blocks its 4-tuple"
+                " for reuse until it expires, but uses no port of the server's own)"
+            )
         if tw:
             notes.append(tw)
     if handshake_rtt is not None and outcome in ("closed", "established", "half-closed", "reset-by-client", "reset-by-server"):
         summary = f"handshake {fmt.duration(handshake_rtt)}; " + summary
+    if conn.timed_out and idle_timeout is not None:
+        notes.append(f"no packet for {fmt.duration(idle_timeout)} (--idle-timeout): reported as it stood; a later packet on these ports starts a new entry")
     if notes:
         explanation = explanation.rstrip() + " " + " ".join(n[0].upper() + n[1:] + "." for n in notes)
+    if state.counts_only:
+        explanation = explanation.rstrip() + f" ({COUNTS_ONLY_NOTE}.)"
     return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, rule, confidence, evidence)
+
+
+def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
+    """SYNs and silence: dropped on the way or a dead host (the packets cannot tell which), unless
+    the capture ends before the client would even have tried again."""
+    c = conn.client
+    server = _server_addr(conn)
+    port = conn.server.port
+    syn_times = c.syn_times
+    quiet = capture_quiet_after(conn, syn_times[-1] if syn_times else None)
+    evidence: tuple[Evidence, ...] = (_syn_evidence(conn),)
+    if c.syn_count <= 1 and cs == "S0" and quiet is not None and quiet < SYN_RTO_INITIAL:
+        return _Cause(
+            "capture-ended",
+            f"1 SYN; capture ends {fmt.duration(quiet)} after it",
+            f"One SYN, and the capture ends {fmt.duration(quiet)} after it: too soon to call. An answer could still have"
+            f" been on its way, and the client would only send its SYN again after about {SYN_RTO_INITIAL:g} s.",
+            "Capture for longer (at least a few seconds after the SYN, to see its retransmissions or the answer).",
+            "capture-ends-after-syn",
+            POSSIBLE,
+            (*evidence, Evidence(f"last frame of the capture {fmt.duration(quiet)} after the SYN")),
+        )
+    span = syn_times[-1] - syn_times[0] if len(syn_times) > 1 else 0.0
+    pattern = backoff_pattern(syn_times, _linux_syn(conn))
+    gaps = gaps_text(syn_times)
+    if c.syn_count > 1:
+        summary = f"{c.syn_count} SYNs, gaps {gaps}, nothing back"
+        explanation = (
+            f"{c.syn_count} SYNs over {fmt.duration(span)} (gaps {gaps}"
+            f"{'; ' + pattern if pattern else ''}), and nothing came back: no SYN-ACK, no RST, no ICMP."
+        )
+    else:
+        summary = "1 SYN, nothing back"
+        explanation = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before the capture ended"
+        explanation += f" {fmt.duration(quiet)} later." if quiet is not None else "."
+    # silence cannot tell a DROP rule from a host that is down: after retransmissions, one of the two is
+    # likely; a single SYN could also be a client that gave up at once
+    confidence = LIKELY if c.syn_count > 1 else POSSIBLE
+    if host_up:
+        # the host answered on another port in this run: it is up, so this port's SYNs are dropped
+        confidence = LIKELY
+        explanation += (
+            f" {server} answered on another port in this run, so it is up. {hedge(confidence)}a firewall on the way"
+            f" or on {server} drops packets to port {port}."
+        )
+        evidence = (*evidence, Evidence(f"{server} answered on another port in the same run"))
+    elif _on_one_host(conn):
+        # loopback (or one address): no path to lose packets on, and the host is the one sending
+        explanation += f" Client and server are on one host, so no path lost them: the local stack dropped the SYNs to port {port} (a firewall rule)."
+        evidence = (*evidence, Evidence("client and server on one host"))
+    else:
+        explanation += f" {hedge(confidence)}packets to {server}:{port} are dropped on the way, or the host is down" + (
+            " (silence cannot tell which)." if confidence == LIKELY else "."
+        )
+    if cs == "RSTOS0":
+        explanation += " The client then gave up with RST."
+        evidence = (*evidence, _rst_evidence(conn, by_client=True))
+    next_step = f"Check firewalls / security groups on the path for DROP rules on port {port}; test from closer to the server (nc -vz {server} {port})" + (
+        f" and on {server} itself (nft list ruleset)." if host_up else " and check the host is up."
+    )
+    return _Cause("no-answer", summary, explanation, next_step, "no-answer", confidence, evidence)
 
 
 # RFC 6298's initial retransmission timeout, the shortest first SYN timeout of common stacks:
@@ -492,7 +757,7 @@ LOOPBACK6: Final = b"\x00" * 15 + b"\x01"
 GAVE_UP_RETRANSMISSIONS: Final = 3
 
 
-def _frames(conn: Connection, direction: int, flags: int, limit: int = 4) -> tuple[int, ...]:
+def _frames_any(conn: Connection, direction: int, flags: int, limit: int = 4) -> tuple[int, ...]:
     """Frame numbers of the first packets of one direction carrying any of ``flags``."""
     found: list[int] = []
     for pkt in conn.packets:
@@ -571,7 +836,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
     me = conn.client if by_client else conn.server
     peer = conn.server if by_client else conn.client
     my_dir = C2S if by_client else 1
-    rst_frames = _frames(conn, my_dir, RST, 1)
+    rst_frames = _frames_any(conn, my_dir, RST, 1)
     ip = fmt_ip(me.ip)
     forged = _forged_rst(conn, my_dir, rst_ts)
     if forged is not None:
@@ -585,7 +850,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
             (Evidence(f"RST with TTL {rst_ttl}, the {who}'s other packets TTL {usual_ttl}", rst_frames),),
         )
     if peer.fin_ts is not None and peer.fin_ts <= rst_ts:
-        fin_frames = _frames(conn, 1 - my_dir, FIN, 1)
+        fin_frames = _frames_any(conn, 1 - my_dir, FIN, 1)
         return (
             f"The {other} had closed first (its FIN is in the capture before the RST): the {who} answered the close"
             f" with RST, as a socket closed with unread data or with SO_LINGER 0 does.",
@@ -594,7 +859,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
             (Evidence(f"FIN from the {other}", fin_frames), Evidence(f"then RST from the {who}", rst_frames)),
         )
     if me.fin_ts is not None and me.fin_ts <= rst_ts:
-        fin_frames = _frames(conn, my_dir, FIN, 1)
+        fin_frames = _frames_any(conn, my_dir, FIN, 1)
         return (
             f"The {who} had closed its side first (FIN) and the {other} kept sending: data for a closed socket is answered with RST.",
             f"Check the application protocol: the {other} ({fmt_ip(peer.ip)}) sent data after the {who} closed.",

@@ -77,7 +77,9 @@ def stats_from_tops(outcomes: Counter, by_rate: list[ConnReport], by_duration: l
 
 
 def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None:
-    """Per-direction figures (tcptrace's columns) for one connection."""
+    """Per-direction figures (tcptrace's columns) for one connection. The RTT of a direction is
+    data seen at the capture point → its ACK seen there: the round trip from the capture point to
+    that direction's receiver (at a client-side capture, server→client RTT is the client's ACK delay)."""
     rows = []
     for label, f in (("client→server", report.analysis.facts[0]), ("server→client", report.analysis.facts[1])):
         rtt = f.rtt_summary()
@@ -96,6 +98,6 @@ def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None
                 "/".join(fmt.duration(x) for x in rtt) if rtt else "-",
             ]
         )
-    headers = ["direction", "pkts", "bytes", "retrans", "rexmit B", "ooo", "dupack", "zero-win", "max idle", "throughput", "rtt min/med/max"]
+    headers = ["direction", "pkts", "bytes", "retrans", "rexmit B", "ooo", "dupack", "zero-win", "max idle", "throughput", "rtt capture↔receiver min/med/max"]
     text = tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
     out.write("".join(indent + line + "\n" for line in text.splitlines()))

@@ -10,7 +10,8 @@ from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.core.icmp import icmp_label
 from synscope.core.model import SYN, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
-from synscope.read.pipeline import ConnReport
+from synscope.read.evidence import CERTAIN, Evidence
+from synscope.read.pipeline import ConnReport, link_sentences
 from synscope.read.tracker import C2S
 from synscope.render.safe import escape_bytes
 from synscope.render.table import direction_table
@@ -33,13 +34,18 @@ def write_connection(r: ConnReport, out: TextIO, absolute: bool = False, payload
     """Title, the verdict in sentences, the next step, per-direction figures and the timeline."""
     out.write(connection_title(r) + "\n")
     v = r.verdict
-    for line in textwrap.wrap(v.explanation, WRAP - 2):
+    links = link_sentences(r)
+    for line in textwrap.wrap(v.explanation.rstrip() + (" " + links if links else ""), WRAP - 2):
         out.write("  " + line + "\n")
+    if v.evidence or v.confidence != CERTAIN:
+        for i, line in enumerate(textwrap.wrap(evidence_line(v.confidence, v.evidence), WRAP - 2)):
+            out.write(("  " if i == 0 else "            ") + line + "\n")
     if v.next_step:
         for i, line in enumerate(textwrap.wrap("Next: " + v.next_step, WRAP - 2)):
             out.write(("  " if i == 0 else "        ") + line + "\n")
     c = r.conn
-    states = f"  End states: client {c.state_of(c.client)}, server {c.state_of(c.server)}"
+    client = "none (raw probe: no socket)" if r.raw_client else c.state_of(c.client)
+    states = f"  End states: client {client}, server {c.state_of(c.server)}"
     if r.source_name:
         states += f"   (from {r.source_name})"
     out.write(states + "\n")
@@ -47,6 +53,12 @@ def write_connection(r: ConnReport, out: TextIO, absolute: bool = False, payload
         direction_table(r, out)
     write_timeline(r, out, absolute=absolute, payload=payload)
     out.write("\n")
+
+
+def evidence_line(confidence: str, evidence: tuple[Evidence, ...]) -> str:
+    """``Evidence (certain): SYN #1; RST from the server #2``: how sure the cause is, and the frames to open."""
+    facts = "; ".join(e.fact + "".join(f" #{n}" for n in e.frames) for e in evidence)
+    return f"Evidence ({confidence}): {facts or 'none beyond the timeline'}"
 
 
 def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: bool = False) -> None:

@@ -17,7 +17,6 @@ an idle connection is reported even when no packet arrives at all.
 from __future__ import annotations
 
 import io
-import re
 import shutil
 import time
 from collections import Counter, deque
@@ -33,6 +32,7 @@ from synscope.read.analysis import flags as F
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.pipeline import ConnReport, Pipeline
 from synscope.read.tracker import C2S, Connection
+from synscope.read.verdict import COUNTS_ONLY_NOTE
 
 # A closed connection (both FINs, or RST) is printed this long after its last packet: time for
 # the last ACK or a second RST. Later stragglers (a TIME_WAIT retransmitted FIN) are absorbed.
@@ -58,15 +58,10 @@ ICMP_ERRORS = icmp_capture_filter()
 # byte at its fixed offset (40-byte header + 13): TCP directly after the IPv6 header, without
 # extension headers (TCP behind extension headers is not seen in this mode).
 TCP_HANDSHAKES = "(tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0) or (ip6 and tcp and ip6[53] & 7 != 0)"
-HANDSHAKES_NOTE = "handshakes mode: only SYN, FIN, RST and ICMP were captured, so data, plain ACKs and data loss are not seen"
+HANDSHAKES_NOTE = COUNTS_ONLY_NOTE
 
 # Analysis bits that stay true when only SYN/FIN/RST are captured (a repeated FIN is still a retransmission)
 _HANDSHAKE_BITS = F.A_RETRANSMISSION | F.A_REUSED_PORTS
-# Byte counts the verdict wording quotes; in --handshakes mode they are unknown, not zero
-_ZERO_BYTES = (
-    (re.compile(r"handshake, 0 B sent and 0 B received, "), "handshake, "),
-    (re.compile(r"after 0 B of data"), "after an unknown amount of data"),
-)
 
 
 class Capture(Protocol):
@@ -134,6 +129,7 @@ def limit_to_handshakes(conn: Connection, state: ConnAnalysis) -> None:
         pkt.analysis &= _HANDSHAKE_BITS
         pkt.dupack_num = 0
     state.flag_totals &= _HANDSHAKE_BITS
+    state.counts_only = True  # the verdict then quotes no byte counts and names the mode
     state.facts = (_counts_only(state.facts[0]), _counts_only(state.facts[1]))
     for side, direction in ((conn.client, C2S), (conn.server, 1 - C2S)):
         if side.fin_seq is not None and not side.fin_acked:
@@ -156,25 +152,6 @@ def limit_to_handshakes(conn: Connection, state: ConnAnalysis) -> None:
     conn.handshake_ack_ts = None
     if proven:
         conn.midstream = True  # established, completion not captured (as for a connection picked up mid-stream)
-
-
-def handshakes_wording(report: ConnReport) -> None:
-    """Verdict text for --handshakes: no byte counts that were never captured, and the mode said."""
-    v = report.verdict
-    for pattern, repl in _ZERO_BYTES:
-        v.explanation = pattern.sub(repl, v.explanation)
-    v.explanation = v.explanation.rstrip() + f" ({HANDSHAKES_NOTE}.)"
-
-
-def idle_wording(report: ConnReport, idle_timeout: float) -> None:
-    """Verdict text for a connection handed on by the idle timeout rather than by FIN/RST."""
-    v = report.verdict
-    if v.summary.endswith("open at end of capture"):
-        v.summary = v.summary[: -len("open at end of capture")] + f"idle {fmt.duration(idle_timeout)}, still open"
-    v.explanation = (
-        v.explanation.rstrip()
-        + f" No packet for {fmt.duration(idle_timeout)} (--idle-timeout): reported as it stood; a later packet on these ports starts a new entry."
-    )
 
 
 @dataclass
@@ -280,19 +257,12 @@ class Watcher:
                 self.stop_reason = "broken pipe"
 
     # ------------------------------------------------------------------ output
-    def _prepare(self, report: ConnReport) -> None:
-        if report.conn.timed_out:
-            idle_wording(report, self.config.idle_timeout)
-        if self.config.handshakes:
-            handshakes_wording(report)
-
     def emit(self, reports: list[ConnReport]) -> None:
         """Print connections as they finish; keep a stripped copy for the summary."""
         if not reports:
             return
         self._clear_status()
         for r in reports:
-            self._prepare(r)
             self.finished += 1
             if not r.verdict.ok:
                 self.failed += 1
@@ -381,7 +351,6 @@ class Watcher:
         self._clear_status()
         still_open = self.pipeline.finish()
         for r in still_open:
-            self._prepare(r)
             self.outcomes[r.verdict.outcome] += 1
         self._forget_orphans()
         if self.config.as_json:

@@ -95,6 +95,9 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
     prev_syn_ts: dict[int, float] = {}
     handshake_noted = False
     first_fin_dir: int | None = None
+    # the last window each direction advertised (-1: none yet): a "keep-alive" sent into a zero
+    # window is a zero-window probe (tshark labels Linux's probes keep_alive; its flag stays in JSON)
+    last_win = [-1, -1]
     for pkt in conn.packets:
         seg = pkt.seg
         flags = seg.flags
@@ -152,7 +155,9 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
                     pkt.note(f"FIN: {who} closes first")
             else:
                 pkt.note(f"FIN: {who} closes too")
-        _flag_notes(pkt, who)
+        _flag_notes(pkt, who, last_win[1 - pkt.dir] == 0)
+        if not flags & (SYN | RST):
+            last_win[pkt.dir] = seg.win
 
 
 def _open_note(conn: Connection, pkt: Packet, who: str, other: str) -> bool:
@@ -185,7 +190,7 @@ def data_after(conn: Connection, direction: int, ts: float) -> list[Packet]:
     return [pkt for pkt in conn.packets if pkt.dir != direction and pkt.seg.ts > ts and pkt.seg.length > 0 and not pkt.analysis & F.A_KEEP_ALIVE]
 
 
-def _flag_notes(pkt: Packet, who: str) -> None:
+def _flag_notes(pkt: Packet, who: str, into_zero_window: bool = False) -> None:
     bits = pkt.analysis
     if not bits:
         return
@@ -222,6 +227,6 @@ def _flag_notes(pkt: Packet, who: str) -> None:
     if bits & F.A_WINDOW_UPDATE:
         pkt.note("window update")
     if bits & F.A_KEEP_ALIVE:
-        pkt.note("keep-alive")
+        pkt.note("zero-window probe" if into_zero_window else "keep-alive")
     if bits & F.A_KEEP_ALIVE_ACK:
         pkt.note("keep-alive ACK")

@@ -21,6 +21,8 @@ RETRANSMITTED: Final = F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIO
 NEVER: Final = -1.0e300
 # Keep at most this many RTT samples per direction (min/median/max need no more)
 MAX_RTT_SAMPLES: Final = 2048
+# No throughput is stated for data that spans less than this (seconds)
+MIN_THROUGHPUT_SPAN: Final = 0.001
 # Segments remembered per direction for RTT and retransmission timing
 MAX_IN_FLIGHT: Final = 4096
 # Per-packet records kept per connection. Past this, plain packets (no analysis flag,
@@ -109,11 +111,12 @@ class DirectionFacts:
         return self.fast_retransmissions + self.timeout_retransmissions
 
     def throughput(self) -> float:
-        """Payload bytes per second over the span of data in this direction."""
+        """Payload bytes per second over the span of data in this direction (0 when that span is
+        under MIN_THROUGHPUT_SPAN: a rate over a few microseconds says nothing about the path)."""
         if self.first_data_ts == NEVER or self.last_data_ts == NEVER:
             return 0.0
         span = self.last_data_ts - self.first_data_ts
-        return self.payload_bytes / span if span > 0 else 0.0
+        return self.payload_bytes / span if span >= MIN_THROUGHPUT_SPAN else 0.0
 
 
 @dataclass(slots=True)
@@ -146,6 +149,7 @@ class ConnAnalysis:
     flag_totals: int = 0
     omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False
+    counts_only: bool = False  # only SYN/FIN/RST were captured (watch --handshakes): no data figures
 
     # Written out (dataclass keeps it), as on DirectionFacts
     def __init__(self) -> None:
@@ -155,6 +159,7 @@ class ConnAnalysis:
         self.flag_totals = 0
         self.omitted = 0
         self.finished = False
+        self.counts_only = False
 
     @property
     def retransmission_rate(self) -> float:

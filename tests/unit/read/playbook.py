@@ -3,7 +3,7 @@
     assert (
         Playbook()
         >> A(SYN, seq=1000)
-        << Conn(1, client="A", states=("SYN-SENT", "LISTEN"))
+        << Conn(1, client="A", states=("SYN-SENT", "unknown"))
         >> B(SYN | ACK, seq=5000, ack=1001)
         << Conn(1, client="A", states=("SYN-SENT", "SYN-RECEIVED"))
     )
