@@ -250,11 +250,23 @@ def _server_addr(conn: Connection) -> str:
 
 
 class _Cause:
-    """What one branch of :func:`judge` decided: the words, the rule and how sure it is."""
+    """What one branch of :func:`judge` decided: the words, the rule and how sure it is (and, for
+    the branches that decide them, whether it ended well and on which side)."""
 
-    __slots__ = ("outcome", "summary", "explanation", "next_step", "rule", "confidence", "evidence")
+    __slots__ = ("outcome", "summary", "explanation", "next_step", "rule", "confidence", "evidence", "ok", "side")
 
-    def __init__(self, outcome: str, summary: str, explanation: str, next_step: str, rule: str, confidence: str, evidence: tuple[Evidence, ...]) -> None:
+    def __init__(
+        self,
+        outcome: str,
+        summary: str,
+        explanation: str,
+        next_step: str,
+        rule: str,
+        confidence: str,
+        evidence: tuple[Evidence, ...],
+        ok: bool = False,
+        side: str = "",
+    ) -> None:
         self.outcome = outcome
         self.summary = summary
         self.explanation = explanation
@@ -262,6 +274,8 @@ class _Cause:
         self.rule = rule
         self.confidence = confidence
         self.evidence = evidence
+        self.ok = ok
+        self.side = side
 
 
 def _icmp_where(conn: Connection) -> str:
@@ -1081,26 +1095,7 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
 # its evidence; judge() takes the first that applies before its usual cascade.
 
 
-class _Case:
-    """The primary verdict of one state-machine rule (judge() adds the secondary findings)."""
-
-    __slots__ = ("confidence", "evidence", "explanation", "next_step", "ok", "outcome", "rule", "side", "summary")
-
-    def __init__(
-        self, outcome: str, summary: str, explanation: str, next_step: str, ok: bool, side: str, rule: str, confidence: str, evidence: tuple[Evidence, ...]
-    ) -> None:
-        self.outcome = outcome
-        self.summary = summary
-        self.explanation = explanation
-        self.next_step = next_step
-        self.ok = ok
-        self.side = side
-        self.rule = rule
-        self.confidence = confidence
-        self.evidence = evidence
-
-
-def _state_machine_case(conn: Connection, state: ConnAnalysis, cs: str) -> _Case | None:
+def _state_machine_case(conn: Connection, state: ConnAnalysis, cs: str) -> _Cause | None:
     """The first state-machine rule that explains this connection, or None."""
     if conn.simultaneous_open and cs in ("SF", "S1", "S2", "S3"):
         return _simultaneous_open(conn, state, cs)
@@ -1134,7 +1129,7 @@ _SIMULTANEOUS_CLOSE_TEXT: Final = (
 )
 
 
-def _simultaneous_open(conn: Connection, state: ConnAnalysis, cs: str) -> _Case:
+def _simultaneous_open(conn: Connection, state: ConnAnalysis, cs: str) -> _Cause:
     """Rule simultaneous-open: both sides sent a bare SYN, the SYNs crossed, each answered the
     other's with a SYN-ACK carrying its own ISN. Both opened: neither is the server."""
     c, s = conn.client, conn.server
@@ -1161,19 +1156,19 @@ def _simultaneous_open(conn: Connection, state: ConnAnalysis, cs: str) -> _Case:
         else:
             first = "client" if (c.fin_ts or 0) <= (s.fin_ts or 0) else "server"
             explanation += f" Closed with FIN by both sides, the {first} ({a if first == 'client' else b}) first."
-    return _Case(outcome, summary, explanation, "", True, "", "simultaneous-open", CERTAIN, tuple(evidence))
+    return _Cause(outcome, summary, explanation, "", "simultaneous-open", CERTAIN, tuple(evidence), ok=True, side="")
 
 
-def _simultaneous_close(conn: Connection, state: ConnAnalysis) -> _Case:
+def _simultaneous_close(conn: Connection, state: ConnAnalysis) -> _Cause:
     """Rule simultaneous-close: both FINs sent before either side saw the other's."""
     fc, fs = state.facts
     fins = _fin_packets(conn)
     explanation = f"Normal connection: handshake, {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received. " + _SIMULTANEOUS_CLOSE_TEXT
     evidence = (Evidence("each FIN's ACK number stops short of the other side's FIN", _frame_numbers(fins)),)
-    return _Case("closed", "simultaneous close", explanation, "", True, "", "simultaneous-close", CERTAIN, evidence)
+    return _Cause("closed", "simultaneous close", explanation, "", "simultaneous-close", CERTAIN, evidence, ok=True, side="")
 
 
-def _keepalive_timeout(conn: Connection) -> _Case | None:
+def _keepalive_timeout(conn: Connection) -> _Cause | None:
     """Rule keepalive-timeout: one side's keep-alive probes went unanswered (nothing at all came
     back after the first), then that side's kernel reset the connection: tcp_keepalive_probes
     were exhausted and its application got ETIMEDOUT. The peer host or the path to it went away;
@@ -1217,14 +1212,14 @@ def _keepalive_timeout(conn: Connection) -> _Case | None:
     if last_heard is not None:
         evidence.append(Evidence(f"last packet from the {other}", (last_heard.seg.frame,)))
     summary = f"{n} keep-alives unanswered, {who} kernel reset it"
-    return _Case("keepalive-timeout", summary, explanation, next_step, False, "path", "keepalive-timeout", CERTAIN, tuple(evidence))
+    return _Cause("keepalive-timeout", summary, explanation, next_step, "keepalive-timeout", CERTAIN, tuple(evidence), ok=False, side="path")
 
 
 def _initial_ttl(ttl: int | None) -> bool:
     return ttl is not None and ttl in INITIAL_TTLS
 
 
-def _synack_dropped_on_client(conn: Connection) -> _Case | None:
+def _synack_dropped_on_client(conn: Connection) -> _Cause | None:
     """Rule synack-dropped-on-client: the capture sits on the client's host or link (the client's
     SYN still carries an initial TTL, the server's SYN-ACK a decremented one), it saw SYN-ACKs
     arrive, and the client went on resending its SYN as if none had come: they were dropped on
@@ -1255,7 +1250,7 @@ def _synack_dropped_on_client(conn: Connection) -> _Case | None:
         Evidence(f"client SYN TTL {syns[0].seg.ttl} (not routed yet), SYN-ACK TTL {synacks[0].seg.ttl}", (syns[0].seg.frame, synacks[0].seg.frame)),
     )
     summary = "SYN-ACK reached the client host, never answered"
-    return _Case("handshake-incomplete", summary, explanation, next_step, False, "client", "synack-dropped-on-client", LIKELY, evidence)
+    return _Cause("handshake-incomplete", summary, explanation, next_step, "synack-dropped-on-client", LIKELY, evidence, ok=False, side="client")
 
 
 def _echo_rst_notes(conn: Connection) -> list[str]:
