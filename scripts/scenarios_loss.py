@@ -310,9 +310,9 @@ def _transfer(lab, name, upload, percent, timestamps=True, v6=False):
         app_server = finish_mine(lab, srv)
     else:
         srv = M.http_server(lab, mode="bulk", size=SIZE, cc="cubic", addr="::" if v6 else "0.0.0.0")
-        M.client(lab, "bulk", addr=server_ip, cc="cubic")
-        lab.wait(srv)
-        app_client, app_server = {"received_bytes_logged_by": "_pcap_agents client bulk"}, {"sent": SIZE}
+        rc = M.client(lab, "bulk", addr=server_ip, cc="cubic")
+        app_client = {"role": "client bulk (_pcap_agents.py): reads to EOF", "exit_code": rc}
+        app_server = {"role": "server bulk (_pcap_agents.py)", "sent": SIZE, "exit_code": lab.wait(srv)}
     lab.end_capture(cap)
     lab.end_capture(cap2)
     after = {ns: counters(ns) for ns in (M.CLI, M.SRV)}
