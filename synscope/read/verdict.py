@@ -263,7 +263,7 @@ def _ways_text(lf: LossFacts, who: str) -> str:
     if lf.ways[BY_OVERLAP]:
         words.append("re-sent bytes")
     if lf.ways[BY_POSITION]:
-        words.append(f"the capture point being the {who}'s own")
+        words.append(f"the capture being on the {who} itself, which sees its segments in the order they were sent")
     return " and ".join(words) if words else "nothing"
 
 

@@ -309,7 +309,8 @@ class LossFacts:
     # -- fed by the analysis engine
 
     def on_data(self, frame: int, seq: int, seglen: int, tsval: int, ip_id: int, peer_ack: int) -> int:
-        """Place one data segment; returns its kind, or -1 when it is new data (at or above the highest).
+        """Place one data segment; returns its kind, or -1 when it is new data (at or above the highest)
+        sent after everything seen before.
 
         ``tsval``: -1 without timestamps; ``peer_ack``: the last ACK the receiver sent (-1 none).
         Before a segment below the highest one, the caller says where the capture point is
@@ -326,18 +327,20 @@ class LossFacts:
         if off >= self._hi_off:  # new data (a hole before it when beyond the highest)
             if off > self._hi_off:
                 self.gaps += 1
+            kind = -1
+            newer, way = self._newer(tsval, ip_id)
+            if newer == 0:
+                # sent before a segment that arrived earlier (a retransmission passed it): late
+                # too, though it leaves no hole in the sequence
+                kind = REORDERED
+                self._count(kind, way, frame)
             self._hi_seq = (seq + seglen) & MASK
             self._hi_off = end
             self._add_range(off, end)
-            self._new_evidence(tsval, ip_id, True)
-            return -1
+            self._new_evidence(tsval, ip_id, kind == -1)
+            return kind
         kind, way = self._decide(off, end, tsval, ip_id, peer_ack, self._own)
-        self.counts[kind] += 1
-        self.ways[way] += 1
-        if len(self.examples[kind]) < MAX_EXAMPLES:
-            self.examples[kind].append(frame)
-        if len(self.decided) < MAX_DECIDED:
-            self.decided[frame] = kind * WAYS + way
+        self._count(kind, way, frame)
         if kind != COPY:
             if len(self._resends) >= MAX_RESENDS:
                 del self._resends[: MAX_RESENDS // 2]
@@ -348,6 +351,14 @@ class LossFacts:
         self._add_range(off, end)
         self._new_evidence(tsval, ip_id, False)
         return kind
+
+    def _count(self, kind: int, way: int, frame: int) -> None:
+        self.counts[kind] += 1
+        self.ways[way] += 1
+        if len(self.examples[kind]) < MAX_EXAMPLES:
+            self.examples[kind].append(frame)
+        if len(self.decided) < MAX_DECIDED:
+            self.decided[frame] = kind * WAYS + way
 
     def needs_position(self, seq: int) -> bool:
         """Would a segment at ``seq`` be below the highest one (so the capture point matters)?"""
