@@ -237,6 +237,16 @@ def test_own_capture_point_decides_without_evidence() -> None:
     assert _feed(other, 1 + 3 * MSS) == L.UNDECIDED
 
 
+def test_at_the_senders_own_capture_a_filled_hole_is_not_upstream_loss() -> None:
+    # nothing lies between a host and its own capture point: a hole there is a segment the capture
+    # missed, and the one filling it was sent again because it was lost further on
+    lf = L.LossFacts()
+    _in_order(lf, 10, skip=(4,))
+    lf.set_position(True)
+    assert _feed(lf, 1 + 4 * MSS, ts=200, ip_id=600) == L.DOWNSTREAM
+    assert lf.upstream == 0
+
+
 def test_capture_point_from_ttl_and_legs() -> None:
     assert L.at_own_capture_point(64, 0.0001, 0.02)
     assert L.at_own_capture_point(128, None, None)
