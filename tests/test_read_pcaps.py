@@ -145,8 +145,10 @@ def test_bulk_loss_blames_the_path_and_locates_the_loss() -> None:
     server = r.analysis.facts[1]
     assert server.fast_retransmissions > 0
     assert "loss on the path" in v.explanation
-    assert "of the server's data segments were retransmitted" in v.explanation
-    assert "capture point" in v.explanation
+    assert "of the server's data segments were lost and sent again" in v.explanation
+    # the drops were on the router, upstream of the client-side capture
+    assert "lost between the server and the capture point" in v.explanation
+    assert r.analysis.loss[1].upstream > 0 and r.analysis.loss[1].downstream == 0
     assert not v.ok and "ip -s link" in v.next_step
 
 
@@ -181,6 +183,7 @@ def test_reordering_is_not_called_loss() -> None:
     v = r.verdict
     assert "out of order" in v.explanation and "reordering on the path" in v.explanation
     assert "loss on the path" not in v.explanation
+    assert r.analysis.loss[1].lost == 0 and r.analysis.loss[1].reordered > 0
 
 
 def test_sequence_wraparound_is_followed() -> None:

@@ -12,6 +12,7 @@ from synscope.core.model import SYN, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
 from synscope.read.analysis.engine import DirectionFacts
 from synscope.read.analysis.flags import flag_names
+from synscope.read.analysis.loss import LossFacts
 from synscope.read.evidence import Evidence
 from synscope.read.pipeline import ConnReport
 from synscope.read.tracker import C2S, Side
@@ -91,13 +92,13 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
             {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
             for e in c.icmp
         ],
-        "c2s": _direction(fc, c.client, c.server, absolute),
-        "s2c": _direction(fs, c.server, c.client, absolute),
+        "c2s": _direction(fc, r.analysis.loss[0], c.client, c.server, absolute),
+        "s2c": _direction(fs, r.analysis.loss[1], c.server, c.client, absolute),
         **({"packets": packets} if with_packets else {}),
     }
 
 
-def _direction(f: Any, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
+def _direction(f: Any, lf: LossFacts, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
     """The per-direction member (``c2s`` / ``s2c``) of a connection object."""
     rtt = f.rtt_summary()
     opts = side.syn_options
@@ -117,6 +118,7 @@ def _direction(f: Any, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
         "fast_retransmissions": f.fast_retransmissions,
         "out_of_order": f.out_of_order,
         "duplicate_acks": f.duplicate_acks,
+        **dict(zip(LOSS_NAMES, lf.counts, strict=True)),
         "zero_window_time": _round(f.zero_window_time),
         "max_idle": _round(f.max_idle),
         "throughput_bps": round(f.throughput() * 8, 1),
@@ -183,7 +185,8 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
         f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},'
         f'"retry_number":{_int_text(r.retry_number if r.retry_of is not None else None)},"icmp":[{icmp}],'
-        f'"c2s":{_direction_text(fc, client, server, absolute)},"s2c":{_direction_text(fs, server, client, absolute)}'
+        f'"c2s":{_direction_text(fc, r.analysis.loss[0], client, server, absolute)},'
+        f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )
 
 
@@ -192,7 +195,7 @@ def _evidence_text(evidence: tuple[Evidence, ...]) -> str:
     return ",".join([f'{{"fact":{_STRING(e.fact)},"frames":[{",".join([str(n) for n in e.frames])}]}}' for e in evidence])
 
 
-def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -> str:
+def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, absolute: bool) -> str:
     """:func:`compact` of :func:`_direction`."""
     rtt = f.rtt_summary()
     opts = side.syn_options
@@ -219,6 +222,11 @@ def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -
         )
     else:  # most directions: nothing sent again (and so a rate of 0.0)
         losses = _NO_LOSSES
+    counts = lf.counts
+    if any(counts):
+        losses += "," + ",".join([f'"{name}":{n}' for name, n in zip(LOSS_NAMES, counts, strict=True)])
+    else:
+        losses += _NO_LOSS_COUNTS
     return (
         f'{{"isn":{_int_text(side.isn)},"next_seq":{next_seq},"highest_ack":{highest_ack},'
         f'"mss":{mss},"win_scale":{side.win_scale if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
@@ -229,6 +237,11 @@ def _direction_text(f: DirectionFacts, side: Side, peer: Side, absolute: bool) -
 
 
 _NO_LOSSES: Final = '"retransmitted_segments":0,"retransmitted_bytes":0,"retransmission_rate":0.0,"fast_retransmissions":0,"out_of_order":0,"duplicate_acks":0'
+
+
+# the per-direction counts of segments below the highest sequence (synscope.read.analysis.loss), by kind
+LOSS_NAMES: Final = ("lost_upstream", "lost_downstream", "spurious_resends", "reordered", "capture_copies", "undecided")
+_NO_LOSS_COUNTS: Final = "," + ",".join([f'"{name}":0' for name in LOSS_NAMES])
 
 
 def _int_text(x: int | None) -> str:

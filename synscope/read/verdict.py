@@ -12,6 +12,7 @@ from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, linux_syn_layout
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
+from synscope.read.analysis.loss import BY_IPID, BY_OVERLAP, BY_POSITION, BY_TSVAL, COPY, DOWNSTREAM, REORDERED, SPURIOUS, UNDECIDED, UPSTREAM, LossFacts
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence, hedge
 from synscope.read.tracker import C2S, Connection, Packet
 
@@ -433,15 +434,29 @@ def _host_unreach(conn: Connection, evidence: tuple[Evidence, ...], where: str, 
     )
 
 
-def _loss_text(f: DirectionFacts, who: str) -> str:
-    parts: list[str] = []
-    if f.fast_retransmissions:
-        parts.append(f"{f.fast_retransmissions} fast retransmit{'s' if f.fast_retransmissions > 1 else ''}")
-    if f.timeout_retransmissions:
-        parts.append(f"{f.timeout_retransmissions} after a timeout")
-    lost = f.lost_retransmissions
+def _loss_text(f: DirectionFacts, lf: LossFacts, who: str) -> str:
+    """How many of a direction's segments were lost and sent again, and what shows it."""
+    lost = lf.lost
     rate = lost / f.data_segments if f.data_segments else 0.0
-    return f"{fmt.percent(rate)} of the {who}'s data segments were retransmitted ({lost} of {f.data_segments}: {', '.join(parts)})"
+    return f"{fmt.percent(rate)} of the {who}'s data segments were lost and sent again ({lost} of {f.data_segments}, shown by {_ways_text(lf, who)})"
+
+
+def _ways_text(lf: LossFacts, who: str) -> str:
+    """The evidence that decided a direction's segments, in words."""
+    words = []
+    if lf.ways[BY_TSVAL]:
+        words.append("their TCP timestamps")
+    if lf.ways[BY_IPID]:
+        words.append("their IP IDs")
+    if lf.ways[BY_OVERLAP]:
+        words.append("re-sent bytes")
+    if lf.ways[BY_POSITION]:
+        words.append(f"the capture being on the {who} itself, which sees its segments in the order they were sent")
+    return " and ".join(words) if words else "nothing"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None, host_up: bool = False) -> Verdict:
@@ -699,6 +714,10 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         explanation = explanation.rstrip() + " " + " ".join(n[0].upper() + n[1:] + "." for n in notes)
     if state.counts_only:
         explanation = explanation.rstrip() + f" ({COUNTS_ONLY_NOTE}.)"
+    loss_rule, loss_confidence, loss_evidence = _loss_rule(conn, state, outcome)
+    if loss_rule:
+        # loss or reordering is what this verdict is about: its rule, confidence and evidence lead
+        rule, confidence, evidence = loss_rule, loss_confidence, (*evidence, *loss_evidence)
     return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, rule, confidence, evidence)
 
 
@@ -945,38 +964,49 @@ def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | Non
     for d, who in ((C2S, "client"), (1, "server")):
         f = state.facts[d]
         pf = state.facts[1 - d]
+        lf: LossFacts = state.loss[d]
         peer = "server" if who == "client" else "client"
-        lost = f.lost_retransmissions
+        lost = lf.lost
         artefact = bool(f.spurious_retransmissions and pf.acked_unseen and not lost)
         if lost:
             rate = lost / f.data_segments if f.data_segments else 0.0
-            upstream = f.unseen_originals
-            downstream = lost - upstream
             where = []
-            if upstream:
-                where.append(f"{upstream} lost between the {who} and the capture point (the capture never saw the original)")
-            if downstream:
-                where.append(f"{downstream} lost after passing the capture point, on the way to the {peer} (or their ACKs were lost)")
-            text = _loss_text(f, who) + rtt_txt
+            if lf.upstream:
+                where.append(f"{lf.upstream} lost between the {who} and the capture point (the capture never saw the original)")
+            if lf.downstream:
+                where.append(f"{lf.downstream} lost after passing the capture point, on the way to the {peer} (or their ACKs were lost)")
+            text = _loss_text(f, lf, who) + rtt_txt
             if rate >= LOSS_RATE_ALERT:
                 text += ": loss on the path"
-                tag = tag or f"{fmt.percent(rate)} of {who} data retransmitted"
-                worst = worst or (
-                    "Look for packet loss between the two hosts: interface errors and drops (ip -s link), a congested or policing link, mtr towards the peer."
-                )
+                tag = tag or f"{fmt.percent(rate)} of {who} data lost"
+                worst = worst or _loss_next_step(conn, lf, d, who, peer)
             notes.append(text + (" — " + "; ".join(where) if where else ""))
-        if f.out_of_order:
-            cause = (
-                f"; the {who} took it for loss and sent {f.spurious_retransmissions} spurious retransmission(s)"
-                if f.spurious_retransmissions and not artefact
-                else ""
-            )
-            notes.append(f"{f.out_of_order} segment(s) from the {who} arrived out of order: reordering on the path, not loss{cause}")
-            tag = tag or f"reordering ({f.out_of_order} out of order)"
-        elif f.spurious_retransmissions and not artefact:
+        if lf.reordered and not artefact:
             notes.append(
-                f"{f.spurious_retransmissions} retransmission(s) from the {who} were spurious (the data had already been acknowledged):"
-                " a timer that fired too early, or reordering"
+                f"{_plural(lf.reordered, 'segment')} from the {who} arrived out of order (sent before segments that arrived"
+                f" earlier, by {_ways_text(lf, who)}): reordering on the path, not loss"
+            )
+            tag = tag or f"reordering ({lf.reordered} late)"
+        if lf.spurious and not artefact:
+            why = f"reordering made the {who} resend them" if lf.reordered else "a timer that fired too early, or lost ACKs"
+            notes.append(
+                f"{_plural(lf.spurious, 'retransmission')} from the {who} were not needed: the {peer} already had the data"
+                f" (D-SACK, already acknowledged, or the original arrived too): {why}"
+            )
+        if lf.undecided:
+            notes.append(
+                f"{_plural(lf.undecided, 'segment')} from the {who} came below the highest sequence, but this capture cannot tell"
+                f" retransmissions from late originals: no TCP timestamps, no counting IP ID, and the capture point is not the {who}'s own"
+            )
+            if f.data_segments and lf.undecided / f.data_segments >= LOSS_RATE_ALERT:
+                tag = tag or "loss or reordering: cannot tell"
+                worst = worst or (
+                    f"Capture on the {who} itself (its own segments cannot be reordered there) or with TCP timestamps on, to tell loss from reordering."
+                )
+        if lf.copies:
+            notes.append(
+                f"{_plural(lf.copies, 'segment')} from the {who} appear twice with the same IP ID and TCP timestamp:"
+                " the same packet recorded twice (or duplicated by the network), not retransmissions"
             )
         if artefact:
             notes.append(
@@ -984,7 +1014,7 @@ def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | Non
                 "recorded them after their ACK: capture artefact, not network loss"
             )
             tag = tag or "capture artefact: reordered in capture"
-        unexplained_gaps = f.lost_segments - f.unseen_originals - f.out_of_order
+        unexplained_gaps = lf.gaps - lf.upstream - lf.reordered - lf.undecided
         if unexplained_gaps > 0 and not pf.acked_unseen:
             notes.append(f"{unexplained_gaps} gap(s) in the {who}'s data that the capture never filled")
         if pf.acked_unseen and not lost and not artefact:
@@ -1022,6 +1052,65 @@ def _secondary(conn: Connection, state: ConnAnalysis, handshake_rtt: float | Non
     return notes, worst, tag
 
 
+def _loss_next_step(conn: Connection, lf: LossFacts, d: int, who: str, peer: str) -> str:
+    """Where to look for the loss: the stretch of path the capture point puts it on."""
+    me_ip = fmt_ip(conn.side(d).ip)
+    peer_ip = fmt_ip(conn.side(1 - d).ip)
+    if lf.upstream and not lf.downstream:
+        stretch = f"between the {who} {me_ip} and the capture point"
+    elif lf.downstream and not lf.upstream:
+        stretch = f"between the capture point and the {peer} {peer_ip}"
+    else:
+        stretch = f"between {me_ip} and {peer_ip}"
+    return f"Look for packet loss {stretch}: interface errors and drops (ip -s link), a congested or policing link, mtr along that stretch."
+
+
+# Outcomes whose verdict the loss / reordering finding is about
+LOSS_RULE_OUTCOMES: Final = frozenset({"closed", "established", "half-closed", "midstream"})
+# Examples of each kind of segment (frame numbers) given as evidence
+LOSS_EXAMPLES: Final = 3
+_KIND_FACTS: Final = (
+    (UPSTREAM, "{n} {who} segment(s) filled gaps the capture never saw and were sent after the segments around them: lost before the capture point"),
+    (DOWNSTREAM, "{n} {who} segment(s) re-sent data the capture had seen pass: lost after the capture point"),
+    (SPURIOUS, "{n} {who} retransmission(s) of data the {peer} already had"),
+    (REORDERED, "{n} {who} segment(s) sent before segments that arrived earlier: late, not lost"),
+    (COPY, "{n} {who} segment(s) recorded twice (same IP ID and TCP timestamp)"),
+    (UNDECIDED, "{n} {who} segment(s) below the highest sequence that no evidence decides"),
+)
+
+
+def _loss_rule(conn: Connection, state: ConnAnalysis, outcome: str) -> tuple[str, str, tuple[Evidence, ...]]:
+    """(rule, confidence, evidence) of the loss / reordering finding, when it is what the verdict is
+    about (a connection that otherwise went well; a reset or a failed handshake has its own cause).
+
+    Certain when TSval, IP ID or re-sent bytes decided every segment; likely when some rest on the
+    capture point alone; possible when some could not be decided.
+    """
+    if not conn.established or outcome not in LOSS_RULE_OUTCOMES:
+        return "", CERTAIN, ()
+    evidence: list[Evidence] = []
+    lost = reordered = undecided = 0
+    confidence = CERTAIN
+    for d, who in ((C2S, "client"), (1, "server")):
+        lf: LossFacts = state.loss[d]
+        peer = "server" if who == "client" else "client"
+        for kind, fact in _KIND_FACTS:
+            n = lf.counts[kind]
+            if n:
+                evidence.append(Evidence(fact.format(n=n, who=who, peer=peer), tuple(lf.examples[kind][:LOSS_EXAMPLES])))
+        lost += lf.lost
+        reordered += lf.reordered
+        undecided += lf.undecided
+        if lf.undecided:
+            confidence = POSSIBLE
+        elif lf.ways[BY_POSITION] and confidence == CERTAIN:
+            confidence = LIKELY
+    if not evidence:
+        return "", CERTAIN, ()
+    rule = "path-loss" if lost else "reordering" if reordered else "loss-or-reordering" if undecided else "spurious-retransmission"
+    return rule, confidence, tuple(evidence)
+
+
 # The server's first byte after a request is "slow" past this many handshake RTTs and this long
 APP_LATENCY_RTTS: Final = 10
 APP_LATENCY_MIN: Final = 0.2
@@ -1044,18 +1133,23 @@ def _is_mptcp(conn: Connection) -> bool:
 def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple[str, str, str]:
     """Tell network delay from application delay: the request is acknowledged at once, the
     answer comes much later (a slow server application), or never comes."""
-    first_req = first_ack = first_answer = None
+    first_req = last_req = first_ack = first_answer = None
     for pkt in conn.packets:
         seg = pkt.seg
+        if pkt.dir == C2S:
+            if seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
+                # the answer's wait counts from the request's last segment: an upload is not a slow server
+                last_req = seg
+                if first_req is None:
+                    first_req = seg
+            continue
         if first_req is None:
-            if pkt.dir == 1 and seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
+            if seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
                 # the server spoke first (SSH, SMTP, FTP, MySQL banners): the client's first bytes
                 # answer the server, so "the server's delay after the request" means nothing here
                 return "", "", ""
-            if pkt.dir == C2S and seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
-                first_req = seg
             continue
-        if pkt.dir == 1:
+        if first_req is not None:
             if first_ack is None and seg.flags & ACK:
                 first_ack = seg
             if seg.length and not pkt.analysis & F.A_KEEP_ALIVE:
@@ -1068,8 +1162,8 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
         return "", "", ""
     server = fmt_ip(conn.server.ip)
     acked = f"; the request itself was acknowledged after {fmt.duration(first_ack.ts - first_req.ts)}" if first_ack else ""
-    if first_answer is not None:
-        wait = first_answer.ts - first_req.ts
+    if first_answer is not None and last_req is not None:
+        wait = first_answer.ts - last_req.ts
         floor = max(APP_LATENCY_MIN, APP_LATENCY_RTTS * (handshake_rtt or 0.0))
         if wait >= floor:
             return (

@@ -8,6 +8,7 @@ from synscope.core import fmt
 from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.engine import ConnAnalysis
+from synscope.read.analysis.loss import note as loss_note
 from synscope.read.tracker import C2S, Connection, Packet
 
 # Two gaps are "the same" when within this ratio; "doubled" when the ratio is 2 within it.
@@ -156,6 +157,12 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
             else:
                 pkt.note(f"FIN: {who} closes too")
         _flag_notes(pkt, who, last_win[1 - pkt.dir] == 0)
+        if seg.length:
+            decided = state.loss[pkt.dir].decided
+            if decided:
+                code = decided.get(seg.frame, -1)
+                if code >= 0:
+                    pkt.note(loss_note(code))
         if not flags & (SYN | RST):
             last_win[pkt.dir] = seg.win
 

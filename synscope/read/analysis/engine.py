@@ -13,8 +13,11 @@ from typing import Final
 from synscope.core.model import ACK, FIN, RST, SYN
 from synscope.core.seqnum import MASK, UNSEEN, scaled_window, seq_diff, seq_le
 from synscope.read.analysis import flags as F
+from synscope.read.analysis.loss import LossFacts, at_own_capture_point, dsack_block, first_sack_blocks, tsval_of
 from synscope.read.tracker import C2S, Connection, Packet
 
+# TCP options this long or shorter hold no SACK block (NOP NOP TS is 12 bytes)
+SACKLESS_OPTIONS: Final = 12
 # Retransmission family: what counts as "sent again"
 RETRANSMITTED: Final = F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION
 # DirectionFacts times not seen yet: before any capture time
@@ -144,6 +147,8 @@ class ConnAnalysis:
     # tuple type is a C struct, boxed into a new Python tuple whenever it is indexed by a variable
     seq: tuple[F.SeqState, ...] = field(default_factory=lambda: (F.SeqState(), F.SeqState()))
     facts: tuple[DirectionFacts, ...] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
+    # segments below the highest sequence, decided from evidence (synscope.read.analysis.loss)
+    loss: tuple[LossFacts, ...] = field(default_factory=lambda: (LossFacts(), LossFacts()))
     # in sequence order (lists: a deque is 760 bytes empty, and its methods are generic calls when compiled)
     flight: tuple[list[Sent], ...] = field(default_factory=lambda: ([], []))
     flag_totals: int = 0
@@ -155,6 +160,7 @@ class ConnAnalysis:
     def __init__(self) -> None:
         self.seq = (F.SeqState(), F.SeqState())
         self.facts = (DirectionFacts(), DirectionFacts())
+        self.loss = (LossFacts(), LossFacts())
         self.flight = ([], [])
         self.flag_totals = 0
         self.omitted = 0
@@ -236,8 +242,14 @@ class Analyser:
                     facts.unseen_originals += 1
             elif len(flight) < MAX_IN_FLIGHT:
                 flight.append(Sent(seg.seq, end, ts))
+        if seglen and not bits & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE) and not flags & SYN:
+            self._place(conn, state.loss[d], d, pkt, rev.lastack)
         if flags & ACK:
             self._take_rtt(state.flight[1 - d], state.facts[1 - d], seg.ack, ts)
+            if len(seg.raw_options) > SACKLESS_OPTIONS:  # room for SACK blocks beyond NOP NOP TS
+                dsack = dsack_block(seg.ack, first_sack_blocks(seg.raw_options))
+                if dsack is not None:
+                    state.loss[1 - d].on_dsack(dsack[0], dsack[1])
         if not flags & SYN and seg.raw_options:
             # only SYN options are shown later; dropping the rest saves a bytes object per packet
             seg.raw_options = b""
@@ -245,6 +257,15 @@ class Analyser:
         if len(packets) > self.max_kept_packets and not bits and not flags & (SYN | FIN | RST) and packets[-1] is pkt:
             packets.pop()
             state.omitted += 1
+
+    @staticmethod
+    def _place(conn: Connection, loss: LossFacts, d: int, pkt: Packet, peer_ack: int) -> None:
+        """Decide a data segment below the highest sequence from evidence (see analysis.loss)."""
+        seg = pkt.seg
+        if loss.needs_position(seg.seq):
+            mine, other = (conn.client_leg, conn.server_leg) if d == C2S else (conn.server_leg, conn.client_leg)
+            loss.set_position(at_own_capture_point(seg.ttl, mine, other))
+        loss.on_data(seg.frame, seg.seq, seg.length, tsval_of(seg.raw_options), seg.ip_id, peer_ack)
 
     @staticmethod
     def _count(facts: DirectionFacts, bits: int, seglen: int, pkt: Packet, flight: list[Sent], window: int) -> None:
