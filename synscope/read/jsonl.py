@@ -7,6 +7,7 @@ import math
 from typing import Any, Final, TextIO
 
 from synscope.core.addr import fmt_ip
+from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
 from synscope.core.model import ACK, SYN, flag_string
 from synscope.core.seqnum import MASK
@@ -66,6 +67,7 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "source": r.source_name,
         "client": {"ip": fmt_ip(c.client.ip), "port": c.client.port},
         "server": {"ip": fmt_ip(c.server.ip), "port": c.server.port},
+        "encap": [] if c.encap is None else c.encap.objects(),
         "roles_guessed": c.roles_guessed,
         "start": round(c.first_ts, 6),
         "end": round(c.last_ts, 6),
@@ -172,7 +174,7 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     return (
         f'{HEAD_START}{c.id},"source":{string(r.source_name)},'
         f'"client":{{"ip":{string(fmt_ip(client.ip))},"port":{client.port}}},'
-        f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},'
+        f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{float_text(c.first_ts)},"end":{float_text(c.last_ts)},'
         f'"state":{string(v.conn_state)},"history":{string(v.history)},"outcome":{string(v.outcome)},'
         f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},'
@@ -184,6 +186,11 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},"icmp":[{icmp}],'
         f'"c2s":{_direction_text(fc, client, server, absolute)},"s2c":{_direction_text(fs, server, client, absolute)}'
     )
+
+
+def _encap_text(encap: Encap | None) -> str:
+    """The "encap" array: what carried the connection, outermost first ([] for plain frames)."""
+    return "[]" if encap is None else compact(encap.objects())
 
 
 def _evidence_text(evidence: tuple[Evidence, ...]) -> str:

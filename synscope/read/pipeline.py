@@ -17,7 +17,7 @@ from synscope.core.model import FrameSink, IcmpError, RawFrame, Segment, flow_mi
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
-from synscope.read.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key
+from synscope.read.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key, segment_key
 from synscope.read.verdict import Verdict, judge
 
 # The same segment seen again this soon is the capture seeing one packet twice
@@ -188,13 +188,13 @@ class Pipeline(FrameSink):
         workers = self._shard_count
         if isinstance(item, Segment):
             item.source_index = source_index  # (set on the class, not the union: a slot store when compiled)
-            key = flow_key(item.src, item.sport, item.dst, item.dport)
+            key = segment_key(item)
             if workers and shard_of(key, workers) != self._shard_index:
                 return
             self._track(item, key)
         else:
             item.source_index = source_index
-            if workers and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), workers) != self._shard_index:
+            if workers and shard_of(segment_key(item), workers) != self._shard_index:
                 return
             self.tracker.attach_icmp(item)
 
@@ -415,7 +415,9 @@ def retry_sentence(prev_id: int, number: int) -> str:
 
 
 def shard_of(key: FlowKey, workers: int) -> int:
-    """Which worker of a split run tracks the connections of this flow_key (stable across processes)."""
+    """Which worker of a split run tracks the connections of this flow_key (stable across processes):
+    by the 4-tuple alone, so both directions of a tunnelled flow (whose outer headers differ) and the
+    frames passed over undecoded (plain_tcp_flow_mix) agree."""
     return flow_mix(key[1], key[3], key[0][-1], key[2][-1]) % workers
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from synscope.core.encap import Encap
 from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment
 from synscope.core.seqnum import MASK, seq_ge, seq_gt
 
@@ -154,6 +155,7 @@ class Connection:
     opened_at: int = 0
     retired_at: int = 0
     retire_clock: float = 0.0
+    encap: Encap | None = None  # what carried it (None: plain frames)
 
     # Written out (dataclass keeps it), as on Side
     def __init__(
@@ -186,6 +188,7 @@ class Connection:
         self.opened_at = 0
         self.retired_at = 0
         self.retire_clock = 0.0
+        self.encap = None
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""
@@ -261,11 +264,19 @@ def _span(start: float | None, end: float | None) -> float | None:
 FlowKey = tuple
 
 
-def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
-    """Direction-free key of a 4-tuple: the lower (address, port) first."""
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int, tunnel: int = 0) -> FlowKey:
+    """Direction-free key of a 4-tuple: the lower (address, port) first; a fifth member,
+    the :class:`~synscope.core.encap.Encap` key, for a flow inside an encapsulation (``tunnel``),
+    so the same 4-tuple in two VLANs or VNIs is two flows (a plain frame's key is the 4-tuple)."""
     if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport), without two tuples
-        return (src, sport, dst, dport)
-    return (dst, dport, src, sport)
+        return (src, sport, dst, dport, tunnel) if tunnel else (src, sport, dst, dport)
+    return (dst, dport, src, sport, tunnel) if tunnel else (dst, dport, src, sport)
+
+
+def segment_key(seg: Segment | IcmpError) -> FlowKey:
+    """:func:`flow_key` of a segment, or of the packet an ICMP error quotes, with its tunnel."""
+    encap = seg.encap
+    return flow_key(seg.src, seg.sport, seg.dst, seg.dport, 0 if encap is None else encap.key)
 
 
 class Tracker:
@@ -317,7 +328,7 @@ class Tracker:
         ``key``: the segment's :func:`flow_key`, when the caller has it already.
         """
         if key is None:
-            key = flow_key(seg.src, seg.sport, seg.dst, seg.dport)
+            key = segment_key(seg)
         ts = seg.ts
         if ts > self.clock:
             self.clock = ts
@@ -379,6 +390,7 @@ class Tracker:
         position = self.stamp >> 1
         conn = Connection(position if self.ids_from_position else self.next_id, client, server, seg.ts, seg.ts, guessed, midstream)
         conn.source_index = seg.source_index
+        conn.encap = seg.encap
         conn.opened_at = position
         self.next_id += 1
         if self.opened is not None:
@@ -453,7 +465,7 @@ class Tracker:
     # -------------------------------------------------------------------- ICMP
     def attach_icmp(self, err: IcmpError) -> Connection | None:
         """Attach an ICMP error to the connection whose packet it quotes (None if not tracked)."""
-        key = flow_key(err.src, err.sport, err.dst, err.dport)
+        key = segment_key(err)
         conn = self.table.get(key)
         if conn is None:
             # kept for whoever reports them (watch drains the list); bounded, so an ICMP

@@ -31,6 +31,8 @@ def connection_title(r: ConnReport) -> str:
 def write_connection(r: ConnReport, out: TextIO, absolute: bool = False, payload: bool = False, details: bool = True) -> None:
     """Title, the verdict in sentences, the next step, per-direction figures and the timeline."""
     out.write(connection_title(r) + "\n")
+    if r.conn.encap is not None:
+        out.write("  Carried in: " + r.conn.encap.describe() + "\n")
     v = r.verdict
     for line in textwrap.wrap(v.explanation, WRAP - 2):
         out.write("  " + line + "\n")
