@@ -7,6 +7,9 @@ Known divergences (docs/tshark-divergences.md) are encoded here and nowhere else
 - time order: synscope analyses multi-interface pcapng files in timestamp order;
   for those, tshark's reference is computed on the reordercap'd file and mapped
   back to the original frame numbers.
+- tunnels: synscope keys a connection by its 4-tuple and the tunnel carrying it
+  (VLAN IDs, VNI, GRE key...), tshark by the 4-tuple alone; on a capture with the
+  same 4-tuple in two VNIs, tshark's reference is computed per VNI (PER_TUNNEL).
 Any other difference fails.
 """
 
@@ -15,9 +18,13 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import PCAPS
-from tests.oracle import diff_frames, have_tshark, synscope_flags, time_sorted_flags, tshark_flags
+from tests.oracle import diff_frames, have_tshark, per_tunnel_flags, synscope_flags, synscope_frames, time_sorted_flags, tshark_flags, tshark_tcp_frames
 
 CAPTURES = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
+# captures holding one 4-tuple in several tunnels → the tshark field that tells the tunnels apart
+PER_TUNNEL = {"vxlan-two-vni.pcap": "vxlan.vni"}
+# captures whose TCP is inside an encapsulation (scripts/scenarios_encap.py): every one must be followed
+TUNNELLED = sorted(p.name for p in PCAPS.glob("*.truth.json") if '"encap"' in p.read_text())
 
 pytestmark = pytest.mark.skipif(not have_tshark(), reason="tshark is the oracle; scripts/test installs it")
 
@@ -27,7 +34,12 @@ def test_flags_match_tshark(name: str, tmp_path) -> None:
     path = str(PCAPS / name)
     ours = synscope_flags(path, ("--keep-duplicates",))
     assert ours, f"synscope found no TCP packets in {name}"
-    theirs = time_sorted_flags(path, str(tmp_path)) if name.endswith(".pcapng") else tshark_flags(path)
+    if name in PER_TUNNEL:
+        theirs = per_tunnel_flags(path, str(tmp_path), PER_TUNNEL[name])
+    elif name.endswith(".pcapng"):
+        theirs = time_sorted_flags(path, str(tmp_path))
+    else:
+        theirs = tshark_flags(path)
     mismatches = diff_frames(theirs, ours)
     assert not mismatches, f"{name}: frames where synscope and tshark disagree (frame, tshark, synscope): {mismatches[:20]}"
 
@@ -37,3 +49,23 @@ def test_the_comparison_can_fail() -> None:
     theirs = tshark_flags(str(PCAPS / "bulk-loss.pcap"))
     assert any("fast_retransmission" in f for f in theirs.values())
     assert any("duplicate_ack" in f for f in theirs.values())
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_every_tcp_frame_tshark_lists_is_in_the_json(name: str) -> None:
+    """Whatever carries it, a frame tshark shows as TCP (or an ICMP error quoting TCP) can be
+    found in synscope's JSON by its number."""
+    path = str(PCAPS / name)
+    missing = sorted(tshark_tcp_frames(path) - synscope_frames(path, ("--keep-duplicates",)))
+    assert not missing, f"{name}: TCP frames tshark lists that synscope's JSON does not: {missing[:20]}"
+
+
+def test_tunnelled_captures_are_all_here() -> None:
+    """The captures of scripts/scenarios_encap.py are bundled (the tests above cover each)."""
+    assert len(TUNNELLED) >= 15, TUNNELLED
+
+
+def test_same_tuple_in_two_vnis_is_one_conversation_to_tshark() -> None:
+    """Why PER_TUNNEL exists: without it tshark flags the second VNI's SYN as a reused 4-tuple."""
+    flags = tshark_flags(str(PCAPS / "vxlan-two-vni.pcap"))
+    assert any("reused_ports" in f for f in flags.values())
