@@ -271,3 +271,31 @@ def test_erspan_has_no_return_direction_but_keys_by_session() -> None:
 
 
 assert ERSPAN  # (imported so scapy binds GRE 0x88BE to ERSPAN)
+
+
+def test_run_note_names_the_encapsulation_not_followed(tmp_path) -> None:
+    from scapy.utils import wrpcap
+
+    from tests.helpers import cli
+
+    frame = _ether() / _outer4(False) / GRE(proto=0x1234) / Raw(b"\x00" * 40)
+    frame.time = 1_700_000_000
+    path = tmp_path / "unknown.pcap"
+    wrpcap(str(path), [frame])
+    proc = cli("read", str(path))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert "1 frames inside an encapsulation not followed (gre carrying ethertype 0x1234)" in proc.stderr
+
+
+def test_json_says_what_carried_it() -> None:
+    """Both JSON writers (the object and the fast text) say the same about the tunnel."""
+    from synscope.read.jsonl import compact, connection_line, connection_object
+
+    reports, _ = run(conversation(ENCAPS["qinq-pppoe"][0]))
+    line = connection_line(reports[0])
+    assert line == compact(connection_object(reports[0]))
+    assert connection_object(reports[0])["encap"] == [
+        {"type": "vlan", "id": 20},
+        {"type": "vlan", "id": 30},
+        {"type": "pppoe", "session": 9},
+    ]

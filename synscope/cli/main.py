@@ -314,6 +314,8 @@ def _warn_run(pipeline: object) -> None:
         )
     for lt, n in ds.unknown_linktype.items():
         click.echo(f"synscope: warning: {n} frames with unsupported link type {lt} skipped", err=True)
+    for what, n in sorted(ds.encap_skipped.items()):
+        click.echo(f"synscope: note: {n} frames inside an encapsulation not followed ({what}) skipped", err=True)
     if ds.truncated:
         click.echo(
             f"synscope: note: {ds.truncated} packets were cut short by the capture's snaplen; headers were decoded as far "
