@@ -6,6 +6,7 @@ conversation per encapsulation: SYN, SYN-ACK, ACK, 10 bytes of data, RST from th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -24,6 +25,7 @@ from synscope.core.model import RawFrame
 from synscope.read.decode import MAX_ENCAP_DEPTH, Decoder
 from synscope.read.pipeline import ConnReport, Pipeline
 from synscope.read.tracker import flow_key
+from tests.helpers import PCAPS, cli
 
 CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
 CLIENT6, SERVER6 = "2001:db8:aa::1", "2001:db8:aa::2"
@@ -276,8 +278,6 @@ assert ERSPAN  # (imported so scapy binds GRE 0x88BE to ERSPAN)
 def test_run_note_names_the_encapsulation_not_followed(tmp_path) -> None:
     from scapy.utils import wrpcap
 
-    from tests.helpers import cli
-
     frame = _ether() / _outer4(False) / GRE(proto=0x1234) / Raw(b"\x00" * 40)
     frame.time = 1_700_000_000
     path = tmp_path / "unknown.pcap"
@@ -299,3 +299,22 @@ def test_json_says_what_carried_it() -> None:
         {"type": "vlan", "id": 30},
         {"type": "pppoe", "session": 9},
     ]
+
+
+TRUTHS = sorted(p.name for p in PCAPS.glob("*.truth.json") if '"encap"' in p.read_text())
+
+
+@pytest.mark.parametrize("truth", TRUTHS)
+def test_tunnel_captures_against_their_truth(truth: str) -> None:
+    """Each capture of scripts/scenarios_encap.py: the connections its script made, each with
+    the encapsulation the script set up (the truth file), and nothing else."""
+    want = json.loads((PCAPS / truth).read_text())["connections"]
+    got = [json.loads(line) for line in cli("read", "--json", str(PCAPS / truth.replace(".truth.json", ".pcap"))).stdout.splitlines()]
+    assert len(got) == len(want)
+    for conn, w in zip(got, want, strict=True):
+        assert f"{conn['client']['ip']}:{conn['client']['port']}".startswith(w["client"])
+        assert f"{conn['server']['ip']}:{conn['server']['port']}" == w["server"]
+        assert conn["state"] == "SF" and conn["ok"], conn["verdict"]
+        assert len(conn["encap"]) == len(w["encap"])
+        for layer, wl in zip(conn["encap"], w["encap"], strict=True):
+            assert _matches(layer, wl), (layer, wl)

@@ -94,7 +94,9 @@ def layer_text(layer: Layer) -> str:
         parts.append("labels " + "/".join(str(label) for label in extra))
     elif kind == "erspan" and extra:
         parts[0] = f"erspan type {'I' if extra[0] == 1 else 'II' if extra[0] == 2 else 'III'}"
-    if ident != NO_ID and kind in ID_NAMES:
+    if ident != NO_ID and kind == "vlan":
+        parts.append(str(ident))
+    elif ident != NO_ID and kind in ID_NAMES:
         parts.append(f"{ID_NAMES[kind].replace('_', ' ')} {ident}")
     text = " ".join(parts)
     return f"{text} ({_outer(src, dst)})" if src else text
