@@ -18,7 +18,17 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import PCAPS
-from tests.oracle import diff_frames, have_tshark, per_tunnel_flags, synscope_flags, synscope_frames, time_sorted_flags, tshark_flags, tshark_tcp_frames
+from tests.oracle import (
+    diff_frames,
+    have_tshark,
+    per_tunnel_flags,
+    synscope_flags,
+    synscope_frames,
+    synscope_json,
+    time_sorted_flags,
+    tshark_flags,
+    tshark_tcp_frames,
+)
 
 CAPTURES = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
 # captures holding one 4-tuple in several tunnels → the tshark field that tells the tunnels apart
@@ -54,9 +64,9 @@ def test_the_comparison_can_fail() -> None:
 @pytest.mark.parametrize("name", CAPTURES)
 def test_every_tcp_frame_tshark_lists_is_in_the_json(name: str) -> None:
     """Whatever carries it, a frame tshark shows as TCP (or an ICMP error quoting TCP) can be
-    found in synscope's JSON by its number."""
+    found in synscope's JSON by its number: capture copies too (``duplicate_of``)."""
     path = str(PCAPS / name)
-    missing = sorted(tshark_tcp_frames(path) - synscope_frames(path, ("--keep-duplicates",)))
+    missing = sorted(tshark_tcp_frames(path) - synscope_frames(path))
     assert not missing, f"{name}: TCP frames tshark lists that synscope's JSON does not: {missing[:20]}"
 
 
@@ -69,3 +79,20 @@ def test_same_tuple_in_two_vnis_is_one_conversation_to_tshark() -> None:
     """Why PER_TUNNEL exists: without it tshark flags the second VNI's SYN as a reused 4-tuple."""
     flags = tshark_flags(str(PCAPS / "vxlan-two-vni.pcap"))
     assert any("reused_ports" in f for f in flags.values())
+
+
+@pytest.mark.parametrize("name", ["loopback-dup.pcap", "any.pcap"])
+def test_capture_copies_are_listed_not_analysed(name: str) -> None:
+    """A frame dropped as a capture copy is in its connection's packets, marked with the frame
+    of its first copy, without analysis flags; --keep-duplicates analyses it instead."""
+    path = str(PCAPS / name)
+    packets = {p["frame"]: p for conn in synscope_json(path) for p in conn["packets"]}
+    copies = [p for p in packets.values() if "duplicate_of" in p]
+    assert len(copies) == len(packets) // 2  # every packet of these captures was seen twice
+    for p in copies:
+        first = packets[p["duplicate_of"]]
+        assert first["frame"] < p["frame"] and "duplicate_of" not in first
+        assert (p["flags"], p["seq"], p["ack"], p["len"]) == (first["flags"], first["seq"], first["ack"], first["len"])
+        assert p["analysis"] == [] and p["note"] == f"captured twice (copy of frame {first['frame']})"
+    kept = [p for conn in synscope_json(path, ("--keep-duplicates",)) for p in conn["packets"]]
+    assert len(kept) == len(packets) and not any("duplicate_of" in p for p in kept)

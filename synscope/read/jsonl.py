@@ -32,7 +32,7 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
     v = r.verdict
     fc, fs = r.analysis.facts
     packets = []
-    for pkt in c.packets if with_packets else ():
+    for pkt in c.timeline() if with_packets else ():
         seg = pkt.seg
         me = c.client if pkt.dir == C2S else c.server
         peer = c.server if pkt.dir == C2S else c.client
@@ -59,6 +59,8 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
             obj["rto"] = _round(pkt.rto)
         if pkt.in_flight is not None:
             obj["in_flight"] = pkt.in_flight
+        if pkt.duplicate_of:
+            obj["duplicate_of"] = pkt.duplicate_of
         packets.append(obj)
 
     return {
@@ -280,7 +282,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     out = []
     dumps, string = json.dumps, _STRING
     flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
-    for pkt in c.packets:
+    for pkt in c.timeline():
         seg = pkt.seg
         if pkt.dir == C2S:
             my_base, peer_base, shift, dir_text = cbase, sbase, client.win_scale, '"c2s"'
@@ -311,6 +313,8 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
             text += ',"rto":' + rounded_text(pkt.rto)
         if pkt.in_flight is not None:
             text += f',"in_flight":{pkt.in_flight}'
+        if pkt.duplicate_of:
+            text += f',"duplicate_of":{pkt.duplicate_of}'
         out.append(text + "}")
     return out
 

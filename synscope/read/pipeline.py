@@ -163,6 +163,7 @@ class Pipeline(FrameSink):
         # have to apply them to frames it never makes RawFrames, or never decodes)
         self._consumes = self.selection.frame_filter is None and not self.selection.hosts and not self.selection.ports
         self._fed_at = 0  # stats.frames when feed() last had a frame
+        self._copy_of = 0  # frame number of the first copy, when _seen_twice says True
         self.source_index = 0  # of the file being read, for frames taken by consume()
 
     def feed(self, frame: RawFrame, source_index: int = 0) -> None:
@@ -233,6 +234,9 @@ class Pipeline(FrameSink):
         """A segment of this worker's connections: duplicate check, tracking, analysis."""
         if self.dedup and self._seen_twice(seg, key):
             self.stats.duplicates += 1
+            conn = self.tracker.table.get(key)
+            if conn is not None:  # listed with its connection, not analysed
+                conn.add_duplicate(seg, self._copy_of)
             return
         conn = self.tracker.feed(seg, key)
         if conn is None:  # a late packet of a connection already handed on: counted
@@ -324,6 +328,7 @@ class Pipeline(FrameSink):
                 and options[i] == seg.raw_options
             ):
                 if abs(seg.ts - prev.ts) <= DUPLICATE_WINDOW:
+                    self._copy_of = prev.frame
                     return True
                 if len(segments) < DUPLICATE_HISTORY:
                     segments[i] = seg  # the same one again, later: remembered from now

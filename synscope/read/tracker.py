@@ -38,6 +38,9 @@ EVICT_ACTIVE: Final = 1.0
 MAX_RECENT_CLOSED: Final = 65536
 # Side.next_seq / highest_ack before any is seen (sequence numbers are never negative)
 UNSEEN: Final = -1
+# Capture copies listed per connection (a loopback capture has one per packet; the analysis
+# keeps at most its MAX_KEPT_PACKETS too)
+MAX_DUPLICATES_LISTED: Final = 5000
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR: Final = 32768
 
@@ -54,6 +57,7 @@ class Packet:
     rto: float | None = None  # for retransmissions: time since the original
     in_flight: int | None = None  # bytes sent and not yet acknowledged after this data segment
     notes: list[str] | None = None
+    duplicate_of: int = 0  # a capture copy: the frame number of the first copy (not analysed)
 
     # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
     # dataclass module generates runs as Python bytecode, once per packet.
@@ -66,6 +70,7 @@ class Packet:
         self.rto = None
         self.in_flight = None
         self.notes = None
+        self.duplicate_of = 0
 
     def note(self, text: str) -> None:
         """Attach an annotation shown in brackets on the timeline."""
@@ -156,6 +161,8 @@ class Connection:
     retired_at: int = 0
     retire_clock: float = 0.0
     encap: Encap | None = None  # what carried it (None: plain frames)
+    # frames dropped as capture copies of one of its packets: listed, never analysed
+    duplicates: list[Packet] | None = None
 
     # Written out (dataclass keeps it), as on Side
     def __init__(
@@ -189,10 +196,40 @@ class Connection:
         self.retired_at = 0
         self.retire_clock = 0.0
         self.encap = None
+        self.duplicates = None
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""
         return self.client if direction == C2S else self.server
+
+    def timeline(self) -> list[Packet]:
+        """Its packets with the capture copies dropped as duplicates, each right after its first copy."""
+        duplicates = self.duplicates
+        if not duplicates:
+            return self.packets
+        after: dict[int, list[Packet]] = {}
+        for dup in duplicates:
+            after.setdefault(dup.duplicate_of, []).append(dup)
+        out: list[Packet] = []
+        for pkt in self.packets:
+            out.append(pkt)
+            copies = after.pop(pkt.seg.frame, None)
+            if copies is not None:
+                out.extend(copies)
+        for copies in after.values():  # (their first copy was not kept: a long connection)
+            out.extend(copies)
+        return out
+
+    def add_duplicate(self, seg: Segment, first_frame: int) -> None:
+        """List a frame dropped as a capture copy of frame ``first_frame`` (at most MAX_DUPLICATES_LISTED)."""
+        if self.duplicates is None:
+            self.duplicates = []
+        elif len(self.duplicates) >= MAX_DUPLICATES_LISTED:
+            return
+        pkt = Packet(seg, C2S if (seg.src == self.client.ip and seg.sport == self.client.port) else S2C)
+        pkt.duplicate_of = first_frame
+        pkt.note(f"captured twice (copy of frame {first_frame})")
+        self.duplicates.append(pkt)
 
     @property
     def closed(self) -> bool:

@@ -56,7 +56,7 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
     t0 = c.first_ts
     rows: list[tuple[float, int, str]] = []
     prev = t0
-    for i, pkt in enumerate(c.packets):
+    for i, pkt in enumerate(c.timeline()):
         seg = pkt.seg
         me = c.client if pkt.dir == C2S else c.server
         peer = c.server if pkt.dir == C2S else c.client
