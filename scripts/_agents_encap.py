@@ -19,16 +19,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _pcap_agents import Port, log, ready  # noqa: E402
-from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific  # noqa: E402
-from scapy.contrib.geneve import GENEVE  # noqa: E402
-from scapy.contrib.gtp import GTP_U_Header  # noqa: E402
-from scapy.contrib.mpls import MPLS  # noqa: E402
-from scapy.layers.inet import IP, UDP  # noqa: E402
-from scapy.layers.inet6 import IPv6  # noqa: E402
-from scapy.layers.l2 import GRE, Dot1AD, Dot1Q, Ether  # noqa: E402
-from scapy.layers.ppp import PPP, PPPoE  # noqa: E402
-from scapy.packet import Raw  # noqa: E402
+from _pcap_agents import Port, log, ready
+from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
+from scapy.contrib.geneve import GENEVE
+from scapy.contrib.gtp import GTP_U_Header
+from scapy.contrib.mpls import MPLS
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import GRE, Dot1AD, Dot1Q, Ether
+from scapy.layers.ppp import PPP, PPPoE
+from scapy.packet import Raw
 
 # the outer (underlay) endpoints: side a, side b
 OUTER4 = ("198.18.250.1", "198.18.250.2")
@@ -36,6 +36,7 @@ OUTER6 = ("2001:db8:250::1", "2001:db8:250::2")
 # outer MAC addresses, given explicitly (scapy would otherwise resolve them with ARP)
 MAC = ("02:00:00:00:fa:01", "02:00:00:00:fa:02")
 UDP_SPORT = (49152, 49153)
+GENEVE_OPTION = b"\x01\x02\x03\x01syns"  # class 0x0102, type 3, 4 bytes of data
 
 
 def eth(side):
@@ -48,14 +49,19 @@ def ip4(side, **kw):
 
 # name → (carries the whole Ethernet frame?, builder(side, payload bytes, counter) → outer packet)
 ENCAPS = {
-    "geneve": (True, lambda s, p, n: eth(s) / ip4(s) / UDP(sport=UDP_SPORT[s], dport=6081) / GENEVE(vni=4242, proto=0x6558, optionlen=2, options=b"\x01\x02\x03\x01syns") / Raw(p)),
+    "geneve": (
+        True,
+        lambda s, p, n: eth(s) / ip4(s) / UDP(sport=UDP_SPORT[s], dport=6081) / GENEVE(vni=4242, proto=0x6558, optionlen=2, options=GENEVE_OPTION) / Raw(p),
+    ),
     "gretap": (True, lambda s, p, n: eth(s) / ip4(s) / GRE(key_present=1, key=1001, seqnum_present=1, sequence_number=n, proto=0x6558) / Raw(p)),
     "gre": (False, lambda s, p, n: eth(s) / ip4(s) / GRE(proto=0x0800) / Raw(p)),
     "erspan1": (True, lambda s, p, n: eth(s) / ip4(s) / GRE(proto=0x88BE) / Raw(p)),
     "erspan2": (True, lambda s, p, n: eth(s) / ip4(s) / GRE(seqnum_present=1, sequence_number=n, proto=0x88BE) / ERSPAN_II(session_id=100, vlan=0) / Raw(p)),
     "erspan3": (
         True,
-        lambda s, p, n: eth(s) / ip4(s) / GRE(seqnum_present=1, sequence_number=n, proto=0x22EB) / ERSPAN_III(session_id=101, o=1) / ERSPAN_PlatformSpecific() / Raw(p),
+        lambda s, p, n: (
+            eth(s) / ip4(s) / GRE(seqnum_present=1, sequence_number=n, proto=0x22EB) / ERSPAN_III(session_id=101, o=1) / ERSPAN_PlatformSpecific() / Raw(p)
+        ),
     ),
     "gre-udp": (False, lambda s, p, n: eth(s) / ip4(s) / UDP(sport=UDP_SPORT[s], dport=4754) / GRE(proto=0x0800) / Raw(p)),
     "mpls": (False, lambda s, p, n: eth(s) / MPLS(label=1000 + s, s=0, ttl=64) / MPLS(label=16, s=1, ttl=64) / Raw(p)),

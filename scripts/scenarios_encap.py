@@ -26,11 +26,26 @@ CLIENT_PORT = 45000
 # one line for the truth file)
 RELAYED = {
     "geneve": ("geneve.pcap", "geneve.vni==4242", [{"type": "geneve", "vni": 4242}], "GENEVE VNI 4242, 8 bytes of options, Ethernet inside (UDP 6081)"),
-    "gretap": ("gretap.pcap", "gre.key==1001 && gre.sequence_number", [{"type": "gre", "key": 1001}], "GRE with key 1001 and sequence numbers, transparent Ethernet bridging (0x6558)"),
+    "gretap": (
+        "gretap.pcap",
+        "gre.key==1001 && gre.sequence_number",
+        [{"type": "gre", "key": 1001}],
+        "GRE with key 1001 and sequence numbers, transparent Ethernet bridging (0x6558)",
+    ),
     "gre": ("gre.pcap", "gre.proto==0x0800", [{"type": "gre"}], "plain GRE carrying IPv4"),
-    "erspan1": ("erspan1.pcap", "gre.proto==0x88be && !erspan.version", [{"type": "erspan", "erspan_type": 1}], "ERSPAN type I (GRE 0x88BE without sequence number)"),
+    "erspan1": (
+        "erspan1.pcap",
+        "gre.proto==0x88be && !erspan.version",
+        [{"type": "erspan", "erspan_type": 1}],
+        "ERSPAN type I (GRE 0x88BE without sequence number)",
+    ),
     "erspan2": ("erspan2.pcap", "erspan.spanid==100", [{"type": "erspan", "erspan_type": 2, "session": 100}], "ERSPAN type II, session 100"),
-    "erspan3": ("erspan3.pcap", "erspan.spanid==101", [{"type": "erspan", "erspan_type": 3, "session": 101}], "ERSPAN type III, session 101, with the platform-specific subheader"),
+    "erspan3": (
+        "erspan3.pcap",
+        "erspan.spanid==101",
+        [{"type": "erspan", "erspan_type": 3, "session": 101}],
+        "ERSPAN type III, session 101, with the platform-specific subheader",
+    ),
     "gre-udp": ("gre-udp.pcap", "udp.port==4754 && gre", [{"type": "gre-udp"}], "GRE-in-UDP (UDP 4754) carrying IPv4"),
     "mpls": ("mpls.pcap", "mpls.label==16", [{"type": "mpls"}], "MPLS two-label stack (1000 or 1001 by direction, then 16), IPv4 below"),
     "mpls-pw": ("mpls-pw.pcap", "mpls && pwethcw", [{"type": "mpls"}], "MPLS Ethernet pseudowire with control word (label 3000 or 3001 by direction)"),
@@ -113,7 +128,13 @@ def register(mp):
     def vxlan_two_vni(lab):
         out = vxlan_common(lab, "vxlan-two-vni.pcap", [42, 43])
         for vni in (42, 43):
-            mp.expect(out, f"vxlan.vni=={vni} && tcp.flags.syn==1 && tcp.flags.ack==0 && tcp.srcport=={CLIENT_PORT}", 1, 1, f"one SYN from :{CLIENT_PORT} in VNI {vni}")
+            mp.expect(
+                out,
+                f"vxlan.vni=={vni} && tcp.flags.syn==1 && tcp.flags.ack==0 && tcp.srcport=={CLIENT_PORT}",
+                1,
+                1,
+                f"one SYN from :{CLIENT_PORT} in VNI {vni}",
+            )
         return ["vxlan-two-vni.pcap", "vxlan-two-vni.truth.json"]
 
     def relayed(lab, encap):
@@ -153,11 +174,16 @@ def register(mp):
             lab,
             name,
             {
-                "made_by": "real kernel TCP between TAP devices; the outer headers are added and removed by a userspace relay (scripts/_agents_encap.py) on each side",
+                "made_by": "real kernel TCP between TAP devices; outer headers added and removed by a userspace relay (scripts/_agents_encap.py) on each side",
                 "encapsulation": what,
                 "capture_point": "client-side veth vc",
                 "connections": [
-                    {"client": RELAY_C, "server": f"{RELAY_S}:80", "encap": layers, "exchange": "HTTP/1.0 GET, response, client closes first (http client role)"}
+                    {
+                        "client": RELAY_C,
+                        "server": f"{RELAY_S}:80",
+                        "encap": layers,
+                        "exchange": "HTTP/1.0 GET, response, client closes first (http client role)",
+                    }
                 ],
             },
         )

@@ -296,8 +296,8 @@ def _warn_run(pipeline: object) -> None:
     ds = pipeline.decoder.stats
     if st.duplicates:
         click.echo(
-            f"synscope: note: dropped {st.duplicates} duplicate frames: the same packet captured twice within 1 ms "
-            "(loopback through AF_PACKET, or -i any on a host that forwards it); --keep-duplicates keeps them",
+            f"synscope: note: {st.duplicates} duplicate frames, the same packet captured twice within 1 ms "
+            "(loopback through AF_PACKET, or -i any on a host that forwards it): listed, not analysed; --keep-duplicates analyses them",
             err=True,
         )
     if st.reordered:
