@@ -16,8 +16,8 @@ from scapy.contrib.gtp import GTP_U_Header, GTPPDUSessionContainer
 from scapy.contrib.mpls import MPLS
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import GRE, Dot1AD, Dot1Q, Ether
-from scapy.layers.ppp import PPP, PPPoE
+from scapy.layers.l2 import GRE, GRE_PPTP, Dot1AD, Dot1Q, Ether
+from scapy.layers.ppp import HDLC, PPP, PPPoE
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 
@@ -87,6 +87,12 @@ ENCAPS: dict[str, tuple[Wrap, list[dict[str, object]]]] = {
     "erspan-iii-platform": (
         lambda p, r: _eth(_outer4(False) / GRE(seqnum_present=1, proto=0x22EB) / ERSPAN_III(session_id=79, o=1) / ERSPAN_PlatformSpecific() / _inner_eth(p)),
         [{"type": "erspan", "erspan_type": 3, "session": 79}],
+    ),
+    "pptp": (
+        lambda p, r: _eth(
+            _outer4(r) / GRE_PPTP(call_id=0x77 if r else 0x66, seqnum_present=1, sequence_number=3) / HDLC() / PPP(proto=0x21 if p.version == 4 else 0x57) / p
+        ),
+        [{"type": "pptp"}],
     ),
     "gre-udp": (lambda p, r: _eth(_outer4(r) / UDP(sport=41000, dport=4754) / GRE(proto=0x0800) / p), [{"type": "gre-udp"}]),
     "mpls-ip": (lambda p, r: _eth(MPLS(label=100 if r else 200, s=0) / MPLS(label=16, s=1) / p), [{"type": "mpls"}]),
@@ -205,7 +211,7 @@ def test_same_tuple_in_two_vlans_is_two_connections() -> None:
 
 def test_per_direction_ids_do_not_split_a_connection() -> None:
     """MPLS labels and GTP-U TEIDs differ per direction: shown, not keyed."""
-    for name in ("mpls-ip", "gtp-u"):
+    for name in ("mpls-ip", "gtp-u", "pptp"):
         reports, _ = run(conversation(ENCAPS[name][0]))
         assert len(reports) == 1, name
         assert reports[0].conn.encap is not None
