@@ -7,6 +7,7 @@ conversation per encapsulation: SYN, SYN-ACK, ACK, 10 bytes of data, RST from th
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 
 import pytest
@@ -61,6 +62,13 @@ def _inner_eth(p: Packet) -> Packet:
     return _ether(type=0x86DD if p.version == 6 else 0x0800) / p
 
 
+def _nflog(packet: bytes, family: int) -> bytes:
+    """LINKTYPE_NFLOG: header, a prefix TLV, the payload TLV (little-endian length and type, padded to 4)."""
+    prefix = struct.pack("<HH", 4 + 6, 10) + b"synsc\x00" + b"\x00\x00"
+    payload = struct.pack("<HH", 4 + len(packet), 9) + packet + b"\x00" * (-len(packet) % 4)
+    return bytes([family, 0, 0, 0]) + prefix + payload
+
+
 ENCAPS: dict[str, tuple[Wrap, list[dict[str, object]]]] = {
     "vxlan": (lambda p, r: _eth(_outer4(r) / UDP(sport=41000, dport=4789) / VXLAN(vni=42) / _inner_eth(p)), [{"type": "vxlan", "vni": 42}]),
     "geneve-options": (
@@ -106,6 +114,7 @@ ENCAPS: dict[str, tuple[Wrap, list[dict[str, object]]]] = {
         lambda p, r: _eth(Dot1AD(vlan=20) / Dot1Q(vlan=30, type=0x8864) / PPPoE(sessionid=9) / PPP(proto=0x0021) / p),
         [{"type": "vlan", "id": 20}, {"type": "vlan", "id": 30}, {"type": "pppoe", "session": 9}],
     ),
+    "nflog": (lambda p, r: (239, _nflog(bytes(p), 10 if p.version == 6 else 2)), []),
     "ppp-link": (lambda p, r: (9, b"\xff\x03\x00\x21" + bytes(p)), []),
     "4in4": (lambda p, r: _eth(_outer4(r) / p), [{"type": "ipip", "outer": f"{OUT_A} → {OUT_B}"}]),
     "4in6": (lambda p, r: _eth(_outer6(r) / p), [{"type": "ipip", "outer": f"{OUT6_A} → {OUT6_B}"}]),
