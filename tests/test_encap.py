@@ -333,3 +333,13 @@ def test_tunnel_captures_against_their_truth(truth: str) -> None:
         assert len(conn["encap"]) == len(w["encap"])
         for layer, wl in zip(conn["encap"], w["encap"], strict=True):
             assert _matches(layer, wl), (layer, wl)
+
+
+def test_arp_in_a_vlan_or_tunnel_is_just_not_tcp() -> None:
+    """An Ethernet frame's own ARP (tagged, or inside VXLAN) is ordinary traffic, not an
+    encapsulation left unfollowed: counted as not TCP, no note."""
+    arp = _ether(type=0x0806) / Raw(b"\x00" * 28)
+    for data in (bytes(_ether() / Dot1Q(vlan=5, type=0x0806) / Raw(b"\x00" * 28)), bytes(_ether() / _outer4(False) / UDP(dport=4789) / VXLAN(vni=1) / arp)):
+        dec = Decoder()
+        assert dec.decode(RawFrame(1, 1.0, 1, data, len(data))) is None
+        assert dec.stats.not_tcp == 1 and not dec.stats.encap_skipped

@@ -156,6 +156,7 @@ class Decoder:
         each encapsulation layer on the way. Bounded: MAX_ENCAP_DEPTH layers, then counted."""
         stats = self.stats
         layers: list[Layer] = []
+        tunnel_type = False  # the ethertype in hand was named by a tunnel header (GRE, GENEVE)
         for _ in range(_MAX_STEPS):
             if len(layers) > MAX_ENCAP_DEPTH:
                 self._skip("nested deeper than " + str(MAX_ENCAP_DEPTH))
@@ -167,6 +168,7 @@ class Decoder:
                 etype = _U16.unpack_from(data, off + 12)[0]
                 off += 14
                 nxt = _NEXT_TYPE
+                tunnel_type = False
             elif nxt == _NEXT_TYPE:
                 if etype in _VLAN_TAGS:
                     if len(data) < off + 4:
@@ -191,9 +193,9 @@ class Decoder:
                 elif etype == _ETH_PPP:
                     nxt = _NEXT_PPP
                 else:
-                    if layers:
+                    if tunnel_type:  # the tunnel header names a payload not followed here
                         self._skip(f"{layers[-1][0]} carrying ethertype 0x{etype:04x}")
-                    else:
+                    else:  # an Ethernet frame's ARP, LLDP...: just not TCP
                         stats.not_tcp += 1
                     return None
             elif nxt == _NEXT_PPP:
@@ -260,6 +262,7 @@ class Decoder:
                 off = inner
                 nxt = self._next
                 etype = self._next_type
+                tunnel_type = nxt == _NEXT_TYPE
         self._skip("too many headers")
         return None
 
