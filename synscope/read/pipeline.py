@@ -394,7 +394,9 @@ class RetryLinker:
         this connection never got established (a connection that worked, even with loss, is
         nothing to retry); ``clock``: the capture clock when it was handed on."""
         failed = self._failed
-        horizon = clock - RETRY_WINDOW
+        # forget failures too old to be retried by this SYN: by the SYN's own time, not only the
+        # capture clock, which runs ahead when a newer file was read before this one
+        horizon = min(clock, syn_ts) - RETRY_WINDOW
         while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
             first = next(iter(failed))
             if failed[first][1] >= horizon:
