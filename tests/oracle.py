@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -49,15 +50,24 @@ def tshark_flags(path: str) -> dict[int, set[str]]:
 
 def synscope_flags(path: str, extra: tuple[str, ...] = ()) -> dict[int, set[str]]:
     """frame number → set of analysis flag names, from ``synscope read --json``."""
-    proc = subprocess.run([sys.executable, "-m", "synscope", "read", "--json", *extra, path], capture_output=True, text=True, timeout=300)
     result: dict[int, set[str]] = {}
-    for line in proc.stdout.splitlines():
-        conn = json.loads(line)
-        if "finding" in conn:  # finding lines follow the connections
-            continue
+    for conn in synscope_json(path, extra):
         for pkt in conn["packets"]:
             result[pkt["frame"]] = set(pkt["analysis"])
     return result
+
+
+@functools.lru_cache(maxsize=64)
+def synscope_json(path: str, extra: tuple[str, ...] = ()) -> tuple[dict, ...]:
+    """The connection objects of ``synscope read --json`` (one run per file and options)."""
+    proc = subprocess.run([sys.executable, "-m", "synscope", "read", "--json", *extra, path], capture_output=True, text=True, timeout=300)
+    # (finding lines follow the connections: they are not connections)
+    return tuple(c for c in (json.loads(line) for line in proc.stdout.splitlines()) if "finding" not in c)
+
+
+def synscope_frames(path: str, extra: tuple[str, ...] = ()) -> set[int]:
+    """Every frame number in synscope's JSON: its connections' packets and ICMP errors."""
+    return {x["frame"] for conn in synscope_json(path, extra) for x in (*conn["packets"], *conn["icmp"])}
 
 
 def diff(path: str) -> list[tuple[int, set[str], set[str]]]:
@@ -104,3 +114,40 @@ def time_sorted_flags(path: str, tmpdir: str) -> dict[int, set[str]]:
     order = [f for f, _ in sorted(frame_times(path), key=lambda x: (x[1], x[0]))]
     flags = tshark_flags(sorted_path)
     return {order[new - 1]: names for new, names in flags.items()}
+
+
+def _field_frames(path: str, dfilter: str, field: str) -> list[tuple[int, str]]:
+    """(frame number, value of ``field``) of the frames matching ``dfilter``."""
+    out = subprocess.run(
+        ["tshark", "-n", "-r", path, "-Y", dfilter, "-T", "fields", "-e", "frame.number", "-e", field],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    return [(int(a), b) for a, b in (line.split("\t") for line in out.splitlines())]
+
+
+def per_tunnel_flags(path: str, tmpdir: str, field: str) -> dict[int, set[str]]:
+    """tshark's flags with each tunnel (each value of ``field``, e.g. ``vxlan.vni``) analysed in a
+    file of its own, keyed by the ORIGINAL frame numbers.
+
+    tshark keys TCP conversations by the 4-tuple alone: the same 4-tuple in two VNIs is one
+    conversation to it (the second SYN "reused_ports"), two connections to synscope and Zeek.
+    """
+    import os
+
+    result: dict[int, set[str]] = {}
+    frames = _field_frames(path, field, field)
+    for value in sorted({v for _, v in frames}):
+        part = os.path.join(tmpdir, f"{field}-{value}-" + os.path.basename(path))
+        subprocess.run(["tshark", "-n", "-r", path, "-Y", f"{field}=={value}", "-w", part], capture_output=True, check=True, timeout=300)
+        order = [f for f, v in frames if v == value]
+        for new, names in tshark_flags(part).items():
+            result[order[new - 1]] = names
+    return result
+
+
+def tshark_tcp_frames(path: str) -> set[int]:
+    """Numbers of the frames tshark dissects as TCP (in a tunnel or not)."""
+    return {f for f, _ in _field_frames(path, "tcp", "tcp.stream")}

@@ -267,7 +267,9 @@ for workers in (2, 3):
     finally:
         split.close()
     # what the parent keeps to number connections is bounded by the workers' tables, not the file
-    assert split.most_nameable <= tracker.MAX_RECENT_CLOSED, split.most_nameable
+    # (one more at most: with several files out of time order, a worker's release of its oldest id
+    # can reach the parent one merged connection after the id that displaced it)
+    assert split.most_nameable <= tracker.MAX_RECENT_CLOSED + 1, split.most_nameable
     assert not any(split._ids) and not any(split._unnumbered) and not any(split._released_early)
     print(split.checked, split.reused)
 """

@@ -9,6 +9,9 @@ Known divergences (docs/tshark-divergences.md) are encoded here and nowhere else
   back to the original frame numbers.
 - simultaneous open: the SYN-ACK with which each side answers the other's crossing SYN repeats
   its own SYN's ISN; tshark calls it a retransmission, synscope a first transmission.
+- tunnels: synscope keys a connection by its 4-tuple and the tunnel carrying it
+  (VLAN IDs, VNI, GRE key...), tshark by the 4-tuple alone; on a capture with the
+  same 4-tuple in two VNIs, tshark's reference is computed per VNI (PER_TUNNEL).
 Any other difference fails.
 """
 
@@ -19,9 +22,23 @@ import subprocess
 import pytest
 
 from tests.helpers import PCAPS
-from tests.oracle import diff_frames, have_tshark, synscope_flags, time_sorted_flags, tshark_flags
+from tests.oracle import (
+    diff_frames,
+    have_tshark,
+    per_tunnel_flags,
+    synscope_flags,
+    synscope_frames,
+    synscope_json,
+    time_sorted_flags,
+    tshark_flags,
+    tshark_tcp_frames,
+)
 
 CAPTURES = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
+# captures holding one 4-tuple in several tunnels → the tshark field that tells the tunnels apart
+PER_TUNNEL = {"vxlan-two-vni.pcap": "vxlan.vni"}
+# captures whose TCP is inside an encapsulation (scripts/scenarios_encap.py): every one must be followed
+TUNNELLED = sorted(p.name for p in PCAPS.glob("*.truth.json") if '"encap"' in p.read_text())
 
 pytestmark = pytest.mark.skipif(not have_tshark(), reason="tshark is the oracle; scripts/test installs it")
 
@@ -31,7 +48,12 @@ def test_flags_match_tshark(name: str, tmp_path) -> None:
     path = str(PCAPS / name)
     ours = synscope_flags(path, ("--keep-duplicates",))
     assert ours, f"synscope found no TCP packets in {name}"
-    theirs = time_sorted_flags(path, str(tmp_path)) if name.endswith(".pcapng") else tshark_flags(path)
+    if name in PER_TUNNEL:
+        theirs = per_tunnel_flags(path, str(tmp_path), PER_TUNNEL[name])
+    elif name.endswith(".pcapng"):
+        theirs = time_sorted_flags(path, str(tmp_path))
+    else:
+        theirs = tshark_flags(path)
     for frame in simultaneous_open_answers(path):
         theirs[frame].discard("retransmission")
     mismatches = diff_frames(theirs, ours)
@@ -59,3 +81,40 @@ def test_the_comparison_can_fail() -> None:
     theirs = tshark_flags(str(PCAPS / "bulk-loss.pcap"))
     assert any("fast_retransmission" in f for f in theirs.values())
     assert any("duplicate_ack" in f for f in theirs.values())
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_every_tcp_frame_tshark_lists_is_in_the_json(name: str) -> None:
+    """Whatever carries it, a frame tshark shows as TCP (or an ICMP error quoting TCP) can be
+    found in synscope's JSON by its number: capture copies too (``duplicate_of``)."""
+    path = str(PCAPS / name)
+    missing = sorted(tshark_tcp_frames(path) - synscope_frames(path))
+    assert not missing, f"{name}: TCP frames tshark lists that synscope's JSON does not: {missing[:20]}"
+
+
+def test_tunnelled_captures_are_all_here() -> None:
+    """The captures of scripts/scenarios_encap.py are bundled (the tests above cover each)."""
+    assert len(TUNNELLED) >= 15, TUNNELLED
+
+
+def test_same_tuple_in_two_vnis_is_one_conversation_to_tshark() -> None:
+    """Why PER_TUNNEL exists: without it tshark flags the second VNI's SYN as a reused 4-tuple."""
+    flags = tshark_flags(str(PCAPS / "vxlan-two-vni.pcap"))
+    assert any("reused_ports" in f for f in flags.values())
+
+
+@pytest.mark.parametrize("name", ["loopback-dup.pcap", "any.pcap"])
+def test_capture_copies_are_listed_not_analysed(name: str) -> None:
+    """A frame dropped as a capture copy is in its connection's packets, marked with the frame
+    of its first copy, without analysis flags; --keep-duplicates analyses it instead."""
+    path = str(PCAPS / name)
+    packets = {p["frame"]: p for conn in synscope_json(path) for p in conn["packets"]}
+    copies = [p for p in packets.values() if "duplicate_of" in p]
+    assert len(copies) == len(packets) // 2  # every packet of these captures was seen twice
+    for p in copies:
+        first = packets[p["duplicate_of"]]
+        assert first["frame"] < p["frame"] and "duplicate_of" not in first
+        assert (p["flags"], p["seq"], p["ack"], p["len"]) == (first["flags"], first["seq"], first["ack"], first["len"])
+        assert p["analysis"] == [] and p["note"] == f"captured twice (copy of frame {first['frame']})"
+    kept = [p for conn in synscope_json(path, ("--keep-duplicates",)) for p in conn["packets"]]
+    assert len(kept) == len(packets) and not any("duplicate_of" in p for p in kept)

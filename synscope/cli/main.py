@@ -307,8 +307,8 @@ def _warn_run(pipeline: object) -> None:
     ds = pipeline.decoder.stats
     if st.duplicates:
         click.echo(
-            f"synscope: note: dropped {st.duplicates} duplicate frames: the same packet captured twice within 1 ms "
-            "(loopback through AF_PACKET, or -i any on a host that forwards it); --keep-duplicates keeps them",
+            f"synscope: note: {st.duplicates} duplicate frames, the same packet captured twice within 1 ms "
+            "(loopback through AF_PACKET, or -i any on a host that forwards it): listed, not analysed; --keep-duplicates analyses them",
             err=True,
         )
     if st.reordered:
@@ -325,6 +325,8 @@ def _warn_run(pipeline: object) -> None:
         )
     for lt, n in ds.unknown_linktype.items():
         click.echo(f"synscope: warning: {n} frames with unsupported link type {lt} skipped", err=True)
+    for what, n in sorted(ds.encap_skipped.items()):
+        click.echo(f"synscope: note: {n} frames inside an encapsulation not followed ({what}) skipped", err=True)
     if ds.truncated:
         click.echo(
             f"synscope: note: {ds.truncated} packets were cut short by the capture's snaplen; headers were decoded as far "

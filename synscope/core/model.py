@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
+from synscope.core.encap import Encap
 from synscope.core.icmp import icmp_reason
 
 # TCP flag bits as they sit in the header's flags byte (plus NS/AE in the high nibble).
@@ -158,6 +159,7 @@ class Segment:
     pkttype: int = -1
     source_index: int = 0  # which input file, when several are read in one call
     _options: TcpOptions | None = None
+    encap: Encap | None = None  # the tunnel / VLAN / MPLS... layers it came through (None: a plain frame)
 
     # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
     # dataclass module generates runs as Python bytecode, once per segment.
@@ -184,6 +186,7 @@ class Segment:
         pkttype: int = -1,
         source_index: int = 0,
         _options: TcpOptions | None = None,
+        encap: Encap | None = None,
     ) -> None:
         self.frame = frame
         self.ts = ts
@@ -206,6 +209,7 @@ class Segment:
         self.pkttype = pkttype
         self.source_index = source_index
         self._options = _options
+        self.encap = encap
 
     @property
     def options(self) -> TcpOptions:
@@ -234,6 +238,7 @@ class IcmpError:
     ttl: int = 0  # TTL of the ICMP packet itself (hops back to the router)
     mtu: int | None = None  # packet-too-big / frag-needed
     source_index: int = 0
+    encap: Encap | None = None  # the layers the ICMP error came through (it names a connection inside them)
 
     @property
     def name(self) -> str:
@@ -253,6 +258,9 @@ class DecodeStats:
     truncated: int = 0
     fragments: int = 0
     unknown_linktype: dict[int, int] = field(default_factory=dict)
+    tunnelled: int = 0  # TCP segments and ICMP errors found inside an encapsulation
+    # encapsulations not followed, by description ("gre protocol 0x880b", "udp 4789 too short"...)
+    encap_skipped: dict[str, int] = field(default_factory=dict)
 
 
 def parse_tcp_options(raw: bytes) -> TcpOptions:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from synscope.core.encap import NO_ID, Encap, Layer, direction_free
 from synscope.core.headers import (
     ECN_MASK,
     ETH_HLEN,
@@ -69,6 +70,47 @@ _NULL_AF_INET6: Final = frozenset({10, 24, 28, 30})
 # where TCP starts in the usual frame (Ethernet, IPv4 without options): see _plain_tcp_header
 _PLAIN_L4: Final = ETH_HLEN + IP4_MIN_HLEN
 
+# Encapsulations, followed on the general path only (decode_plain takes plain Ethernet + IPv4)
+_ETH_MPLS: Final = 0x8847
+_ETH_MPLS_MC: Final = 0x8848
+_ETH_PPPOE_SESSION: Final = 0x8864
+_ETH_TEB: Final = 0x6558  # transparent Ethernet bridging: an Ethernet frame (gretap, GENEVE, NVGRE)
+_ETH_ERSPAN2: Final = 0x88BE  # ERSPAN type II, or type I without GRE's sequence number
+_ETH_ERSPAN3: Final = 0x22EB
+_ETH_PPP: Final = 0x880B  # PPP in PPTP's GRE
+_PPP_IPV4: Final = 0x0021
+_PPP_IPV6: Final = 0x0057
+_PPP_MPLS: Final = 0x0281
+_PROTO_IPIP: Final = 4
+_PROTO_IPV6: Final = 41
+_PROTO_GRE: Final = 47
+_PROTO_UDP: Final = 17
+_TUNNEL_PROTOS: Final = frozenset({_PROTO_IPIP, _PROTO_IPV6, _PROTO_GRE, _PROTO_UDP})
+_UDP_VXLAN: Final = 4789
+_UDP_GENEVE: Final = 6081
+_UDP_GRE: Final = 4754  # GRE-in-UDP (RFC 8086)
+_UDP_GTPU: Final = 2152
+_UDP_TUNNELS: Final = frozenset({_UDP_VXLAN, _UDP_GENEVE, _UDP_GRE, _UDP_GTPU})
+_GRE_CSUM: Final = 0x8000
+_GRE_ROUTING: Final = 0x4000
+_GRE_KEY: Final = 0x2000
+_GRE_SEQ: Final = 0x1000
+_GRE_ACK: Final = 0x0080  # PPTP's acknowledgment number present
+_GTP_GPDU: Final = 0xFF
+_GTP_MAX_EXTENSIONS: Final = 8
+_MPLS_MAX_LABELS: Final = 16
+_NFLOG_MAX_TLVS: Final = 64
+_NFULA_PAYLOAD: Final = 9
+MAX_ENCAP_DEPTH: Final = 8  # encapsulation layers followed into one frame; a deeper one is counted, not decoded
+_MAX_STEPS: Final = 4 * MAX_ENCAP_DEPTH + 8  # headers stepped over per frame (a layer is a few)
+# what the general path finds at the next offset
+_NEXT_ETH: Final = 1  # an Ethernet header
+_NEXT_TYPE: Final = 2  # a payload of a given ethertype
+_NEXT_IP: Final = 3  # IPv4 or IPv6, by its first nibble
+_NEXT_MPLS: Final = 4  # an MPLS label stack
+_NEXT_PPP: Final = 5  # a PPP frame (HDLC address and control optional)
+_NOT_TUNNEL: Final = -2
+
 PAYLOAD_PREVIEW: Final = 64  # payload bytes kept per segment for previews
 MAX_INTERNED: Final = 1 << 20  # distinct addresses shared before the table starts over (a spoofed flood)
 _V4_CACHE: Final = 1024  # slots of the IPv4 address cache (a power of two)
@@ -85,6 +127,13 @@ class Decoder:
         # costs no bytes object and no dict lookup
         self._v4_keys: list[int] = [-1] * _V4_CACHE
         self._v4_addresses: list[bytes] = [b""] * _V4_CACHE
+        # encapsulation descriptions → their shared Encap; tunnels (direction-free) → key id
+        self._encaps: dict[tuple[Layer, ...], Encap] = {}
+        self._encap_keys: dict[tuple[tuple[str, int, bytes, bytes], ...], int] = {}
+        self._last_encap_key = 0
+        # what _ip_tunnel found after a tunnel header (two results without a tuple per frame)
+        self._next = 0
+        self._next_type = 0
 
     def decode(self, frame: RawFrame) -> Segment | IcmpError | None:
         """Decode one frame; None for anything that is not TCP or a TCP-quoting ICMP error."""
@@ -99,65 +148,369 @@ class Decoder:
         stats.frames += 1
         try:
             if lt == 1:
-                off, ethertype = 12, 0
-                if len(data) < 14:
-                    self._short(frame)
-                    return None
-                ethertype = _U16.unpack_from(data, 12)[0]
-                off = 14
-                while ethertype in _VLAN_TAGS:
-                    if len(data) < off + 4:
-                        self._short(frame)
-                        return None
-                    ethertype = _U16.unpack_from(data, off + 2)[0]
-                    off += 4
-                if ethertype == _ETH_IPV4:
-                    version = 4
-                elif ethertype == _ETH_IPV6:
-                    version = 6
-                else:
-                    stats.not_tcp += 1
-                    return None
-            elif lt == 113:  # Linux cooked v1
+                return self._dissect(frame, data, 0, _NEXT_ETH, 0, pkttype)
+            if lt == 113:  # Linux cooked v1: the protocol field is an ethertype
                 if len(data) < 16:
                     self._short(frame)
                     return None
-                pkttype = _U16.unpack_from(data, 0)[0]
-                ethertype = _U16.unpack_from(data, 14)[0]
-                off = 16
-                version = 4 if ethertype == _ETH_IPV4 else 6 if ethertype == _ETH_IPV6 else 0
-            elif lt == 276:  # Linux cooked v2
+                return self._dissect(frame, data, 16, _NEXT_TYPE, _U16.unpack_from(data, 14)[0], _U16.unpack_from(data, 0)[0])
+            if lt == 276:  # Linux cooked v2
                 if len(data) < 20:
                     self._short(frame)
                     return None
-                ethertype = _U16.unpack_from(data, 0)[0]
-                pkttype = data[10]
-                off = 20
-                version = 4 if ethertype == _ETH_IPV4 else 6 if ethertype == _ETH_IPV6 else 0
-            elif lt in (101, 12, 14, 228, 229):
-                off = 0
-                version = (data[0] >> 4) if data else 0
-            elif lt == 0 or lt == 108:
+                return self._dissect(frame, data, 20, _NEXT_TYPE, _U16.unpack_from(data, 0)[0], data[10])
+            if lt in (101, 12, 14, 228, 229):
+                return self._dissect(frame, data, 0, _NEXT_IP, 0, pkttype)
+            if lt == 0 or lt == 108:
                 if len(data) < 4:
                     self._short(frame)
                     return None
                 af = _U32.unpack_from(data, 0)[0] if lt == 108 else _U32_LE.unpack_from(data, 0)[0]
                 if af > 0xFFFF:  # written on a big-endian host
                     af = _U32.unpack_from(data, 0)[0]
-                off = 4
-                version = 4 if af == 2 else 6 if af in _NULL_AF_INET6 else 0
-            else:
-                stats.unknown_linktype[lt] = stats.unknown_linktype.get(lt, 0) + 1
-                return None
-            if version == 4:
-                return self._ipv4(frame, data, off, pkttype)
-            if version == 6:
-                return self._ipv6(frame, data, off, pkttype)
-            stats.not_tcp += 1
+                if af != 2 and af not in _NULL_AF_INET6:
+                    stats.not_tcp += 1
+                    return None
+                return self._dissect(frame, data, 4, _NEXT_IP, 0, pkttype)
+            if lt == 9 or lt == 50:  # PPP, PPP in HDLC-like framing
+                return self._dissect(frame, data, 0, _NEXT_PPP, 0, pkttype)
+            if lt == 239:
+                return self._nflog(frame, data, pkttype)
+            stats.unknown_linktype[lt] = stats.unknown_linktype.get(lt, 0) + 1
             return None
         except (struct.error, IndexError):
             self._short(frame)
             return None
+
+    # ------------------------------------------------------------ the general path
+    def _dissect(self, frame: RawFrame, data: bytes, off: int, nxt: int, etype: int, pkttype: int) -> Segment | IcmpError | None:
+        """Step through link, tunnel and label headers from ``off`` (what is there: ``nxt``, and
+        for _NEXT_TYPE the ethertype ``etype``) to the TCP segment or ICMP error inside, noting
+        each encapsulation layer on the way. Bounded: MAX_ENCAP_DEPTH layers, then counted."""
+        stats = self.stats
+        layers: list[Layer] = []
+        tunnel_type = False  # the ethertype in hand was named by a tunnel header (GRE, GENEVE)
+        for _ in range(_MAX_STEPS):
+            if len(layers) > MAX_ENCAP_DEPTH:
+                self._skip("nested deeper than " + str(MAX_ENCAP_DEPTH))
+                return None
+            if nxt == _NEXT_ETH:
+                if len(data) < off + 14:
+                    self._short(frame)
+                    return None
+                etype = _U16.unpack_from(data, off + 12)[0]
+                off += 14
+                nxt = _NEXT_TYPE
+                tunnel_type = False
+            elif nxt == _NEXT_TYPE:
+                if etype in _VLAN_TAGS:
+                    if len(data) < off + 4:
+                        self._short(frame)
+                        return None
+                    layers.append(("vlan", _U16.unpack_from(data, off)[0] & 0x0FFF, b"", b"", ()))
+                    etype = _U16.unpack_from(data, off + 2)[0]
+                    off += 4
+                elif etype == _ETH_IPV4 or etype == _ETH_IPV6:
+                    nxt = _NEXT_IP
+                elif etype == _ETH_MPLS or etype == _ETH_MPLS_MC:
+                    nxt = _NEXT_MPLS
+                elif etype == _ETH_PPPOE_SESSION:
+                    if len(data) < off + 6:
+                        self._short(frame)
+                        return None
+                    layers.append(("pppoe", _U16.unpack_from(data, off + 2)[0], b"", b"", ()))
+                    off += 6
+                    nxt = _NEXT_PPP
+                elif etype == _ETH_TEB:
+                    nxt = _NEXT_ETH
+                elif etype == _ETH_PPP:
+                    nxt = _NEXT_PPP
+                else:
+                    if tunnel_type:  # the tunnel header names a payload not followed here
+                        self._skip(f"{layers[-1][0]} carrying ethertype 0x{etype:04x}")
+                    else:  # an Ethernet frame's ARP, LLDP...: just not TCP
+                        stats.not_tcp += 1
+                    return None
+            elif nxt == _NEXT_PPP:
+                if len(data) < off + 2:
+                    self._short(frame)
+                    return None
+                if data[off] == 0xFF and data[off + 1] == 0x03:  # HDLC address and control
+                    off += 2
+                if len(data) < off + 1:
+                    self._short(frame)
+                    return None
+                proto = data[off]
+                if proto & 1:  # protocol field compressed to one byte
+                    off += 1
+                else:
+                    if len(data) < off + 2:
+                        self._short(frame)
+                        return None
+                    proto = _U16.unpack_from(data, off)[0]
+                    off += 2
+                if proto == _PPP_IPV4 or proto == _PPP_IPV6:
+                    nxt = _NEXT_IP
+                elif proto == _PPP_MPLS:
+                    nxt = _NEXT_MPLS
+                else:
+                    stats.not_tcp += 1  # LCP, IPCP, CHAP...: PPP's own traffic
+                    return None
+            elif nxt == _NEXT_MPLS:
+                labels: list[int] = []
+                while True:
+                    if len(data) < off + 4:
+                        self._short(frame)
+                        return None
+                    entry = _U32.unpack_from(data, off)[0]
+                    off += 4
+                    labels.append(entry >> 12)
+                    if entry & 0x100:  # bottom of stack
+                        break
+                    if len(labels) >= _MPLS_MAX_LABELS:
+                        self._skip("mpls stack deeper than " + str(_MPLS_MAX_LABELS))
+                        return None
+                layers.append(("mpls", NO_ID, b"", b"", tuple(labels)))
+                if len(data) < off + 1:
+                    self._short(frame)
+                    return None
+                # what is below the stack is not said anywhere: Wireshark's guess by the first nibble
+                first = data[off] >> 4
+                if first == 4 or first == 6:
+                    nxt = _NEXT_IP
+                elif first == 0:  # an Ethernet pseudowire's control word
+                    off += 4
+                    nxt = _NEXT_ETH
+                else:
+                    nxt = _NEXT_ETH
+            else:  # _NEXT_IP
+                if len(data) < off + 1:
+                    self._short(frame)
+                    return None
+                inner = self._ip_tunnel(frame, data, off, layers)
+                if inner == _NOT_TUNNEL:  # TCP, ICMP or anything else: this IP header is the last
+                    return self._final_ip(frame, data, off, pkttype, layers)
+                if inner < 0:  # skipped, and counted
+                    return None
+                off = inner
+                nxt = self._next
+                etype = self._next_type
+                tunnel_type = nxt == _NEXT_TYPE
+        self._skip("too many headers")
+        return None
+
+    def _final_ip(self, frame: RawFrame, data: bytes, off: int, pkttype: int, layers: list[Layer]) -> Segment | IcmpError | None:
+        """The innermost IP packet: its TCP segment or ICMP error, with the layers it came through."""
+        encap = self._encap(layers) if layers else None
+        version = data[off] >> 4
+        if version == 4:
+            item = self._ipv4(frame, data, off, pkttype, encap)
+        elif version == 6:
+            item = self._ipv6(frame, data, off, pkttype, encap)
+        else:
+            if layers:
+                self._skip(f"{layers[-1][0]} carrying neither IPv4 nor IPv6")
+            else:
+                self.stats.not_tcp += 1
+            return None
+        if item is not None and encap is not None:
+            self.stats.tunnelled += 1
+        return item
+
+    def _ip_tunnel(self, frame: RawFrame, data: bytes, off: int, layers: list[Layer]) -> int:
+        """If the IP packet at ``off`` is a tunnel this decoder follows (IP-in-IP, GRE, VXLAN,
+        GENEVE, GRE-in-UDP, GTP-U), note its layer and return where its payload starts (what is
+        there in ``_next`` / ``_next_type``); _NOT_TUNNEL when it is not one; -1 when it is one
+        that cannot be followed (counted)."""
+        version = data[off] >> 4
+        if version == 4:
+            if len(data) < off + 20:
+                return _NOT_TUNNEL  # (_ipv4 counts it)
+            proto = data[off + 9]
+            if proto not in _TUNNEL_PROTOS or _U16.unpack_from(data, off + 6)[0] & 0x1FFF:
+                return _NOT_TUNNEL  # (a later fragment of a tunnel packet has no tunnel header: _ipv4 counts it)
+            l4 = off + (data[off] & 0x0F) * 4
+            src = self._intern(data[off + 12 : off + 16])
+            dst = self._intern(data[off + 16 : off + 20])
+        elif version == 6:
+            if len(data) < off + 40:
+                return _NOT_TUNNEL
+            l4, proto, fragmented = _skip_v6_ext(data, off + 40, data[off + 6])
+            if l4 < 0 or proto not in _TUNNEL_PROTOS or fragmented == 2:
+                return _NOT_TUNNEL
+            src = self._intern(data[off + 8 : off + 24])
+            dst = self._intern(data[off + 24 : off + 40])
+        else:
+            return _NOT_TUNNEL
+        if proto == _PROTO_IPIP or proto == _PROTO_IPV6:
+            layers.append(("ipip", NO_ID, src, dst, ()))
+            self._next = _NEXT_IP
+            return l4
+        if proto == _PROTO_GRE:
+            return self._gre(frame, data, l4, src, dst, layers, "gre")
+        # UDP: a tunnel on its well-known port (either end: replies come from it)
+        if len(data) < l4 + 8:
+            self._short(frame)
+            return -1
+        sport = _U16.unpack_from(data, l4)[0]
+        dport = _U16.unpack_from(data, l4 + 2)[0]
+        port = dport if dport in _UDP_TUNNELS else sport if sport in _UDP_TUNNELS else 0
+        u = l4 + 8
+        if port == 0:
+            self.stats.not_tcp += 1
+            return -1
+        if port == _UDP_GRE:
+            return self._gre(frame, data, u, src, dst, layers, "gre-udp")
+        if len(data) < u + 8:
+            self._short(frame)
+            return -1
+        if port == _UDP_VXLAN:
+            layers.append(("vxlan", _U32.unpack_from(data, u + 4)[0] >> 8, src, dst, ()))
+            self._next = _NEXT_ETH
+            return u + 8
+        if port == _UDP_GENEVE:
+            if data[u] >> 6 != 0:
+                self._skip(f"geneve version {data[u] >> 6}")
+                return -1
+            layers.append(("geneve", _U32.unpack_from(data, u + 4)[0] >> 8, src, dst, ()))
+            self._next = _NEXT_TYPE
+            self._next_type = _U16.unpack_from(data, u + 2)[0]
+            return u + 8 + (data[u] & 0x3F) * 4  # past the options
+        return self._gtpu(frame, data, u, src, dst, layers)
+
+    def _gre(self, frame: RawFrame, data: bytes, g: int, src: bytes, dst: bytes, layers: list[Layer], kind: str) -> int:
+        """A GRE header at ``g`` (RFC 2784/2890; version 1 is PPTP's, RFC 2637): see _ip_tunnel."""
+        if len(data) < g + 4:
+            self._short(frame)
+            return -1
+        flags = _U16.unpack_from(data, g)[0]
+        proto = _U16.unpack_from(data, g + 2)[0]
+        version = flags & 7
+        if version > 1 or flags & _GRE_ROUTING:
+            self._skip(f"gre version {version}" if version > 1 else "gre with source routing")
+            return -1
+        o = g + 4
+        if flags & _GRE_CSUM:
+            o += 4
+        key = NO_ID
+        if flags & _GRE_KEY:
+            if len(data) < o + 4:
+                self._short(frame)
+                return -1
+            key = _U32.unpack_from(data, o)[0]
+            o += 4
+        sequenced = bool(flags & _GRE_SEQ)
+        if sequenced:
+            o += 4
+        if version == 1:  # PPTP: the key field is payload length and call ID; PPP inside
+            if flags & _GRE_ACK:
+                o += 4
+            layers.append(("pptp", key & 0xFFFF if key != NO_ID else NO_ID, src, dst, ()))
+            self._next = _NEXT_PPP
+            return o
+        if proto == _ETH_ERSPAN2:
+            if not sequenced:  # type I: no ERSPAN header, the mirrored frame follows
+                layers.append(("erspan", NO_ID, src, dst, (1,)))
+            else:
+                if len(data) < o + 8:
+                    self._short(frame)
+                    return -1
+                layers.append(("erspan", _U16.unpack_from(data, o + 2)[0] & 0x03FF, src, dst, (2,)))
+                o += 8
+            self._next = _NEXT_ETH
+            return o
+        if proto == _ETH_ERSPAN3:
+            if len(data) < o + 12:
+                self._short(frame)
+                return -1
+            layers.append(("erspan", _U16.unpack_from(data, o + 2)[0] & 0x03FF, src, dst, (3,)))
+            o += 20 if data[o + 11] & 1 else 12  # O bit: an 8-byte platform subheader follows
+            self._next = _NEXT_ETH
+            return o
+        layers.append((kind, key, src, dst, ()))
+        self._next = _NEXT_TYPE
+        self._next_type = proto
+        return o
+
+    def _gtpu(self, frame: RawFrame, data: bytes, u: int, src: bytes, dst: bytes, layers: list[Layer]) -> int:
+        """A GTP-U header at ``u`` (3GPP TS 29.281): a G-PDU carries the user's IP packet."""
+        flags = data[u]
+        if flags >> 5 != 1 or not flags & 0x10:  # version 1, protocol type GTP (not GTP')
+            self._skip("gtp-u version " + str(flags >> 5))
+            return -1
+        if data[u + 1] != _GTP_GPDU:  # echo, error indication, end marker: no user packet
+            self.stats.not_tcp += 1
+            return -1
+        teid = _U32.unpack_from(data, u + 4)[0]
+        o = u + 8
+        if flags & 0x07:  # sequence number, N-PDU number, next extension header type
+            if len(data) < o + 4:
+                self._short(frame)
+                return -1
+            ext = data[o + 3]
+            o += 4
+            for _ in range(_GTP_MAX_EXTENSIONS):
+                if ext == 0:
+                    break
+                if len(data) < o + 1:
+                    self._short(frame)
+                    return -1
+                size = data[o] * 4
+                if size == 0:
+                    self._skip("gtp-u extension of length 0")
+                    return -1
+                if len(data) < o + size:
+                    self._short(frame)
+                    return -1
+                ext = data[o + size - 1]
+                o += size
+            else:
+                self._skip("gtp-u extension chain too long")
+                return -1
+        layers.append(("gtp-u", teid, src, dst, ()))
+        self._next = _NEXT_IP
+        return o
+
+    def _nflog(self, frame: RawFrame, data: bytes, pkttype: int) -> Segment | IcmpError | None:
+        """LINKTYPE_NFLOG: a 4-byte header, then TLVs (length and type in the host's byte order);
+        the packet is the NFULA_PAYLOAD one."""
+        o = 4
+        for _ in range(_NFLOG_MAX_TLVS):
+            if len(data) < o + 4:
+                break
+            size = _U16_LE.unpack_from(data, o)[0]
+            tlv_type = _U16_LE.unpack_from(data, o + 2)[0]
+            if size < 4 or o + size > len(data) + 3:  # written on a big-endian host
+                size = _U16.unpack_from(data, o)[0]
+                tlv_type = _U16.unpack_from(data, o + 2)[0]
+            if size < 4:
+                break
+            if tlv_type == _NFULA_PAYLOAD:
+                return self._dissect(frame, data[: o + size], o + 4, _NEXT_IP, 0, pkttype)
+            o += (size + 3) & ~3
+        self.stats.not_tcp += 1
+        return None
+
+    def _skip(self, what: str) -> None:
+        """An encapsulation this decoder does not follow, counted by its description."""
+        skipped = self.stats.encap_skipped
+        skipped[what] = skipped.get(what, 0) + 1
+
+    def _encap(self, layers: list[Layer]) -> Encap:
+        """The shared :class:`Encap` of these layers, with the key id of their tunnel."""
+        description = tuple(layers)
+        encap = self._encaps.get(description)
+        if encap is None:
+            if len(self._encaps) >= MAX_INTERNED:  # (ids go on growing: old keys never collide)
+                self._encaps.clear()
+                self._encap_keys.clear()
+            tunnel = direction_free(description)
+            key = self._encap_keys.get(tunnel, 0)
+            if not key:
+                self._last_encap_key += 1
+                key = self._encap_keys[tunnel] = self._last_encap_key
+            encap = self._encaps[description] = Encap(key, description)
+        return encap
 
     def decode_plain(self, buf: bytes, offset: int, caplen: int, frame_no: int, ts: float, pkttype: int) -> Segment | None:
         """The usual frame (see :func:`_plain_tcp_header`) decoded from ``buf[offset:offset +
@@ -237,7 +590,7 @@ class Decoder:
         else:
             self.stats.malformed += 1
 
-    def _ipv4(self, frame: RawFrame, data: bytes, off: int, pkttype: int) -> Segment | IcmpError | None:
+    def _ipv4(self, frame: RawFrame, data: bytes, off: int, pkttype: int, encap: Encap | None) -> Segment | IcmpError | None:
         stats = self.stats
         if len(data) < off + 20:
             self._short(frame)
@@ -261,13 +614,13 @@ class Decoder:
         l4 = off + ihl
         end = off + total
         if proto == _PROTO_TCP:
-            return self._tcp(frame, data, l4, end, src, dst, ttl, ip_id, tos & 3, pkttype, first_fragment)
+            return self._tcp(frame, data, l4, end, src, dst, ttl, ip_id, tos & 3, pkttype, first_fragment, encap)
         if proto == _PROTO_ICMP:
-            return self._icmp(frame, data, l4, end, src, ttl, 4)
+            return self._icmp(frame, data, l4, end, src, ttl, 4, encap)
         stats.not_tcp += 1
         return None
 
-    def _ipv6(self, frame: RawFrame, data: bytes, off: int, pkttype: int) -> Segment | IcmpError | None:
+    def _ipv6(self, frame: RawFrame, data: bytes, off: int, pkttype: int, encap: Encap | None) -> Segment | IcmpError | None:
         stats = self.stats
         if len(data) < off + 40:
             self._short(frame)
@@ -287,9 +640,9 @@ class Decoder:
             stats.fragments += 1
             return None
         if nxt == _PROTO_TCP:
-            return self._tcp(frame, data, l4, end, src, dst, hlim, 0, ecn, pkttype, fragmented == 1)
+            return self._tcp(frame, data, l4, end, src, dst, hlim, 0, ecn, pkttype, fragmented == 1, encap)
         if nxt == _PROTO_ICMP6:
-            return self._icmp(frame, data, l4, end, src, hlim, 6)
+            return self._icmp(frame, data, l4, end, src, hlim, 6, encap)
         stats.not_tcp += 1
         return None
 
@@ -306,6 +659,7 @@ class Decoder:
         ecn: int,
         pkttype: int,
         fragment: bool,
+        encap: Encap | None,
     ) -> Segment | None:
         stats = self.stats
         have = len(data)
@@ -320,7 +674,7 @@ class Decoder:
         if hlen < TCP_MIN_HLEN or l4 + hlen > end:
             stats.malformed += 1
             return None
-        return self._segment(
+        seg = self._segment(
             frame.frame,
             frame.ts,
             data,
@@ -344,6 +698,8 @@ class Decoder:
             pkttype,
             fragment,
         )
+        seg.encap = encap
+        return seg
 
     def _segment(
         self,
@@ -405,7 +761,7 @@ class Decoder:
             seg.payload = data[base + l4 + hlen : base + max(min(end, have, l4 + hlen + PAYLOAD_PREVIEW), l4 + hlen)]
         return seg
 
-    def _icmp(self, frame: RawFrame, data: bytes, l4: int, end: int, router: bytes, ttl: int, version: int) -> IcmpError | None:
+    def _icmp(self, frame: RawFrame, data: bytes, l4: int, end: int, router: bytes, ttl: int, version: int, encap: Encap | None) -> IcmpError | None:
         stats = self.stats
         if len(data) < l4 + ICMP_HLEN:
             self._short(frame)
@@ -451,7 +807,9 @@ class Decoder:
         sport, dport = _U16.unpack_from(data, qt + TCP_SPORT)[0], _U16.unpack_from(data, qt + TCP_DPORT)[0]
         seq = _U32.unpack_from(data, qt + TCP_SEQ)[0] if len(data) >= qt + TCP_ACK else None
         stats.icmp_errors += 1
-        return IcmpError(frame.frame, frame.ts, router, version, itype, code, qsrc, qdst, sport, dport, seq, ttl, mtu)
+        err = IcmpError(frame.frame, frame.ts, router, version, itype, code, qsrc, qdst, sport, dport, seq, ttl, mtu)
+        err.encap = encap
+        return err
 
 
 def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:

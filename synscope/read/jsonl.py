@@ -7,6 +7,7 @@ import math
 from typing import Any, Final, TextIO
 
 from synscope.core.addr import fmt_ip
+from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
 from synscope.core.model import SYN, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
@@ -32,7 +33,7 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
     v = r.verdict
     fc, fs = r.analysis.facts
     packets = []
-    for pkt in c.packets if with_packets else ():
+    for pkt in c.timeline() if with_packets else ():
         seg = pkt.seg
         me = c.client if pkt.dir == C2S else c.server
         peer = c.server if pkt.dir == C2S else c.client
@@ -57,6 +58,8 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
             obj["rto"] = _round(pkt.rto)
         if pkt.in_flight is not None:
             obj["in_flight"] = pkt.in_flight
+        if pkt.duplicate_of:
+            obj["duplicate_of"] = pkt.duplicate_of
         packets.append(obj)
 
     return {
@@ -65,6 +68,7 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "source": r.source_name,
         "client": {"ip": fmt_ip(c.client.ip), "port": c.client.port},
         "server": {"ip": fmt_ip(c.server.ip), "port": c.server.port},
+        "encap": [] if c.encap is None else c.encap.objects(),
         "roles_guessed": c.roles_guessed,
         "start": round(c.first_ts, 6),
         "end": round(c.last_ts, 6),
@@ -174,7 +178,7 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     return (
         f'{HEAD_START}{c.id},"source":{string(r.source_name)},'
         f'"client":{{"ip":{string(fmt_ip(client.ip))},"port":{client.port}}},'
-        f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},'
+        f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{float_text(c.first_ts)},"end":{float_text(c.last_ts)},'
         f'"state":{string(v.conn_state)},"history":{string(v.history)},"outcome":{string(v.outcome)},'
         f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"rule":{_opt_text(v.rule or None)},'
@@ -188,6 +192,11 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"c2s":{_direction_text(fc, r.analysis.loss[0], client, server, absolute)},'
         f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )
+
+
+def _encap_text(encap: Encap | None) -> str:
+    """The "encap" array: what carried the connection, outermost first ([] for plain frames)."""
+    return "[]" if encap is None else compact(encap.objects())
 
 
 def _evidence_text(evidence: tuple[Evidence, ...]) -> str:
@@ -287,7 +296,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     out = []
     dumps, string = json.dumps, _STRING
     flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
-    for pkt in c.packets:
+    for pkt in c.timeline():
         seg = pkt.seg
         if pkt.dir == C2S:
             my_base, peer_base, shift, dir_text = cbase, sbase, client.win_scale, '"c2s"'
@@ -318,6 +327,8 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
             text += ',"rto":' + rounded_text(pkt.rto)
         if pkt.in_flight is not None:
             text += f',"in_flight":{pkt.in_flight}'
+        if pkt.duplicate_of:
+            text += f',"duplicate_of":{pkt.duplicate_of}'
         out.append(text + "}")
     return out
 

@@ -19,7 +19,7 @@ from synscope.core.model import FrameSink, IcmpError, RawFrame, Segment, flow_mi
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
-from synscope.read.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key
+from synscope.read.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key, segment_key
 from synscope.read.verdict import Verdict, judge
 
 # The same segment seen again this soon is the capture seeing one packet twice
@@ -209,6 +209,7 @@ class Pipeline(FrameSink):
         # have to apply them to frames it never makes RawFrames, or never decodes)
         self._consumes = self.selection.frame_filter is None and not self.selection.hosts and not self.selection.ports
         self._fed_at = 0  # stats.frames when feed() last had a frame
+        self._copy_of = 0  # frame number of the first copy, when _seen_twice says True
         self.source_index = 0  # of the file being read, for frames taken by consume()
 
     def feed(self, frame: RawFrame, source_index: int = 0) -> None:
@@ -234,13 +235,13 @@ class Pipeline(FrameSink):
         workers = self._shard_count
         if isinstance(item, Segment):
             item.source_index = source_index  # (set on the class, not the union: a slot store when compiled)
-            key = flow_key(item.src, item.sport, item.dst, item.dport)
+            key = segment_key(item)
             if workers and shard_of(key, workers) != self._shard_index:
                 return
             self._track(item, key)
         else:
             item.source_index = source_index
-            if workers and shard_of(flow_key(item.src, item.sport, item.dst, item.dport), workers) != self._shard_index:
+            if workers and shard_of(segment_key(item), workers) != self._shard_index:
                 return
             self.tracker.attach_icmp(item)
 
@@ -299,6 +300,9 @@ class Pipeline(FrameSink):
         """A segment of this worker's connections: duplicate check, tracking, analysis."""
         if self.dedup and self._seen_twice(seg, key):
             self.stats.duplicates += 1
+            conn = self.tracker.table.get(key)
+            if conn is not None:  # listed with its connection, not analysed
+                conn.add_duplicate(seg, self._copy_of)
             return
         conn = self.tracker.feed(seg, key)
         if conn is None:  # a late packet of a connection already handed on: counted
@@ -398,8 +402,10 @@ class Pipeline(FrameSink):
                 if abs(seg.ts - prev.ts) <= DUPLICATE_WINDOW:
                     if seg.ip_id:
                         entry.proven = True
+                        self._copy_of = prev.frame
                         return True
                     if entry.proven or _copies_expected(seg):
+                        self._copy_of = prev.frame
                         return True
                     # IP ID 0 (kernel-made RSTs and SYN-ACKs, or IPv6) on a capture that shows
                     # no sign of recording packets twice: two packets that happen to match
@@ -478,7 +484,9 @@ class RetryLinker:
         # (taken before the expired ones go: several files in one run need not be in time
         # order, and the capture clock is the latest of them)
         prev = failed.pop(key, None)
-        horizon = clock - RETRY_WINDOW
+        # forget failures too old to be retried by this SYN: by the SYN's own time, not only the
+        # capture clock, which runs ahead when a newer file was read before this one
+        horizon = min(clock, syn_ts) - RETRY_WINDOW
         while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
             first = next(iter(failed))
             if failed[first][1] >= horizon:
@@ -536,7 +544,9 @@ def link_sentences(report: ConnReport) -> str:
 
 
 def shard_of(key: FlowKey, workers: int) -> int:
-    """Which worker of a split run tracks the connections of this flow_key (stable across processes)."""
+    """Which worker of a split run tracks the connections of this flow_key (stable across processes):
+    by the 4-tuple alone, so both directions of a tunnelled flow (whose outer headers differ) and the
+    frames passed over undecoded (plain_tcp_flow_mix) agree."""
     return flow_mix(key[1], key[3], key[0][-1], key[2][-1]) % workers
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from synscope.core.encap import Encap
 from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment
 from synscope.core.seqnum import MASK, SCALE_NONE, SCALE_UNKNOWN, UNSEEN, relative, seq_ge, seq_gt
 
@@ -40,6 +41,9 @@ MAX_RECENT_CLOSED: Final = 65536
 # long plus GIVE_UP_MARGIN means the client gave up (connect() returned ETIMEDOUT)
 GIVE_UP_BACKOFF: Final = 2.0
 GIVE_UP_MARGIN: Final = 1.0
+# Capture copies listed per connection (a loopback capture has one per packet; the analysis
+# keeps at most its MAX_KEPT_PACKETS too)
+MAX_DUPLICATES_LISTED: Final = 5000
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR: Final = 32768
 # RFC 7323 section 2.3: the largest window shift; a larger one in a SYN is used as 14
@@ -58,6 +62,7 @@ class Packet:
     rto: float | None = None  # for retransmissions: time since the original
     in_flight: int | None = None  # bytes sent and not yet acknowledged after this data segment
     notes: list[str] | None = None
+    duplicate_of: int = 0  # a capture copy: the frame number of the first copy (not analysed)
 
     # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
     # dataclass module generates runs as Python bytecode, once per packet.
@@ -70,6 +75,7 @@ class Packet:
         self.rto = None
         self.in_flight = None
         self.notes = None
+        self.duplicate_of = 0
 
     def note(self, text: str) -> None:
         """Attach an annotation shown in brackets on the timeline."""
@@ -167,6 +173,9 @@ class Connection:
     opened_at: int = 0
     retired_at: int = 0
     retire_clock: float = 0.0
+    encap: Encap | None = None  # what carried it (None: plain frames)
+    # frames dropped as capture copies of one of its packets: listed, never analysed
+    duplicates: list[Packet] | None = None
 
     # Written out (dataclass keeps it), as on Side
     def __init__(
@@ -200,10 +209,41 @@ class Connection:
         self.opened_at = 0
         self.retired_at = 0
         self.retire_clock = 0.0
+        self.encap = None
+        self.duplicates = None
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""
         return self.client if direction == C2S else self.server
+
+    def timeline(self) -> list[Packet]:
+        """Its packets with the capture copies dropped as duplicates, each right after its first copy."""
+        duplicates = self.duplicates
+        if not duplicates:
+            return self.packets
+        after: dict[int, list[Packet]] = {}
+        for dup in duplicates:
+            after.setdefault(dup.duplicate_of, []).append(dup)
+        out: list[Packet] = []
+        for pkt in self.packets:
+            out.append(pkt)
+            copies = after.pop(pkt.seg.frame, None)
+            if copies is not None:
+                out.extend(copies)
+        for copies in after.values():  # (their first copy was not kept: a long connection)
+            out.extend(copies)
+        return out
+
+    def add_duplicate(self, seg: Segment, first_frame: int) -> None:
+        """List a frame dropped as a capture copy of frame ``first_frame`` (at most MAX_DUPLICATES_LISTED)."""
+        if self.duplicates is None:
+            self.duplicates = []
+        elif len(self.duplicates) >= MAX_DUPLICATES_LISTED:
+            return
+        pkt = Packet(seg, C2S if (seg.src == self.client.ip and seg.sport == self.client.port) else S2C)
+        pkt.duplicate_of = first_frame
+        pkt.note(f"captured twice (copy of frame {first_frame})")
+        self.duplicates.append(pkt)
 
     @property
     def closed(self) -> bool:
@@ -354,11 +394,19 @@ def _span(start: float | None, end: float | None) -> float | None:
 FlowKey = tuple
 
 
-def flow_key(src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
-    """Direction-free key of a 4-tuple: the lower (address, port) first."""
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int, tunnel: int = 0) -> FlowKey:
+    """Direction-free key of a 4-tuple: the lower (address, port) first; a fifth member,
+    the :class:`~synscope.core.encap.Encap` key, for a flow inside an encapsulation (``tunnel``),
+    so the same 4-tuple in two VLANs or VNIs is two flows (a plain frame's key is the 4-tuple)."""
     if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport), without two tuples
-        return (src, sport, dst, dport)
-    return (dst, dport, src, sport)
+        return (src, sport, dst, dport, tunnel) if tunnel else (src, sport, dst, dport)
+    return (dst, dport, src, sport, tunnel) if tunnel else (dst, dport, src, sport)
+
+
+def segment_key(seg: Segment | IcmpError) -> FlowKey:
+    """:func:`flow_key` of a segment, or of the packet an ICMP error quotes, with its tunnel."""
+    encap = seg.encap
+    return flow_key(seg.src, seg.sport, seg.dst, seg.dport, 0 if encap is None else encap.key)
 
 
 class Tracker:
@@ -410,7 +458,7 @@ class Tracker:
         ``key``: the segment's :func:`flow_key`, when the caller has it already.
         """
         if key is None:
-            key = flow_key(seg.src, seg.sport, seg.dst, seg.dport)
+            key = segment_key(seg)
         ts = seg.ts
         if ts > self.clock:
             self.clock = ts
@@ -472,6 +520,7 @@ class Tracker:
         position = self.stamp >> 1
         conn = Connection(position if self.ids_from_position else self.next_id, client, server, seg.ts, seg.ts, guessed, midstream)
         conn.source_index = seg.source_index
+        conn.encap = seg.encap
         conn.opened_at = position
         self.next_id += 1
         if self.opened is not None:
@@ -551,7 +600,7 @@ class Tracker:
     # -------------------------------------------------------------------- ICMP
     def attach_icmp(self, err: IcmpError) -> Connection | None:
         """Attach an ICMP error to the connection whose packet it quotes (None if not tracked)."""
-        key = flow_key(err.src, err.sport, err.dst, err.dport)
+        key = segment_key(err)
         conn = self.table.get(key)
         if conn is None:
             # kept for whoever reports them (watch drains the list); bounded, so an ICMP

@@ -33,6 +33,8 @@ def connection_title(r: ConnReport) -> str:
 def write_connection(r: ConnReport, out: TextIO, absolute: bool = False, payload: bool = False, details: bool = True) -> None:
     """Title, the verdict in sentences, the next step, per-direction figures and the timeline."""
     out.write(connection_title(r) + "\n")
+    if r.conn.encap is not None:
+        out.write("  Carried in: " + r.conn.encap.describe() + "\n")
     v = r.verdict
     links = link_sentences(r)
     for line in textwrap.wrap(v.explanation.rstrip() + (" " + links if links else ""), WRAP - 2):
@@ -67,7 +69,7 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
     t0 = c.first_ts
     rows: list[tuple[float, int, str]] = []
     prev = t0
-    for i, pkt in enumerate(c.packets):
+    for i, pkt in enumerate(c.timeline()):
         seg = pkt.seg
         me = c.client if pkt.dir == C2S else c.server
         peer = c.server if pkt.dir == C2S else c.client
