@@ -54,7 +54,7 @@ def backlog_server(a: argparse.Namespace) -> None:
     t0 = time.time()
     time.sleep(a.hold)  # the application is busy: nothing calls accept()
     accepted_at = time.time()
-    served = []
+    served: list[dict[str, object]] = []
     deadline = time.monotonic() + a.timeout
     ls.settimeout(0.5)
     while len(served) < a.conns and time.monotonic() < deadline:
