@@ -875,8 +875,8 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
     if forged is not None:
         rst_ttl, usual_ttl = forged
         return (
-            f"The RST arrived with TTL {rst_ttl} while every other packet from the {who} had TTL {usual_ttl}: it most"
-            f" likely did not come from the {who}'s host but from a box on the path that forges resets (an IPS, a firewall, a"
+            f"The RST arrived with TTL {rst_ttl} while every other packet from the {who} had TTL {usual_ttl}. {hedge(LIKELY)}it"
+            f" did not come from the {who}'s host but from a box on the path that forges resets (an IPS, a firewall, a"
             " censoring middlebox).",
             f"Look for a device between the capture point and {ip} that injects resets (IPS/firewall logs); capture at {ip} to confirm.",
             LIKELY,
@@ -885,8 +885,8 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
     if peer.fin_ts is not None and peer.fin_ts <= rst_ts:
         fin_frames = _frames_any(conn, 1 - my_dir, FIN, 1)
         return (
-            f"The {other} had closed first (its FIN is in the capture before the RST): the {who} answered the close"
-            f" with RST, as a socket closed with unread data or with SO_LINGER 0 does.",
+            f"The {other} had closed first (its FIN is in the capture before the RST). {hedge(LIKELY)}the {who} answered the"
+            " close with RST, as a socket closed with unread data or with SO_LINGER 0 does.",
             f"Check how the {who} application on {ip} closes this connection (unread data at close(), SO_LINGER 0).",
             LIKELY,
             (Evidence(f"FIN from the {other}", fin_frames), Evidence(f"then RST from the {who}", rst_frames)),
@@ -894,7 +894,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
     if me.fin_ts is not None and me.fin_ts <= rst_ts:
         fin_frames = _frames_any(conn, my_dir, FIN, 1)
         return (
-            f"The {who} had closed its side first (FIN) and the {other} kept sending: data for a closed socket is answered with RST.",
+            f"The {who} had closed its side first (FIN). {hedge(LIKELY)}the {other} kept sending, and data for a closed socket is answered with RST.",
             f"Check the application protocol: the {other} ({fmt_ip(peer.ip)}) sent data after the {who} closed.",
             LIKELY,
             (Evidence(f"FIN from the {who}", fin_frames), Evidence(f"then RST from the {who}", rst_frames)),
@@ -914,8 +914,8 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
             repeats = 0
     if repeats >= GAVE_UP_RETRANSMISSIONS:
         return (
-            f"Before the RST the {who} sent the same data {repeats + 1} times with no answer from the {other}:"
-            f" the {other} or the path to it stopped responding, and the {who} gave up.",
+            f"Before the RST the {who} sent the same data {repeats + 1} times with no answer from the {other}."
+            f" {hedge(LIKELY)}the {other} or the path to it stopped responding, and the {who} gave up.",
             f"Check that {fmt_ip(peer.ip)} is up and reachable from {ip} (the path in both directions).",
             LIKELY,
             (Evidence(f"{repeats + 1} unanswered transmissions of the same data, then RST", rst_frames),),
@@ -923,7 +923,8 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
     zero_frames = tuple([pkt.seg.frame for pkt in conn.packets if pkt.dir != my_dir and pkt.analysis & F.A_ZERO_WINDOW and pkt.seg.ts <= rst_ts][:3])
     if zero_frames:
         return (
-            f"The {other} had advertised a zero window before the RST: it had stopped reading, and the {who} gave up on it.",
+            f"The {other} had advertised a zero window before the RST. {hedge(POSSIBLE)}the {other} had stopped reading and"
+            f" the {who} gave up on it, or an abort unrelated to it.",
             f"Check why the application on {fmt_ip(peer.ip)} stopped reading from the socket.",
             POSSIBLE,
             (Evidence(f"zero window from the {other}", zero_frames), Evidence(f"then RST from the {who}", rst_frames)),
@@ -933,12 +934,9 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
         if pkt.seg.length and pkt.seg.ts <= rst_ts:
             last_data = pkt
     if last_data is not None and rst_ts - last_data.seg.ts < 0.5:
-        why = "Data was still flowing: an application closing with unread data, a crash, or a middlebox cutting it; the packets cannot tell which."
+        why = f"Data was still flowing. {hedge(POSSIBLE)}an application closing with unread data, a crash, or a middlebox cutting it."
     else:
-        why = (
-            "The connection was idle before it: an application abort (SO_LINGER 0), a crash, or an idle timeout on a firewall or NAT;"
-            " the packets cannot tell which."
-        )
+        why = f"The connection was idle before it. {hedge(POSSIBLE)}an application abort (SO_LINGER 0), a crash, or an idle timeout on a firewall or NAT."
     if conn.client.fin_ts is None and conn.server.fin_ts is None:
         why = f"Neither side had sent FIN. {why}"
     return (
