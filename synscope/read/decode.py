@@ -308,7 +308,8 @@ class Decoder:
         elif version == 6:
             item = self._ipv6(frame, data, off, pkttype, encap)
         else:
-            if layers:
+            # behind VLAN tags alone (link-layer framing, no tunnel) it is what it is on plain Ethernet
+            if layers and layers[-1][0] != "vlan":
                 self._skip(f"{layers[-1][0]} carrying neither IPv4 nor IPv6")
             else:
                 self.stats.not_tcp += 1
