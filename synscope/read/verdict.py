@@ -492,7 +492,7 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         outcome, summary, explanation, next_step = _one_sided_sentence(conn)
         side = "capture"
         rule = "one-sided-capture"
-        evidence = (Evidence("ACKs for segments in a direction the capture never saw", _frames_any(conn, C2S if c.packets else 1, ACK, 3)),)
+        evidence = (Evidence("ACKs for segments in a direction the capture never saw", _frames(conn, C2S if c.packets else 1, ACK)[:3]),)
     elif conn.icmp and not conn.established and s.syn_count == 0:
         cause = _icmp_sentence(conn)
         outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
@@ -521,14 +521,14 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         summary = f"client reset its own SYN after {fmt.duration(delay)}"
         explanation = (
             f"The client sent RST {fmt.duration(delay)} after its SYN, before any retransmission was due"
-            f" (the first one comes after {fmt.short_gap(FIRST_SYN_RTO)} s or more), and nothing came back from {server} in between."
+            f" (the first one comes after {fmt.short_gap(SYN_RTO_INITIAL)} s or more), and nothing came back from {server} in between."
             " The client gave up by itself: an application that cancelled its connect (its own short timeout, a"
             " happy-eyeballs race won by another address) or a scanner. The capture cannot tell whether the server would have answered."
         )
         next_step = "Check the client application's connect timeout and its logs; test the port again with a longer wait (nc -vz -w 5)."
         side = "client"
         rule, confidence = "client-abandoned-syn", LIKELY
-        evidence = (Evidence("client RST before the first SYN retransmission was due", _frames_any(conn, C2S, SYN | RST)),)
+        evidence = (Evidence("client RST before the first SYN retransmission was due", (*_frames(conn, C2S, SYN, ACK), *_frames(conn, C2S, RST))[:4]),)
     elif cs in ("S0", "SH", "RSTOS0") and not conn.icmp:
         cause = _no_answer(conn, cs, host_up)
         outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
@@ -782,23 +782,9 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
     return _Cause("no-answer", summary, explanation, next_step, "no-answer", confidence, evidence)
 
 
-# RFC 6298's initial retransmission timeout, the shortest first SYN timeout of common stacks:
-# an RST from the client sooner than this after its only SYN was not a kernel giving up
-FIRST_SYN_RTO: Final = 1.0
 LOOPBACK6: Final = b"\x00" * 15 + b"\x01"
 # Retransmissions of the same data in a row before an RST that read as "the sender gave up"
 GAVE_UP_RETRANSMISSIONS: Final = 3
-
-
-def _frames_any(conn: Connection, direction: int, flags: int, limit: int = 4) -> tuple[int, ...]:
-    """Frame numbers of the first packets of one direction carrying any of ``flags``."""
-    found: list[int] = []
-    for pkt in conn.packets:
-        if pkt.dir == direction and pkt.seg.flags & flags:
-            found.append(pkt.seg.frame)
-            if len(found) >= limit:
-                break
-    return tuple(found)
 
 
 def _linux_syn(conn: Connection) -> bool:
@@ -855,7 +841,7 @@ def _self_abort_delay(conn: Connection) -> float | None:
     if c.syn_count != 1 or c.rst_ts is None or conn.syn_ts is None or conn.server.packets:
         return None
     delay = c.rst_ts - conn.syn_ts
-    return delay if 0 <= delay < FIRST_SYN_RTO else None
+    return delay if 0 <= delay < SYN_RTO_INITIAL else None
 
 
 def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[str, str, str, tuple[Evidence, ...]]:
@@ -869,7 +855,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
     me = conn.client if by_client else conn.server
     peer = conn.server if by_client else conn.client
     my_dir = C2S if by_client else 1
-    rst_frames = _frames_any(conn, my_dir, RST, 1)
+    rst_frames = _frames(conn, my_dir, RST)[:1]
     ip = fmt_ip(me.ip)
     forged = _forged_rst(conn, my_dir, rst_ts)
     if forged is not None:
@@ -883,7 +869,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
             (Evidence(f"RST with TTL {rst_ttl}, the {who}'s other packets TTL {usual_ttl}", rst_frames),),
         )
     if peer.fin_ts is not None and peer.fin_ts <= rst_ts:
-        fin_frames = _frames_any(conn, 1 - my_dir, FIN, 1)
+        fin_frames = _frames(conn, 1 - my_dir, FIN)[:1]
         return (
             f"The {other} had closed first (its FIN is in the capture before the RST). {hedge(LIKELY)}the {who} answered the"
             " close with RST, as a socket closed with unread data or with SO_LINGER 0 does.",
@@ -892,7 +878,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
             (Evidence(f"FIN from the {other}", fin_frames), Evidence(f"then RST from the {who}", rst_frames)),
         )
     if me.fin_ts is not None and me.fin_ts <= rst_ts:
-        fin_frames = _frames_any(conn, my_dir, FIN, 1)
+        fin_frames = _frames(conn, my_dir, FIN)[:1]
         return (
             f"The {who} had closed its side first (FIN). {hedge(LIKELY)}the {other} kept sending, and data for a closed socket is answered with RST.",
             f"Check the application protocol: the {other} ({fmt_ip(peer.ip)}) sent data after the {who} closed.",
