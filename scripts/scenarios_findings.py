@@ -31,12 +31,7 @@ COUNTERS = ("ListenOverflows", "ListenDrops", "SyncookiesSent", "SyncookiesRecv"
 
 def netstat(mp, ns: str) -> dict[str, int]:
     """TcpExt counters of a namespace (/proc/net/netstat)."""
-    lines = mp.nsx(ns, "cat", "/proc/net/netstat", quiet=True).stdout.splitlines()
-    out: dict[str, int] = {}
-    for head, vals in zip(lines[::2], lines[1::2], strict=False):
-        if head.startswith("TcpExt:"):
-            out.update(zip(head.split()[1:], map(int, vals.split()[1:]), strict=True))
-    return out
+    return mp.kernel_counters(ns)["TcpExt"]
 
 
 def run_json(mp, ns: str, args: list, timeout: float):

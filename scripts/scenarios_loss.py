@@ -71,15 +71,9 @@ def register(mod):
 
 def counters(ns):
     """TcpExt and Tcp counters of one namespace."""
-    out = {}
-    for path in ("/proc/net/netstat", "/proc/net/snmp"):
-        lines = M.nsx(ns, "cat", path, quiet=True).stdout.splitlines()
-        for head, vals in zip(lines[::2], lines[1::2], strict=False):
-            prefix, names = head.split(":", 1)
-            _, numbers = vals.split(":", 1)
-            for k, v in zip(names.split(), numbers.split(), strict=False):
-                if (prefix == "TcpExt" and k in TCPEXT) or (prefix == "Tcp" and k in TCP):
-                    out[k] = int(v)
+    groups = M.kernel_counters(ns)
+    out = {k: v for k, v in groups["TcpExt"].items() if k in TCPEXT}
+    out.update((k, v) for k, v in groups["Tcp"].items() if k in TCP)
     return out
 
 

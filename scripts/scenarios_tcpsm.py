@@ -69,15 +69,8 @@ def finish(lab, p, timeout=40.0):
 
 
 def counters(ns):
-    """Tcp / TcpExt counters of one namespace (/proc/net/snmp and /proc/net/netstat)."""
-    out = {}
-    for f in ("/proc/net/snmp", "/proc/net/netstat"):
-        lines = M.nsx(ns, "cat", f, quiet=True).stdout.splitlines()
-        for head, vals in zip(lines[::2], lines[1::2], strict=True):
-            names, values = head.split(), vals.split()
-            for k, v in zip(names[1:], values[1:], strict=True):
-                out[names[0].rstrip(":") + "." + k] = int(v)
-    return out
+    """Tcp / TcpExt counters of one namespace (/proc/net/snmp and /proc/net/netstat), as "Group.Name"."""
+    return {f"{group}.{k}": v for group, values in M.kernel_counters(ns).items() for k, v in values.items()}
 
 
 def delta(before, after):
