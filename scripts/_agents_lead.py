@@ -15,26 +15,16 @@ import signal
 import socket
 import time
 
+from _pcap_agents import listener, ready, recv_until  # (scripts/ is first on sys.path)
+
 BANNER = b"220 mail.example.test ESMTP ready\r\n"
 REQUEST = b"GET / HTTP/1.0\r\nHost: synscope.test\r\n\r\n"
-
-
-def ready() -> None:
-    print("ready", flush=True)
 
 
 def write_truth(path: str | None, facts: dict[str, object]) -> None:
     if path:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(facts, f, indent=1, sort_keys=True)
-
-
-def listen(addr: str, port: int) -> socket.socket:
-    ls = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((addr, port))
-    ls.listen(8)
-    return ls
 
 
 def errno_name(e: OSError) -> str:
@@ -44,7 +34,7 @@ def errno_name(e: OSError) -> str:
 def server_first(a: argparse.Namespace) -> None:
     """A server that speaks first (a banner, as SMTP, SSH, FTP and MySQL servers do), then reads
     the client's greeting, then its command, and answers the command after ``--delay`` s."""
-    ls = listen(a.addr, a.port)
+    ls = listener(a.addr, a.port)
     ready()
     c, _ = ls.accept()
     c.sendall(BANNER)
@@ -80,15 +70,10 @@ def server_first_client(a: argparse.Namespace) -> None:
 
 def close_unread_server(a: argparse.Namespace) -> None:
     """Answers the request and closes at once (HTTP/1.0): the server's FIN follows its answer."""
-    ls = listen(a.addr, a.port)
+    ls = listener(a.addr, a.port)
     ready()
     c, _ = ls.accept()
-    got = b""
-    while b"\r\n\r\n" not in got:
-        chunk = c.recv(4096)
-        if not chunk:
-            break
-        got += chunk
+    recv_until(c, b"\r\n\r\n")
     body = b"HTTP/1.0 200 OK\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000
     c.sendall(body)
     c.close()
@@ -108,7 +93,7 @@ def close_unread_client(a: argparse.Namespace) -> None:
 
 def plain_server(a: argparse.Namespace) -> None:
     """Reads a request, answers 300 bytes, waits for the client to close."""
-    ls = listen(a.addr, a.port)
+    ls = listener(a.addr, a.port)
     ready()
     c, _ = ls.accept()
     c.recv(4096)

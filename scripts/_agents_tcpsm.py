@@ -26,6 +26,8 @@ import struct
 import sys
 import time
 
+from _pcap_agents import drain  # (scripts/ is this script's directory, first on sys.path)
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = 4, 5, 6
@@ -58,16 +60,6 @@ def err_name(e):
     return errno.errorcode.get(e.errno, str(e.errno)) if isinstance(e, OSError) and e.errno else type(e).__name__
 
 
-def read_all(s, limit=1 << 24):
-    got = 0
-    while got < limit:
-        b = s.recv(65536)
-        if not b:
-            break
-        got += len(b)
-    return got
-
-
 # ------------------------------------------------------------------ simultaneous open
 def peer(a):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -83,17 +75,11 @@ def peer(a):
         out["connected_at"] = time.time()
         s.sendall(b"x" * a.size)
         out["bytes_sent"] = a.size
-        got = 0
-        while got < a.size:
-            b = s.recv(65536)
-            if not b:
-                break
-            got += len(b)
-        out["bytes_received"] = got
+        out["bytes_received"] = drain(s, a.size)
         wait_until(a.close_at)
         s.shutdown(socket.SHUT_WR)
         out["shutdown_at"] = time.time()
-        out["eof_after_shutdown"] = read_all(s) == 0
+        out["eof_after_shutdown"] = drain(s) == 0
     except OSError as e:
         out["errno"] = err_name(e)
     s.close()
@@ -135,17 +121,11 @@ def listen(a):
         elif a.then == "shutdown-at":
             c.sendall(b"y" * a.size)
             out["bytes_sent"] = a.size
-            got = 0
-            while got < a.size:
-                b = c.recv(65536)
-                if not b:
-                    break
-                got += len(b)
-            out["bytes_received"] = got
+            out["bytes_received"] = drain(c, a.size)
             wait_until(a.close_at)
             c.shutdown(socket.SHUT_WR)
             out["shutdown_at"] = time.time()
-            out["eof_after_shutdown"] = read_all(c) == 0
+            out["eof_after_shutdown"] = drain(c) == 0
             c.close()
         else:  # hold: echo what comes, never close first (the dead-peer case cuts the path)
             got = 0
@@ -179,17 +159,11 @@ def dial(a):
         if a.then == "shutdown-at":
             s.sendall(b"x" * a.size)
             out["bytes_sent"] = a.size
-            got = 0
-            while got < a.size:
-                b = s.recv(65536)
-                if not b:
-                    break
-                got += len(b)
-            out["bytes_received"] = got
+            out["bytes_received"] = drain(s, a.size)
             wait_until(a.close_at)
             s.shutdown(socket.SHUT_WR)
             out["shutdown_at"] = time.time()
-            out["eof_after_shutdown"] = read_all(s) == 0
+            out["eof_after_shutdown"] = drain(s) == 0
         elif a.then == "stream":
             # keep sending small segments (TCP_NODELAY) until the peer's RST stops us
             sent = 0
