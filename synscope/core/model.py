@@ -106,6 +106,7 @@ class TcpOptions:
     tfo_cookie: bytes | None = None  # b"" for a cookie request
     unknown: tuple[int, ...] = ()  # kinds we do not decode, by number
     malformed: bool = False  # an option's length ran past the header
+    kinds: tuple[int, ...] = ()  # every option's kind in the order sent, NOPs included (the sender's layout)
 
     def describe(self) -> str:
         """Short human form, like ``mss 1460 sack ts ws 7``."""
@@ -267,11 +268,13 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
     """Decode TCP options; a length running past the end marks them malformed, never raises."""
     opts = TcpOptions()
     unknown: list[int] = []
+    kinds: list[int] = []
     i, n = 0, len(raw)
     while i < n:
         kind = raw[i]
         if kind == 0:  # end of option list
             break
+        kinds.append(kind)
         if kind == 1:  # no-op padding
             i += 1
             continue
@@ -302,4 +305,5 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
             unknown.append(kind)
         i += olen
     opts.unknown = tuple(unknown)
+    opts.kinds = tuple(kinds)
     return opts

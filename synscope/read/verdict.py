@@ -791,7 +791,7 @@ def _linux_syn(conn: Connection) -> bool:
     """The client's first SYN has its options laid out as Linux writes them."""
     for pkt in conn.packets:
         if pkt.dir == C2S and pkt.seg.flags & SYN:
-            return linux_syn_layout(pkt.seg.raw_options)
+            return linux_syn_layout(pkt.seg.options)
     return False
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from synscope.core import fmt
-from synscope.core.model import ACK, FIN, RST, SYN
+from synscope.core.model import ACK, FIN, RST, SYN, TcpOptions
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.engine import ConnAnalysis
 from synscope.read.analysis.loss import note as loss_note
@@ -52,27 +52,9 @@ _LINUX_SYN_LAYOUTS: Final = (
 )
 
 
-def option_kinds(raw: bytes) -> tuple[int, ...]:
-    """The kinds of the TCP options in ``raw``, in order (end-of-list and what follows dropped)."""
-    kinds: list[int] = []
-    i = 0
-    while i < len(raw):
-        kind = raw[i]
-        if kind == 0:
-            break
-        kinds.append(kind)
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= len(raw) or raw[i + 1] < 2:
-            break
-        i += raw[i + 1]
-    return tuple(kinds)
-
-
-def linux_syn_layout(raw: bytes) -> bool:
+def linux_syn_layout(options: TcpOptions) -> bool:
     """True when a SYN's options are in one of Linux's layouts (other stacks order them differently)."""
-    return option_kinds(raw) in _LINUX_SYN_LAYOUTS
+    return options.kinds in _LINUX_SYN_LAYOUTS
 
 
 def _same_gap(a: float, b: float) -> bool:
