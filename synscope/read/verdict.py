@@ -560,13 +560,14 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
             evidence = (Evidence("SYN-ACK", _frames(conn, 1, SYN | ACK)), _rst_evidence(conn, by_client))
         else:
             summary = f"RST from {who} after {after}"
-            why, why_next, confidence, evidence = _reset_context(conn, by_client, rst_ts or conn.last_ts)
+            forged = _forged_rst(conn, C2S if by_client else 1, rst_ts or conn.last_ts)
+            why, why_next, confidence, evidence = _reset_context(conn, by_client, rst_ts or conn.last_ts, forged)
             amount = "an unknown amount of data" if state.counts_only else f"{fmt.size(moved)} of data"
             explanation = f"The {who} aborted the connection with RST {after} after it started, after {amount}. " + why
             next_step = why_next
             rule = "reset-established"
             side = who
-            if _forged_rst(conn, C2S if by_client else 1, rst_ts or conn.last_ts) is not None:
+            if forged is not None:
                 explanation = f"An RST in the {who}'s name ended the connection {after} after it started, after {amount}. " + why
                 summary = f"RST in the {who}'s name, not from its host"
                 rule, side = "forged-reset", "path"
@@ -742,7 +743,7 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
             (*evidence, Evidence(f"last frame of the capture {fmt.duration(quiet)} after the SYN")),
         )
     span = syn_times[-1] - syn_times[0] if len(syn_times) > 1 else 0.0
-    pattern = backoff_pattern(syn_times, _linux_syn(conn))
+    pattern = backoff_pattern(syn_times, c.syn_options is not None and linux_syn_layout(c.syn_options))
     gaps = gaps_text(syn_times)
     if c.syn_count > 1:
         summary = f"{c.syn_count} SYNs, gaps {gaps}, nothing back"
@@ -785,14 +786,6 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
 LOOPBACK6: Final = b"\x00" * 15 + b"\x01"
 # Retransmissions of the same data in a row before an RST that read as "the sender gave up"
 GAVE_UP_RETRANSMISSIONS: Final = 3
-
-
-def _linux_syn(conn: Connection) -> bool:
-    """The client's first SYN has its options laid out as Linux writes them."""
-    for pkt in conn.packets:
-        if pkt.dir == C2S and pkt.seg.flags & SYN:
-            return linux_syn_layout(pkt.seg.options)
-    return False
 
 
 def _on_one_host(conn: Connection) -> bool:
@@ -844,7 +837,7 @@ def _self_abort_delay(conn: Connection) -> float | None:
     return delay if 0 <= delay < SYN_RTO_INITIAL else None
 
 
-def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[str, str, str, tuple[Evidence, ...]]:
+def _reset_context(conn: Connection, by_client: bool, rst_ts: float, forged: tuple[int, int] | None) -> tuple[str, str, str, tuple[Evidence, ...]]:
     """Why an established connection was reset, from what came before the RST in the capture.
 
     Returns (sentences, next step, confidence, evidence). The RST itself proves who aborted;
@@ -857,8 +850,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float) -> tuple[st
     my_dir = C2S if by_client else 1
     rst_frames = _frames(conn, my_dir, RST)[:1]
     ip = fmt_ip(me.ip)
-    forged = _forged_rst(conn, my_dir, rst_ts)
-    if forged is not None:
+    if forged is not None:  # (from _forged_rst: the RST's TTL and its sender's usual one)
         rst_ttl, usual_ttl = forged
         return (
             f"The RST arrived with TTL {rst_ttl} while every other packet from the {who} had TTL {usual_ttl}. {hedge(LIKELY)}it"
