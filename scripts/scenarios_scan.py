@@ -53,7 +53,8 @@ def register(mk) -> list[str]:
             f"tcp dport {{ {filt} }} drop; tcp dport {REJECTED[0]} reject with icmp type admin-prohibited; }}\n}}"
         )
         lab.nft(mk.SRV, rules)
-        srv = lab.spawn(mk.SRV, ["python3", AGENT, "listen", "--addr", mk.S4, "--ports", ",".join(map(str, OPEN)), "--timeout", "60"], wait_for=("stdout", "ready"))
+        listen = ["python3", AGENT, "listen", "--addr", mk.S4, "--ports", ",".join(map(str, OPEN)), "--timeout", "60"]
+        srv = lab.spawn(mk.SRV, listen, wait_for=("stdout", "ready"))
         cap = lab.tcpdump(mk.CLI, "c0", out)
         ports = ",".join(map(str, SCANNED))
         syn = run(mk.CLI, "syn-scan", "--addr", mk.S4, "--src", SYN_SCANNER, "--ports", ports, "--os-open", 80, "--os-closed", 81)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from synscope.core import fmt
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.core.icmp import FILTER_REASONS, icmp_label
-from synscope.core.model import ACK, FIN, RST, SYN
+from synscope.core.model import ACK, FIN, PSH, RST, SYN, URG
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, linux_syn_layout
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
@@ -459,14 +459,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None, host_up: bool = False) -> Verdict:
+def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None, host_up: bool = False, scan: bool = False) -> Verdict:
     """Decide the outcome and word the verdict for one connection.
 
     ``idle_timeout``: the tracker's (a live source); a connection it handed on for silence
     (``conn.timed_out``) is worded as idle rather than as open at the end of the capture.
     ``state.counts_only``: only SYN/FIN/RST were captured (``watch --handshakes``): no byte counts.
     ``host_up``: the server's host answered on another port in the same run (``probe``): silence
-    then cannot mean the host is down.
+    then cannot mean the host is down. ``scan``: the connection is part of a port scan
+    (``synscope.read.scans``): a lone ACK answered by RST is a scanner's probe, not a connection.
     """
     c, s = conn.client, conn.server
     cs = conn_state(conn)
@@ -488,6 +489,11 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
     if case is not None:
         outcome, summary, explanation, next_step, side, ok = case.outcome, case.summary, case.explanation, case.next_step, case.side, case.ok
         rule, confidence, evidence = case.rule, case.confidence, case.evidence
+    elif conn.midstream and _probe_kind(conn, scan):
+        cause = _probe(conn, _probe_kind(conn, scan), scan)
+        outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
+        rule, confidence, evidence = cause.rule, cause.confidence, cause.evidence
+        side = "client"
     elif conn.one_sided():
         outcome, summary, explanation, next_step = _one_sided_sentence(conn)
         side = "capture"
@@ -761,6 +767,7 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
     if host_up:
         # the host answered on another port in this run: it is up, so this port's SYNs are dropped
         confidence = LIKELY
+        summary += "; filtered: the host answered on other ports"
         explanation += (
             f" {server} answered on another port in this run, so it is up. {hedge(confidence)}a firewall on the way"
             f" or on {server} drops packets to port {port}."
@@ -781,6 +788,72 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
         f" and on {server} itself (nft list ruleset)." if host_up else " and check the host is up."
     )
     return _Cause("no-answer", summary, explanation, next_step, "no-answer", confidence, evidence)
+
+
+# Scanner probes by their flags (nmap -sF, -sN, -sX, -sA; OS detection sends the same kinds)
+_PROBE_NAMES: Final = ((FIN | PSH | URG, "Xmas"), (FIN, "FIN"), (0, "NULL"))
+
+
+def _probe_kind(conn: Connection, scan: bool) -> str:
+    """The name of a scanner's probe this connection is, or "": a first segment with neither SYN
+    nor ACK (no TCP stack sends one without a connection: RFC 9293 has every segment after the
+    SYN carry ACK), or, in a scan, a lone ACK with no data answered by RST or by nothing."""
+    if not conn.packets:
+        return ""
+    first = conn.packets[0].seg
+    flags = first.flags
+    if not flags & (SYN | ACK):
+        odd = flags & (FIN | PSH | URG)
+        for want, name in _PROBE_NAMES:
+            if odd == want:
+                return name
+        return "odd-flags"
+    prober = conn.side(conn.packets[0].dir)
+    if scan and flags & (SYN | ACK | FIN | RST) == ACK and not first.length and prober.packets == 1:
+        peer = conn.server if prober is conn.client else conn.client
+        if peer.packets == 0 or (peer.packets == 1 and peer.rst_ts is not None):
+            return "ACK"
+    return ""
+
+
+def _probe(conn: Connection, kind: str, scan: bool) -> _Cause:
+    """A scanner's probe (see _probe_kind): what it is and what its answer tells the scanner."""
+    d = conn.packets[0].dir
+    prober, target = conn.side(d), conn.side(1 - d)
+    who, where = fmt_ip(prober.ip), fmt_endpoint(target.ip, target.port)
+    answered = target.rst_ts is not None
+    if kind == "ACK":
+        tells = "an RST came back: the port is unfiltered (ACK scans map firewall rules)" if answered else "nothing came back: filtered"
+    else:
+        tells = (
+            "an RST came back: the port is closed"
+            if answered
+            else "nothing came back: the port is open or filtered (a listening socket drops such a segment without a word)"
+        )
+    flags = "no flags at all" if kind == "NULL" else "FIN, PSH and URG" if kind == "Xmas" else kind if kind != "odd-flags" else "odd flags"
+    if kind == "ACK":
+        what = f"{who} sent a lone ACK to {where} with no handshake before it, in the middle of its port scan: an ACK-scan probe (nmap -sA, -O)"
+    else:
+        what = (
+            f"{who} sent a {kind} probe to {where} ({flags}, no handshake before it), which no TCP stack sends on its own;"
+            " port scanners and OS fingerprinting do (nmap -sF/-sN/-sX, -O)"
+        )
+    explanation = f"Not a connection: {what}. {tells[0].upper() + tells[1:]}."
+    next_step = (
+        f"Part of a port scan by {who}: see the port-scan finding (is {who} yours?)."
+        if scan
+        else f"Check who {who} is: a port scanner or a fingerprinting tool sends these."
+    )
+    frames = tuple(p.seg.frame for p in conn.packets[:2])
+    return _Cause(
+        "probe",
+        f"{kind} probe, " + ("RST back" if answered else "no answer"),
+        explanation,
+        next_step,
+        "scan-probe",
+        CERTAIN if kind != "ACK" else LIKELY,
+        (Evidence(f"{kind} probe" + (" and the RST it drew" if answered else ", nothing back"), frames),),
+    )
 
 
 LOOPBACK6: Final = b"\x00" * 15 + b"\x01"
