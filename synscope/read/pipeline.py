@@ -458,7 +458,7 @@ class Pipeline(FrameSink):
         annotate(conn, state)
         scans = self.scans
         host_up = conn.server.ip in self.hosts_up or (scans is not None and scans.answered_elsewhere(conn.server.ip, conn.server.port))
-        scan = scans is not None and scans.in_scan(conn.client.ip, conn.server.ip, conn.server.port)
+        scan = scans is not None and scans.in_scan(conn.client.ip, conn.server.ip, conn.server.port, conn.first_ts)
         verdict = judge(conn, state, self.tracker.idle_timeout, host_up, scan)
         report = ConnReport(conn, state, verdict)
         report.scan = scan

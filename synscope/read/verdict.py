@@ -10,7 +10,7 @@ from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.core.icmp import FILTER_REASONS, icmp_label
 from synscope.core.model import ACK, FIN, PSH, RST, SYN, URG
 from synscope.read.analysis import flags as F
-from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, linux_syn_layout
+from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, kept_sending, linux_syn_layout
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.analysis.loss import BY_IPID, BY_OVERLAP, BY_POSITION, BY_TSVAL, COPY, DOWNSTREAM, REORDERED, SPURIOUS, UNDECIDED, UPSTREAM, LossFacts
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence, hedge
@@ -228,14 +228,18 @@ def history(conn: Connection) -> str:
 
 
 def _half_close(conn: Connection) -> str:
-    """A sentence when one side sent FIN and the other kept sending data for a while."""
+    """A sentence when one side sent FIN and the other kept sending data for a while.
+
+    One answer after the FIN and then the other side's FIN is how an upload ends, not worth a
+    sentence (see annotate.kept_sending: loss-upload.pcap's sink answers 3 B and closes 35 us later;
+    half-close.pcap's server sends 11 segments over 1 s)."""
     for me, who, other, d in ((conn.client, "client", "server", C2S), (conn.server, "server", "client", 1)):
         if me.fin_ts is None:
             continue
         peer = conn.server if me is conn.client else conn.client
         if peer.fin_ts is not None and peer.fin_ts < me.fin_ts:
             continue
-        after = data_after(conn, d, me.fin_ts)
+        after = kept_sending(conn, d, me.fin_ts)
         if after:
             sent = sum(p.seg.length for p in after)
             span = (peer.fin_ts or after[-1].seg.ts) - me.fin_ts
@@ -598,10 +602,10 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         other = "server" if cs == "S2" else "client"
         outcome = "half-closed"
         me = c if who == "client" else s
-        kept_sending = me.fin_ts is not None and data_after(conn, C2S if me is c else 1, me.fin_ts)
+        sent_on = me.fin_ts is not None and data_after(conn, C2S if me is c else 1, me.fin_ts)
         summary = f"{who} sent FIN, {other} did not"
         explanation = f"The {who} closed its sending side (FIN); the {other} had not sent its FIN when the capture ended"
-        explanation += ", and kept sending data after it (a half-close)." if kept_sending else "."
+        explanation += ", and kept sending data after it (a half-close)." if sent_on else "."
         next_step = f"If the {other} should have closed: it may still hold the socket in CLOSE-WAIT (ss -tan state close-wait)."
         ok = True
         rule = "half-closed"

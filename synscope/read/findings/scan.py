@@ -1,7 +1,8 @@
 """Port scans: one client probing many ports of one host (or one port on many hosts) is one finding.
 
 Definition (one for the whole program: :func:`synscope.read.scans.looks_like_scan`): at least
-``SCAN_MIN_PORTS`` distinct ports of one host from one client, at most half of them open; or
+``SCAN_MIN_PORTS`` distinct ports of one host from one client within ``SCAN_WINDOW`` seconds, at
+most half of them open; or
 ``SCAN_MIN_HOSTS`` hosts on one port (a horizontal scan). Each port probed is:
 
 - *open*: answered with SYN-ACK. What the scanner did next names the scan: it completed the
@@ -24,7 +25,7 @@ from synscope.core import fmt
 from synscope.core.addr import fmt_ip
 from synscope.read.evidence import LIKELY, Evidence
 from synscope.read.findings.model import MAX_IDS, SEVERITY_SCAN, ConnFacts, Finding
-from synscope.read.scans import SCAN_MIN_HOSTS, SCAN_MIN_PORTS, looks_like_scan
+from synscope.read.scans import SCAN_MIN_HOSTS, SCAN_MIN_PORTS, SCAN_WINDOW, looks_like_scan
 
 # Pairs below the threshold followed at once (a busy server has many clients of one or two ports)
 CANDIDATE_SLOTS: Final = 65536
@@ -62,6 +63,7 @@ class _Pair:
     ids: list[int] = field(default_factory=list)
     example_frame: int = 0
     icmp: int = 0
+    confirmed: bool = False  # the threshold was reached within SCAN_WINDOW
 
     def count(self) -> int:
         return len(self.targets) + sum(self.extra.values())
@@ -97,11 +99,11 @@ class ScanDetector:
         out = []
         scanners = set()
         for (client, host), p in self._vertical.items():
-            if looks_like_scan(p.count(), p.states()[OPEN]):
+            if p.confirmed and looks_like_scan(p.count(), p.states()[OPEN]):
                 out.append(_finding(client, host, 0, p))
                 scanners.add(client)
         for (client, port), p in self._horizontal.items():
-            if client not in scanners and looks_like_scan(p.count(), p.states()[OPEN], horizontal=True):
+            if client not in scanners and p.confirmed and looks_like_scan(p.count(), p.states()[OPEN], horizontal=True):
                 out.append(_finding(client, b"", port, p))
         return out
 
@@ -119,6 +121,10 @@ def _add(table: dict, key: tuple, target: int | bytes, state: int, cid: int, ts:
                 det.dropped += 1
                 return
         p = table[key] = _Pair(ts, ts, example_frame=f.first_frame)
+    elif ts > p.last + SCAN_WINDOW or ts < p.first - SCAN_WINDOW or (not p.confirmed and ts - p.first > SCAN_WINDOW):
+        if p.confirmed:
+            return  # long after (or before: another file) a scan found: not part of it (one scan per pair)
+        p = table[key] = _Pair(ts, ts, example_frame=f.first_frame)  # too slow so far: count again from here
     p.first = min(p.first, ts)
     p.last = max(p.last, ts)
     p.probes += 1
@@ -139,6 +145,8 @@ def _add(table: dict, key: tuple, target: int | bytes, state: int, cid: int, ts:
         p.targets[target] = state
     else:
         p.extra[state] = p.extra.get(state, 0) + 1
+    if p.count() >= threshold:
+        p.confirmed = True
 
 
 def _ports_text(ports: list[int]) -> str:
