@@ -861,6 +861,8 @@ def _probe(conn: Connection, kind: str, scan: bool) -> _Cause:
 
 
 LOOPBACK6: Final = b"\x00" * 15 + b"\x01"
+# An RST this long after the peer's last data is not the kernel answering that data: an application close()
+RST_ANSWER_MAX: Final = 0.05
 # Retransmissions of the same data in a row before an RST that read as "the sender gave up"
 GAVE_UP_RETRANSMISSIONS: Final = 3
 
@@ -948,29 +950,56 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float, forged: tup
         )
     if me.fin_ts is not None and me.fin_ts <= rst_ts:
         fin_frames = _frames(conn, my_dir, FIN)[:1]
+        after = [p for p in data_after(conn, my_dir, me.fin_ts) if p.seg.ts <= rst_ts]
+        answer = after[-1].seg.ts if after else None
+        if answer is not None and rst_ts - answer > RST_ANSWER_MAX:
+            # the RST came long after the peer's last data: the application's close(), not an answer to it
+            # (rst-own-fin.pcap: shutdown(SHUT_WR), then close() with 1,500 B unread, 0.4 s after the last of them)
+            return (
+                f"The {who} had closed its sending side first (FIN); the {other} sent {fmt.size(sum(p.seg.length for p in after))} after it,"
+                f" and the RST came {fmt.duration(rst_ts - answer)} after the last of it, not in answer to it. {hedge(LIKELY)}the {who}"
+                f" application half-closed, then closed the socket with the {other}'s data unread (or with SO_LINGER 0): the kernel"
+                " then resets instead of finishing the close.",
+                f"Check how the {who} application on {ip} closes: it shut down writing and closed without reading what the {other} sent"
+                " (read to EOF before close()).",
+                LIKELY,
+                (
+                    Evidence(f"FIN from the {who}", fin_frames),
+                    Evidence(f"data from the {other} after it", tuple(p.seg.frame for p in after[:3])),
+                    Evidence(f"then RST from the {who}", rst_frames),
+                ),
+            )
         return (
             f"The {who} had closed its side first (FIN). {hedge(LIKELY)}the {other} kept sending, and data for a closed socket is answered with RST.",
             f"Check the application protocol: the {other} ({fmt_ip(peer.ip)}) sent data after the {who} closed.",
             LIKELY,
             (Evidence(f"FIN from the {who}", fin_frames), Evidence(f"then RST from the {who}", rst_frames)),
         )
-    last_sent = None
-    repeats = 0
+    # retransmissions of the data the resetting side sent last, since the peer last acknowledged
+    # anything new (new data sent in between does not matter: rst-gave-up.pcap sends 80 KB more
+    # before its first timeout)
+    resent: dict[int, int] = {}
+    last_sent = -1
+    peer_ack = -1
     for pkt in conn.packets:
-        if pkt.seg.ts > rst_ts:
+        seg = pkt.seg
+        if seg.ts > rst_ts:
             break
-        if pkt.dir == my_dir and pkt.seg.length:
-            if last_sent is not None and pkt.seg.seq == last_sent:
-                repeats += 1
-            else:
-                repeats = 0
-            last_sent = pkt.seg.seq
-        elif pkt.dir != my_dir and (pkt.seg.length or pkt.seg.flags & FIN):
-            repeats = 0
+        if pkt.dir == my_dir:
+            if seg.length:
+                last_sent = seg.seq
+                if pkt.analysis & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION):
+                    resent[seg.seq] = resent.get(seg.seq, 0) + 1
+        elif seg.length or seg.flags & FIN or (seg.flags & ACK and seg.ack != peer_ack):
+            if seg.flags & ACK:
+                peer_ack = seg.ack
+            resent.clear()
+    repeats = resent.get(last_sent, 0)
     if repeats >= GAVE_UP_RETRANSMISSIONS:
         return (
             f"Before the RST the {who} sent the same data {repeats + 1} times with no answer from the {other}."
-            f" {hedge(LIKELY)}the {other} or the path to it stopped responding, and the {who} gave up.",
+            f" {hedge(LIKELY)}the {other} or the path to it stopped responding, and the {who} application gave up and aborted"
+            " (a kernel that gives up by itself, after tcp_retries2, ends the connection without an RST).",
             f"Check that {fmt_ip(peer.ip)} is up and reachable from {ip} (the path in both directions).",
             LIKELY,
             (Evidence(f"{repeats + 1} unanswered transmissions of the same data, then RST", rst_frames),),
