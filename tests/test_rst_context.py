@@ -50,3 +50,12 @@ def test_rst_after_a_zero_window_names_the_reader_that_stopped() -> None:
     assert "advertised a zero window before the RST" in v.explanation
     assert "stopped reading" in v.next_step and "198.18.2.2" in v.next_step
     assert any("zero window" in e.fact and e.frames for e in v.evidence)
+
+
+def test_an_upload_the_client_aborted_is_not_an_unanswered_request() -> None:
+    """Both captures end in the client's abort (truth), long before the capture does (rst-gave-up:
+    the capture runs 7 s on): "no answer until the capture ended" would be wrong twice."""
+    for name in ("rst-gave-up", "rst-zero-window"):
+        t, r = _case(name)
+        assert t["client"]["abort"].startswith("SO_LINGER 0")
+        assert "until the capture ended" not in r.verdict.explanation and "request unanswered" not in r.verdict.summary

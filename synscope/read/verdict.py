@@ -1255,7 +1255,9 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
                 f"Look at the server application on {server} (slow handler, locks, a backend it waits for).",
             )
         return "", "", ""
-    if conn.server.fin_seq is None and conn.server.rst_ts is None and conn.last_ts - first_req.ts >= UNANSWERED_AFTER:
+    # (not when the client reset it: it did not wait for the end of the capture, and why it reset is
+    # the verdict's; rst-gave-up.pcap and rst-zero-window.pcap: an upload the client aborted)
+    if conn.server.fin_seq is None and conn.server.rst_ts is None and conn.client.rst_ts is None and conn.last_ts - first_req.ts >= UNANSWERED_AFTER:
         return (
             f"the client's request got no answer for {fmt.duration(conn.last_ts - first_req.ts)} until the capture ended{acked}:"
             " the server application has not responded",
