@@ -10,6 +10,7 @@ syn-scan:     crafted SYNs (raw socket, TCP header built here, IP header by the 
               pattern of a SYN scan. Then, if --os-probes, nmap-style odd probes (FIN, NULL,
               Xmas to an open and a closed port, ACK to a closed port, an ECN-setup SYN with an
               unusual window to an open port). Prints one JSON line: what answered each probe.
+syn-sweep:    crafted SYNs to one --port on each of --addrs (a horizontal scan); JSON: who answered how.
 connect-scan: a connect() to each of --ports (non-blocking, all at once, --timeout s), closed at
               once; prints one JSON line: errno name (or null) per port.
 connect-many: --count connections one after the other to --port (busy client), or one to each of
@@ -149,6 +150,38 @@ def syn_scan(a: argparse.Namespace) -> dict:
     return out
 
 
+def syn_sweep(a: argparse.Namespace) -> dict:
+    """A horizontal SYN scan: one port (--port) on each of --addrs, crafted SYNs as syn_scan's."""
+    addrs = a.addrs.split(",")
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    raw.bind((a.src, 0))
+    rng = random.Random(a.seed)
+    for addr in addrs:
+        raw.sendto(tcp_segment(a.src, addr, a.sport, a.port, rng.getrandbits(32), 0, SYN, 1024, SCAN_OPTS), (addr, 0))
+        time.sleep(a.gap)
+    until = time.monotonic() + a.wait
+    seen: dict[str, list[int]] = {}
+    while time.monotonic() < until:
+        r, _, _ = select.select([raw], [], [], max(0.0, until - time.monotonic()))
+        if not r:
+            break
+        pkt = raw.recv(65535)
+        ihl = (pkt[0] & 0x0F) * 4
+        src = socket.inet_ntoa(pkt[12:16])
+        p_sport, p_dport = struct.unpack("!HH", pkt[ihl : ihl + 4])
+        if src in addrs and p_sport == a.port and p_dport == a.sport:
+            seen.setdefault(src, []).append(pkt[ihl + 13])
+    raw.close()
+    return {
+        "scanner": a.src,
+        "port": a.port,
+        "targets": addrs,
+        "answered_synack": sorted(h for h, fl in seen.items() if any(f & (SYN | ACK) == SYN | ACK for f in fl)),
+        "answered_rst": sorted(h for h, fl in seen.items() if any(f & RST for f in fl)),
+        "silent": sorted(set(addrs) - set(seen)),
+    }
+
+
 def connect_scan(a: argparse.Namespace) -> dict:
     ports = [int(x) for x in a.ports.split(",")]
     socks = {}
@@ -239,8 +272,9 @@ def listen(a: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["listen", "syn-scan", "connect-scan", "connect-many"])
-    p.add_argument("--addr", required=True)
+    p.add_argument("role", choices=["listen", "syn-scan", "syn-sweep", "connect-scan", "connect-many"])
+    p.add_argument("--addrs", default="")
+    p.add_argument("--addr", default="")
     p.add_argument("--src", default="")
     p.add_argument("--ports", default="")
     p.add_argument("--port", type=int, default=0)
@@ -254,7 +288,7 @@ def main() -> None:
     p.add_argument("--os-closed", type=int, default=0)
     a = p.parse_args()
     signal.alarm(int(a.timeout) + 30)
-    role = {"listen": listen, "syn-scan": syn_scan, "connect-scan": connect_scan, "connect-many": connect_many}[a.role]
+    role = {"listen": listen, "syn-scan": syn_scan, "syn-sweep": syn_sweep, "connect-scan": connect_scan, "connect-many": connect_many}[a.role]
     print(json.dumps(role(a)), flush=True)
     os._exit(0)
 

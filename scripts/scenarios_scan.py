@@ -12,6 +12,9 @@ port-scan.pcap   client 198.18.1.2 -- router -- server 198.18.2.2 (make-pcaps' t
                  - 198.18.1.3 connect()-scans the same ports with real sockets (closed at once).
                  - 198.18.1.4 makes 30 connections to port 80 one after the other (a busy client).
                  - 198.18.1.5 uses three services of the host, 22, 80 and 443, once each.
+                 - 198.18.1.6 sweeps port 22 on 198.18.2.2 and 12 more addresses of the server
+                   host (198.18.2.10-21, nothing listens there: RST) with crafted SYNs (a
+                   horizontal scan).
 Truth: the designed port states, what each scanner saw per port, what the clients saw.
 """
 
@@ -28,7 +31,10 @@ OPEN = [22, 80, 443]
 FILTERED = list(range(8000, 8010))
 REJECTED = [8443]
 SCANNED = [*range(20, 100), 443, *FILTERED, *REJECTED]
-SYN_SCANNER, CONNECT_SCANNER, BUSY, SERVICES = "198.18.1.2", "198.18.1.3", "198.18.1.4", "198.18.1.5"
+SYN_SCANNER, CONNECT_SCANNER, BUSY, SERVICES, SWEEPER = "198.18.1.2", "198.18.1.3", "198.18.1.4", "198.18.1.5", "198.18.1.6"
+# more addresses of the server host for the horizontal scan (port 22 listens on 198.18.2.2 only)
+EXTRA_HOSTS = [f"198.18.2.{n}" for n in range(10, 22)]
+SWEEP_PORT = 22
 BUSY_COUNT = 30
 
 
@@ -46,7 +52,8 @@ def register(mk) -> list[str]:
     def port_scan(lab):
         out = os.path.join(lab.tmp, "port-scan.pcap")
         lab.three()
-        lab.addr(mk.CLI, "c0", *(f"{a}/24" for a in (CONNECT_SCANNER, BUSY, SERVICES)))
+        lab.addr(mk.CLI, "c0", *(f"{a}/24" for a in (CONNECT_SCANNER, BUSY, SERVICES, SWEEPER)))
+        lab.addr(mk.SRV, "s0", *(f"{a}/24" for a in EXTRA_HOSTS))
         filt = ",".join(map(str, FILTERED))
         rules = (
             "table inet s2scan { chain inp { type filter hook input priority 0; "
@@ -65,6 +72,8 @@ def register(mk) -> list[str]:
         time.sleep(0.5)
         services = run(mk.CLI, "connect-many", "--addr", mk.S4, "--src", SERVICES, "--ports", ",".join(map(str, OPEN)), "--gap", 0.05)
         time.sleep(0.5)
+        sweep = run(mk.CLI, "syn-sweep", "--addrs", ",".join([mk.S4, *EXTRA_HOSTS]), "--src", SWEEPER, "--port", SWEEP_PORT, "--sport", 46000)
+        time.sleep(0.5)
         lab.end_capture(cap)
         srv.send_signal(signal.SIGINT)
         try:
@@ -76,6 +85,8 @@ def register(mk) -> list[str]:
         closed = sorted(set(SCANNED) - set(OPEN) - set(FILTERED) - set(REJECTED))
         if syn["answered_synack"] != sorted(set(OPEN) & set(SCANNED)) or conn["connected"] != sorted(set(OPEN) & set(SCANNED)):
             raise mk.Fail(f"open ports seen: syn {syn['answered_synack']}, connect {conn['connected']}")
+        if sweep["answered_synack"] != [mk.S4] or len(sweep["answered_rst"]) != len(EXTRA_HOSTS):
+            raise mk.Fail(f"horizontal scan not as designed: {sweep}")
         if syn["silent"] != FILTERED or conn["timeout"] != FILTERED or syn["answered_rst"] != closed:
             raise mk.Fail("filtered/closed ports not as designed")
         mk.expect(out, f"ip.src=={SYN_SCANNER} && tcp.srcport==45678 && tcp.flags.reset==1", 3, 3, "scanner kernel RST after each SYN-ACK (22, 80, 443)")
@@ -99,6 +110,15 @@ def register(mk) -> list[str]:
                 {"ip": SYN_SCANNER, "kind": "syn", "crafted": True, "saw": syn},
                 {"ip": CONNECT_SCANNER, "kind": "connect", "crafted": False, "saw": conn},
             ],
+            "horizontal": {
+                "ip": SWEEPER,
+                "kind": "syn",
+                "crafted": True,
+                "port": SWEEP_PORT,
+                "hosts": [mk.S4, *EXTRA_HOSTS],
+                "open_on": [mk.S4],
+                "saw": sweep,
+            },
             "not_scanners": [
                 {"ip": BUSY, "what": f"{BUSY_COUNT} connections to port 80 one after the other", "saw": busy},
                 {"ip": SERVICES, "what": "one connection to each of 22, 80, 443", "saw": services},

@@ -38,7 +38,7 @@ def _conns(objects: list[dict], ip: str) -> list[dict]:
 
 
 def test_one_finding_per_scanner_with_the_truths_port_states(truth: dict, objects: list[dict]) -> None:
-    found = [o for o in objects if o.get("finding") == "port-scan"]
+    found = [o for o in objects if o.get("finding") == "port-scan" and o["rule"] != "horizontal-scan"]
     assert sorted(f["client"]["ip"] for f in found) == sorted(s["ip"] for s in truth["scanners"])
     by_ip = {f["client"]["ip"]: f for f in found}
     for s in truth["scanners"]:
@@ -71,7 +71,18 @@ def test_scan_connections_name_the_finding_and_make_no_other(truth: dict, object
         assert conns and all(o["findings"] == ["port-scan"] for o in conns)
         assert all(o["retry_of"] is None for o in conns), "a scan's probes are not application retries"
     # the scanners' refused and silent ports are the scan, not groups of repeated failures
-    assert [o["finding"] for o in objects if "finding" in o] == ["port-scan", "port-scan"]
+    assert [o["finding"] for o in objects if "finding" in o] == ["port-scan"] * 3
+
+
+def test_horizontal_scan_one_port_on_many_hosts(truth: dict, objects: list[dict]) -> None:
+    h = truth["horizontal"]
+    [f] = [o for o in objects if o.get("rule") == "horizontal-scan"]
+    assert f["client"]["ip"] == h["ip"] and f["server"]["port"] == h["port"]
+    assert f["figures"]["targets"] == len(h["hosts"]) and f["figures"]["open"] == len(h["open_on"])
+    assert f["figures"]["closed"] == len(h["saw"]["answered_rst"]) and f["figures"]["filtered"] == len(h["saw"]["silent"])
+    assert f"probed port {h['port']} on {len(h['hosts'])} hosts" in f["verdict"]
+    assert f"open on {', '.join(h['open_on'])}." in f["verdict"]
+    assert all(o["findings"] == ["port-scan"] for o in _conns(objects, h["ip"]))
 
 
 def test_silent_ports_are_filtered_not_a_host_that_is_down(truth: dict, objects: list[dict]) -> None:
