@@ -38,7 +38,7 @@ SCAN_MAX_OPEN_SHARE: Final = 0.5
 # (client, host) and (client, port) pairs followed at once; the oldest go first
 SCAN_PAIRS: Final = 4096
 # Hosts whose answering ports are remembered at once; the oldest go first
-ANSWER_HOSTS: Final = 65536
+ANSWER_HOSTS: Final = 16384
 # Distinct ports (or hosts) kept exactly per pair; beyond, only counted (every SYN of a new
 # target after that counts, so a scan past this many is still a scan)
 PAIR_EXACT: Final = 1024

@@ -28,7 +28,7 @@ from synscope.read.findings.model import MAX_IDS, SEVERITY_SCAN, ConnFacts, Find
 from synscope.read.scans import SCAN_MIN_HOSTS, SCAN_MIN_PORTS, SCAN_WINDOW, looks_like_scan
 
 # Pairs below the threshold followed at once (a busy server has many clients of one or two ports)
-CANDIDATE_SLOTS: Final = 65536
+CANDIDATE_SLOTS: Final = 8192
 # Pairs past the threshold followed at once (each a possible scan)
 SCAN_SLOTS: Final = 256
 # Targets whose state a scan keeps (beyond: counted, not deduplicated)
