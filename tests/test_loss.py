@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from synscope.read.analysis import loss as L
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE
-from tests.helpers import analyse, cli, pcap
+from tests.helpers import PCAPS, analyse, cli, pcap
 
 SCENARIOS = ("loss-download", "loss-upload", "reorder-hold", "healthy-download", "loss-nots", "loss-nots-v6", "loss-upload-nots-v6")
 # truth at_capture name -> LossFacts kind
@@ -295,3 +295,26 @@ def test_ranges_merge_like_a_set_of_bytes(pieces: list[tuple[int, int]]) -> None
     r = lf._ranges
     assert all(r[i] < r[i + 1] for i in range(len(r) - 1)), r  # sorted, disjoint, not touching
     assert sum(r[i + 1] - r[i] for i in range(0, len(r), 2)) == len(model)
+
+
+@pytest.mark.parametrize("name", ["loss-download", "loss-upload", "loss-nots", "loss-nots-v6", "loss-upload-nots-v6", "reorder-hold"])
+def test_text_direction_table_shows_the_evidence_counts_of_the_truth(name: str) -> None:
+    """The per-direction table of the text view counts what the truth says happened at the
+    capture point (lost before / after it, spurious, reordered), not tshark's flags."""
+    t = json.loads((PCAPS / f"{name}.truth.json").read_text())
+    at = t["data"]["at_capture"]
+    out = cli("read", "--all", pcap(f"{name}.pcap"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    head = next(line for line in lines if line.strip().startswith("direction ")).split()
+    assert head[3:9] == ["lost", "before", "lost", "after", "spurious", "reordered"]
+    label = "client→server" if t["data_direction"] == "c2s" else "server→client"
+    row = next(line for line in lines if line.strip().startswith(label)).split()
+    shown = [int(x) for x in row[3:9]]
+    truth = [at["upstream_loss"], at["downstream_loss"], at["spurious"], at["reordered"]]
+    # every decided count within the truth's; what no evidence decides is undecided, not guessed
+    # (loss-nots-v6: no TSval, no IPv6 IP ID), and together they are every resent or late frame
+    assert all(s <= t for s, t in zip(shown[:4], truth, strict=True)), (shown, truth)
+    frames = {n for kind in ("upstream_loss", "downstream_loss", "spurious", "reordered") for n in at["frames"][kind]}
+    assert sum(shown[:4]) + shown[5] == len(frames), (shown, at)  # (reorder-hold: frame 156 is late and resent)
+    assert shown[4] == 0  # no capture copies in these captures

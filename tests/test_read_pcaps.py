@@ -92,6 +92,20 @@ def test_half_close_is_explained() -> None:
     assert any("FIN: client half-closes" in n for n in notes(r))
 
 
+@pytest.mark.parametrize("name", ["loss-upload", "loss-upload-nots-v6"])
+def test_an_upload_ended_by_shutdown_is_not_a_half_close_story(name: str) -> None:
+    """The uploader shuts down writing after its data and the sink answers once, then closes
+    (truth: what each application did): the FIN ends the upload, the answer follows; nothing
+    "kept sending" after it."""
+    t = json.loads((PCAPS / f"{name}.truth.json").read_text())["applications"]
+    assert t["client"]["role"] == "upload" and t["server"]["role"] == "sink"
+    [r] = analyse(f"{name}.pcap")
+    assert r.verdict.outcome == "closed"
+    assert r.analysis.facts[1].payload_bytes == len(t["client"]["answer"].encode())
+    assert "half-close" not in r.verdict.explanation and "half-close" not in r.verdict.summary
+    assert not any("half-closes" in n for n in notes(r))
+
+
 def test_port_reuse_makes_two_connections() -> None:
     first, second = analyse("port-reuse.pcap")
     assert (first.conn.client.ip, first.conn.client.port, first.conn.server.port) == (second.conn.client.ip, second.conn.client.port, second.conn.server.port)

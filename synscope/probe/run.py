@@ -409,6 +409,8 @@ def build_reports(outcome: ProbeOutcome, ports: list[int]) -> dict[int, list[Con
     pipeline = Pipeline()
     # a port's --count rounds come from new source ports: rounds, not an application retrying
     pipeline.link_retries = False
+    # the probe's own ports are what the user asked for, not a scan to report
+    pipeline.scans = None
     # a host that answered on any port of this run (SYN-ACK or RST from it) is up: a silent port is filtered
     if any(r.state in ("open", "closed") and r.sender == outcome.target.packed for r in outcome.results):
         pipeline.hosts_up = frozenset({outcome.target.packed})

@@ -92,6 +92,7 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "reused_from": c.reused_from,
         "retry_of": r.retry_of,
         "retry_number": r.retry_number if r.retry_of is not None else None,
+        "findings": ["port-scan"] if r.scan else [],
         "icmp": [
             {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
             for e in c.icmp
@@ -188,10 +189,15 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
         f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},'
-        f'"retry_number":{_int_text(r.retry_number if r.retry_of is not None else None)},"icmp":[{icmp}],'
+        f'"retry_number":{_int_text(r.retry_number if r.retry_of is not None else None)},'
+        f'"findings":{SCAN_FINDINGS if r.scan else "[]"},"icmp":[{icmp}],'
         f'"c2s":{_direction_text(fc, r.analysis.loss[0], client, server, absolute)},'
         f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )
+
+
+# The "findings" member of a connection that is part of a port scan
+SCAN_FINDINGS: Final = '["port-scan"]'
 
 
 def _encap_text(encap: Encap | None) -> str:

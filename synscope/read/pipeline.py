@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from synscope.capture.bpf import FrameFilter
+from synscope.core.headers import ETH_HLEN, IP4_MIN_HLEN, TCP_FLAGS
 from synscope.core.icmp import capture_filter as icmp_capture_filter
-from synscope.core.model import FrameSink, IcmpError, RawFrame, Segment, flow_mix
+from synscope.core.model import RST, SYN, FrameSink, IcmpError, RawFrame, Segment, flow_mix
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
+from synscope.read.scans import ScanWatch
 from synscope.read.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key, segment_key
 from synscope.read.verdict import Verdict, judge
 
@@ -83,6 +85,7 @@ class ConnReport:
     round_no: int = 0  # probe --count: which round (0-based) of how many
     rounds: int = 1
     raw_client: bool = False  # the client was a raw probe (crafted SYN): no client socket had a state
+    scan: bool = False  # part of a port scan (synscope.read.scans): the port-scan finding covers it
 
     # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
     def __init__(
@@ -97,6 +100,7 @@ class ConnReport:
         self.round_no = 0
         self.rounds = 1
         self.raw_client = False
+        self.scan = False
 
     def client_state(self) -> str:
         """The client's end state; ``none`` for a raw probe, which had no socket."""
@@ -198,6 +202,8 @@ class Pipeline(FrameSink):
         self.link_retries = True
         # servers known to be up (they answered on some port in this run: probe fills it in)
         self.hosts_up: frozenset[bytes] = frozenset()
+        # scans and hosts that answered, from every SYN, SYN-ACK and RST read (None: not watched, as in probe)
+        self.scans: ScanWatch | None = ScanWatch()
         # for ICMP errors quoting a selected connection (see _quotes_selected), made when first needed
         self._icmp_filter: FrameFilter | None = None
         self._quote_decoder: Decoder | None = None
@@ -235,6 +241,8 @@ class Pipeline(FrameSink):
         workers = self._shard_count
         if isinstance(item, Segment):
             item.source_index = source_index  # (set on the class, not the union: a slot store when compiled)
+            if item.flags & (SYN | RST) and self.scans is not None:  # (every worker: before the shard test)
+                self.scans.saw(item)
             key = segment_key(item)
             if workers and shard_of(key, workers) != self._shard_index:
                 return
@@ -282,6 +290,8 @@ class Pipeline(FrameSink):
             mix = plain_tcp_flow_mix(buf, offset, caplen)
             if mix < 0:
                 return False
+            if buf[offset + ETH_HLEN + IP4_MIN_HLEN + TCP_FLAGS] & (SYN | RST) and self.scans is not None:
+                return False  # feed() shows it to the scan watch, in every worker
             if mix % workers != self._shard_index:
                 self._count_frame(ts)
                 self.decoder.count_passed(buf, offset, caplen)
@@ -293,6 +303,8 @@ class Pipeline(FrameSink):
         self._count_frame(ts)
         self._clock_tick(ts, True)
         seg.source_index = self.source_index
+        if seg.flags & (SYN | RST) and self.scans is not None:
+            self.scans.saw(seg)
         self._track(seg, flow_key(seg.src, seg.sport, seg.dst, seg.dport))
         return True
 
@@ -444,11 +456,16 @@ class Pipeline(FrameSink):
         if self.prepare is not None:
             self.prepare(conn, state)
         annotate(conn, state)
-        verdict = judge(conn, state, self.tracker.idle_timeout, conn.server.ip in self.hosts_up)
+        scans = self.scans
+        host_up = conn.server.ip in self.hosts_up or (scans is not None and scans.answered_elsewhere(conn.server.ip, conn.server.port))
+        scan = scans is not None and scans.in_scan(conn.client.ip, conn.server.ip, conn.server.port, conn.first_ts)
+        verdict = judge(conn, state, self.tracker.idle_timeout, host_up, scan)
         report = ConnReport(conn, state, verdict)
+        report.scan = scan
+        report.raw_client = verdict.rule == "scan-probe"  # (a crafted probe: no socket behind it)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
-        if self.link_retries and conn.syn_ts is not None:
+        if self.link_retries and conn.syn_ts is not None and not report.scan:  # (a scan's probes are not retries)
             linked = self.retries.link(
                 (conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed_attempt(conn, verdict), conn.retire_clock, conn.last_ts
             )

@@ -420,7 +420,7 @@ def _run_worker(index: int, workers: int, paths: list[str], sizes: list[int], pi
 def _retry_facts(report: Any) -> tuple | None:
     """What RetryLinker needs of a connection, linked by the parent in the merged order."""
     conn = report.conn
-    if conn.syn_ts is None:
+    if conn.syn_ts is None or report.scan:  # (a scan's probes are not retries)
         return None
     return ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed_attempt(conn, report.verdict), conn.client.port, conn.last_ts)
 

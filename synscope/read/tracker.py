@@ -318,6 +318,8 @@ class Connection:
         peer = self.server if side is self.client else self.client
         if self.one_sided():
             return "unknown"  # what the unseen direction carried decides both states
+        if self.midstream and not side.packets:
+            return "unknown"  # picked up mid-stream and silent: the capture cannot tell it has a socket at all
         if side.rst_ts is not None or peer.rst_ts is not None:
             return "CLOSED"
         if side.fin_seq is not None and peer.fin_seq is not None:

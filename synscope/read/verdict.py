@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from synscope.core import fmt
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.core.icmp import FILTER_REASONS, icmp_label
-from synscope.core.model import ACK, FIN, RST, SYN
+from synscope.core.model import ACK, FIN, PSH, RST, SYN, URG
 from synscope.read.analysis import flags as F
-from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, linux_syn_layout
+from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, kept_sending, linux_syn_layout
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.analysis.loss import BY_IPID, BY_OVERLAP, BY_POSITION, BY_TSVAL, COPY, DOWNSTREAM, REORDERED, SPURIOUS, UNDECIDED, UPSTREAM, LossFacts
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence, hedge
@@ -228,14 +228,18 @@ def history(conn: Connection) -> str:
 
 
 def _half_close(conn: Connection) -> str:
-    """A sentence when one side sent FIN and the other kept sending data for a while."""
+    """A sentence when one side sent FIN and the other kept sending data for a while.
+
+    One answer after the FIN and then the other side's FIN is how an upload ends, not worth a
+    sentence (see annotate.kept_sending: loss-upload.pcap's sink answers 3 B and closes 35 us later;
+    half-close.pcap's server sends 11 segments over 1 s)."""
     for me, who, other, d in ((conn.client, "client", "server", C2S), (conn.server, "server", "client", 1)):
         if me.fin_ts is None:
             continue
         peer = conn.server if me is conn.client else conn.client
         if peer.fin_ts is not None and peer.fin_ts < me.fin_ts:
             continue
-        after = data_after(conn, d, me.fin_ts)
+        after = kept_sending(conn, d, me.fin_ts)
         if after:
             sent = sum(p.seg.length for p in after)
             span = (peer.fin_ts or after[-1].seg.ts) - me.fin_ts
@@ -459,14 +463,15 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None, host_up: bool = False) -> Verdict:
+def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None, host_up: bool = False, scan: bool = False) -> Verdict:
     """Decide the outcome and word the verdict for one connection.
 
     ``idle_timeout``: the tracker's (a live source); a connection it handed on for silence
     (``conn.timed_out``) is worded as idle rather than as open at the end of the capture.
     ``state.counts_only``: only SYN/FIN/RST were captured (``watch --handshakes``): no byte counts.
     ``host_up``: the server's host answered on another port in the same run (``probe``): silence
-    then cannot mean the host is down.
+    then cannot mean the host is down. ``scan``: the connection is part of a port scan
+    (``synscope.read.scans``): a lone ACK answered by RST is a scanner's probe, not a connection.
     """
     c, s = conn.client, conn.server
     cs = conn_state(conn)
@@ -488,6 +493,11 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
     if case is not None:
         outcome, summary, explanation, next_step, side, ok = case.outcome, case.summary, case.explanation, case.next_step, case.side, case.ok
         rule, confidence, evidence = case.rule, case.confidence, case.evidence
+    elif conn.midstream and _probe_kind(conn, scan):
+        cause = _probe(conn, _probe_kind(conn, scan), scan)
+        outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
+        rule, confidence, evidence = cause.rule, cause.confidence, cause.evidence
+        side = "client"
     elif conn.one_sided():
         outcome, summary, explanation, next_step = _one_sided_sentence(conn)
         side = "capture"
@@ -592,10 +602,10 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         other = "server" if cs == "S2" else "client"
         outcome = "half-closed"
         me = c if who == "client" else s
-        kept_sending = me.fin_ts is not None and data_after(conn, C2S if me is c else 1, me.fin_ts)
+        sent_on = me.fin_ts is not None and data_after(conn, C2S if me is c else 1, me.fin_ts)
         summary = f"{who} sent FIN, {other} did not"
         explanation = f"The {who} closed its sending side (FIN); the {other} had not sent its FIN when the capture ended"
-        explanation += ", and kept sending data after it (a half-close)." if kept_sending else "."
+        explanation += ", and kept sending data after it (a half-close)." if sent_on else "."
         next_step = f"If the {other} should have closed: it may still hold the socket in CLOSE-WAIT (ss -tan state close-wait)."
         ok = True
         rule = "half-closed"
@@ -761,6 +771,7 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
     if host_up:
         # the host answered on another port in this run: it is up, so this port's SYNs are dropped
         confidence = LIKELY
+        summary += "; filtered: the host answered on other ports"
         explanation += (
             f" {server} answered on another port in this run, so it is up. {hedge(confidence)}a firewall on the way"
             f" or on {server} drops packets to port {port}."
@@ -783,7 +794,75 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
     return _Cause("no-answer", summary, explanation, next_step, "no-answer", confidence, evidence)
 
 
+# Scanner probes by their flags (nmap -sF, -sN, -sX, -sA; OS detection sends the same kinds)
+_PROBE_NAMES: Final = ((FIN | PSH | URG, "Xmas"), (FIN, "FIN"), (0, "NULL"))
+
+
+def _probe_kind(conn: Connection, scan: bool) -> str:
+    """The name of a scanner's probe this connection is, or "": a first segment with neither SYN
+    nor ACK (no TCP stack sends one without a connection: RFC 9293 has every segment after the
+    SYN carry ACK), or, in a scan, a lone ACK with no data answered by RST or by nothing."""
+    if not conn.packets:
+        return ""
+    first = conn.packets[0].seg
+    flags = first.flags
+    if not flags & (SYN | ACK):
+        odd = flags & (FIN | PSH | URG)
+        for want, name in _PROBE_NAMES:
+            if odd == want:
+                return name
+        return "odd-flags"
+    prober = conn.side(conn.packets[0].dir)
+    if scan and flags & (SYN | ACK | FIN | RST) == ACK and not first.length and prober.packets == 1:
+        peer = conn.server if prober is conn.client else conn.client
+        if peer.packets == 0 or (peer.packets == 1 and peer.rst_ts is not None):
+            return "ACK"
+    return ""
+
+
+def _probe(conn: Connection, kind: str, scan: bool) -> _Cause:
+    """A scanner's probe (see _probe_kind): what it is and what its answer tells the scanner."""
+    d = conn.packets[0].dir
+    prober, target = conn.side(d), conn.side(1 - d)
+    who, where = fmt_ip(prober.ip), fmt_endpoint(target.ip, target.port)
+    answered = target.rst_ts is not None
+    if kind == "ACK":
+        tells = "an RST came back: the port is unfiltered (ACK scans map firewall rules)" if answered else "nothing came back: filtered"
+    else:
+        tells = (
+            "an RST came back: the port is closed"
+            if answered
+            else "nothing came back: the port is open or filtered (a listening socket drops such a segment without a word)"
+        )
+    flags = "no flags at all" if kind == "NULL" else "FIN, PSH and URG" if kind == "Xmas" else kind if kind != "odd-flags" else "odd flags"
+    if kind == "ACK":
+        what = f"{who} sent a lone ACK to {where} with no handshake before it, in the middle of its port scan: an ACK-scan probe (nmap -sA, -O)"
+    else:
+        what = (
+            f"{who} sent a {kind} probe to {where} ({flags}, no handshake before it), which no TCP stack sends on its own;"
+            " port scanners and OS fingerprinting do (nmap -sF/-sN/-sX, -O)"
+        )
+    explanation = f"Not a connection: {what}. {tells[0].upper() + tells[1:]}."
+    next_step = (
+        f"Part of a port scan by {who}: see the port-scan finding (is {who} yours?)."
+        if scan
+        else f"Check who {who} is: a port scanner or a fingerprinting tool sends these."
+    )
+    frames = tuple(p.seg.frame for p in conn.packets[:2])
+    return _Cause(
+        "probe",
+        f"{kind} probe, " + ("RST back" if answered else "no answer"),
+        explanation,
+        next_step,
+        "scan-probe",
+        CERTAIN if kind != "ACK" else LIKELY,
+        (Evidence(f"{kind} probe" + (" and the RST it drew" if answered else ", nothing back"), frames),),
+    )
+
+
 LOOPBACK6: Final = b"\x00" * 15 + b"\x01"
+# An RST this long after the peer's last data is not the kernel answering that data: an application close()
+RST_ANSWER_MAX: Final = 0.05
 # Retransmissions of the same data in a row before an RST that read as "the sender gave up"
 GAVE_UP_RETRANSMISSIONS: Final = 3
 
@@ -871,29 +950,56 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float, forged: tup
         )
     if me.fin_ts is not None and me.fin_ts <= rst_ts:
         fin_frames = _frames(conn, my_dir, FIN)[:1]
+        after = [p for p in data_after(conn, my_dir, me.fin_ts) if p.seg.ts <= rst_ts]
+        answer = after[-1].seg.ts if after else None
+        if answer is not None and rst_ts - answer > RST_ANSWER_MAX:
+            # the RST came long after the peer's last data: the application's close(), not an answer to it
+            # (rst-own-fin.pcap: shutdown(SHUT_WR), then close() with 1,500 B unread, 0.4 s after the last of them)
+            return (
+                f"The {who} had closed its sending side first (FIN); the {other} sent {fmt.size(sum(p.seg.length for p in after))} after it,"
+                f" and the RST came {fmt.duration(rst_ts - answer)} after the last of it, not in answer to it. {hedge(LIKELY)}the {who}"
+                f" application half-closed, then closed the socket with the {other}'s data unread (or with SO_LINGER 0): the kernel"
+                " then resets instead of finishing the close.",
+                f"Check how the {who} application on {ip} closes: it shut down writing and closed without reading what the {other} sent"
+                " (read to EOF before close()).",
+                LIKELY,
+                (
+                    Evidence(f"FIN from the {who}", fin_frames),
+                    Evidence(f"data from the {other} after it", tuple(p.seg.frame for p in after[:3])),
+                    Evidence(f"then RST from the {who}", rst_frames),
+                ),
+            )
         return (
             f"The {who} had closed its side first (FIN). {hedge(LIKELY)}the {other} kept sending, and data for a closed socket is answered with RST.",
             f"Check the application protocol: the {other} ({fmt_ip(peer.ip)}) sent data after the {who} closed.",
             LIKELY,
             (Evidence(f"FIN from the {who}", fin_frames), Evidence(f"then RST from the {who}", rst_frames)),
         )
-    last_sent = None
-    repeats = 0
+    # retransmissions of the data the resetting side sent last, since the peer last acknowledged
+    # anything new (new data sent in between does not matter: rst-gave-up.pcap sends 80 KB more
+    # before its first timeout)
+    resent: dict[int, int] = {}
+    last_sent = -1
+    peer_ack = -1
     for pkt in conn.packets:
-        if pkt.seg.ts > rst_ts:
+        seg = pkt.seg
+        if seg.ts > rst_ts:
             break
-        if pkt.dir == my_dir and pkt.seg.length:
-            if last_sent is not None and pkt.seg.seq == last_sent:
-                repeats += 1
-            else:
-                repeats = 0
-            last_sent = pkt.seg.seq
-        elif pkt.dir != my_dir and (pkt.seg.length or pkt.seg.flags & FIN):
-            repeats = 0
+        if pkt.dir == my_dir:
+            if seg.length:
+                last_sent = seg.seq
+                if pkt.analysis & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION):
+                    resent[seg.seq] = resent.get(seg.seq, 0) + 1
+        elif seg.length or seg.flags & FIN or (seg.flags & ACK and seg.ack != peer_ack):
+            if seg.flags & ACK:
+                peer_ack = seg.ack
+            resent.clear()
+    repeats = resent.get(last_sent, 0)
     if repeats >= GAVE_UP_RETRANSMISSIONS:
         return (
             f"Before the RST the {who} sent the same data {repeats + 1} times with no answer from the {other}."
-            f" {hedge(LIKELY)}the {other} or the path to it stopped responding, and the {who} gave up.",
+            f" {hedge(LIKELY)}the {other} or the path to it stopped responding, and the {who} application gave up and aborted"
+            " (a kernel that gives up by itself, after tcp_retries2, ends the connection without an RST).",
             f"Check that {fmt_ip(peer.ip)} is up and reachable from {ip} (the path in both directions).",
             LIKELY,
             (Evidence(f"{repeats + 1} unanswered transmissions of the same data, then RST", rst_frames),),
@@ -1149,7 +1255,9 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
                 f"Look at the server application on {server} (slow handler, locks, a backend it waits for).",
             )
         return "", "", ""
-    if conn.server.fin_seq is None and conn.server.rst_ts is None and conn.last_ts - first_req.ts >= UNANSWERED_AFTER:
+    # (not when the client reset it: it did not wait for the end of the capture, and why it reset is
+    # the verdict's; rst-gave-up.pcap and rst-zero-window.pcap: an upload the client aborted)
+    if conn.server.fin_seq is None and conn.server.rst_ts is None and conn.client.rst_ts is None and conn.last_ts - first_req.ts >= UNANSWERED_AFTER:
         return (
             f"the client's request got no answer for {fmt.duration(conn.last_ts - first_req.ts)} until the capture ended{acked}:"
             " the server application has not responded",

@@ -50,6 +50,7 @@ class RunSummary:
     services: dict[tuple[bytes, int], list[float]] = field(default_factory=dict)  # healthy: durations per server endpoint
     healthy: Counter = field(default_factory=Counter)  # healthy connections per server endpoint
     healthy_elsewhere: int = 0  # healthy connections to services beyond SERVICE_SLOTS
+    scan_probes: int = 0  # connections of port scans, summed up by the port-scan finding (not listed unless --all)
 
     def add(self, r: ConnReport) -> None:
         """Take one finished connection."""
@@ -58,6 +59,12 @@ class RunSummary:
         self.outcomes[r.verdict.outcome] += 1
         if self.first_ts is None or r.conn.first_ts < self.first_ts:
             self.first_ts = r.conn.first_ts
+        if r.scan and not self.show_all:  # one finding line, not a row and a timeline per port
+            self.scan_probes += 1
+            if not r.verdict.ok:
+                self.failed += 1
+            r.conn.packets = []
+            return
         expand = self.show_all or not r.verdict.ok
         if not r.verdict.ok:
             self.failed += 1
@@ -108,6 +115,8 @@ class RunSummary:
             summary_table(self.rows, self.first_ts or 0.0, out)
         if not small:
             self._write_healthy(out)
+        if self.scan_probes:
+            out.write(f"Port scans: {self.scan_probes:,} connections not listed (the port-scan findings above sum them up; --all lists them)\n")
         if self.rows_dropped:
             out.write(f"… and {self.rows_dropped} more connections not listed (the table stops at {self.row_limit}); --json lists all\n")
         if stats:

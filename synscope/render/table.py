@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from synscope.core import fmt
 from synscope.core.addr import fmt_endpoint
+from synscope.read.analysis.loss import COPY, DOWNSTREAM, REORDERED, SPURIOUS, UNDECIDED, UPSTREAM
 from synscope.read.pipeline import ConnReport
 
 
@@ -79,18 +80,30 @@ def stats_from_tops(outcomes: Counter, by_rate: list[ConnReport], by_duration: l
 def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None:
     """Per-direction figures (tcptrace's columns) for one connection. The RTT of a direction is
     data seen at the capture point → its ACK seen there: the round trip from the capture point to
-    that direction's receiver (at a client-side capture, server→client RTT is the client's ACK delay)."""
+    that direction's receiver (at a client-side capture, server→client RTT is the client's ACK delay).
+
+    Loss and reordering are the evidence-based counts of ``synscope.read.analysis.loss`` (what the
+    verdict says), not tshark's retransmission / out-of-order flags (those stay in the JSON):
+    segments lost before / after the capture point ("lost before" / "lost after"), resent though
+    not needed, sent before segments that overtook them, recorded twice, and those no evidence decided."""
     rows = []
-    for label, f in (("client→server", report.analysis.facts[0]), ("server→client", report.analysis.facts[1])):
+    for label, f, lf in (
+        ("client→server", report.analysis.facts[0], report.analysis.loss[0]),
+        ("server→client", report.analysis.facts[1], report.analysis.loss[1]),
+    ):
         rtt = f.rtt_summary()
+        n = lf.counts
         rows.append(
             [
                 label,
                 f.packets,
                 f.payload_bytes,
-                f"{f.retransmitted_segments} ({fmt.percent(f.retransmission_rate)})",
-                f.retransmitted_bytes,
-                f.out_of_order,
+                n[UPSTREAM],
+                n[DOWNSTREAM],
+                n[SPURIOUS],
+                n[REORDERED],
+                n[COPY],
+                n[UNDECIDED],
                 f.duplicate_acks,
                 fmt.duration(f.zero_window_time) if f.zero_window_adverts else "-",
                 fmt.duration(f.max_idle),
@@ -98,6 +111,21 @@ def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None
                 "/".join(fmt.duration(x) for x in rtt) if rtt else "-",
             ]
         )
-    headers = ["direction", "pkts", "bytes", "retrans", "rexmit B", "ooo", "dupack", "zero-win", "max idle", "throughput", "rtt capture↔receiver min/med/max"]
+    headers = [
+        "direction",
+        "pkts",
+        "bytes",
+        "lost before",
+        "lost after",
+        "spurious",
+        "reordered",
+        "copies",
+        "undecided",
+        "dupack",
+        "zero-win",
+        "max idle",
+        "throughput",
+        "rtt capture↔receiver min/med/max",
+    ]
     text = tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
     out.write("".join(indent + line + "\n" for line in text.splitlines()))

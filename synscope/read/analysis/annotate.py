@@ -130,7 +130,7 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
             elif first_fin_dir is None:
                 first_fin_dir = pkt.dir
                 peer = s if pkt.dir == C2S else c
-                if data_after(conn, pkt.dir, seg.ts):
+                if kept_sending(conn, pkt.dir, seg.ts):
                     pkt.note(f"FIN: {who} half-closes; the {other} keeps sending")
                 elif peer.fin_seq is None:
                     pkt.note(f"FIN: {who} closes its side; no FIN back from the {other}")
@@ -174,9 +174,17 @@ def _rst_note(conn: Connection, direction: int, who: str) -> str:
 
 
 def data_after(conn: Connection, direction: int, ts: float) -> list[Packet]:
-    """Data segments (keep-alive bytes aside) the other side sent after ``ts``: after a FIN
-    from ``direction``, they make it a half-close."""
+    """Data segments (keep-alive bytes aside) the other side sent after ``ts``."""
     return [pkt for pkt in conn.packets if pkt.dir != direction and pkt.seg.ts > ts and pkt.seg.length > 0 and not pkt.analysis & F.A_KEEP_ALIVE]
+
+
+def kept_sending(conn: Connection, direction: int, fin_ts: float) -> list[Packet]:
+    """The other side's data after a FIN from ``direction`` when it *kept sending* (a half-close
+    worth a word): more than one data segment (retransmissions of one count once). One answer and
+    then the other side's FIN is how an upload or a request ends (shutdown(SHUT_WR) marks the end
+    of the data, the answer follows): [] then (loss-upload.pcap)."""
+    after = data_after(conn, direction, fin_ts)
+    return after if len({pkt.seg.seq for pkt in after}) > 1 else []
 
 
 def _flag_notes(pkt: Packet, who: str, into_zero_window: bool = False) -> None:

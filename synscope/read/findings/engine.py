@@ -10,6 +10,7 @@ from __future__ import annotations
 from synscope.read.findings.accept_queue import AcceptQueueDetector
 from synscope.read.findings.failures import FailureGroups
 from synscope.read.findings.model import ConnFacts, Finding, facts_of
+from synscope.read.findings.scan import ScanDetector
 from synscope.read.findings.syn_flood import FloodDetector, flood_finding
 from synscope.read.pipeline import ConnReport
 
@@ -21,6 +22,7 @@ class FindingsEngine:
         self.floods = FloodDetector()
         self.accept_queue = AcceptQueueDetector()
         self.failures = FailureGroups()
+        self.scans = ScanDetector()
 
     def feed(self, report: ConnReport) -> None:
         """Take one connection (before its packets are dropped)."""
@@ -31,12 +33,14 @@ class FindingsEngine:
         self.floods.add_facts(facts)
         self.accept_queue.add(cid, facts)
         self.failures.add(cid, facts)
+        self.scans.add(cid, facts)
 
     def findings(self) -> list[Finding]:
         """Everything found, worst first (then most connections, then earliest). Call once."""
         found = [flood_finding(s) for s in self.floods.summaries()]
         flooded = {(f.server_ip, f.server_port) for f in found}
         found += self.accept_queue.findings()
+        found += self.scans.findings()
         # the half-open attempts of a flood are the flood, not a group of failures
         found += [f for f in self.failures.findings() if (f.server_ip, f.server_port) not in flooded]
         found.sort(key=lambda f: (-f.severity, -f.connection_count, f.start))

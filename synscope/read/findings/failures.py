@@ -61,7 +61,7 @@ class FailureGroups:
 
     def add(self, cid: int, f: ConnFacts) -> None:
         """Take one connection into account."""
-        if not failed_before_established(f):
+        if not failed_before_established(f) or f.scan:  # (a scan's probes are the port-scan finding)
             return
         key = (f.outcome, f.server_ip, f.server_port, f.icmp_from)
         ts = f.syn_ts if f.syn_ts is not None else f.first_ts

@@ -23,6 +23,7 @@ MAX_IDS: Final = 20
 # How bad a finding is, for "worst first" (higher first)
 SEVERITY_FLOOD: Final = 30
 SEVERITY_ACCEPT_QUEUE: Final = 20
+SEVERITY_SCAN: Final = 15
 SEVERITY_FAILURES: Final = 10
 
 
@@ -31,7 +32,7 @@ class Finding:
     """One pattern across connections: data, worded by the renderers.
 
     ``name`` is stable kebab-case (``syn-flood``, ``accept-queue-overflow``,
-    ``accept-queue-abort``, ``repeated-failure``); ``figures`` are numbers by name;
+    ``accept-queue-abort``, ``repeated-failure``, ``port-scan``); ``figures`` are numbers by name;
     ``connections`` lists at most :data:`MAX_IDS` ids, ``connection_count`` counts them all.
     """
 
@@ -91,6 +92,7 @@ class ConnFacts:
     synack_after_ack: int  # SYN-ACKs the server re-sent after the client's handshake ACK
     abort_after: float  # RST from the server this long after the handshake ACK, before any answer (-1: none)
     frames: tuple[int, ...]  # handshake ACK, first data, first re-sent SYN-ACK or RST, the ACK that ended the stall
+    scan: bool = False  # part of a port scan (ConnReport.scan): the port-scan finding covers it
 
 
 def facts_of(report: ConnReport) -> ConnFacts:
@@ -122,6 +124,7 @@ def facts_of(report: ConnReport) -> ConnFacts:
         synacks,
         abort_after,
         frames,
+        report.scan,
     )
 
 

@@ -1,0 +1,154 @@
+"""What a scan looks like, and what the pipeline knows of scans and answering hosts while it reads.
+
+Definition. A *port scan* is one client probing many ports of one host: at least
+:data:`SCAN_MIN_PORTS` distinct ports within :data:`SCAN_WINDOW` seconds, of which at most :data:`SCAN_MAX_OPEN_SHARE` answered with a
+SYN-ACK (a client of a few services, or of one busy service, touches few ports; an FTP client's
+passive data connections touch many, but every one of them is open). A *horizontal scan* is one
+client probing one port on at least :data:`SCAN_MIN_HOSTS` hosts (within the same time), at most the same share of them
+open (a crawler's hosts answer). One definition, :func:`looks_like_scan`, serves the per-connection
+view (:class:`ScanWatch`, while reading) and the ``port-scan`` finding (at the end). The window
+keeps a client that touches a host's services now and then over hours (or several captures of
+the same lab read in one run) from adding up to a scan; a scan slower than the threshold per
+window (nmap -T0/-T1) is not recognised.
+
+:class:`ScanWatch` sees every SYN, SYN-ACK and RST as it is read, in every worker of a split run
+(before the shard test), so what it says of a connection when the connection is handed on is the
+same with any number of workers. It answers two questions in bounded memory:
+
+- did this server's host answer (SYN-ACK or RST) on a port other than this one? Then silence on
+  this port is a filter, not a host that is down;
+- is this connection part of a scan (its client's probes of this host, or of this port, so far
+  look like one)?
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from synscope.core.model import ACK, RST, SYN, Segment
+
+# Distinct ports of one host one client must have probed to be a port scan (a client of 3 services is not)
+SCAN_MIN_PORTS: Final = 10
+# Distinct hosts one client must have probed on one port to be a horizontal scan
+SCAN_MIN_HOSTS: Final = 10
+# ... within this many seconds of the first of them (after that, the count starts again)
+SCAN_WINDOW: Final = 10.0
+# At most this share of what was probed answered with SYN-ACK (real clients mostly reach open ports)
+SCAN_MAX_OPEN_SHARE: Final = 0.5
+# (client, host) and (client, port) pairs followed at once; the oldest go first
+SCAN_PAIRS: Final = 4096
+# Hosts whose answering ports are remembered at once; the oldest go first
+ANSWER_HOSTS: Final = 16384
+# Distinct ports (or hosts) kept exactly per pair; beyond, only counted (every SYN of a new
+# target after that counts, so a scan past this many is still a scan)
+PAIR_EXACT: Final = 1024
+
+
+def looks_like_scan(targets: int, open_targets: int, horizontal: bool = False) -> bool:
+    """``targets`` distinct ports (or hosts, ``horizontal``) probed by one client, ``open_targets``
+    of them answered with SYN-ACK: a scan?"""
+    if targets < (SCAN_MIN_HOSTS if horizontal else SCAN_MIN_PORTS):
+        return False
+    return open_targets <= SCAN_MAX_OPEN_SHARE * targets
+
+
+class _Probed:
+    """Targets (ports of one host, or hosts on one port) one client sent SYNs to."""
+
+    __slots__ = ("targets", "extra", "open", "start", "last", "confirmed")
+
+    def __init__(self, start: float) -> None:
+        self.targets: set[int | bytes] = set()
+        self.extra = 0  # first SYNs to targets beyond PAIR_EXACT
+        self.open: set[int | bytes] = set()
+        self.start = start  # time of the first probe counted
+        self.last = start  # time of the latest probe
+        self.confirmed = False  # the threshold was reached within the window
+
+    def count(self) -> int:
+        return len(self.targets) + self.extra
+
+
+class ScanWatch:
+    """Scans and answering hosts, from the SYN, SYN-ACK and RST segments read so far (bounded)."""
+
+    def __init__(self) -> None:
+        self._by_host: dict[tuple[bytes, bytes], _Probed] = {}  # (client, host) -> ports
+        self._by_port: dict[tuple[bytes, int], _Probed] = {}  # (client, port) -> hosts
+        self._answered: dict[bytes, tuple[int, ...]] = {}  # host -> up to two ports it answered on
+        # the latest scan of a pair that ended (a connection of it may be handed on later)
+        self._ended: dict[tuple[int, tuple], _Probed] = {}
+
+    def saw(self, seg: Segment) -> None:
+        """One segment; only SYN, SYN-ACK and RST count (call for those alone, cheaply)."""
+        flags = seg.flags
+        if flags & SYN and not flags & ACK:
+            _add(self._by_host, (seg.src, seg.dst), seg.dport, seg.ts, SCAN_MIN_PORTS, self._ended, 0)
+            _add(self._by_port, (seg.src, seg.dport), seg.dst, seg.ts, SCAN_MIN_HOSTS, self._ended, 1)
+            return
+        if flags & SYN:  # SYN-ACK: the port is open
+            p = self._by_host.get((seg.dst, seg.src))
+            if p is not None and seg.sport in p.targets:
+                p.open.add(seg.sport)
+            q = self._by_port.get((seg.dst, seg.sport))
+            if q is not None and seg.src in q.targets:
+                q.open.add(seg.src)
+        if flags & (SYN | RST):
+            self._answer(seg.src, seg.sport)
+
+    def _answer(self, host: bytes, port: int) -> None:
+        answered = self._answered
+        ports = answered.get(host)
+        if ports is None:
+            if len(answered) >= ANSWER_HOSTS:
+                del answered[next(iter(answered))]
+            answered[host] = (port,)
+        elif len(ports) < 2 and port not in ports:
+            answered[host] = (*ports, port)
+
+    def answered_elsewhere(self, host: bytes, port: int) -> bool:
+        """Did ``host`` answer (SYN-ACK or RST) on a port other than ``port``?"""
+        ports = self._answered.get(host)
+        return ports is not None and (len(ports) > 1 or ports[0] != port)
+
+    def in_scan(self, client: bytes, host: bytes, port: int, ts: float) -> bool:
+        """Do ``client``'s probes so far of ``host`` (or of ``port`` on many hosts) look like a scan,
+        and was a connection that started at ``ts`` made during it?"""
+        ended = self._ended
+        for p in (self._by_host.get((client, host)), ended.get((0, (client, host)))):
+            if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), len(p.open)):
+                return True
+        for p in (self._by_port.get((client, port)), ended.get((1, (client, port)))):
+            if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), len(p.open), horizontal=True):
+                return True
+        return False
+
+
+def _during(p: _Probed, ts: float) -> bool:
+    return p.start - SCAN_WINDOW <= ts <= p.last + SCAN_WINDOW
+
+
+def _add(table: dict, key: tuple, target: int | bytes, ts: float, threshold: int, ended: dict, kind: int) -> None:
+    p = table.get(key)
+    if p is None:
+        if len(table) >= SCAN_PAIRS:
+            del table[next(iter(table))]
+        p = table[key] = _Probed(ts)
+    elif ts > p.last + SCAN_WINDOW or ts < p.start - SCAN_WINDOW or (not p.confirmed and ts - p.start > SCAN_WINDOW):
+        # too slow to be a scan so far, or long after (or before: another file) the scan: count again from here
+        if p.confirmed:
+            ended.pop((kind, key), None)
+            if len(ended) >= SCAN_PAIRS:
+                del ended[next(iter(ended))]
+            ended[(kind, key)] = p
+        p = table[key] = _Probed(ts)
+    if ts > p.last:
+        p.last = ts
+    if target in p.targets:
+        return
+    if len(p.targets) < PAIR_EXACT:
+        p.targets.add(target)
+    else:
+        p.extra += 1
+    if p.count() >= threshold:
+        p.confirmed = True
