@@ -11,6 +11,7 @@ headers are this program's. Bounded by --timeout and --count. Prints "ready" onc
 """
 
 import argparse
+import hashlib
 import os
 import select
 import signal
@@ -73,10 +74,44 @@ ENCAPS = {
 }
 
 
-def header_length(name):
-    """Outer bytes in front of the payload: the same for every frame of one encapsulation."""
+# Teredo (RFC 4380): the client's end on a high port, the server's on 3544. Every packet from side
+# a carries an authentication indicator (client ID "s5", 4 bytes of authentication value, nonce,
+# confirmation), every one from side b an origin indication (side a's obfuscated port and
+# address), so the capture shows both indicators in front of the IPv6 packet.
+TEREDO_PORT = (49152, 3544)
+TEREDO_AUTH = b"\x00\x01\x02\x04" + b"s5" + b"auth" + b"nonce-01" + b"\x00"
+TEREDO_ORIGIN = b"\x00\x00" + (UDP_SPORT[0] ^ 0xFFFF).to_bytes(2, "big") + bytes(int(x) ^ 0xFF for x in OUTER4[0].split("."))
+# AYIYA: identity 2^4 = 16 bytes (the sender's inner IPv6 address), SHA-1 signature (5 * 4 bytes),
+# authentication method 1, opcode 1 (forward), next header 41 (IPv6), epoch time
+AYIYA_IDENTITY = (bytes.fromhex("20010db80010" + "0" * 18 + "02"), bytes.fromhex("20010db80010" + "0" * 18 + "03"))
+
+
+def teredo(s, p):
+    indicator = TEREDO_AUTH if s == 0 else TEREDO_ORIGIN
+    return eth(s) / ip4(s) / UDP(sport=TEREDO_PORT[s], dport=TEREDO_PORT[1 - s]) / Raw(indicator + p)
+
+
+def ayiya(s, p, n):
+    header = bytes([0x41, 0x52, 0x11, 41]) + (1_800_000_000 + n).to_bytes(4, "big") + AYIYA_IDENTITY[s]
+    return eth(s) / ip4(s) / UDP(sport=5072, dport=5072) / Raw(header + hashlib.sha1(p).digest() + p)
+
+
+ENCAPS["teredo"] = (False, lambda s, p, n: teredo(s, p))
+ENCAPS["ayiya"] = (False, ayiya)
+# encapsulations carrying the kernels' IPv6 (the others carry IPv4)
+INNER_V6 = frozenset({"teredo", "ayiya"})
+
+
+def header_length(name, side=0):
+    """Outer bytes in front of the payload of what ``side`` sends: the same for every one of its frames."""
     _, build = ENCAPS[name]
-    return len(bytes(build(0, b"", 0)))
+    return len(bytes(build(side, b"", 0)))
+
+
+def relayed_v6(f):
+    """An IPv6 frame from the TAP that goes through: TCP and ICMPv6 errors (no neighbour discovery
+    or MLD: the neighbours are static)."""
+    return len(f) > 54 and f[12:14] == b"\x86\xdd" and (f[20] == 6 or (f[20] == 58 and f[54] < 128))
 
 
 def tap_mac(name):
@@ -96,7 +131,8 @@ def main():
     signal.alarm(int(a.timeout) + 15)
     side = 0 if a.side == "a" else 1
     whole_frame, build = ENCAPS[a.encap]
-    hlen = header_length(a.encap)
+    hlen = header_length(a.encap, 1 - side)  # what the other side's relay puts in front
+    inner_v6 = a.encap in INNER_V6
     tap, wire = Port("tap:" + a.tap), Port("if:" + a.wire)
     mac = tap_mac(a.tap)
     stop = []
@@ -113,7 +149,7 @@ def main():
             continue
         if tap.fd in r:
             f = tap.read()
-            if f and len(f) > 14 and f[12:14] == b"\x08\x00":  # IPv4 only (no ARP: static neighbours)
+            if f and (relayed_v6(f) if inner_v6 else len(f) > 14 and f[12:14] == b"\x08\x00"):  # IPv4 only (no ARP: static neighbours)
                 sent += 1
                 wire.write(bytes(build(side, f if whole_frame else f[14:], sent)))
         if wire.fd in r:
@@ -123,7 +159,7 @@ def main():
                 # the kernel moved the outer VLAN tag of a received frame into metadata: one tag less
                 inner = f[hlen - 4 :] if a.encap == "pppoe-qinq" else f[hlen:]
                 if not whole_frame:  # an IP packet: give it an Ethernet header for the TAP device
-                    inner = mac + b"\x02\x00\x00\x00\xfb\x01" + b"\x08\x00" + inner
+                    inner = mac + b"\x02\x00\x00\x00\xfb\x01" + (b"\x86\xdd" if inner[:1] >= b"\x60" else b"\x08\x00") + inner
                 tap.write(inner)
     log(f"encap relay {a.encap} side {a.side}: {sent} frames wrapped, {received} unwrapped")
 

@@ -20,6 +20,7 @@ ENCAP_AGENT = os.path.join(HERE, "_agents_encap.py")
 UNDER_A, UNDER_B = "198.18.250.1", "198.18.250.2"  # VXLAN underlay
 OVER_C, OVER_S = "198.18.251.1", "198.18.251.2"  # addresses inside the overlay
 RELAY_C, RELAY_S = "198.18.10.2", "198.18.10.3"  # TAP addresses of the relay scenarios
+RELAY_C6, RELAY_S6 = "2001:db8:10::2", "2001:db8:10::3"  # (the ones carrying IPv6)
 CLIENT_PORT = 45000
 
 # relay encapsulation → (file, what tshark must find on every TCP frame, layers synscope reports,
@@ -58,7 +59,22 @@ RELAYED = {
     "ipip": ("ipip.pcap", "ip.proto==4", [{"type": "ipip", "outer": "198.18.250.1 → 198.18.250.2"}], "IPv4 in IPv4 (protocol 4)"),
     "4in6": ("4in6.pcap", "ipv6.nxt==4", [{"type": "ipip", "outer": "2001:db8:250::1 → 2001:db8:250::2"}], "IPv4 in IPv6 (next header 4)"),
     "gtpu": ("gtpu.pcap", "gtp.teid", [{"type": "gtp-u"}], "GTP-U G-PDUs (UDP 2152), TEID 0x100 / 0x101 by direction"),
+    "teredo": (
+        "teredo.pcap",
+        "teredo && ipv6",
+        [{"type": "teredo", "outer": "198.18.250.1 → 198.18.250.2"}],
+        "Teredo (IPv6 in UDP, client end 49152, server end 3544); client → server packets carry an authentication indicator,"
+        " server → client ones an origin indication; inner addresses from 2001:db8::/32, not Teredo's 2001::/32",
+    ),
+    "ayiya": (
+        "ayiya.pcap",
+        "ayiya && ipv6",
+        [{"type": "ayiya", "outer": "198.18.250.1 → 198.18.250.2"}],
+        "AYIYA (UDP 5072 both ends) forwarding IPv6 (next header 41): 16-byte identity (the sender's inner address), SHA-1 signature",
+    ),
 }
+# the relay scenarios whose kernels talk IPv6 through the tunnel (the others IPv4)
+INNER_V6 = frozenset({"teredo", "ayiya"})
 
 
 def register(mp):
@@ -147,23 +163,28 @@ def register(mp):
         for ns, v in ((cli, "vc"), (srv, "vs")):
             lab.sysctl(ns, f"net.ipv6.conf.{v}.disable_ipv6=1")
             mp.nsx(ns, "ip", "link", "set", v, "promisc", "on")
+        v6 = encap in INNER_V6
+        addr_c, addr_s = (RELAY_C6, RELAY_S6) if v6 else (RELAY_C, RELAY_S)
         for ns, tap in ((cli, "cv"), (srv, "sv")):
             mp.nsx(ns, "ip", "tuntap", "add", "mode", "tap", "name", tap)
-            lab.sysctl(ns, f"net.ipv6.conf.{tap}.disable_ipv6=1")
+            if v6:  # no router solicitations, no duplicate address detection: static neighbours
+                lab.sysctl(ns, f"net.ipv6.conf.{tap}.accept_ra=0", f"net.ipv6.conf.{tap}.router_solicitations=0", f"net.ipv6.conf.{tap}.accept_dad=0")
+            else:
+                lab.sysctl(ns, f"net.ipv6.conf.{tap}.disable_ipv6=1")
             lab.offloads_off(ns, tap)
             mp.nsx(ns, "ip", "link", "set", tap, "mtu", "1400")  # room for the outer headers
         relays = [
             lab.spawn(ns, ["python3", ENCAP_AGENT, "--tap", tap, "--wire", wire, "--encap", encap, "--side", side], wait_for=("stdout", "ready"), timeout=20)
             for ns, tap, wire, side in ((cli, "cv", "vc", "a"), (srv, "sv", "vs", "b"))
         ]
-        lab.addr(cli, "cv", RELAY_C + "/24")
-        lab.addr(srv, "sv", RELAY_S + "/24")
+        lab.addr(cli, "cv", addr_c + ("/64" if v6 else "/24"))
+        lab.addr(srv, "sv", addr_s + ("/64" if v6 else "/24"))
         mp.nsx(cli, "ip", "link", "set", "cv", "up")
         mp.nsx(srv, "ip", "link", "set", "sv", "up")
-        lab.neigh(cli, "cv", srv, "sv", [RELAY_S], [RELAY_C])
-        server = mp.http_server(lab)
+        lab.neigh(cli, "cv", srv, "sv", [addr_s], [addr_c])
+        server = mp.http_server(lab, addr="::" if v6 else "0.0.0.0")
         cap = lab.tcpdump(cli, "vc", out, filt=None)
-        mp.client(lab, "http", addr=RELAY_S)
+        mp.client(lab, "http", addr=addr_s)
         lab.wait(server)
         lab.end_capture(cap)
         for r in relays:
@@ -179,8 +200,8 @@ def register(mp):
                 "capture_point": "client-side veth vc",
                 "connections": [
                     {
-                        "client": RELAY_C,
-                        "server": f"{RELAY_S}:80",
+                        "client": addr_c,
+                        "server": f"{addr_s}:80",
                         "encap": layers,
                         "exchange": "HTTP/1.0 GET, response, client closes first (http client role)",
                     }

@@ -69,6 +69,26 @@ def _nflog(packet: bytes, family: int) -> bytes:
     return bytes([family, 0, 0, 0]) + prefix + payload
 
 
+def _teredo(auth: bool = False, origin: bool = False) -> Callable[[Packet, bool], Packet]:
+    """Teredo (RFC 4380): UDP 3544 on the server's end, optional indicators, then IPv6."""
+    head = b""
+    if auth:  # type 1, client ID 4 bytes, authentication value 2 bytes, nonce, confirmation
+        head += b"\x00\x01\x04\x02" + b"idid" + b"au" + b"nonce..." + b"\x00"
+    if origin:  # type 0, obfuscated origin port and IPv4 address
+        head += b"\x00\x00" + struct.pack(">H", 40000 ^ 0xFFFF) + bytes(b ^ 0xFF for b in bytes([198, 18, 9, 9]))
+
+    def wrap(p: Packet, r: bool) -> Packet:
+        return _outer4(r) / (UDP(sport=3544, dport=50001) if r else UDP(sport=50001, dport=3544)) / Raw(head + bytes(p))
+
+    return wrap
+
+
+def _ayiya(p: Packet, r: bool, opcode: int = 1) -> Packet:
+    """AYIYA: identity 2^4 = 16 bytes, signature 5 * 4 = 20 bytes (SHA-1), opcode, next header, epoch."""
+    header = bytes([0x41, 0x52, 0x10 | opcode, 41 if p.version == 6 else 4]) + struct.pack(">I", 1_700_000_000)
+    return _outer4(r) / UDP(sport=5072, dport=5072) / Raw(header + b"I" * 16 + b"S" * 20) / p
+
+
 ENCAPS: dict[str, tuple[Wrap, list[dict[str, object]]]] = {
     "vxlan": (lambda p, r: _eth(_outer4(r) / UDP(sport=41000, dport=4789) / VXLAN(vni=42) / _inner_eth(p)), [{"type": "vxlan", "vni": 42}]),
     "geneve-options": (
@@ -127,6 +147,10 @@ ENCAPS: dict[str, tuple[Wrap, list[dict[str, object]]]] = {
         lambda p, r: _eth(_outer4(r) / UDP(sport=2152, dport=2152) / GTP_U_Header(teid=5, E=1, next_ex=0x85) / GTPPDUSessionContainer(QFI=9) / p),
         [{"type": "gtp-u", "teid": 5}],
     ),
+    "teredo": (lambda p, r: _eth(_teredo()(p, r)), [{"type": "teredo", "outer": f"{OUT_A} → {OUT_B}"}]),
+    "teredo-origin": (lambda p, r: _eth(_teredo(origin=r)(p, r)), [{"type": "teredo"}]),
+    "teredo-auth-origin": (lambda p, r: _eth(_teredo(auth=True, origin=True)(p, r)), [{"type": "teredo"}]),
+    "ayiya": (lambda p, r: _eth(_ayiya(p, r)), [{"type": "ayiya", "outer": f"{OUT_A} → {OUT_B}"}]),
     "sll-vxlan": (
         lambda p, r: (
             113,
@@ -180,6 +204,8 @@ def test_inner_connection_followed(name: str, v6: bool) -> None:
     wrap, want = ENCAPS[name]
     if v6 and name in ("qinq-pppoe", "ppp-link"):
         pytest.skip("IPv4-only wrapper")
+    if not v6 and name.startswith("teredo"):
+        pytest.skip("Teredo carries IPv6 only")
     reports, pipe = run(conversation(wrap, v6))
     assert len(reports) == 1, f"{name}: {len(reports)} connections, decode stats {pipe.decoder.stats}"
     r = reports[0]
@@ -343,3 +369,57 @@ def test_arp_in_a_vlan_or_tunnel_is_just_not_tcp() -> None:
         dec = Decoder()
         assert dec.decode(RawFrame(1, 1.0, 1, data, len(data))) is None
         assert dec.stats.not_tcp == 1 and not dec.stats.encap_skipped
+
+
+# ------------------------------------------------------------------ Teredo and AYIYA: what is not followed
+
+
+def _decode_one(p: Packet) -> Decoder:
+    dec = Decoder()
+    data = bytes(_ether() / p)
+    assert dec.decode(RawFrame(1, 1.0, 1, data, len(data))) is None
+    return dec
+
+
+SYN6 = IPv6(src=CLIENT6, dst=SERVER6) / TCP(sport=40000, dport=80, flags="S")
+
+
+def test_teredo_only_on_its_port_as_tshark_by_default() -> None:
+    """tshark's Teredo heuristic (any UDP port) is off by default: IPv6 in UDP between two other
+    ports is not Teredo to it, nor to synscope (test_tshark_diff checks tshark's side)."""
+    dec = _decode_one(_outer4(False) / UDP(sport=50001, dport=50002) / SYN6)
+    assert dec.stats.not_tcp == 1 and dec.stats.tunnelled == 0
+
+
+def test_teredo_carrying_no_ipv6_is_counted() -> None:
+    dec = _decode_one(_outer4(False) / UDP(sport=50001, dport=3544) / IP(src=CLIENT, dst=SERVER) / TCP(sport=1, dport=2))
+    assert dec.stats.encap_skipped == {"teredo carrying no IPv6": 1}
+
+
+def test_ayiya_without_a_packet_or_with_another_protocol_is_counted() -> None:
+    heartbeat = _ayiya(SYN6, False, opcode=0)
+    heartbeat[Raw].load = heartbeat[Raw].load[:44]  # header, identity, signature: nothing inside
+    dec = _decode_one(heartbeat)
+    assert dec.stats.not_tcp == 1 and not dec.stats.encap_skipped
+    udp_inside = bytes([0x41, 0x52, 0x11, 17]) + b"\x00" * 4 + b"I" * 16 + b"S" * 20 + b"\x00" * 8
+    dec = _decode_one(_outer4(False) / UDP(sport=5072, dport=5072) / Raw(udp_inside))
+    assert dec.stats.encap_skipped == {"ayiya carrying ip protocol 17": 1}
+
+
+def test_teredo_and_ayiya_headers_fuzzed_never_raise() -> None:
+    """Every byte of the Teredo indicators and the AYIYA header set to a few values: each frame
+    is decoded or counted (a segment, a skip, a short frame), never an exception."""
+    import random
+
+    rng = random.Random(16)
+    for name in ("teredo-auth-origin", "ayiya"):
+        frame = conversation(ENCAPS[name][0], v6=True)[0]
+        udp = 14 + 20 + 8  # Ethernet, outer IPv4, UDP
+        for at in range(udp, udp + 48):
+            for value in (0, 1, 0xFF, rng.randrange(256)):
+                data = bytearray(frame.data)
+                data[at] = value
+                dec = Decoder()
+                item = dec.decode(RawFrame(1, 1.0, 1, bytes(data), len(data)))
+                s = dec.stats
+                assert item is not None or s.not_tcp or s.encap_skipped or s.truncated or s.malformed or s.fragments, (name, at, value, s)

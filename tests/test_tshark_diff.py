@@ -118,3 +118,32 @@ def test_capture_copies_are_listed_not_analysed(name: str) -> None:
         assert p["analysis"] == [] and p["note"] == f"captured twice (copy of frame {first['frame']})"
     kept = [p for conn in synscope_json(path, ("--keep-duplicates",)) for p in conn["packets"]]
     assert len(kept) == len(packets) and not any("duplicate_of" in p for p in kept)
+
+
+@pytest.mark.parametrize("ports", [(50001, 3544), (3544, 50001), (50001, 50002)], ids=["to-3544", "from-3544", "other-ports"])
+def test_teredo_followed_where_tshark_follows_it(ports: tuple[int, int], tmp_path) -> None:
+    """Teredo is on UDP port 3544 at either end for tshark by default (its heuristic for other
+    ports is off): the TCP frames tshark finds inside are exactly the ones synscope finds."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    frames = []
+    for i, flags in enumerate(["S", "SA", "A"]):
+        back = i == 1
+        a, b = ("198.18.250.2", "198.18.250.1") if back else ("198.18.250.1", "198.18.250.2")
+        sport, dport = (ports[1], ports[0]) if back else ports
+        inner = IPv6(src="2001:db8:aa::2", dst="2001:db8:aa::1") if back else IPv6(src="2001:db8:aa::1", dst="2001:db8:aa::2")
+        if back:
+            tcp = TCP(sport=80, dport=40000, flags=flags, seq=500, ack=101)
+        else:
+            tcp = TCP(sport=40000, dport=80, flags=flags, seq=100 + (i > 0), ack=501 if i else 0)
+        f = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=a, dst=b) / UDP(sport=sport, dport=dport) / inner / tcp
+        f.time = 1_700_000_000 + i * 0.01
+        frames.append(f)
+    path = str(tmp_path / "teredo-ports.pcap")
+    wrpcap(path, frames)
+    theirs = tshark_tcp_frames(path)
+    assert theirs == ({1, 2, 3} if 3544 in ports else set())
+    assert synscope_frames(path) == theirs

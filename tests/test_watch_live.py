@@ -329,3 +329,62 @@ def test_interface_down_is_one_line(lo_ns) -> None:
     proc = sb.run(ns, [*WATCH, "-i", "dn0", "--duration", "1"], check=False)
     assert proc.returncode == ExitCode.ERROR
     assert proc.stderr.strip() == "synscope: interface dn0 is down (ip link set dn0 up)"
+
+
+# ------------------------------------------------------------------ findings, live
+
+HAMMER = r"""
+import errno, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+refused = 0
+for _ in range(n):                      # bounded: n attempts, 0.3 s apart
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", port))
+    except OSError as e:
+        refused += e.errno == errno.ECONNREFUSED
+    s.close(); time.sleep(0.3)
+print(refused, flush=True)
+"""
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_repeated_failure_finding_printed_while_watch_runs(lo_ns, as_json: bool) -> None:
+    sb, ns, agent, tmp = lo_ns
+    hammer = tmp / "hammer.py"
+    hammer.write_text(HAMMER)
+    n = 8
+    w = sb.spawn(ns, [*WATCH, "-i", "lo", "--port", "9", *(["--json"] if as_json else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    wait_line(w.stderr, "synscope: watching")
+    lines = Lines(w.stdout)
+    client = sb.spawn(ns, [PY, str(hammer), "9", str(n)], stdout=subprocess.PIPE, text=True)
+    refused = int(client.communicate(timeout=30)[0])
+    assert refused == n  # what the application saw: every attempt refused
+
+    def live_finding() -> list[str]:
+        return [x for x in lines.text() if ('"finding":"repeated-failure"' in x if as_json else "finding repeated-failure" in x)]
+
+    deadline = time.monotonic() + 10  # the connection lines come WATCH_CLOSED_LINGER after each RST
+    while time.monotonic() < deadline and (len(live_finding()) < 1 or len(lines.text()) < n + 1):
+        time.sleep(0.1)
+    early = live_finding()
+    assert early, f"no finding while watch was running: {lines.text()}"
+    sb.stop(w)
+    lines.thread.join(5)
+    assert w.returncode == ExitCode.OK
+    assert "Traceback" not in w.stderr.read()
+    if as_json:
+        first = json.loads(early[0])
+        assert first["rule"] == "repeated-refused" and first["server"] == {"ip": "127.0.0.1", "port": 9}
+        assert 2 <= first["connection_count"] < n  # established at the second refusal, printed before the last
+        last_conn = next(i for i, x in enumerate(lines.text()) if f'"id":{n},' in x)
+        assert lines.text().index(early[0]) < last_conn
+        final = [json.loads(x) for x in live_finding()][-1]
+        assert final["connection_count"] == refused and final["figures"] == {"clients": 1}
+        conns = [json.loads(x) for x in lines.text() if '"finding"' not in x]
+        assert sorted(final["connections"]) == sorted(o["id"] for o in conns) and {o["outcome"] for o in conns} == {"refused"}
+    else:
+        text = " ".join(" ".join(lines.text()).split())  # (wrapped at 100 columns)
+        assert "finding repeated-failure at 127.0.0.1:9:" in early[0] and f"{n} connection attempts" not in early[0]
+        assert "refused (RST to the SYN), from one client" in text
+        assert f"{refused} connection attempts to 127.0.0.1:9 refused" in text[text.index("What went wrong") :]

@@ -90,7 +90,12 @@ _UDP_VXLAN: Final = 4789
 _UDP_GENEVE: Final = 6081
 _UDP_GRE: Final = 4754  # GRE-in-UDP (RFC 8086)
 _UDP_GTPU: Final = 2152
-_UDP_TUNNELS: Final = frozenset({_UDP_VXLAN, _UDP_GENEVE, _UDP_GRE, _UDP_GTPU})
+_UDP_TEREDO: Final = 3544  # IPv6 in UDP (RFC 4380); tshark's Teredo heuristic on other ports is off by default
+_UDP_AYIYA: Final = 5072  # Anything In Anything (draft-massar-v6ops-ayiya)
+_UDP_TUNNELS: Final = frozenset({_UDP_VXLAN, _UDP_GENEVE, _UDP_GRE, _UDP_GTPU, _UDP_TEREDO, _UDP_AYIYA})
+_TEREDO_AUTH: Final = 1  # indicator types in front of the IPv6 packet
+_TEREDO_ORIGIN: Final = 0
+_AYIYA_FORWARD: Final = 1  # opcode of a packet carrying a payload
 _GRE_CSUM: Final = 0x8000
 _GRE_ROUTING: Final = 0x4000
 _GRE_KEY: Final = 0x2000
@@ -320,7 +325,7 @@ class Decoder:
 
     def _ip_tunnel(self, frame: RawFrame, data: bytes, off: int, layers: list[Layer]) -> int:
         """If the IP packet at ``off`` is a tunnel this decoder follows (IP-in-IP, GRE, VXLAN,
-        GENEVE, GRE-in-UDP, GTP-U), note its layer and return where its payload starts (what is
+        GENEVE, GRE-in-UDP, GTP-U, Teredo, AYIYA), note its layer and return where its payload starts (what is
         there in ``_next`` / ``_next_type``); _NOT_TUNNEL when it is not one; -1 when it is one
         that cannot be followed (counted)."""
         version = data[off] >> 4
@@ -362,6 +367,8 @@ class Decoder:
             return -1
         if port == _UDP_GRE:
             return self._gre(frame, data, u, src, dst, layers, "gre-udp")
+        if port == _UDP_TEREDO:
+            return self._teredo(frame, data, u, src, dst, layers)
         if len(data) < u + 8:
             self._short(frame)
             return -1
@@ -369,6 +376,8 @@ class Decoder:
             layers.append(("vxlan", _U32.unpack_from(data, u + 4)[0] >> 8, src, dst, ()))
             self._next = _NEXT_ETH
             return u + 8
+        if port == _UDP_AYIYA:
+            return self._ayiya(data, u, src, dst, layers)
         if port == _UDP_GENEVE:
             if data[u] >> 6 != 0:
                 self._skip(f"geneve version {data[u] >> 6}")
@@ -432,6 +441,45 @@ class Decoder:
         self._next = _NEXT_TYPE
         self._next_type = proto
         return o
+
+    def _teredo(self, frame: RawFrame, data: bytes, u: int, src: bytes, dst: bytes, layers: list[Layer]) -> int:
+        """Teredo at ``u`` (RFC 4380 section 5.1.1): an optional authentication indicator (type 1:
+        ID and authentication lengths, client ID, authentication value, 8-byte nonce,
+        confirmation byte), then an optional origin indication (type 0: 8 bytes), then the IPv6
+        packet; as Wireshark's Teredo dissector reads them, in that order."""
+        o = u
+        if len(data) >= o + 2 and _U16.unpack_from(data, o)[0] == _TEREDO_AUTH:
+            if len(data) < o + 4:
+                self._short(frame)
+                return -1
+            o += 13 + data[o + 2] + data[o + 3]
+        if len(data) >= o + 2 and _U16.unpack_from(data, o)[0] == _TEREDO_ORIGIN:
+            o += 8
+        if len(data) < o + 1:
+            self._short(frame)
+            return -1
+        if data[o] >> 4 != 6:
+            self._skip("teredo carrying no IPv6")
+            return -1
+        layers.append(("teredo", NO_ID, src, dst, ()))
+        self._next = _NEXT_IP
+        return o
+
+    def _ayiya(self, data: bytes, u: int, src: bytes, dst: bytes, layers: list[Layer]) -> int:
+        """AYIYA at ``u``: identity length 2^n and signature length 4n bytes in the first two
+        bytes, the opcode in the low nibble of the third, the payload's IP protocol in the
+        fourth, 4 bytes of epoch time; a forward (opcode 1) carries IPv6 (41) or IPv4 (4)
+        after the identity and the signature. (The caller checked the 8-byte header is there.)"""
+        if data[u + 2] & 0x0F != _AYIYA_FORWARD:  # a heartbeat, a query: no packet inside
+            self.stats.not_tcp += 1
+            return -1
+        proto = data[u + 3]
+        if proto != _PROTO_IPV6 and proto != _PROTO_IPIP:
+            self._skip(f"ayiya carrying ip protocol {proto}")
+            return -1
+        layers.append(("ayiya", NO_ID, src, dst, ()))
+        self._next = _NEXT_IP
+        return u + 8 + (1 << (data[u] >> 4)) + (data[u + 1] >> 4) * 4
 
     def _gtpu(self, frame: RawFrame, data: bytes, u: int, src: bytes, dst: bytes, layers: list[Layer]) -> int:
         """A GTP-U header at ``u`` (3GPP TS 29.281): a G-PDU carries the user's IP packet."""

@@ -15,6 +15,10 @@ from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.analysis.loss import BY_IPID, BY_OVERLAP, BY_POSITION, BY_TSVAL, COPY, DOWNSTREAM, REORDERED, SPURIOUS, UNDECIDED, UPSTREAM, LossFacts
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence, hedge
 from synscope.read.tracker import C2S, Connection, Packet
+from synscope.read.zeek_state import INACTIVE as Z_INACTIVE
+from synscope.read.zeek_state import PARTIAL as Z_PARTIAL
+from synscope.read.zeek_state import RESET as Z_RESET
+from synscope.read.zeek_state import ZeekWalk, walk, zeek_conn_state
 
 # Retransmission rate above which loss on the path is the headline
 LOSS_RATE_ALERT: Final = 0.01
@@ -127,41 +131,13 @@ def capture_quiet_after(conn: Connection, ts: float | None) -> float | None:
     return max(conn.retire_clock - ts, 0.0)
 
 
-def conn_state(conn: Connection) -> str:
-    """Zeek's conn_state code."""
-    c, s = conn.client, conn.server
-    orig_syn = c.syn_count > 0
-    resp_synack = s.syn_count > 0
-    if conn.midstream and not orig_syn and not resp_synack:
-        return "OTH"
-    if not orig_syn and resp_synack:
-        if s.rst_ts is not None:
-            return "RSTRH"
-        if s.fin_seq is not None:
-            return "SHR"
-        return "OTH"
-    if not resp_synack:
-        if s.rst_ts is not None:
-            return "REJ"
-        if c.rst_ts is not None:
-            return "RSTOS0"
-        if c.fin_seq is not None:
-            return "SH"
-        if s.packets == 0:
-            return "S0"
-        return "OTH"
-    # established (SYN and SYN-ACK seen)
-    if c.rst_ts is not None and (s.rst_ts is None or c.rst_ts <= s.rst_ts):
-        return "RSTO"
-    if s.rst_ts is not None:
-        return "RSTR"
-    if c.fin_seq is not None and s.fin_seq is not None:
-        return "SF"
-    if c.fin_seq is not None:
-        return "S2"
-    if s.fin_seq is not None:
-        return "S3"
-    return "S1"
+def conn_state(conn: Connection, zeek: ZeekWalk | None = None) -> str:
+    """Zeek's conn_state code, from Zeek's endpoint states after each packet (see zeek_state)."""
+    w = zeek if zeek is not None else walk(conn, gaps=False)
+    orig, resp = w.orig, w.resp
+    # (the history is needed only to tell RSTOS0 from OTH)
+    hist = history(conn, w) if orig.state == Z_RESET and resp.state in (Z_INACTIVE, Z_PARTIAL) else ""
+    return zeek_conn_state(orig, resp, conn.client.bytes, conn.server.bytes, hist)
 
 
 # history letters that repeat logarithmically (1st, 10th, 100th ...)
@@ -195,14 +171,27 @@ class _History:
         self.out.append(ch)
 
 
-def history(conn: Connection) -> str:
-    """Zeek's history string: upper case for the originator, lower for the responder."""
+def history(conn: Connection, zeek: ZeekWalk | None = None) -> str:
+    """Zeek's history string: upper case for the originator, lower for the responder.
+
+    ``g``/``G`` are Zeek's content gaps (data the peer acknowledged that the capture never
+    showed, with both endpoints established or cleanly closing: ``zeek_state.walk``), added
+    after the letters of the acknowledging packet, 1st, 10th, 100th... time."""
+    w = zeek if zeek is not None and zeek.with_gaps else walk(conn)
+    gaps: dict[int, list[int]] = {}
+    for index, d in w.gaps:
+        gaps.setdefault(index, []).append(d)
     h = _History()
     add = h.add
     out = h.out
-    if conn.roles_guessed and conn.packets and conn.packets[0].dir != C2S:
+    # Zeek flips a connection whose first packet is not a SYN (a SYN-ACK, or mid-stream) from a
+    # likely server port, and the flip writes "^" (Connection::FlipRoles, AddHistory('^');
+    # TCPAnalyzer::WantConnection decides): here, when synscope made the first packet's
+    # receiver the client (docs/zeek.md: where the two port guesses differ)
+    first = conn.packets[0] if conn.packets else None
+    if first is not None and first.dir != C2S and (conn.roles_guessed or first.seg.flags & (SYN | ACK) == SYN | ACK):
         out.append("^")
-    for pkt in conn.packets:
+    for index, pkt in enumerate(conn.packets):
         seg = pkt.seg
         fl = seg.flags
         d = pkt.dir
@@ -220,10 +209,11 @@ def history(conn: Connection) -> str:
             add("d", d)
         if pkt.analysis & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION) and seg.length:
             add("t", d)
-        if pkt.analysis & F.A_LOST_SEGMENT:
-            add("g", d)
         if pkt.analysis & F.A_ZERO_WINDOW:
             add("w", d)
+        if gaps and index in gaps:
+            for gd in gaps[index]:
+                add("g", gd)
     return "".join(out)
 
 
@@ -474,8 +464,9 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
     (``synscope.read.scans``): a lone ACK answered by RST is a scanner's probe, not a connection.
     """
     c, s = conn.client, conn.server
-    cs = conn_state(conn)
-    hist = history(conn)
+    zeek = walk(conn)  # (one pass for both)
+    cs = conn_state(conn, zeek)
+    hist = history(conn, zeek)
     server = _server_addr(conn)
     port = s.port
     fc, fs = state.facts

@@ -10,7 +10,7 @@ from synscope.read.evidence import CERTAIN
 from synscope.read.findings.model import Finding
 from synscope.read.findings.syn_flood import FloodSummary
 
-__all__ = ["render_flood", "write_findings"]
+__all__ = ["finding_live_lines", "finding_more_line", "render_flood", "write_findings"]
 
 # Columns of the "What went wrong" block (as the timelines' explanations)
 WRAP = 100
@@ -30,6 +30,21 @@ def write_findings(findings: list[Finding], first_ts: float, out: TextIO) -> Non
         out.write(textwrap.fill(f"{f.verdict} ({when}; {f.confidence})", WRAP, initial_indent=f"  {mark} ", subsequent_indent="    ") + "\n")
         out.write(textwrap.fill(f"Next: {f.next_step}{example}", WRAP, initial_indent="    ", subsequent_indent="    ") + "\n")
     out.write("\n")
+
+
+def finding_live_lines(f: Finding, stamp: str) -> str:
+    """A finding as ``watch`` prints it the moment it is established: the sentence, then the next step."""
+    mark = "!" if f.confidence == CERTAIN else "~"
+    example = f"   e.g. #{f.connections[0]}" if f.connections else ""
+    head = f"{stamp} {mark} finding {f.name} at {f.server}: {f.verdict} ({f.confidence})"
+    text = textwrap.fill(head, WRAP, subsequent_indent="    ") + "\n"
+    return text + textwrap.fill(f"Next: {f.next_step}{example}", WRAP, initial_indent="    ", subsequent_indent="    ") + "\n"
+
+
+def finding_more_line(f: Finding, before: int, stamp: str) -> str:
+    """``watch``'s short line for a finding printed earlier that has grown since."""
+    more = f.connection_count - before
+    return f"{stamp}   finding {f.name} at {f.server} still going: {_n(more)} more ({_n(f.connection_count)} in all)\n"
 
 
 def _n(x: int) -> str:

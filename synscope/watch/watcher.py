@@ -33,6 +33,8 @@ from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.pipeline import ConnReport, Pipeline
 from synscope.read.tracker import C2S, Connection
 from synscope.read.verdict import COUNTS_ONLY_NOTE
+from synscope.render.findings import finding_live_lines, finding_more_line
+from synscope.watch.findings import FINDINGS_EVERY, NEW, LiveFindings
 
 # A closed connection (both FINs, or RST) is printed this long after its last packet: time for
 # the last ACK or a second RST. Later stragglers (a TIME_WAIT retransmitted FIN) are absorbed.
@@ -206,6 +208,9 @@ class Watcher:
         self._started = monotonic()
         self._warned_drops = 0
         self._next_drop_warn = 0.0
+        self.live_findings = LiveFindings()
+        self._next_findings = 0.0
+        self._unpolled = False  # connections fed to the findings since they were last asked
 
     # ------------------------------------------------------------------ control
     def request_stop(self, signum: int | None = None, _frame: object = None) -> None:
@@ -246,6 +251,9 @@ class Watcher:
                 pipeline.sweep(self.clock() if len(frames) < READ_BATCH else None)
                 self._forget_orphans()
             self.emit(pipeline.ready())
+            if self._unpolled and (now >= self._next_findings or self.stop_reason is not None):
+                self._next_findings = now + FINDINGS_EVERY
+                self.print_findings()
             if now >= next_status:
                 next_status = now + STATUS_EVERY
                 self._poll_drops(now)
@@ -268,6 +276,8 @@ class Watcher:
                 self.failed += 1
             self.outcomes[r.verdict.outcome] += 1
             self._write_report(r)
+            self.live_findings.feed(r)  # (before the packets are dropped)
+            self._unpolled = True
             r.conn.packets = []  # the summary row needs the figures, not the packets
             for f in r.analysis.facts:
                 f.rtt_samples = []
@@ -275,6 +285,28 @@ class Watcher:
         self._flush()
         if self.status:
             self._draw_status()
+
+    def print_findings(self) -> None:
+        """Print each finding the moment it is established (and a short line when it has grown)."""
+        self._unpolled = False
+        events = self.live_findings.poll()
+        if not events or self.broken_pipe:
+            return
+        self._clear_status()
+        try:
+            for e in events:
+                f = e.finding
+                if self.config.as_json:
+                    from synscope.read.findings.lines import finding_line
+
+                    self.out.write(finding_line(f) + "\n")
+                elif e.kind == NEW:
+                    self.out.write(finding_live_lines(f, _stamp(f.end)))
+                else:
+                    self.out.write(finding_more_line(f, e.before, _stamp(f.end)))
+        except BrokenPipeError:
+            self.broken_pipe = True
+        self._flush()
 
     def _write_report(self, r: ConnReport, is_open: bool = False) -> None:
         if self.broken_pipe:
@@ -352,11 +384,21 @@ class Watcher:
         still_open = self.pipeline.finish()
         for r in still_open:
             self.outcomes[r.verdict.outcome] += 1
+            self.live_findings.feed(r)
         self._forget_orphans()
         if self.config.as_json:
             # the same objects read --json gives for connections open at the end of a file
             for r in still_open:
                 self._write_report(r, is_open=True)
+            # then the final figures of every finding whose last line is out of date (as read: after the connections)
+            if not self.broken_pipe:
+                from synscope.read.findings.lines import finding_line
+
+                try:
+                    for f in self.live_findings.changed():
+                        self.out.write(finding_line(f) + "\n")
+                except BrokenPipeError:
+                    self.broken_pipe = True
             self._flush()
             self._write_summary(still_open, self.err)
         else:
@@ -377,6 +419,7 @@ class Watcher:
         )
 
     def _write_summary(self, still_open: list[ConnReport], out: TextIO) -> None:
+        from synscope.render.findings import write_findings
         from synscope.render.table import summary_table
 
         if self.broken_pipe and out is self.out:
@@ -385,6 +428,10 @@ class Watcher:
             out.write("\n" + self.summary_header(len(still_open)) + "\n")
             if self.outcomes:
                 out.write("outcomes: " + ", ".join(f"{k} {n}" for k, n in self.outcomes.most_common()) + "\n")
+            found = self.live_findings.current()
+            if found:  # the final figures of every finding (those printed live included)
+                out.write("\n")
+                write_findings(found, self.live_findings.first_ts or 0.0, out)
             rows = sorted([*self.kept, *still_open], key=lambda r: r.conn.id)
             if rows:
                 out.write("\n")
@@ -416,11 +463,15 @@ def verdict_line(r: ConnReport, is_open: bool = False) -> str:
     from synscope.render.text import connection_title
 
     c = r.conn
-    lt = time.localtime(c.last_ts)
-    stamp = time.strftime("%H:%M:%S", lt) + f".{int((c.last_ts % 1) * 1000):03d}"
+    stamp = _stamp(c.last_ts)
     pkts = c.client.packets + c.server.packets
     still = "  (still open)" if is_open else ""
     return f"{stamp} {connection_title(r)}: {r.verdict.summary}  [{pkts} pkt{'s' if pkts != 1 else ''}, {fmt.duration(c.last_ts - c.first_ts)}]{still}"
+
+
+def _stamp(ts: float) -> str:
+    """``13:02:11.482``: local wall-clock time of a capture timestamp."""
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}"
 
 
 def timeline_block(r: ConnReport, absolute: bool = False) -> str:

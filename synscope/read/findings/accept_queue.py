@@ -125,10 +125,21 @@ class AcceptQueueDetector:
         self._done.append(_finding(key, p))
 
     def findings(self) -> list[Finding]:
-        """Every period found (call once, at the end of the input)."""
-        for key in list(self._open):
+        """Every period found so far: the closed ones, then the open ones that qualify (a view:
+        the open periods stay open and go on growing)."""
+        found = list(self._done)
+        room = MAX_FINDINGS - len(found)
+        for key, p in self._open.items():
+            if p.count >= MIN_CONNS and room > 0:
+                found.append(_finding(key, p))
+                room -= 1
+        return found
+
+    def forget(self, before: float) -> None:
+        """Close the periods quiet since before ``before`` and drop the findings that ended then."""
+        for key in [k for k, p in self._open.items() if p.end < before]:
             self._close(key, self._open[key])
-        return list(self._done)
+        self._done = [f for f in self._done if f.end >= before]
 
 
 def _clients(n: int) -> str:

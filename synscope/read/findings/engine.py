@@ -3,6 +3,12 @@
 Runs after the verdicts, one way: it reads reports (or, in a split run, the
 :class:`~synscope.read.findings.model.ConnFacts` the workers send), keeps bounded state in
 each detector and never edits a connection's verdict.
+
+``read`` asks :meth:`FindingsEngine.findings` once, at the end. ``watch`` asks again and
+again as connections finish (a finding is printed the moment it is established), so asking
+changes nothing: every detector's ``findings()`` is a view of its state, not a close-out; and
+:meth:`FindingsEngine.forget` drops what ended before a time, so a watch that runs for days
+keeps finding new patterns in bounded memory.
 """
 
 from __future__ import annotations
@@ -35,8 +41,17 @@ class FindingsEngine:
         self.failures.add(cid, facts)
         self.scans.add(cid, facts)
 
+    def forget(self, before: float) -> None:
+        """Drop the state of everything that ended before ``before`` (capture time): watch's window."""
+        self.floods.forget(before)
+        self.accept_queue.forget(before)
+        self.failures.forget(before)
+        self.scans.forget(before)
+
     def findings(self) -> list[Finding]:
-        """Everything found, worst first (then most connections, then earliest). Call once."""
+        """Everything found so far, worst first (then most connections, then earliest).
+
+        A view: asking again (after more connections) gives the findings as they stand then."""
         found = [flood_finding(s) for s in self.floods.summaries()]
         flooded = {(f.server_ip, f.server_port) for f in found}
         found += self.accept_queue.findings()

@@ -80,8 +80,13 @@ class FailureGroups:
         if len(g.clients) < MAX_CLIENTS:
             g.clients.add(f.client_ip)
 
+    def forget(self, before: float) -> None:
+        """Drop the groups whose last failure was before ``before`` (their slots are free again)."""
+        for key in [k for k, g in self._groups.items() if g.last < before]:
+            del self._groups[key]
+
     def findings(self) -> list[Finding]:
-        """Every group of at least MIN_GROUP failures."""
+        """Every group of at least MIN_GROUP failures (a view: the groups go on growing)."""
         return [_finding(key, g) for key, g in self._groups.items() if g.count >= MIN_GROUP]
 
 

@@ -94,6 +94,13 @@ class ScanDetector:
         _add(self._vertical, (f.client_ip, f.server_ip), f.server_port, state, cid, ts, f, SCAN_MIN_PORTS, self)
         _add(self._horizontal, (f.client_ip, f.server_port), f.server_ip, state, cid, ts, f, SCAN_MIN_HOSTS, self)
 
+    def forget(self, before: float) -> None:
+        """Drop the pairs whose last probe was before ``before`` (watch's window; their slots are free again)."""
+        for key in [k for k, p in self._vertical.items() if p.last < before]:
+            del self._vertical[key]
+        for hkey in [k for k, p in self._horizontal.items() if p.last < before]:
+            del self._horizontal[hkey]
+
     def findings(self) -> list[Finding]:
         """Every scan found (a horizontal one only where no vertical one covers the same client)."""
         out = []

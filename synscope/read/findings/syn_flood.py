@@ -387,7 +387,7 @@ class FloodDetector:
         t = targets.get(key)
         gone = endpoints.add(key)
         if gone is not None:  # the sketch replaced its least busy endpoint
-            del targets[gone]  # type: ignore[arg-type]
+            targets.pop(gone, None)  # type: ignore[call-overload]  # (gone already if forgotten)
         if t is None:
             t = _Target(key[0], key[1], missed=endpoints.error(key))
             t.sources = SpaceSaving(self.source_slots)
@@ -395,6 +395,11 @@ class FloodDetector:
             t.buckets = {}
             targets[key] = t
         return t
+
+    def forget(self, before: float) -> None:
+        """Drop the endpoints whose last attempt was before ``before`` (a later attempt starts afresh)."""
+        for key in [k for k, t in self._targets.items() if t.last is not None and t.last < before]:
+            del self._targets[key]
 
     def _is_flood(self, t: _Target) -> bool:
         return t.half_open >= self.min_half_open and t.peak >= self.min_rate and t.half_open >= self.min_half_open_share * t.attempts
