@@ -199,12 +199,13 @@ def test_text_view_options_that_do_nothing_are_refused_in_one_line(args: tuple[s
 
 
 def test_each_file_counts_from_its_own_first_connection() -> None:
-    """normal.pcap starts 3.5 s after refused.pcap's packets: read together, its connection
-    starts at +0.000 of its own file, and a file column says which file."""
+    """refused.pcap and normal.pcap were captured 3.5 s apart: read together, each one's
+    connection starts at +0.000 of its own file, and a file column says which file."""
     proc = cli("read", "pcaps/refused.pcap", "pcaps/normal.pcap")
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if re.match(r"^\d+\s+\d+\s+198\.", line)}
     assert rows["1"][1] == "1" and rows["2"][1] == "2"
-    assert rows["2"][4] == "+0.000"
+    assert "3.49 s" in proc.stdout.splitlines()[0]  # the run's span: the files are apart
+    assert rows["1"][4] == rows["2"][4] == "+0.000"
     assert "start: seconds from that file's first connection" in proc.stdout
 
 
