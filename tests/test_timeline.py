@@ -59,6 +59,21 @@ def test_folding_keeps_every_event_and_every_cited_frame(name: str, context: int
         assert folded, "nothing folded on a long timeline"
 
 
+@pytest.mark.parametrize("context", [0, 1, 3])
+def test_a_capture_copy_folds_with_its_first_copy(context: int) -> None:
+    """Loopback captures hold each packet twice: the copy (whose note names its first copy) is
+    shown exactly when its first copy is, and is no event of its own, so such a timeline folds."""
+    for r in analyse("loopback-dup.pcap"):
+        out = io.StringIO()
+        write_connection(r, out, context=context)
+        shown = set(shown_frames(out.getvalue()))
+        copies = [p for p in r.conn.timeline() if p.duplicate_of]
+        assert copies
+        for p in copies:
+            assert (p.seg.frame in shown) == (p.duplicate_of in shown), f"frame {p.seg.frame}, copy of {p.duplicate_of}"
+        assert "no events" in out.getvalue()
+
+
 def test_a_lossy_download_reads_in_a_few_hundred_lines() -> None:
     """The issue's complaint: one download with loss printed a line per packet."""
     folded = cli("read", "pcaps/loss-download.pcap")

@@ -86,7 +86,7 @@ def read(
 
     Prints the findings, a table of the connections and the timeline of each one that did not
     end well, folded around its events (--all-packets for every packet, --summary for none).
-    Several files: each connection's times count from the first packet of its own file.
+    Several files: the table's start times count from each file's own first connection.
     """
     from synscope.capture.bpf import FilterError, FrameFilter
     from synscope.read.pipeline import Pipeline, Selection, run

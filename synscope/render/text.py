@@ -20,6 +20,8 @@ from synscope.render.table import direction_table
 from synscope.render.view import DEFAULT_CONTEXT
 
 WRAP = 100
+# Shorter runs between events are shown, not folded (a fold line would save nothing)
+MIN_FOLDED = 3
 # Frames cut short by the snaplen named one by one, up to this many
 FRAMES_LISTED = 5
 
@@ -113,8 +115,9 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
             f"{seg.frame:>7} {seg.ts - t0:10.6f} {delta:>10}  {arrow} {flag_string(seg.flags):<5} {seq:>10} {ack:>10} "
             f"{seg.length:>6} {win:>7} {'' if pkt.in_flight is None else pkt.in_flight:>7}  {' '.join(extras)}"
         )
-        event = bool(seg.flags & (SYN | FIN | RST) or notes or pkt.analysis & ~A_WINDOW_UPDATE)
-        rows.append(_Row(seg.ts, seg.frame, line.rstrip(), event, seg.length > 0))
+        # (a capture copy is not analysed: it folds with its first copy unless that is an event)
+        event = not pkt.duplicate_of and bool(seg.flags & (SYN | FIN | RST) or notes or pkt.analysis & ~A_WINDOW_UPDATE)
+        rows.append(_Row(seg.ts, seg.frame, line.rstrip(), event, seg.length > 0, pkt.duplicate_of))
     for err in c.icmp:
         label = icmp_label(err.version, err.type, err.code)
         line = (
@@ -122,7 +125,7 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
             f" about the packet to {fmt_endpoint(err.dst, err.dport)}"
             f"{', MTU ' + str(err.mtu) if err.mtu else ''}; ttl {err.ttl}]"
         )
-        rows.append(_Row(err.ts, err.frame, line, True, False))
+        rows.append(_Row(err.ts, err.frame, line, True, False, 0))
     rows.sort(key=lambda x: (x.ts, x.frame))
     if truncated:
         out.write("  " + _truncated_line(truncated, len(rows)) + "\n")
@@ -146,6 +149,7 @@ class _Row:
     line: str
     event: bool  # kept with its context when folding
     data: bool  # a segment carrying payload (for the fold line's count)
+    copy_of: int  # a capture copy: its first copy's frame (shown or folded with it); else 0
 
 
 def sack_text(blocks: tuple[tuple[int, int], ...], base: int) -> str:
@@ -177,20 +181,28 @@ def fold_line(rows: list[_Row]) -> str:
     kinds = [f"{data} data segment{'s' if data != 1 else ''}"] if data else []
     if acks:
         kinds.append(f"{acks} ACK{'s' if acks != 1 else ''}")
-    first, last = min(x.frame for x in rows), max(x.frame for x in rows)
+    frames = sorted(x.frame for x in rows)
+    # a range when it is one (frames of interleaved interfaces may not be): else the first and last
+    which = f"{frames[0]}–{frames[-1]}" if frames[-1] - frames[0] == len(frames) - 1 else f"{frames[0]} … {frames[-1]}, not consecutive"
     span = fmt.duration(rows[-1].ts - rows[0].ts)
-    return f"  {'':>5} … {' and '.join(kinds)}, no events (frames {first}–{last}, {span}) …"
+    return f"  {'':>5} … {' and '.join(kinds)}, no events (frames {which}, {span}) …"
 
 
 def _write_folded(rows: list[_Row], cited: set[int], context: int, out: TextIO) -> None:
     """The rows within ``context`` of an event (or a cited frame; the first and the last row
-    always), each run of the others as one fold line (a run of one is shown as it is)."""
+    always), each run of the others as one fold line (a run shorter than MIN_FOLDED is shown as it is). A capture
+    copy is shown when its first copy is, and folded with it."""
     n = len(rows)
     keep = [False] * n
     for i, row in enumerate(rows):
         if row.event or row.frame in cited or i == 0 or i == n - 1:
             for j in range(max(0, i - context), min(n, i + context + 1)):
                 keep[j] = True
+    where = {row.frame: i for i, row in enumerate(rows) if not row.copy_of}
+    for i, row in enumerate(rows):
+        first = where.get(row.copy_of, -1) if row.copy_of else -1
+        if first >= 0 and keep[first] != keep[i]:
+            keep[i] = keep[first] = True  # (the pair both shown: the copy's note names its first copy)
     i = 0
     while i < n:
         if keep[i]:
@@ -200,8 +212,9 @@ def _write_folded(rows: list[_Row], cited: set[int], context: int, out: TextIO) 
         j = i
         while j < n and not keep[j]:
             j += 1
-        if j - i == 1:
-            out.write(rows[i].line + "\n")
+        if j - i < MIN_FOLDED:
+            for row in rows[i:j]:
+                out.write(row.line + "\n")
         else:
             out.write(fold_line(rows[i:j]) + "\n")
         i = j
