@@ -71,7 +71,8 @@ def test_a_capture_copy_folds_with_its_first_copy(context: int) -> None:
         assert copies
         for p in copies:
             assert (p.seg.frame in shown) == (p.duplicate_of in shown), f"frame {p.seg.frame}, copy of {p.duplicate_of}"
-        assert "no events" in out.getvalue()
+        if context == 0:  # (20 packets: with more context nothing is left to fold)
+            assert "no events" in out.getvalue()
 
 
 def test_a_lossy_download_reads_in_a_few_hundred_lines() -> None:
