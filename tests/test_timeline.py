@@ -59,6 +59,25 @@ def test_folding_keeps_every_event_and_every_cited_frame(name: str, context: int
         assert folded, "nothing folded on a long timeline"
 
 
+def test_folding_keeps_the_frames_a_finding_cites() -> None:
+    """accept-overflow.pcap: the finding's evidence names frames of connection #3; its timeline
+    (context 0: only events) still shows each of them."""
+    objs = [json.loads(x) for x in cli("read", "--json", "pcaps/accept-overflow.pcap").stdout.splitlines()]
+    finding = next(o for o in objs if o.get("finding") == "accept-queue-overflow")
+    cited = {n for e in finding["evidence"] for n in e["frames"]}
+    assert cited
+    from synscope.render.summary import RunSummary
+    from synscope.render.view import TextView
+
+    summary = RunSummary(show_all=True)
+    for r in analyse("accept-overflow.pcap"):
+        summary.add(r)
+    out = io.StringIO()
+    summary.write(out, TextView(context=0))
+    assert "no events" in out.getvalue()
+    assert cited <= set(shown_frames(out.getvalue()))
+
+
 @pytest.mark.parametrize("context", [0, 1, 3])
 def test_a_capture_copy_folds_with_its_first_copy(context: int) -> None:
     """Loopback captures hold each packet twice: the copy (whose note names its first copy) is

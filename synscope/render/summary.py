@@ -109,7 +109,8 @@ class RunSummary:
         from synscope.render.table import stats_from_tops, summary_table
         from synscope.render.text import write_connection
 
-        write_findings(self.findings.findings(), self.first_ts or 0.0, out)
+        findings = self.findings.findings()
+        write_findings(findings, self.first_ts or 0.0, out)
         small = self.total <= LIST_ALL_UP_TO
         if small:  # every connection, in id order
             self.rows.extend(self.healthy_rows)
@@ -128,8 +129,11 @@ class RunSummary:
             return
         if self.expanded:
             out.write("\n")
+        # frames the findings cite are kept in the timelines too (frame numbers are per file: with
+        # several files a few more rows may stay unfolded, none is lost)
+        cited = frozenset(n for f in findings for e in f.evidence for n in e.frames)
         for r in sorted(self.expanded, key=lambda r: r.conn.id):
-            write_connection(r, out, absolute=view.absolute, payload=view.payload, context=view.context)
+            write_connection(r, out, absolute=view.absolute, payload=view.payload, context=view.context, also_cited=cited)
         if self.timelines_dropped:
             out.write(f"… {self.timelines_dropped} more timelines not shown (at most {self.timeline_limit}); use --conn ID or --json for them\n")
 

@@ -38,10 +38,17 @@ def connection_title(r: ConnReport) -> str:
 
 
 def write_connection(
-    r: ConnReport, out: TextIO, absolute: bool = False, payload: bool = False, details: bool = True, context: int | None = DEFAULT_CONTEXT
+    r: ConnReport,
+    out: TextIO,
+    absolute: bool = False,
+    payload: bool = False,
+    details: bool = True,
+    context: int | None = DEFAULT_CONTEXT,
+    also_cited: frozenset[int] = frozenset(),
 ) -> None:
     """Title, the verdict in sentences, the next step, per-direction figures and the timeline
-    (folded around its events with ``context`` a number, every packet with None)."""
+    (folded around its events with ``context`` a number, every packet with None; frames in
+    ``also_cited``, the findings' evidence, are kept as the verdict's own are)."""
     out.write(connection_title(r) + "\n")
     if r.conn.encap is not None:
         out.write("  Carried in: " + r.conn.encap.describe() + "\n")
@@ -63,7 +70,7 @@ def write_connection(
     out.write(states + "\n")
     if details and any(f.data_segments for f in r.analysis.facts):
         direction_table(r, out)
-    write_timeline(r, out, absolute=absolute, payload=payload, context=context)
+    write_timeline(r, out, absolute=absolute, payload=payload, context=context, also_cited=also_cited)
     out.write("\n")
 
 
@@ -73,7 +80,14 @@ def evidence_line(confidence: str, evidence: tuple[Evidence, ...]) -> str:
     return f"Evidence ({confidence}): {facts or 'none beyond the timeline'}"
 
 
-def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: bool = False, context: int | None = DEFAULT_CONTEXT) -> None:
+def write_timeline(
+    r: ConnReport,
+    out: TextIO,
+    absolute: bool = False,
+    payload: bool = False,
+    context: int | None = DEFAULT_CONTEXT,
+    also_cited: frozenset[int] = frozenset(),
+) -> None:
     """One line per packet (and per ICMP error), times relative to the connection's first packet,
     led by the capture's frame number. With ``context`` a number, only the packets within that
     many rows of an event are shown and each run between them is folded into one line; None
@@ -135,7 +149,7 @@ def write_timeline(r: ConnReport, out: TextIO, absolute: bool = False, payload: 
         for row in rows:
             out.write(row.line + "\n")
     else:
-        _write_folded(rows, cited_frames(r), context, out)
+        _write_folded(rows, cited_frames(r) | also_cited, context, out)
     if r.analysis.omitted:
         out.write(f"  … {r.analysis.omitted} plain data/ACK packets not kept (long connection); every flagged or control packet is shown\n")
 
