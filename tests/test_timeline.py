@@ -208,6 +208,19 @@ def test_unknown_conn_id_is_one_line_naming_the_valid_ids() -> None:
     assert proc.stderr.strip().splitlines() == ["synscope: no connection with id 9 (valid ids: 1–3)"]
 
 
+def test_valid_ids_are_named_as_ranges() -> None:
+    from synscope.cli.main import IdsSeen
+
+    ids = IdsSeen()
+    for cid in (3, 1, 2, 7, 9, 10, 11):
+        ids.add(cid)
+    assert ids.describe() == "1–3, 7, 9–11"
+    many = IdsSeen()
+    for cid in range(1, 100_001):
+        many.add(cid)
+    assert many.describe() == "1–100000" and len(many.ids) == IdsSeen.KEPT
+
+
 def test_unknown_conn_id_with_json_too() -> None:
     proc = cli("read", "--json", "--conn", "7", "pcaps/refused.pcap")
     assert proc.returncode == ExitCode.USAGE

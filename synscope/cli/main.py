@@ -127,7 +127,7 @@ def read(
         summary.timeline_limit = len(conn_ids)
     progress = _Progress(readers)
     seen_ids: set[int] = set()
-    all_ids: list[int] = []  # with --conn: every id in the capture, for the error naming the valid ones
+    all_ids = IdsSeen()  # with --conn: the ids in the capture, for the error naming the valid ones
     interrupted = False
     from synscope.read.findings import FindingsEngine
 
@@ -139,7 +139,7 @@ def read(
 
     def take(report: object) -> None:
         if conn_ids:
-            all_ids.append(report.conn.id)  # type: ignore[attr-defined]
+            all_ids.add(report.conn.id)  # type: ignore[attr-defined]
         if conn_ids and report.conn.id not in conn_ids:  # type: ignore[attr-defined]
             return
         if conn_ids:
@@ -226,12 +226,39 @@ def _check_view_options(as_json: bool, stats: bool, context: int | None, all_pac
         fail("--all-packets shows every packet: --context has nothing to fold", ExitCode.USAGE)
 
 
-def unknown_ids_message(missing: list[int], ids: list[int]) -> str:
-    """``no connection with id 9 (this capture has 1–3)``: the error of ``read --conn``."""
+class IdsSeen:
+    """The connection ids a run reported, in bounded memory: their count and range, and the
+    first KEPT of them (enough to name them when they are not one range)."""
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.low = self.high = 0
+        self.ids: list[int] = []
+
+    def add(self, cid: int) -> None:
+        """Take one reported id."""
+        self.low = cid if not self.count else min(self.low, cid)
+        self.high = max(self.high, cid)
+        self.count += 1
+        if len(self.ids) < self.KEPT:
+            self.ids.append(cid)
+
+    def describe(self) -> str:
+        """``1–3``, or ``1–3, 7, 9–12`` when they are not one range."""
+        if self.count == self.high - self.low + 1:
+            return f"{self.low}–{self.high}" if self.high > self.low else str(self.low)
+        text = id_ranges(sorted(self.ids))
+        return text if text.endswith("…") or self.count == len(self.ids) else text + ", …"
+
+
+def unknown_ids_message(missing: list[int], ids: IdsSeen) -> str:
+    """``no connection with id 9 (valid ids: 1–3)``: the error of ``read --conn``."""
     which = ", ".join(map(str, missing))
-    if not ids:
+    if not ids.count:
         return f"no connection with id {which}: the capture holds no TCP connection (within --host/--port/--filter)"
-    return f"no connection with id {which} (valid ids: {id_ranges(sorted(ids))})"
+    return f"no connection with id {which} (valid ids: {ids.describe()})"
 
 
 def id_ranges(ids: list[int], limit: int = 8) -> str:
@@ -282,7 +309,7 @@ def _read_split(
     absolute: bool,
     conn_ids: tuple[int, ...],
     seen_ids: set[int],
-    all_ids: list[int],
+    all_ids: IdsSeen,
     progress: _Progress,
     out: TextIO,
     findings: object,
@@ -303,7 +330,7 @@ def _read_split(
     try:
         for cid, line in split:
             if conn_ids:
-                all_ids.append(cid)
+                all_ids.add(cid)
                 if cid not in conn_ids:
                     continue
                 seen_ids.add(cid)
