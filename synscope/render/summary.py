@@ -116,7 +116,7 @@ class RunSummary:
             self.rows.extend(self.healthy_rows)
         self.rows.sort(key=lambda r: r.conn.id)
         if self.failed and self.total > PROBLEMS_LINE_ABOVE:
-            out.write(problems_line(self.failed, self.total, self.problems) + "\n\n")
+            out.write(problems_line(self.failed, self.total, self.problems) + "\n")
         if self.rows:
             summary_table(self.rows, self.first_ts or 0.0, out, self.file_starts if len(self.file_starts) > 1 else None)
         if not small:
