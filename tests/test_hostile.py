@@ -207,7 +207,7 @@ def test_snaplen_cut_packets_are_decoded_flagged_and_never_loss(tmp_path, name: 
             assert (fa.retransmitted_segments, fa.lost_segments, fa.payload_bytes) == (fb.retransmitted_segments, fb.lost_segments, fb.payload_bytes)
     proc = cli("read", "--all", cut_path)
     assert proc.returncode == 0
-    assert "(truncated by snaplen)" in proc.stdout
+    assert "Headers only:" in proc.stdout and "cut short by the capture's snaplen" in proc.stdout
     assert "malformed" not in proc.stderr
 
 

@@ -25,21 +25,21 @@ from tests.oracle import have_tshark
 CAPTURES = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
 ARROWS = ("→", "←")
 
-Numbers = tuple[str, int, int, int]  # flags, seq, ack, window
+Numbers = tuple[int, str, int, int, int]  # frame, flags, seq, ack, window
 
 
 def text_numbers(r: ConnReport, absolute: bool) -> list[Numbers]:
-    """(flags, seq, ack, win) of each packet row of the text timeline, in its order."""
+    """(frame, flags, seq, ack, win) of each packet row of the text timeline (every packet), in its order."""
     out = io.StringIO()
-    write_timeline(r, out, absolute=absolute)
+    write_timeline(r, out, absolute=absolute, context=None)
     rows = []
     for line in out.getvalue().splitlines()[1:]:
         parts = line.split()
         arrow = next((i for i, p in enumerate(parts) if p in ARROWS), None)
         if arrow is None or parts[arrow + 1] == "ICMP":
-            continue  # the "… packets not kept" line, ICMP errors
+            continue  # the "… packets not kept" and "Headers only" lines, ICMP errors
         flags, seq, ack, _length, win = parts[arrow + 1 : arrow + 6]
-        rows.append((flags, int(seq), int(ack), int(win)))
+        rows.append((int(parts[0]), flags, int(seq), int(ack), int(win)))
     return rows
 
 
@@ -48,7 +48,7 @@ def json_numbers(r: ConnReport, absolute: bool) -> list[Numbers]:
     packets = json.loads(connection_line(r, absolute))["packets"]
     assert packets == connection_object(r, absolute)["packets"]  # the fast writer and the object agree
     packets.sort(key=lambda p: (p["t"], p["frame"]))
-    return [(p["flags"], p["seq"], p["ack"], p["win"]) for p in packets]
+    return [(p["frame"], p["flags"], p["seq"], p["ack"], p["win"]) for p in packets]
 
 
 def tshark_numbers(path: str) -> dict[int, tuple[int, int, int]]:
@@ -101,6 +101,6 @@ def test_an_ack_field_without_the_ack_flag_is_shown_raw_everywhere(tmp_path) -> 
 
     reader = open_capture(str(path))
     reports = list(run([(reader.path, reader)], Pipeline()))
-    assert [n[2] for n in text_numbers(reports[0], False)] == [5555, 1, 1, 9777]
-    assert [n[3] for n in text_numbers(reports[0], False)] == [64240, 64240, 502 << 7, 0]
+    assert [n[3] for n in text_numbers(reports[0], False)] == [5555, 1, 1, 9777]
+    assert [n[4] for n in text_numbers(reports[0], False)] == [64240, 64240, 502 << 7, 0]
     assert_views_agree(reports, tshark_numbers(str(path)) if have_tshark() else None)

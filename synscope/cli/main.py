@@ -15,6 +15,7 @@ import click
 from synscope import COMPILED_STATE, __version__
 from synscope.cli.options import parse_hosts, parse_ports, selection_options
 from synscope.core.exit_codes import ExitCode
+from synscope.render.view import DEFAULT_CONTEXT, TextView
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,15 +28,33 @@ def main() -> None:
     """
 
 
-@main.command()
+# read's exit codes (synscope.core.exit_codes, the README's table); \b keeps click from rewrapping them
+READ_EPILOG = """\b
+Exit codes:
+  0    done
+  2    usage error: bad option, host, port or filter; --conn ID not in the capture
+  5    a capture ended mid-record or is corrupt: what came before it is reported
+  6    a file is not a capture, is empty, or cannot be opened
+  130  interrupted by Ctrl-C: what was read is reported"""
+
+
+@main.command(short_help="Analyse pcap / pcapng files and explain every connection.", epilog=READ_EPILOG)
 @click.argument("files", nargs=-1, required=True, type=str)
 @click.option("--all", "show_all", is_flag=True, help="Show the timeline of every connection, not only the ones that went wrong.")
+@click.option(
+    "--context",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help=f"Timelines: show N packets before and after each event, fold the runs between (default {DEFAULT_CONTEXT}).",
+)
+@click.option("--all-packets", is_flag=True, help="Timelines: show every packet, nothing folded.")
+@click.option("--summary", "summary_only", is_flag=True, help="Only the header, the findings and the table: no timelines.")
 @click.option("--conn", "conn_ids", type=int, multiple=True, metavar="ID", help="Show only this connection (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one object per connection (schema in the README).")
 @click.option("--absolute", is_flag=True, help="Raw sequence and ack numbers instead of relative ones.")
 @selection_options
 @click.option("--filter", "bpf", metavar="EXPR", help="tcpdump filter expression applied to every frame (compiled by libpcap).")
-@click.option("--stats", is_flag=True, help="Add totals per outcome and top connections by retransmission rate and duration.")
+@click.option("--stats", is_flag=True, help="Add totals per outcome and top connections by retransmission rate and duration (text view only).")
 @click.option("--max-conns", type=click.IntRange(min=1), metavar="N", help="Bound the live connection table; the oldest idle one is evicted (counted).")
 @click.option("--payload", is_flag=True, help="Show a preview of each segment's payload (escaped).")
 @click.option("--keep-duplicates", is_flag=True, help="Keep frames captured twice (loopback AF_PACKET copies) instead of dropping them.")
@@ -48,6 +67,9 @@ def main() -> None:
 def read(
     files: tuple[str, ...],
     show_all: bool,
+    context: int | None,
+    all_packets: bool,
+    summary_only: bool,
     conn_ids: tuple[int, ...],
     as_json: bool,
     absolute: bool,
@@ -60,11 +82,17 @@ def read(
     keep_duplicates: bool,
     workers: int | None,
 ) -> None:
-    """Analyse pcap / pcapng files (gzip too; '-' reads standard input)."""
+    """Analyse pcap / pcapng files (gzip too; '-' reads standard input).
+
+    Prints the findings, a table of the connections and the timeline of each one that did not
+    end well, folded around its events (--all-packets for every packet, --summary for none).
+    Several files: the table's start times count from each file's own first connection.
+    """
     from synscope.capture.bpf import FilterError, FrameFilter
     from synscope.read.pipeline import Pipeline, Selection, run
     from synscope.read.sources.pcap import CaptureError, open_capture
 
+    _check_view_options(as_json, stats, context, all_packets, summary_only)
     selection = Selection(parse_hosts(hosts), parse_ports(ports))
     if bpf:
         try:
@@ -99,6 +127,7 @@ def read(
         summary.timeline_limit = len(conn_ids)
     progress = _Progress(readers)
     seen_ids: set[int] = set()
+    all_ids = IdsSeen()  # with --conn: the ids in the capture, for the error naming the valid ones
     interrupted = False
     from synscope.read.findings import FindingsEngine
 
@@ -109,6 +138,8 @@ def read(
     flush_each_line = as_json and any(r.size is None for r in readers)
 
     def take(report: object) -> None:
+        if conn_ids:
+            all_ids.add(report.conn.id)  # type: ignore[attr-defined]
         if conn_ids and report.conn.id not in conn_ids:  # type: ignore[attr-defined]
             return
         if conn_ids:
@@ -137,7 +168,7 @@ def read(
     split = _split_workers(workers, as_json, max_conns, readers)
     try:
         if split > 1:
-            interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, progress, out, findings)
+            interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, all_ids, progress, out, findings)
         else:
             try:
                 for report in run(((r.path, r) for r in readers), pipeline, on_frames):
@@ -162,14 +193,14 @@ def read(
         if r.truncated_at is not None and exit_code == ExitCode.OK:
             exit_code = ExitCode.PARTIAL_INPUT
     _warn_run(pipeline)
-    if conn_ids:
-        missing = set(conn_ids) - seen_ids
-        if missing:
-            click.echo(f"synscope: no connection with id {', '.join(map(str, sorted(missing)))}", err=True)
-            exit_code = ExitCode.USAGE
-    if not as_json:
+    missing = set(conn_ids) - seen_ids
+    if missing:
+        click.echo(f"synscope: {unknown_ids_message(sorted(missing), all_ids)}", err=True)
+        exit_code = ExitCode.USAGE
+    if not as_json and not (missing and not seen_ids):  # (nothing asked for was found: the error alone)
+        view = TextView(absolute, payload, stats, None if all_packets else DEFAULT_CONTEXT if context is None else context, summary_only)
         try:
-            _write_text(readers, pipeline, summary, out, absolute, payload, stats)
+            _write_text(readers, pipeline, summary, out, view)
         except BrokenPipeError:
             _reader_gone()
     if interrupted:
@@ -177,6 +208,69 @@ def read(
         if exit_code == ExitCode.OK:
             exit_code = ExitCode.INTERRUPTED
     sys.exit(int(exit_code))
+
+
+def _check_view_options(as_json: bool, stats: bool, context: int | None, all_packets: bool, summary_only: bool) -> None:
+    """Options of the text view are refused with --json (a one-line usage error, exit 2), not
+    silently ignored; so are the timeline options with --summary, which prints no timeline."""
+    from synscope.core.exit_codes import fail
+
+    if as_json:
+        for given, name in ((stats, "--stats"), (context is not None, "--context"), (all_packets, "--all-packets"), (summary_only, "--summary")):
+            if given:
+                hint = ' (the JSON lines carry every figure it adds up: count their "outcome" with jq)' if name == "--stats" else ""
+                fail(f"{name} is for the text view, not --json{hint}", ExitCode.USAGE)
+    if summary_only and (all_packets or context is not None):
+        fail(f"--summary prints no timelines: {'--all-packets' if all_packets else '--context'} has nothing to do", ExitCode.USAGE)
+    if all_packets and context is not None:
+        fail("--all-packets shows every packet: --context has nothing to fold", ExitCode.USAGE)
+
+
+class IdsSeen:
+    """The connection ids a run reported, in bounded memory: their count and range, and the
+    first KEPT of them (enough to name them when they are not one range)."""
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.low = self.high = 0
+        self.ids: list[int] = []
+
+    def add(self, cid: int) -> None:
+        """Take one reported id."""
+        self.low = cid if not self.count else min(self.low, cid)
+        self.high = max(self.high, cid)
+        self.count += 1
+        if len(self.ids) < self.KEPT:
+            self.ids.append(cid)
+
+    def describe(self) -> str:
+        """``1–3``, or ``1–3, 7, 9–12`` when they are not one range."""
+        if self.count == self.high - self.low + 1:
+            return f"{self.low}–{self.high}" if self.high > self.low else str(self.low)
+        text = id_ranges(sorted(self.ids))
+        return text if text.endswith("…") or self.count == len(self.ids) else text + ", …"
+
+
+def unknown_ids_message(missing: list[int], ids: IdsSeen) -> str:
+    """``no connection with id 9 (valid ids: 1–3)``: the error of ``read --conn``."""
+    which = ", ".join(map(str, missing))
+    if not ids.count:
+        return f"no connection with id {which}: the capture holds no TCP connection (within --host/--port/--filter)"
+    return f"no connection with id {which} (valid ids: {ids.describe()})"
+
+
+def id_ranges(ids: list[int], limit: int = 8) -> str:
+    """``1–3, 7, 9–12``: sorted ids as ranges (at most ``limit`` of them, then ``…``)."""
+    spans: list[tuple[int, int]] = []
+    for i in ids:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], i)
+        else:
+            spans.append((i, i))
+    text = ", ".join(f"{a}–{b}" if b > a else str(a) for a, b in spans[:limit])
+    return text + (", …" if len(spans) > limit else "")
 
 
 def _reader_gone() -> NoReturn:
@@ -215,6 +309,7 @@ def _read_split(
     absolute: bool,
     conn_ids: tuple[int, ...],
     seen_ids: set[int],
+    all_ids: IdsSeen,
     progress: _Progress,
     out: TextIO,
     findings: object,
@@ -235,6 +330,7 @@ def _read_split(
     try:
         for cid, line in split:
             if conn_ids:
+                all_ids.add(cid)
                 if cid not in conn_ids:
                     continue
                 seen_ids.add(cid)
@@ -344,7 +440,7 @@ def _warn_run(pipeline: object) -> None:
         click.echo(f"synscope: warning: {pipeline.tracker.evicted} connections evicted from the table (--max-conns)", err=True)
 
 
-def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, absolute: bool, payload: bool, stats: bool) -> None:
+def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, view: TextView) -> None:
     from synscope.render.summary import RunSummary
     from synscope.render.text import write_header
 
@@ -362,7 +458,7 @@ def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, a
     if not summary.total:
         out.write("No TCP connections found.\n")
         return
-    summary.write(out, stats, absolute, payload)
+    summary.write(out, view)
 
 
 _LINKTYPE_NAMES = {
@@ -391,6 +487,10 @@ main.add_command(demo)
 from synscope.cli.watch import watch  # noqa: E402
 
 main.add_command(watch)
+# what `synscope --help` lists for each, whole (click cuts a docstring's first line at 45 characters)
+probe.short_help = "Send SYNs to a host's ports and explain each answer."
+demo.short_help = "Build a private namespace lab, probe it, explain it (root)."
+watch.short_help = "Follow live TCP connections and explain each one."
 
 
 if __name__ == "__main__":

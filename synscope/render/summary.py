@@ -15,6 +15,7 @@ from typing import TextIO
 
 from synscope.read.findings import FindingsEngine
 from synscope.read.pipeline import ConnReport
+from synscope.render.view import TextView
 
 ROW_LIMIT = 5000
 TIMELINE_LIMIT = 100
@@ -22,6 +23,9 @@ TOP = 5
 # Up to this many connections the table lists them all in id order; above, problem connections
 # first and the healthy ones summed up per service (--all lists everything)
 LIST_ALL_UP_TO = 200
+# Above this many connections a line before the table counts the ones that did not end well by
+# outcome, so the first screen names the failures as groups however long the table is
+PROBLEMS_LINE_ABOVE = 20
 # Services (server endpoints) whose healthy connections are summed up one by one; the rest in one line
 SERVICE_SLOTS = 64
 # Durations kept per service for the median (the first ones)
@@ -42,9 +46,11 @@ class RunSummary:
     rows_dropped: int = 0
     timelines_dropped: int = 0
     outcomes: Counter = field(default_factory=Counter)
+    problems: Counter = field(default_factory=Counter)  # connections that did not end well, by (outcome, rule)
     by_rate: list[tuple[float, int, ConnReport]] = field(default_factory=list)
     by_duration: list[tuple[float, int, ConnReport]] = field(default_factory=list)
     first_ts: float | None = None
+    file_starts: dict[int, float] = field(default_factory=dict)  # per input file: its first connection's first packet
     findings: FindingsEngine = field(default_factory=FindingsEngine)
     healthy_rows: list[ConnReport] = field(default_factory=list)  # the first LIST_ALL_UP_TO + 1 healthy ones
     services: dict[tuple[bytes, int], list[float]] = field(default_factory=dict)  # healthy: durations per server endpoint
@@ -59,15 +65,20 @@ class RunSummary:
         self.outcomes[r.verdict.outcome] += 1
         if self.first_ts is None or r.conn.first_ts < self.first_ts:
             self.first_ts = r.conn.first_ts
+        index = r.conn.source_index
+        if index not in self.file_starts or r.conn.first_ts < self.file_starts[index]:
+            self.file_starts[index] = r.conn.first_ts
         if r.scan and not self.show_all:  # one finding line, not a row and a timeline per port
             self.scan_probes += 1
             if not r.verdict.ok:
                 self.failed += 1
+                self.problems[("scan probes", "scan probes")] += 1  # counted, not listed
             r.conn.packets = []
             return
         expand = self.show_all or not r.verdict.ok
         if not r.verdict.ok:
             self.failed += 1
+            self.problems[(r.verdict.outcome, r.verdict.rule)] += 1
         if expand and len(self.expanded) < self.timeline_limit:
             self.expanded.append(r)
         else:
@@ -100,31 +111,39 @@ class RunSummary:
         if len(durations) < DURATION_SAMPLES:
             durations.append(r.conn.last_ts - r.conn.first_ts)
 
-    def write(self, out: TextIO, stats: bool, absolute: bool, payload: bool) -> None:
-        """Table, optional --stats tables, then the expanded timelines."""
+    def write(self, out: TextIO, view: TextView) -> None:
+        """Findings, table, optional --stats tables, then the expanded timelines (unless --summary)."""
         from synscope.render.findings import write_findings
         from synscope.render.table import stats_from_tops, summary_table
         from synscope.render.text import write_connection
 
-        write_findings(self.findings.findings(), self.first_ts or 0.0, out)
+        findings = self.findings.findings()
+        write_findings(findings, self.first_ts or 0.0, out)
         small = self.total <= LIST_ALL_UP_TO
         if small:  # every connection, in id order
             self.rows.extend(self.healthy_rows)
         self.rows.sort(key=lambda r: r.conn.id)
+        if self.failed and self.total > PROBLEMS_LINE_ABOVE:
+            out.write(problems_line(self.failed, self.total, self.problems) + "\n")
         if self.rows:
-            summary_table(self.rows, self.first_ts or 0.0, out)
+            summary_table(self.rows, self.first_ts or 0.0, out, self.file_starts if len(self.file_starts) > 1 else None)
         if not small:
             self._write_healthy(out)
         if self.scan_probes:
             out.write(f"Port scans: {self.scan_probes:,} connections not listed (the port-scan findings above sum them up; --all lists them)\n")
         if self.rows_dropped:
             out.write(f"… and {self.rows_dropped} more connections not listed (the table stops at {self.row_limit}); --json lists all\n")
-        if stats:
+        if view.stats:
             stats_from_tops(self.outcomes, [x[2] for x in sorted(self.by_rate, reverse=True)], [x[2] for x in sorted(self.by_duration, reverse=True)], out)
+        if view.summary_only:
+            return
         if self.expanded:
             out.write("\n")
+        # frames the findings cite are kept in the timelines too (frame numbers are per file: with
+        # several files a few more rows may stay unfolded, none is lost)
+        cited = frozenset(n for f in findings for e in f.evidence for n in e.frames)
         for r in sorted(self.expanded, key=lambda r: r.conn.id):
-            write_connection(r, out, absolute=absolute, payload=payload)
+            write_connection(r, out, absolute=view.absolute, payload=view.payload, context=view.context, also_cited=cited)
         if self.timelines_dropped:
             out.write(f"… {self.timelines_dropped} more timelines not shown (at most {self.timeline_limit}); use --conn ID or --json for them\n")
 
@@ -143,6 +162,13 @@ class RunSummary:
             out.write(f"  {n:,} to {fmt_endpoint(ip, port)} (median {fmt.duration(median)})\n")
         if self.healthy_elsewhere:
             out.write(f"  {self.healthy_elsewhere:,} to other services\n")
+
+
+def problems_line(failed: int, total: int, problems: Counter) -> str:
+    """``Did not end well: 109 of 600 connections: 60 refused, 34 closed (closed), 15 closed (path-loss)``:
+    a big capture's failures in groups, before the table lists them one by one."""
+    groups = ", ".join(f"{n:,} {outcome}" + (f" ({rule})" if rule != outcome else "") for (outcome, rule), n in problems.most_common())
+    return f"Did not end well: {failed:,} of {total:,} connections: {groups}"
 
 
 def _push_top(heap: list, item: tuple) -> None:

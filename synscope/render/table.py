@@ -13,8 +13,10 @@ from synscope.read.analysis.loss import COPY, DOWNSTREAM, REORDERED, SPURIOUS, U
 from synscope.read.pipeline import ConnReport
 
 
-def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None:
-    """One row per connection: who, when, how much, and how it ended."""
+def summary_table(reports: list[ConnReport], origin: float, out: TextIO, file_starts: dict[int, float] | None = None) -> None:
+    """One row per connection: who, when, how much, and how it ended. ``start`` counts from
+    ``origin``, or with several files from the first packet of the connection's own file
+    (``file_starts`` by input index), and a ``file`` column says which."""
     rows = []
     for r in reports:
         c = r.conn
@@ -25,7 +27,7 @@ def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None
                 c.id,
                 client,
                 fmt_endpoint(c.server.ip, c.server.port),
-                f"+{c.first_ts - origin:.3f}",
+                f"+{c.first_ts - (origin if file_starts is None else file_starts.get(c.source_index, origin)):.3f}",
                 fmt.duration(c.last_ts - c.first_ts),
                 f"{fc.packets}/{fs.packets}",
                 f"{fc.payload_bytes}/{fs.payload_bytes}",
@@ -33,8 +35,14 @@ def summary_table(reports: list[ConnReport], origin: float, out: TextIO) -> None
                 r.verdict.summary,
             ]
         )
+        if file_starts is not None:
+            rows[-1].insert(1, str(c.source_index + 1))
     headers = ["id", "client", "server", "start", "dur", "pkts c>s/s>c", "bytes c>s/s>c", "outcome", "notes"]
+    if file_starts is not None:
+        headers.insert(1, "file")
     out.write(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
+    if file_starts is not None:
+        out.write("file: the input's place on the command line; start: seconds from that file's first connection\n")
     if any(r.conn.roles_guessed for r in reports):
         out.write("? client/server guessed from the ports (picked up mid-stream)\n")
 

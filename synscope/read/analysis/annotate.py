@@ -81,6 +81,10 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
     # the last window each direction advertised (-1: none yet): a "keep-alive" sent into a zero
     # window is a zero-window probe (tshark labels Linux's probes keep_alive; its flag stays in JSON)
     last_win = [-1, -1]
+    # per direction: its receive window was last seen closed (zero) or filled by the peer; only the
+    # window update that reopens it is worth a note (on a growing window every ACK is one; the
+    # flag itself stays in JSON's "analysis", as tshark sets it)
+    stalled = [False, False]
     for pkt in conn.packets:
         seg = pkt.seg
         flags = seg.flags
@@ -138,7 +142,14 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
                     pkt.note(f"FIN: {who} closes first")
             else:
                 pkt.note(f"FIN: {who} closes too")
-        _flag_notes(pkt, who, last_win[1 - pkt.dir] == 0)
+        bits = pkt.analysis
+        if bits & F.A_WINDOW_FULL:
+            stalled[1 - pkt.dir] = True
+        _flag_notes(pkt, who, last_win[1 - pkt.dir] == 0, stalled[pkt.dir])
+        if bits & F.A_ZERO_WINDOW:
+            stalled[pkt.dir] = True
+        elif pkt.seg.win and not flags & (SYN | RST) and pkt.seg.flags & ACK:
+            stalled[pkt.dir] = False
         if seg.length:
             decided = state.loss[pkt.dir].decided
             if decided:
@@ -187,7 +198,9 @@ def kept_sending(conn: Connection, direction: int, fin_ts: float) -> list[Packet
     return after if len({pkt.seg.seq for pkt in after}) > 1 else []
 
 
-def _flag_notes(pkt: Packet, who: str, into_zero_window: bool = False) -> None:
+def _flag_notes(pkt: Packet, who: str, into_zero_window: bool = False, reopens: bool = False) -> None:
+    """Notes for tshark's analysis flags; a window update only when it ``reopens`` a window that
+    was zero or full."""
     bits = pkt.analysis
     if not bits:
         return
@@ -221,7 +234,7 @@ def _flag_notes(pkt: Packet, who: str, into_zero_window: bool = False) -> None:
         pkt.note("zero-window probe ACK")
     if bits & F.A_WINDOW_FULL:
         pkt.note("window full")
-    if bits & F.A_WINDOW_UPDATE:
+    if bits & F.A_WINDOW_UPDATE and reopens:
         pkt.note("window update")
     if bits & F.A_KEEP_ALIVE:
         pkt.note("zero-window probe" if into_zero_window else "keep-alive")

@@ -18,6 +18,8 @@ from synscope.read.tracker import C2S, Connection, Packet
 
 # TCP options this long or shorter hold no SACK block (NOP NOP TS is 12 bytes)
 SACKLESS_OPTIONS: Final = 12
+# TCP option kind of SACK blocks (RFC 2018)
+SACK_KIND: Final = 5
 # Retransmission family: what counts as "sent again"
 RETRANSMITTED: Final = F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION
 # DirectionFacts times not seen yet: before any capture time
@@ -32,6 +34,13 @@ MAX_IN_FLIGHT: Final = 4096
 # no SYN/FIN/RST) are counted but not kept, so a bulk transfer of millions of packets
 # does not grow memory; every flagged or control packet is always kept.
 MAX_KEPT_PACKETS: Final = 5000
+
+
+def may_hold_sack(raw: bytes) -> bool:
+    """Options that may carry SACK blocks (kept for the timeline): longer than NOP NOP TS, or
+    a SACK kind within the first three bytes (NOP NOP SACK: one block, no timestamps).
+    A false yes costs only the bytes kept."""
+    return len(raw) > SACKLESS_OPTIONS or SACK_KIND in raw[:3]
 
 
 @dataclass(slots=True)
@@ -250,8 +259,9 @@ class Analyser:
                 dsack = dsack_block(seg.ack, first_sack_blocks(seg.raw_options))
                 if dsack is not None:
                     state.loss[1 - d].on_dsack(dsack[0], dsack[1])
-        if not flags & SYN and seg.raw_options:
-            # only SYN options are shown later; dropping the rest saves a bytes object per packet
+        if not flags & SYN and seg.raw_options and not may_hold_sack(seg.raw_options):
+            # only SYN options and SACK blocks are shown later; dropping the rest (NOP NOP TS)
+            # saves a bytes object per packet
             seg.raw_options = b""
         packets = conn.packets
         if len(packets) > self.max_kept_packets and not bits and not flags & (SYN | FIN | RST) and packets[-1] is pkt:
