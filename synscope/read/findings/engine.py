@@ -8,8 +8,12 @@ each detector and never edits a connection's verdict.
 from __future__ import annotations
 
 from synscope.read.findings.accept_queue import AcceptQueueDetector
+from synscope.read.findings.churn import ChurnDetector
 from synscope.read.findings.failures import FailureGroups
+from synscope.read.findings.keepalive import DeadPeerDetector
 from synscope.read.findings.model import ConnFacts, Finding, facts_of
+from synscope.read.findings.ports import PortExhaustionDetector
+from synscope.read.findings.reuse import ReuseDetector
 from synscope.read.findings.syn_flood import FloodDetector, flood_finding
 from synscope.read.pipeline import ConnReport
 
@@ -21,6 +25,10 @@ class FindingsEngine:
         self.floods = FloodDetector()
         self.accept_queue = AcceptQueueDetector()
         self.failures = FailureGroups()
+        self.churn = ChurnDetector()
+        self.ports = PortExhaustionDetector()
+        self.reuse = ReuseDetector()
+        self.dead_peers = DeadPeerDetector()
 
     def feed(self, report: ConnReport) -> None:
         """Take one connection (before its packets are dropped)."""
@@ -31,6 +39,10 @@ class FindingsEngine:
         self.floods.add_facts(facts)
         self.accept_queue.add(cid, facts)
         self.failures.add(cid, facts)
+        self.churn.add(cid, facts)
+        self.ports.add(cid, facts)
+        self.reuse.add(cid, facts)
+        self.dead_peers.add(cid, facts)
 
     def findings(self) -> list[Finding]:
         """Everything found, worst first (then most connections, then earliest). Call once."""
@@ -39,5 +51,9 @@ class FindingsEngine:
         found += self.accept_queue.findings()
         # the half-open attempts of a flood are the flood, not a group of failures
         found += [f for f in self.failures.findings() if (f.server_ip, f.server_port) not in flooded]
+        found += self.ports.findings()
+        found += self.reuse.findings()
+        found += self.dead_peers.findings()
+        found += self.churn.findings()
         found.sort(key=lambda f: (-f.severity, -f.connection_count, f.start))
         return found
