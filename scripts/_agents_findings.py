@@ -200,7 +200,7 @@ def loop_server(a: argparse.Namespace) -> None:
         c.settimeout(5.0)
         buf = b""
         try:
-            while served < a.count and time.monotonic() < deadline:
+            while time.monotonic() < deadline:  # (to the client's close, after the last request too)
                 chunk = c.recv(4096)
                 if not chunk:
                     break
@@ -258,10 +258,8 @@ def loop_client(a: argparse.Namespace) -> None:
                 got += len(buf)
                 n += 1
                 done += 1
-            if a.close == "server":
+            if a.close == "server":  # (an EOF here: the server's FIN came first)
                 r["closed_first"] = "server" if s.recv(1) == b"" else "client"
-            else:
-                r["closed_first"] = "client"
         except OSError as e:
             r["error"] = errno.errorcode.get(e.errno or 0, type(e).__name__)
         r["requests"] = n

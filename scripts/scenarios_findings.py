@@ -186,7 +186,8 @@ def loop_common(mp, lab, name: str, count: int, per_conn: int, close: str, port_
         "requests": client["requests"],
         "eaddrnotavail": client["connect_errors"].get("EADDRNOTAVAIL", 0),
         "distinct_client_ports": client["distinct_local_ports"],
-        "closed_first": sorted({str(c.get("closed_first")) for c in conns}),
+        "closed_first": sorted({str(c["closed_first"]) for c in conns if "closed_first" in c}),
+        "closed_first_means": "the client saw EOF before closing (server mode only); who held TIME-WAIT: kernel_counters TW",
     }
     with open(os.path.join(lab.tmp, name.replace(".pcap", ".truth.json")), "w") as f:
         json.dump(truth, f, indent=1)
