@@ -306,7 +306,8 @@ def main() -> None:
     p.add_argument("--retry-gap", type=float, default=0.05)
     a = p.parse_args()
     signal.alarm(int(a.timeout) + 15)  # hard upper bound on the life of any agent
-    roles = {"backlog-server": backlog_server, "burst-clients": burst_clients, "delay-relay": delay_relay, "loop-server": loop_server, "loop-client": loop_client}
+    roles = {"backlog-server": backlog_server, "burst-clients": burst_clients, "delay-relay": delay_relay}
+    roles.update({"loop-server": loop_server, "loop-client": loop_client})
     roles[a.role](a)
 
 

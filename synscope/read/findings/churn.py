@@ -129,10 +129,10 @@ def _finding(key: tuple[bytes, bytes, int], p: _Period, rate: float) -> Finding:
     packet_share = _share(overhead, p.packets)
     time_share = _share(p.handshake_s + p.teardown_s, p.lifetime_s)
     verdict = (
-        f"{fmt_ip(client)} opened {p.count} short connections to {where} one after the other "
-        f"({rate:,.1f} per second) instead of reusing one: handshakes and teardowns took {overhead} of their "
+        f"{fmt_ip(client)} opened {p.count} short connections to {where} "
+        f"({rate:,.1f} per second) instead of reusing a few: handshakes and teardowns took {overhead} of their "
         f"{p.packets} packets ({fmt.percent(packet_share)}) and {fmt.percent(time_share)} of their time "
-        f"({fmt.duration(p.handshake_s)} in handshakes). One kept-alive connection would save about "
+        f"({fmt.duration(p.handshake_s)} in handshakes, summed over the connections). One kept-alive connection would save about "
         f"{saved_packets} packets and {fmt.duration(saved_s)} of handshake waits."
     )
     if p.client_closed:

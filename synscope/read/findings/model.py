@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from synscope.core.model import FIN, RST, SYN
+from synscope.core.model import RST, SYN
 from synscope.read.analysis.flags import A_KEEP_ALIVE
 from synscope.read.evidence import Evidence
 from synscope.read.pipeline import ConnReport
@@ -113,6 +113,7 @@ class ConnFacts:
     silent_since: float = -1.0  # the last packet heard from the peer that went silent
     prober_is_client: bool = True
     probe_frames: tuple[int, ...] = ()  # first probe, the reset
+    reused: bool = False  # the tracker saw this 4-tuple before (same encapsulation too)
 
 
 def facts_of(report: ConnReport) -> ConnFacts:
@@ -121,6 +122,9 @@ def facts_of(report: ConnReport) -> ConnFacts:
     v = report.verdict
     stalled, retrans, synacks, abort_after, shown = _handshake_aftermath(report)
     frames = tuple(x for x in shown if x)  # (0: not seen)
+    teardown_ts, teardown_packets = _teardown(report)
+    answer, answer_frame = _answer(report)
+    probes, interval, silent, by_client, probe_frames = _keepalive(report)
     return ConnFacts(
         c.client.ip,
         c.client.port,
@@ -148,13 +152,20 @@ def facts_of(report: ConnReport) -> ConnFacts:
         c.client.bytes,
         c.server.bytes,
         c.handshake_ack_ts - c.syn_ts if c.handshake_ack_ts is not None and c.syn_ts is not None else -1.0,
-        *_teardown(report),
+        teardown_ts,
+        teardown_packets,
         _first_closer(report),
         c.client.rst_ts is not None or c.server.rst_ts is not None,
         c.client.syn_options is not None and c.client.syn_options.ts_val is not None,
-        *_answer(report),
+        answer,
+        answer_frame,
         v.rule,
-        *_keepalive(report),
+        probes,
+        interval,
+        silent,
+        by_client,
+        probe_frames,
+        c.reused_from is not None,
     )
 
 
@@ -233,7 +244,7 @@ def _keepalive(report: ConnReport) -> tuple[int, float, float, bool, tuple[int, 
             break
     times.reverse()
     times.append(packets[rst_index].seg.ts)
-    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    gaps = sorted([times[i + 1] - times[i] for i in range(len(times) - 1)])
     interval = gaps[len(gaps) // 2] if gaps else -1.0
     return len(times) - 1, interval, silent, by_client, (first_probe, packets[rst_index].seg.frame)
 

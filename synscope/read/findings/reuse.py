@@ -3,7 +3,8 @@ TIME-WAIT on the side that closed first.
 
 Definition. After a close with FINs, the side that sent the first FIN keeps the 4-tuple in
 TIME-WAIT (:data:`TIME_WAIT` = 60 s on Linux; 30 s to 4 min elsewhere). A new SYN on the same
-4-tuple less than :data:`TIME_WAIT` after the previous incarnation's last packet is a *reuse*:
+4-tuple (the tracker's ``reused_from``: so not the same addresses in another tunnel) less
+than :data:`TIME_WAIT` after the previous incarnation's last packet is a *reuse*:
 the holder accepts it when the SYN's timestamp (or, without timestamps, its ISN) is newer;
 otherwise it answers with an ACK of the old connection (the client then resets and retries) or
 an RST, or drops the SYN. A client-side holder lets its own kernel reuse the port only with
@@ -49,6 +50,7 @@ class _Life:
     client_syns: int
     syn_timestamps: bool
     frame: int
+    reused: bool  # the tracker linked it to an earlier connection on its 4-tuple
 
 
 @dataclass
@@ -70,7 +72,7 @@ class _Group:
 def _life(cid: int, f: ConnFacts) -> _Life:
     holder = f.first_closer if f.first_closer and not f.reset else ""
     syn_ts = f.syn_ts if f.syn_ts is not None else -1.0
-    return _Life(cid, syn_ts, f.last_ts, holder, f.answer, f.completed, f.client_syns, f.syn_timestamps, f.answer_frame or f.first_frame)
+    return _Life(cid, syn_ts, f.last_ts, holder, f.answer, f.completed, f.client_syns, f.syn_timestamps, f.answer_frame or f.first_frame, f.reused)
 
 
 class ReuseDetector:
@@ -105,7 +107,7 @@ class ReuseDetector:
         self._lives[key] = new
 
     def _reuse(self, f: ConnFacts, earlier: _Life, later: _Life) -> None:
-        if not earlier.holder or later.client_syns == 0 or later.syn_ts < 0:
+        if not earlier.holder or not later.reused or later.client_syns == 0 or later.syn_ts < 0:
             return
         gap = later.syn_ts - earlier.last_ts
         if gap < 0 or gap >= TIME_WAIT:
@@ -160,9 +162,7 @@ def _finding(key: tuple[bytes, bytes, int, str], g: _Group) -> Finding:
     times = {1: "once", 2: "twice"}.get(g.count, f"{g.count} times")
     verdict = (
         f"The 4-tuples of {fmt_ip(client)} to {where} were used again {times} {came} after the previous connection "
-        f"ended, well within Linux's {TIME_WAIT:.0f} s TIME-WAIT, which the {holder} held (it closed first): "
-        + "; ".join(happened)
-        + "."
+        f"ended, well within Linux's {TIME_WAIT:.0f} s TIME-WAIT, which the {holder} held (it closed first): " + "; ".join(happened) + "."
     )
     if holder == "client":
         next_step = (
