@@ -197,6 +197,32 @@ def test_state_stays_bounded() -> None:
     assert len(det.findings()) <= aq.MAX_FINDINGS
 
 
+def test_reuse_holder_is_who_closed_the_previous_connection_first_in_any_order() -> None:
+    from synscope.read.findings import reuse
+
+    closed = replace(BASE, first_closer="server", teardown_ts=100.5, last_ts=101.0, answer="synack", syn_timestamps=True)
+    again = replace(closed, syn_ts=101.5, first_ts=101.5, last_ts=102.0, first_closer="client", reused=True)
+    for order in ((1, closed, 2, again), (2, again, 1, closed)):  # the later one may be fed first
+        det = reuse.ReuseDetector()
+        det.add(order[0], order[1])
+        det.add(order[2], order[3])
+        (f,) = det.findings()
+        assert f.rule == "port-reuse-time-wait-server" and f.connections == (2,) and f.figure("gap_min_seconds") == 0.5
+    det = reuse.ReuseDetector()
+    det.add(1, replace(closed, reset=True))  # closed by RST: no TIME-WAIT
+    det.add(2, again)
+    det.add(3, replace(again, syn_ts=100.0 + reuse.TIME_WAIT + 10, client_port=1))
+    det.add(4, replace(closed, client_port=1))  # (4 then 3: 3 came after TIME-WAIT expired)
+    det.add(5, replace(closed, client_port=2))
+    det.add(6, replace(again, client_port=2, reused=False))  # the tracker says: another tunnel, not a reuse
+    assert det.findings() == []
+    det = reuse.ReuseDetector()
+    det.add(1, closed)
+    det.add(2, replace(again, answer="ack", completed=False))
+    (f,) = det.findings()
+    assert f.figure("challenge_acks") == 1 and f.figure("accepted") == 0 and "ACK of the old connection" in f.verdict
+
+
 # ----- the first screen and JSON
 
 
@@ -331,6 +357,8 @@ def test_port_reuse_while_the_client_holds_time_wait() -> None:
     (f,) = named(found, "port-reuse-time-wait")
     assert t["kernel_counters"]["client"]["TWRecycled"] == f.figure("reuses") == t["connections"] - t["distinct_client_ports"]
     assert f.rule == "port-reuse-time-wait-client" and "which the client held" in f.verdict
+    assert f"{f.connection_count} completed (the client's own kernel reused its TIME-WAIT ports" in f.verdict
+    assert "sysctl net.ipv4.tcp_tw_reuse" in f.next_step and "On 198.18.1.2" in f.next_step
     assert 1.0 <= f.figure("gap_min_seconds") and f.figure("gap_max_seconds") < 60
 
 
