@@ -11,6 +11,8 @@ churn-pooled.pcap      the same 30 requests on one kept-alive connection
 ports-narrow.pcap      as churn.pcap, but the client's net.ipv4.ip_local_port_range holds 5
                        ports (net.ipv4.tcp_tw_reuse=1): connect() fails with EADDRNOTAVAIL
                        until a port's TIME-WAIT may be reused, and the 5 ports come back
+keepalive-dead-many.pcap  3 connections to 3 ports of one server, keep-alive on, then the
+                       router drops everything from the server: 3 keep-alive deaths, one peer
 port-reuse-tw.pcap     3 connections from one fixed source port (SO_REUSEADDR), the server
                        closes each first (so it holds TIME-WAIT), 0.3 s apart
 
@@ -198,6 +200,64 @@ def loop_common(mp, lab, name: str, count: int, per_conn: int, close: str, port_
     return [name, name.replace(".pcap", ".truth.json")]
 
 
+TCPSM_AGENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_agents_tcpsm.py")
+DEAD_PORTS = (7000, 7001, 7002)
+DEAD_COUNTERS = ("TCPKeepAlive", "TCPAbortOnTimeout")
+
+
+def keepalive_dead_many(mp, lab, name: str) -> list[str]:
+    """Three connections to three services of one server, each with keep-alive (idle/intvl/cnt
+    1/1/3), one exchange each; then the router drops everything from the server."""
+    out = os.path.join(lab.tmp, name)
+    lab.three(v6=False)
+    servers = [
+        lab.spawn(mp.SRV, ["python3", TCPSM_AGENTS, "listen", "--local", f"{mp.S4}:{port}", "--then", "hold", "--timeout", "20"], wait_for=("stdout", "ready"))
+        for port in DEAD_PORTS
+    ]
+    cap = lab.tcpdump(mp.CLI, "c0", out)
+    before = netstat(mp, mp.CLI)
+    ka = ["--keepidle", "1", "--keepintvl", "1", "--keepcnt", "3"]
+    clients = []
+    for port in DEAD_PORTS:
+        argv = ["python3", TCPSM_AGENTS, "dial", "--remote", f"{mp.S4}:{port}", "--then", "keepalive", *ka, "--timeout", "20"]
+        clients.append(lab.spawn(mp.CLI, argv, wait_for=("stdout", "ready")))
+    rule = f"ip saddr {mp.S4} drop"
+    lab.nft(mp.RTR, "table inet fd {\n chain f {\n  type filter hook forward priority 0;\n  " + rule + "\n }\n}\n")
+    results = []
+    for p in clients:
+        try:
+            stdout, _ = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired as e:
+            raise mp.Fail("a keep-alive client did not finish") from e
+        lines = [x for x in (p.early.get("stdout", b"") + stdout).decode().splitlines() if x.startswith("{")]
+        results.append(json.loads(lines[-1]) if lines else {})
+    after = netstat(mp, mp.CLI)
+    lab.end_capture(cap)
+    for p in servers:
+        lab.stop(p)
+    truth = {
+        "capture": name,
+        "made_by": "scripts/scenarios_findings.py (real kernel TCP in namespaces, captured on the client's interface c0)",
+        "peer": {"ip": mp.S4, "ports": list(DEAD_PORTS)},
+        "client": {"ip": mp.C4},
+        "done": {
+            "client_sockets": {"SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 1, "TCP_KEEPINTVL": 1, "TCP_KEEPCNT": 3},
+            "nft": {"namespace": "router", "hook": "forward", "rule": rule, "added": "after every client's exchange"},
+            "server": "alive and idle, never closes; its packets are dropped at the router",
+        },
+        "client_results": results,
+        "died": sum(r.get("errno") == "ETIMEDOUT" for r in results),
+        "kernel_counters_client": {k: after.get(k, 0) - before.get(k, 0) for k in DEAD_COUNTERS},
+    }
+    with open(os.path.join(lab.tmp, name.replace(".pcap", ".truth.json")), "w") as f:
+        json.dump(truth, f, indent=1)
+        f.write("\n")
+    mp.say(f"  truth: {truth['died']} connections died, counters {truth['kernel_counters_client']}")
+    if truth["died"] != len(DEAD_PORTS):
+        raise mp.Fail(f"expected every client to get ETIMEDOUT: {results}")
+    return [name, name.replace(".pcap", ".truth.json")]
+
+
 def register(mp, order: list) -> None:
     """Add the scenarios to make-pcaps' table (``mp``: the make-pcaps module)."""
 
@@ -231,4 +291,8 @@ def register(mp, order: list) -> None:
     def port_reuse_tw(lab):
         return loop_common(mp, lab, "port-reuse-tw.pcap", count=3, per_conn=1, close="server", bind_port=40000, gap=0.3)
 
-    order.extend(["accept-overflow", "accept-abort", "accept-healthy", "churn", "churn-pooled", "ports-narrow", "port-reuse-tw"])
+    @mp.scenario("keepalive-dead-many.pcap", "keepalive-dead-many.truth.json")
+    def keepalive_dead_many_(lab):
+        return keepalive_dead_many(mp, lab, "keepalive-dead-many.pcap")
+
+    order.extend(["keepalive-dead-many", "accept-overflow", "accept-abort", "accept-healthy", "churn", "churn-pooled", "ports-narrow", "port-reuse-tw"])

@@ -379,6 +379,25 @@ def test_dead_peer_found_by_keepalive() -> None:
     assert "ETIMEDOUT" in f.verdict and "tcp_keepalive" in f.next_step and "firewall or NAT" in f.next_step
 
 
+def test_connections_to_one_dead_peer_are_one_finding() -> None:
+    """keepalive-dead-many.pcap: 3 connections to 3 ports of one server, keep-alive 1/1/3, then
+    the router drops everything from the server."""
+    t = truth("keepalive-dead-many")
+    found, ports = findings_of("keepalive-dead-many")
+    assert [f.name for f in found] == ["dead-peer-keepalive"]
+    f = found[0]
+    assert f.connection_count == f.figure("connections") == t["died"] == len(t["peer"]["ports"])
+    assert all(r["errno"] == "ETIMEDOUT" for r in t["client_results"])
+    probes = t["kernel_counters_client"]["TCPKeepAlive"] / t["died"]
+    assert f.figure("probes_min") == f.figure("probes_max") == probes == t["done"]["client_sockets"]["TCP_KEEPCNT"]
+    assert f.figure("services") == len(t["peer"]["ports"])
+    assert sorted(r["local"] for r in t["client_results"]) == sorted(f"{t['client']['ip']}:{ports[i]}" for i in f.connections)
+    assert abs(f.figure("silent_since") - min(r["idle_from"] for r in t["client_results"])) < 0.05
+    assert abs(f.end - max(r["errno_at"] for r in t["client_results"])) < 0.05
+    assert f.verdict.startswith("3 connections to 198.18.2.2 (ports 7000, 7001, 7002) died because 198.18.2.2 (the server) went silent")
+    assert "reset each" in f.verdict
+
+
 def test_answered_keepalives_give_no_finding() -> None:
     found, _ = findings_of("keepalive")
     assert found == []

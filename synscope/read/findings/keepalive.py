@@ -3,8 +3,8 @@ prober's kernel dropped them, grouped per silent peer.
 
 Definition. A connection with the per-connection verdict ``keepalive-timeout`` (one side's
 keep-alive probes got no answer, then that side reset the connection: its application got
-ETIMEDOUT) counts for the peer that went silent. Each (silent peer, service) with at least
-:data:`MIN_CONNS` such connections is a *dead-peer-keepalive* finding: how many connections
+ETIMEDOUT) counts for the peer that went silent. Each silent peer (an address, on the server or
+the client side) with at least :data:`MIN_CONNS` such connections is a *dead-peer-keepalive* finding: how many connections
 died this way, the probes seen and their interval (``tcp_keepalive_intvl``,
 ``tcp_keepalive_probes``), when the peer was last heard. The packets cannot tell a host that is
 down from a path (a stateful firewall or NAT) that forgot the flow. Confidence ``certain``
@@ -41,7 +41,11 @@ class _Peer:
     interval_max: float = 0.0
     others: set[bytes] = field(default_factory=set)  # the probers (up to MAX_IDS)
     other_count: int = 0
+    ports: list[int] = field(default_factory=list)  # the services' ports (up to MAX_IDS)
+    silent_for_min: float = -1.0  # last heard to the reset, per connection
+    silent_for_max: float = 0.0
     frames: tuple[int, ...] = ()
+    server_ip: bytes = b""
 
 
 class DeadPeerDetector:
@@ -49,7 +53,7 @@ class DeadPeerDetector:
 
     def __init__(self, slots: int = PEER_SLOTS) -> None:
         self.slots = slots
-        self._peers: dict[tuple[bytes, bytes, int, bool], _Peer] = {}
+        self._peers: dict[tuple[bytes, bool], _Peer] = {}
         self.ungrouped = 0
 
     def add(self, cid: int, f: ConnFacts) -> None:
@@ -59,14 +63,14 @@ class DeadPeerDetector:
         peer_is_server = f.prober_is_client
         peer = f.server_ip if peer_is_server else f.client_ip
         prober = f.client_ip if peer_is_server else f.server_ip
-        key = (peer, f.server_ip, f.server_port, peer_is_server)
+        key = (peer, peer_is_server)
         silent = f.silent_since if f.silent_since >= 0 else f.first_ts
         p = self._peers.get(key)
         if p is None:
             if len(self._peers) >= self.slots:
                 self.ungrouped += 1
                 return
-            p = _Peer(silent, silent, f.last_ts, probes_min=f.keepalive_probes, frames=f.probe_frames)
+            p = _Peer(silent, silent, f.last_ts, probes_min=f.keepalive_probes, frames=f.probe_frames, server_ip=f.server_ip)
             self._peers[key] = p
         p.silent_first = min(p.silent_first, silent)
         p.silent_last = max(p.silent_last, silent)
@@ -79,6 +83,11 @@ class DeadPeerDetector:
         if f.keepalive_interval >= 0:
             p.interval_min = f.keepalive_interval if p.interval_min < 0 else min(p.interval_min, f.keepalive_interval)
             p.interval_max = max(p.interval_max, f.keepalive_interval)
+        silent_for = f.last_ts - silent
+        p.silent_for_min = silent_for if p.silent_for_min < 0 else min(p.silent_for_min, silent_for)
+        p.silent_for_max = max(p.silent_for_max, silent_for)
+        if f.server_port not in p.ports and len(p.ports) < MAX_IDS:
+            p.ports.append(f.server_port)
         if prober not in p.others and len(p.others) < MAX_IDS:
             p.others.add(prober)
             p.other_count += 1
@@ -94,19 +103,21 @@ def _range(lo: float, hi: float, unit: str = "") -> str:
     return f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
 
 
-def _finding(key: tuple[bytes, bytes, int, bool], p: _Peer) -> Finding:
-    peer_ip, ip, port, peer_is_server = key
+def _finding(key: tuple[bytes, bool], p: _Peer) -> Finding:
+    peer_ip, peer_is_server = key
     peer = fmt_ip(peer_ip)
-    server = fmt_ip(ip)
-    where = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+    server = fmt_ip(p.server_ip)
+    port = p.ports[0]
+    ports = ", ".join(str(x) for x in sorted(p.ports)[:5]) + (", …" if len(p.ports) > 5 else "")
+    where = f"[{server}]" if ":" in server else server
+    where += f":{port}" if len(p.ports) == 1 else f" (ports {ports})"
     prober = "client" if peer_is_server else "server"
     conns = "1 connection" if p.count == 1 else f"{p.count} connections"
-    silent_for = p.end - p.silent_last
     verdict = (
         f"{conns} to {where} died because {peer} ({'the server' if peer_is_server else 'the client'}) went silent: "
         f"the {prober}'s kernel sent {_range(p.probes_min, p.probes_max)} keep-alive probes "
-        f"every {_range(p.interval_min, p.interval_max, 's')}, none was answered, and it reset the connection "
-        f"(the application got ETIMEDOUT) {fmt.duration(silent_for)} after the peer was last heard."
+        f"every {_range(p.interval_min, p.interval_max, 's')}, none was answered, and it reset {'the connection' if p.count == 1 else 'each'} "
+        f"(the application got ETIMEDOUT) {_range(p.silent_for_min, p.silent_for_max, 's')} after the peer was last heard."
     )
     next_step = (
         f"Is {peer} up (ping {peer}; ip route get {peer})? If it is, look for a stateful firewall or NAT on the path "
@@ -120,7 +131,9 @@ def _finding(key: tuple[bytes, bytes, int, bool], p: _Peer) -> Finding:
         ("probe_interval_min", round(p.interval_min, 6)),
         ("probe_interval_max", round(p.interval_max, 6)),
         ("silent_since", round(p.silent_first, 6)),
-        ("silent_seconds", round(silent_for, 6)),
+        ("silent_seconds_min", round(p.silent_for_min, 6)),
+        ("silent_seconds_max", round(p.silent_for_max, 6)),
+        ("services", float(len(p.ports))),
         ("probers", float(p.other_count)),
     )
     return Finding(
