@@ -208,6 +208,12 @@ def test_reuse_holder_is_who_closed_the_previous_connection_first_in_any_order()
         det.add(order[2], order[3])
         (f,) = det.findings()
         assert f.rule == "port-reuse-time-wait-server" and f.connections == (2,) and f.figure("gap_min_seconds") == 0.5
+    det = reuse.ReuseDetector()  # two clients reusing at one service: one finding
+    for c, ip in enumerate((b"\xc6\x12\x01\x02", b"\xc6\x12\x01\x03")):
+        det.add(10 * c + 1, replace(closed, client_ip=ip))
+        det.add(10 * c + 2, replace(again, client_ip=ip))
+    (f,) = det.findings()
+    assert (f.connection_count, f.figure("clients"), f.client_ip) == (2, 2, None) and "The 4-tuples of 2 clients to" in f.verdict
     det = reuse.ReuseDetector()
     det.add(1, replace(closed, reset=True))  # closed by RST: no TIME-WAIT
     det.add(2, again)
@@ -463,7 +469,7 @@ def test_findings_stage_memory_stays_bounded_on_10000_connections(tmp_path) -> N
     peak = feed(engine, n)
     assert len(engine.churn._open) <= churn.PAIR_SLOTS and len(engine.ports._pairs) <= ports.PAIR_SLOTS
     assert len(engine.reuse._lives) == 4500 <= reuse.TUPLE_SLOTS
-    assert len(engine.reuse._groups) == reuse.GROUP_SLOTS and engine.reuse.ungrouped > 0
+    assert len(engine.reuse._groups) == reuse.GROUP_SLOTS and engine.reuse.ungrouped > 0  # one group per service
     assert len(engine.ports._pairs) == churn.PAIR_SLOTS == ports.PAIR_SLOTS
     assert len(engine.dead_peers._peers) <= keepalive.PEER_SLOTS
     assert all(len(p.last_use) <= ports.NARROW_MAX and len(p.ids) <= MAX_IDS for p in engine.ports._pairs.values())

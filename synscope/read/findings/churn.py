@@ -74,16 +74,16 @@ class ChurnDetector:
         assert f.syn_ts is not None
         ts = f.syn_ts
         key = (f.client_ip, f.server_ip, f.server_port)
-        p = self._open.get(key)
+        p = self._open.pop(key, None)  # (re-inserted below: the dict's order is least recently used first)
         if p is not None and (ts - p.end > PERIOD_GAP or p.start - ts > PERIOD_GAP):
-            self._close(key, p)
+            self._end(key, p)
             p = None
         if p is None:
-            if len(self._open) >= self.slots:  # the longest quiet one makes room
-                oldest = min(self._open, key=lambda k: self._open[k].end)
-                self._close(oldest, self._open[oldest])
+            if len(self._open) >= self.slots:  # the least recently used period ends to make room
+                oldest = next(iter(self._open))
+                self._end(oldest, self._open.pop(oldest))
             p = _Period(ts, ts, frames=(f.first_frame,))
-            self._open[key] = p
+        self._open[key] = p
         p.start = min(p.start, ts)
         p.end = max(p.end, ts)
         p.count += 1
@@ -97,8 +97,8 @@ class ChurnDetector:
         p.lifetime_s += f.last_ts - ts
         p.client_closed += f.first_closer == "client"
 
-    def _close(self, key: tuple[bytes, bytes, int], p: _Period) -> None:
-        del self._open[key]
+    def _end(self, key: tuple[bytes, bytes, int], p: _Period) -> None:
+        """A period is over (already out of the table): a finding if it qualifies."""
         rate = (p.count - 1) / (p.end - p.start) if p.end > p.start else float(p.count)
         if p.count < MIN_CONNS or rate < MIN_RATE:
             return
@@ -110,7 +110,7 @@ class ChurnDetector:
     def findings(self) -> list[Finding]:
         """Every period found (call once, at the end of the input)."""
         for key in list(self._open):
-            self._close(key, self._open[key])
+            self._end(key, self._open.pop(key))
         return list(self._done)
 
 

@@ -54,7 +54,7 @@ class PortExhaustionDetector:
     def __init__(self, slots: int = PAIR_SLOTS) -> None:
         self.slots = slots
         self._pairs: dict[tuple[bytes, bytes, int], _Pair] = {}
-        self.unfollowed = 0  # attempts of pairs that found no slot
+        self.evicted = 0  # pairs dropped to make room (their counts are lost)
 
     def add(self, cid: int, f: ConnFacts) -> None:
         """Take one connection attempt into account."""
@@ -62,16 +62,13 @@ class PortExhaustionDetector:
             return
         ts = f.syn_ts if f.syn_ts is not None else f.first_ts
         key = (f.client_ip, f.server_ip, f.server_port)
-        p = self._pairs.get(key)
+        p = self._pairs.pop(key, None)  # (re-inserted below: the dict's order is least recently used first)
         if p is None:
             if len(self._pairs) >= self.slots:
-                # a wide pair says nothing more; else the one quiet longest makes room
-                victim = next((k for k, v in self._pairs.items() if v.wide), None)
-                if victim is None:
-                    victim = min(self._pairs, key=lambda k: self._pairs[k].last)
-                del self._pairs[victim]
+                del self._pairs[next(iter(self._pairs))]  # the least recently used pair makes room
+                self.evicted += 1
             p = _Pair(ts, ts)
-            self._pairs[key] = p
+        self._pairs[key] = p
         p.first = min(p.first, ts)
         p.last = max(p.last, ts)
         p.attempts += 1

@@ -11,7 +11,7 @@ an RST, or drops the SYN. A client-side holder lets its own kernel reuse the por
 ``net.ipv4.tcp_tw_reuse`` (after 1 s, timestamps on) or SO_REUSEADDR on a bound port.
 
 The previous incarnation of every 4-tuple is kept in a table of :data:`TUPLE_SLOTS` entries
-(the oldest goes first); reuses are grouped per (client, service, holder). Confidence
+(the oldest goes first); reuses are grouped per (service, holder), clients counted. Confidence
 ``certain`` when the reuse came within :data:`SURELY_HELD` (shorter than any stack's
 TIME-WAIT), ``likely`` beyond.
 """
@@ -35,6 +35,8 @@ SURELY_HELD: Final = 30.0
 TUPLE_SLOTS: Final = 16384
 # Groups of reuses followed at once
 GROUP_SLOTS: Final = 1024
+# Distinct clients counted exactly up to this many (then "at least")
+MAX_CLIENTS: Final = 4096
 
 
 @dataclass(slots=True)
@@ -67,6 +69,7 @@ class _Group:
     ignored: int = 0
     with_timestamps: int = 0
     frames: tuple[int, ...] = ()
+    clients: set[bytes] = field(default_factory=set)
 
 
 def _life(cid: int, f: ConnFacts) -> _Life:
@@ -82,7 +85,7 @@ class ReuseDetector:
         self.tuple_slots = tuple_slots
         self.group_slots = group_slots
         self._lives: dict[tuple[bytes, int, bytes, int], _Life] = {}
-        self._groups: dict[tuple[bytes, bytes, int, str], _Group] = {}
+        self._groups: dict[tuple[bytes, int, str], _Group] = {}
         self.forgotten = 0  # incarnations dropped from the table (TUPLE_SLOTS)
         self.ungrouped = 0  # reuses not counted (GROUP_SLOTS)
 
@@ -112,7 +115,7 @@ class ReuseDetector:
         gap = later.syn_ts - earlier.last_ts
         if gap < 0 or gap >= TIME_WAIT:
             return
-        gkey = (f.client_ip, f.server_ip, f.server_port, earlier.holder)
+        gkey = (f.server_ip, f.server_port, earlier.holder)
         g = self._groups.get(gkey)
         if g is None:
             if len(self._groups) >= self.group_slots:
@@ -136,14 +139,18 @@ class ReuseDetector:
         elif not later.answer:
             g.ignored += 1
         g.with_timestamps += later.syn_timestamps
+        if len(g.clients) < MAX_CLIENTS:
+            g.clients.add(f.client_ip)
 
     def findings(self) -> list[Finding]:
         """Every group of reuses."""
         return [_finding(k, g) for k, g in self._groups.items()]
 
 
-def _finding(key: tuple[bytes, bytes, int, str], g: _Group) -> Finding:
-    client, ip, port, holder = key
+def _finding(key: tuple[bytes, int, str], g: _Group) -> Finding:
+    ip, port, holder = key
+    client = fmt_ip(next(iter(g.clients))) if len(g.clients) == 1 else ""
+    who = client or f"{len(g.clients)} clients"
     server = fmt_ip(ip)
     where = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
     came = fmt.duration(g.gap_min) if g.gap_max - g.gap_min < 0.0005 else f"{fmt.duration(g.gap_min)}–{fmt.duration(g.gap_max)}"
@@ -161,12 +168,12 @@ def _finding(key: tuple[bytes, bytes, int, str], g: _Group) -> Finding:
         happened.append(f"{g.ignored} ignored (no answer to the SYN)")
     times = {1: "once", 2: "twice"}.get(g.count, f"{g.count} times")
     verdict = (
-        f"The 4-tuples of {fmt_ip(client)} to {where} were used again {times} {came} after the previous connection "
+        f"The 4-tuples of {who} to {where} were used again {times} {came} after the previous connection "
         f"ended, well within Linux's {TIME_WAIT:.0f} s TIME-WAIT, which the {holder} held (it closed first): " + "; ".join(happened) + "."
     )
     if holder == "client":
         next_step = (
-            f"On {fmt_ip(client)}: ss -tan state time-wait | wc -l; sysctl net.ipv4.tcp_tw_reuse net.ipv4.ip_local_port_range; "
+            f"On {client or 'the clients'}: ss -tan state time-wait | wc -l; sysctl net.ipv4.tcp_tw_reuse net.ipv4.ip_local_port_range; "
             "reuse connections (keep-alive, a pool) instead of reopening the same ports."
         )
     else:
@@ -184,6 +191,7 @@ def _finding(key: tuple[bytes, bytes, int, str], g: _Group) -> Finding:
         ("reset", float(g.reset)),
         ("ignored", float(g.ignored)),
         ("with_timestamps", float(g.with_timestamps)),
+        ("clients", float(len(g.clients))),
     )
     return Finding(
         name=NAME,
@@ -200,5 +208,5 @@ def _finding(key: tuple[bytes, bytes, int, str], g: _Group) -> Finding:
         next_step=next_step,
         evidence=(Evidence(f"the previous connection closed by the {holder} first; the reusing SYN answered", g.frames),),
         severity=SEVERITY_PORTS,
-        client_ip=fmt_ip(client),
+        client_ip=client or None,
     )
