@@ -1,7 +1,8 @@
 """The records of the findings stage: what it keeps of a connection, and what it reports.
 
 A *finding* is a pattern across connections (a SYN flood, an accept queue that overflowed, the
-same failure again and again at one service). The stage sees every connection once, as a
+same failure again and again at one service, a client churning through connections or source
+ports, 4-tuples reused in TIME-WAIT, a peer that went silent under keep-alive). The stage sees every connection once, as a
 :class:`ConnFacts` (a few numbers taken from its report, so a split run can send them from its
 workers to the parent), keeps bounded state, and at the end of the input gives
 :class:`Finding` records: frozen data, worded for people by ``synscope.render.findings`` and
@@ -34,7 +35,8 @@ class Finding:
     """One pattern across connections: data, worded by the renderers.
 
     ``name`` is stable kebab-case (``syn-flood``, ``accept-queue-overflow``,
-    ``accept-queue-abort``, ``repeated-failure``); ``figures`` are numbers by name;
+    ``accept-queue-abort``, ``repeated-failure``, ``port-exhaustion``, ``port-reuse-time-wait``,
+    ``dead-peer-keepalive``, ``no-connection-reuse``); ``figures`` are numbers by name;
     ``connections`` lists at most :data:`MAX_IDS` ids, ``connection_count`` counts them all.
     """
 
