@@ -354,6 +354,8 @@ def test_port_reuse_while_the_server_holds_time_wait() -> None:
     assert "used again twice 300" in f.verdict and "which the server held (it closed first)" in f.verdict
     assert "accepted (its SYN's timestamps were newer)" in f.verdict
     assert "ss -tan state time-wait" in f.next_step and "On 198.18.2.2" in f.next_step
+    syn_frames = {r.conn.id: r.conn.packets[0].seg.frame for r in analyse("port-reuse-tw.pcap")}
+    assert f.evidence[0].frames[:2] == (syn_frames[1], syn_frames[2])  # the previous SYN, the reusing SYN
 
 
 def test_port_reuse_while_the_client_holds_time_wait() -> None:

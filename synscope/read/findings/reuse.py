@@ -51,7 +51,8 @@ class _Life:
     completed: bool
     client_syns: int
     syn_timestamps: bool
-    frame: int
+    first_frame: int  # its first packet (the SYN)
+    answer_frame: int  # the server's answer to the SYN (0: none)
     reused: bool  # the tracker linked it to an earlier connection on its 4-tuple
 
 
@@ -68,14 +69,15 @@ class _Group:
     reset: int = 0
     ignored: int = 0
     with_timestamps: int = 0
-    frames: tuple[int, ...] = ()
+    example: tuple[int, int] = (0, 0)  # previous and reusing connection
+    frames: tuple[int, ...] = ()  # the previous connection's SYN, the reusing SYN, its answer
     clients: set[bytes] = field(default_factory=set)
 
 
 def _life(cid: int, f: ConnFacts) -> _Life:
     holder = f.first_closer if f.first_closer and not f.reset else ""
     syn_ts = f.syn_ts if f.syn_ts is not None else -1.0
-    return _Life(cid, syn_ts, f.last_ts, holder, f.answer, f.completed, f.client_syns, f.syn_timestamps, f.answer_frame or f.first_frame, f.reused)
+    return _Life(cid, syn_ts, f.last_ts, holder, f.answer, f.completed, f.client_syns, f.syn_timestamps, f.first_frame, f.answer_frame, f.reused)
 
 
 class ReuseDetector:
@@ -121,7 +123,7 @@ class ReuseDetector:
             if len(self._groups) >= self.group_slots:
                 self.ungrouped += 1
                 return
-            g = _Group(later.syn_ts, later.syn_ts, frames=(earlier.frame, later.frame))
+            g = _Group(later.syn_ts, later.syn_ts, example=(earlier.cid, later.cid), frames=(earlier.first_frame, later.first_frame, later.answer_frame))
             self._groups[gkey] = g
         g.first = min(g.first, later.syn_ts)
         g.last = max(g.last, later.syn_ts)
@@ -206,7 +208,12 @@ def _finding(key: tuple[bytes, int, str], g: _Group) -> Finding:
         figures=figures,
         verdict=verdict,
         next_step=next_step,
-        evidence=(Evidence(f"the previous connection closed by the {holder} first; the reusing SYN answered", g.frames),),
+        evidence=(
+            Evidence(
+                f"connection #{g.example[0]} closed by the {holder} first; #{g.example[1]} on the same 4-tuple: its SYN and the answer",
+                tuple(x for x in g.frames if x),
+            ),
+        ),
         severity=SEVERITY_PORTS,
         client_ip=client or None,
     )
