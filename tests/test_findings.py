@@ -9,6 +9,7 @@ refused-retry.pcap are made by scripts/make-pcaps with fixed parameters (see pca
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -491,3 +492,15 @@ def test_findings_stage_memory_stays_bounded_on_10000_connections(tmp_path) -> N
     assert len(full.reuse._lives) == 512 and full.reuse.forgotten > 0
     assert len(full.ports._pairs) <= 64 and len(full.churn._open) <= 64
     assert peak_full < peak_half * 1.25 + 200_000, (peak_half, peak_full)
+
+
+@pytest.mark.parametrize("name", ["accept-overflow", "accept-abort", "refused-retry", "ports-narrow", "port-reuse-tw", "keepalive-dead-many", "churn"])
+def test_readme_shows_real_finding_text(name: str) -> None:
+    """Each finding's example in the README is what synscope prints for that capture (its first
+    finding, worst first)."""
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = cli("read", pcap(f"{name}.pcap")).stdout.split("What went wrong\n", 1)[1].split("\n\n", 1)[0]
+    findings = re.split(r"\n(?=  [!~] )", block.rstrip("\n"))
+    assert findings[0] in readme, f"README example of {name} is stale:\n{findings[0]}"
