@@ -8,6 +8,13 @@ Roles:
                   TCP_INFO at a sample time (is its request still unacknowledged?) and
                   then what recv() returns; prints a JSON report
   delay-relay     L2 wire between two interfaces that holds every frame DELAY seconds
+  loop-server     serve requests one connection after another: answer each request, and
+                  either close after the first answer (--close server) or wait for the
+                  client's close; prints a JSON report
+  loop-client     COUNT requests, PER_CONN on each connection, connections opened one after
+                  the other (optionally from one fixed source port); records per connection
+                  the local port, connect() result (errno, e.g. EADDRNOTAVAIL), bytes and who
+                  closed first; prints a JSON report
 
 Every loop is bounded in time and count.
 """
@@ -32,6 +39,7 @@ TCP_INFO_FMT = "8B24I"  # struct tcp_info up to tcpi_total_retrans
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 7: "CLOSE", 8: "CLOSE_WAIT", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 11: "CLOSING"}
 REQUEST = b"GET / HTTP/1.0\r\nHost: backlog\r\n\r\n"
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+KEEPALIVE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 def ready() -> None:
@@ -168,9 +176,116 @@ def delay_relay(a: argparse.Namespace) -> None:
     print(f"delay-relay: {n} frames", file=sys.stderr, flush=True)
 
 
+def _request_done(buf: bytes) -> bool:
+    return b"\r\n\r\n" in buf
+
+
+def loop_server(a: argparse.Namespace) -> None:
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((a.addr, a.port))
+    ls.listen(128)
+    ls.settimeout(0.5)
+    ready()
+    served = 0
+    conns = 0
+    closed_first = 0
+    deadline = time.monotonic() + a.timeout
+    while served < a.count and time.monotonic() < deadline:
+        try:
+            c, _ = ls.accept()
+        except TimeoutError:
+            continue
+        conns += 1
+        c.settimeout(5.0)
+        buf = b""
+        try:
+            while time.monotonic() < deadline:  # (to the client's close, after the last request too)
+                chunk = c.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+                while _request_done(buf):
+                    buf = buf.split(b"\r\n\r\n", 1)[1]
+                    c.sendall(KEEPALIVE_RESPONSE)
+                    served += 1
+                if a.close == "server" and served and not buf:
+                    closed_first += 1
+                    break
+        except OSError:
+            pass
+        c.close()
+    ls.close()
+    print(json.dumps({"connections": conns, "requests_served": served, "server_closed_first": closed_first}), flush=True)
+
+
+def loop_client(a: argparse.Namespace) -> None:
+    results: list[dict[str, object]] = []
+    errors: dict[str, int] = {}
+    done = 0
+    tries = 0
+    t0 = time.time()
+    deadline = time.monotonic() + a.timeout
+    while done < a.count and tries < a.count * 20 and time.monotonic() < deadline:
+        tries += 1
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(5.0)
+        if a.bind_port:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        r: dict[str, object] = {"t": round(time.time() - t0, 6)}
+        try:
+            if a.bind_port:
+                s.bind(("0.0.0.0", a.bind_port))
+            s.connect((a.addr, a.port))
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, type(e).__name__)
+            errors[name] = errors.get(name, 0) + 1
+            s.close()
+            time.sleep(a.retry_gap)  # (EADDRNOTAVAIL: no local port free yet)
+            continue
+        r["local_port"] = s.getsockname()[1]
+        got = 0
+        n = 0
+        try:
+            while n < a.per_conn and done < a.count:
+                s.sendall(REQUEST)
+                buf = b""
+                while len(buf) < len(KEEPALIVE_RESPONSE):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("EOF before the answer")
+                    buf += chunk
+                got += len(buf)
+                n += 1
+                done += 1
+            if a.close == "server":  # (an EOF here: the server's FIN came first)
+                r["closed_first"] = "server" if s.recv(1) == b"" else "client"
+        except OSError as e:
+            r["error"] = errno.errorcode.get(e.errno or 0, type(e).__name__)
+        r["requests"] = n
+        r["bytes_received"] = got
+        s.close()
+        results.append(r)
+        if a.gap:
+            time.sleep(a.gap)
+    print(
+        json.dumps(
+            {
+                "requests": done,
+                "connections": len(results),
+                "connect_errors": errors,
+                "distinct_local_ports": len({r["local_port"] for r in results}),
+                "elapsed_s": round(time.time() - t0, 6),
+                "per_connection": results,
+            }
+        ),
+        flush=True,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["backlog-server", "burst-clients", "delay-relay"])
+    p.add_argument("role", choices=["backlog-server", "burst-clients", "delay-relay", "loop-server", "loop-client"])
     p.add_argument("--addr", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--backlog", type=int, default=1)
@@ -184,9 +299,16 @@ def main() -> None:
     p.add_argument("--right")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--debug", action="store_true")
+    p.add_argument("--per-conn", type=int, default=1)
+    p.add_argument("--close", choices=["client", "server"], default="client")
+    p.add_argument("--bind-port", type=int, default=0)
+    p.add_argument("--gap", type=float, default=0.0)
+    p.add_argument("--retry-gap", type=float, default=0.05)
     a = p.parse_args()
     signal.alarm(int(a.timeout) + 15)  # hard upper bound on the life of any agent
-    {"backlog-server": backlog_server, "burst-clients": burst_clients, "delay-relay": delay_relay}[a.role](a)
+    roles = {"backlog-server": backlog_server, "burst-clients": burst_clients, "delay-relay": delay_relay}
+    roles.update({"loop-server": loop_server, "loop-client": loop_client})
+    roles[a.role](a)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,17 @@ accept-overflow.pcap   listen(1), the application does not accept() for a few se
 accept-abort.pcap      the same with net.ipv4.tcp_abort_on_overflow=1: RST instead
 accept-healthy.pcap    the same clients, a listener (backlog 128) that accepts at once
 
+churn.pcap             30 requests, one per connection, connections opened one after the other
+                       (the client closes each): no keep-alive, no pooling
+churn-pooled.pcap      the same 30 requests on one kept-alive connection
+ports-narrow.pcap      as churn.pcap, but the client's net.ipv4.ip_local_port_range holds 5
+                       ports (net.ipv4.tcp_tw_reuse=1): connect() fails with EADDRNOTAVAIL
+                       until a port's TIME-WAIT may be reused, and the 5 ports come back
+keepalive-dead-many.pcap  3 connections to 3 ports of one server, keep-alive on, then the
+                       router drops everything from the server: 3 keep-alive deaths, one peer
+port-reuse-tw.pcap     3 connections from one fixed source port (SO_REUSEADDR), the server
+                       closes each first (so it holds TIME-WAIT), 0.3 s apart
+
 client c0 (198.18.7.2) == r0 [relay: every frame held 20 ms] r1 == s0 server (198.18.7.3)
 The relay's delay puts all six SYNs at the server before any handshake completes (on a bare
 veth the first handshakes complete before the later SYNs leave, and those SYNs are dropped
@@ -128,6 +139,125 @@ def accept_common(mp, lab, name: str, abort: bool, backlog: int, hold: float, cl
     return [name, name.replace(".pcap", ".truth.json")]
 
 
+LOOP_COUNTERS = ("TW", "TWRecycled", "TWKilled", "PAWSEstab", "TCPTimeWaitOverflow", "TCPChallengeACK")
+LOOP_PORT = 8081
+
+
+def loop_common(mp, lab, name: str, count: int, per_conn: int, close: str, port_range: str = "", bind_port: int = 0, gap: float = 0.0) -> list[str]:
+    """A client that makes ``count`` requests, ``per_conn`` per connection, one connection after
+    the other, to a server on mp.S4 (client, router, server of make-pcaps)."""
+    out = os.path.join(lab.tmp, name)
+    lab.three(v6=False)
+    sysctls = {}
+    if port_range:
+        sysctls = {"net.ipv4.ip_local_port_range": port_range, "net.ipv4.tcp_tw_reuse": 1}
+        lab.sysctl(mp.CLI, f"net.ipv4.ip_local_port_range={port_range}", "net.ipv4.tcp_tw_reuse=1")
+    before = {ns: netstat(mp, ns) for ns in (mp.CLI, mp.SRV)}
+    server = lab.spawn(
+        mp.SRV,
+        ["python3", AGENTS, "loop-server", *map(str, ("--addr", mp.S4, "--port", LOOP_PORT, "--count", count, "--close", close, "--timeout", 30))],
+        wait_for=("stdout", "ready"),
+    )
+    cap = lab.tcpdump(mp.CLI, "c0", out)
+    args = ["loop-client", "--addr", mp.S4, "--port", LOOP_PORT, "--count", count, "--per-conn", per_conn, "--close", close, "--timeout", 30]
+    if bind_port:
+        args += ["--bind-port", bind_port]
+    if gap:
+        args += ["--gap", gap]
+    client = run_json(mp, mp.CLI, args, 60)
+    try:
+        srv_out, _ = server.communicate(timeout=35)
+    except subprocess.TimeoutExpired as e:
+        raise mp.Fail("loop-server did not finish") from e
+    lab.end_capture(cap)
+    after = {ns: netstat(mp, ns) for ns in (mp.CLI, mp.SRV)}
+    srv_lines = [x for x in srv_out.decode().splitlines() if x.startswith("{")]
+    deltas = {who: {k: after[ns].get(k, 0) - before[ns].get(k, 0) for k in LOOP_COUNTERS} for who, ns in (("client", mp.CLI), ("server", mp.SRV))}
+    conns = client["per_connection"]
+    truth = {
+        "capture": name,
+        "made_by": "scripts/scenarios_findings.py (real kernel TCP in namespaces, captured on the client's interface c0)",
+        "client": {"ip": mp.C4},
+        "server": {"ip": mp.S4, "port": LOOP_PORT},
+        "workload": {"requests": count, "requests_per_connection": per_conn, "closes_first": close, "fixed_source_port": bind_port or None, "gap_s": gap},
+        "sysctls_client": sysctls,
+        "client_report": client,
+        "server_report": json.loads(srv_lines[-1]) if srv_lines else None,
+        "kernel_counters": deltas,
+        "connections": len(conns),
+        "requests": client["requests"],
+        "eaddrnotavail": client["connect_errors"].get("EADDRNOTAVAIL", 0),
+        "distinct_client_ports": client["distinct_local_ports"],
+        "closed_first": sorted({str(c["closed_first"]) for c in conns if "closed_first" in c}),
+        "closed_first_means": "the client saw EOF before closing (server mode only); who held TIME-WAIT: kernel_counters TW",
+    }
+    with open(os.path.join(lab.tmp, name.replace(".pcap", ".truth.json")), "w") as f:
+        json.dump(truth, f, indent=1)
+        f.write("\n")
+    mp.say(f"  truth: {len(conns)} connections, {client['requests']} requests, errors {client['connect_errors']}, counters {deltas}")
+    if client["requests"] != count:
+        raise mp.Fail(f"only {client['requests']} of {count} requests answered")
+    return [name, name.replace(".pcap", ".truth.json")]
+
+
+TCPSM_AGENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_agents_tcpsm.py")
+DEAD_PORTS = (7000, 7001, 7002)
+DEAD_COUNTERS = ("TCPKeepAlive", "TCPAbortOnTimeout")
+
+
+def keepalive_dead_many(mp, lab, name: str) -> list[str]:
+    """Three connections to three services of one server, each with keep-alive (idle/intvl/cnt
+    1/1/3), one exchange each; then the router drops everything from the server."""
+    out = os.path.join(lab.tmp, name)
+    lab.three(v6=False)
+    servers = [
+        lab.spawn(mp.SRV, ["python3", TCPSM_AGENTS, "listen", "--local", f"{mp.S4}:{port}", "--then", "hold", "--timeout", "20"], wait_for=("stdout", "ready"))
+        for port in DEAD_PORTS
+    ]
+    cap = lab.tcpdump(mp.CLI, "c0", out)
+    before = netstat(mp, mp.CLI)
+    ka = ["--keepidle", "1", "--keepintvl", "1", "--keepcnt", "3"]
+    clients = []
+    for port in DEAD_PORTS:
+        argv = ["python3", TCPSM_AGENTS, "dial", "--remote", f"{mp.S4}:{port}", "--then", "keepalive", *ka, "--timeout", "20"]
+        clients.append(lab.spawn(mp.CLI, argv, wait_for=("stdout", "ready")))
+    rule = f"ip saddr {mp.S4} drop"
+    lab.nft(mp.RTR, "table inet fd {\n chain f {\n  type filter hook forward priority 0;\n  " + rule + "\n }\n}\n")
+    results = []
+    for p in clients:
+        try:
+            stdout, _ = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired as e:
+            raise mp.Fail("a keep-alive client did not finish") from e
+        lines = [x for x in (p.early.get("stdout", b"") + stdout).decode().splitlines() if x.startswith("{")]
+        results.append(json.loads(lines[-1]) if lines else {})
+    after = netstat(mp, mp.CLI)
+    lab.end_capture(cap)
+    for p in servers:
+        lab.stop(p)
+    truth = {
+        "capture": name,
+        "made_by": "scripts/scenarios_findings.py (real kernel TCP in namespaces, captured on the client's interface c0)",
+        "peer": {"ip": mp.S4, "ports": list(DEAD_PORTS)},
+        "client": {"ip": mp.C4},
+        "done": {
+            "client_sockets": {"SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 1, "TCP_KEEPINTVL": 1, "TCP_KEEPCNT": 3},
+            "nft": {"namespace": "router", "hook": "forward", "rule": rule, "added": "after every client's exchange"},
+            "server": "alive and idle, never closes; its packets are dropped at the router",
+        },
+        "client_results": results,
+        "died": sum(r.get("errno") == "ETIMEDOUT" for r in results),
+        "kernel_counters_client": {k: after.get(k, 0) - before.get(k, 0) for k in DEAD_COUNTERS},
+    }
+    with open(os.path.join(lab.tmp, name.replace(".pcap", ".truth.json")), "w") as f:
+        json.dump(truth, f, indent=1)
+        f.write("\n")
+    mp.say(f"  truth: {truth['died']} connections died, counters {truth['kernel_counters_client']}")
+    if truth["died"] != len(DEAD_PORTS):
+        raise mp.Fail(f"expected every client to get ETIMEDOUT: {results}")
+    return [name, name.replace(".pcap", ".truth.json")]
+
+
 def register(mp, order: list) -> None:
     """Add the scenarios to make-pcaps' table (``mp``: the make-pcaps module)."""
 
@@ -145,4 +275,24 @@ def register(mp, order: list) -> None:
     def accept_healthy(lab):
         return accept_common(mp, lab, "accept-healthy.pcap", abort=False, backlog=128, hold=0.0)
 
-    order.extend(["accept-overflow", "accept-abort", "accept-healthy"])
+    @mp.scenario("churn.pcap", "churn.truth.json")
+    def churn(lab):
+        return loop_common(mp, lab, "churn.pcap", count=30, per_conn=1, close="client")
+
+    @mp.scenario("churn-pooled.pcap", "churn-pooled.truth.json")
+    def churn_pooled(lab):
+        return loop_common(mp, lab, "churn-pooled.pcap", count=30, per_conn=30, close="client")
+
+    @mp.scenario("ports-narrow.pcap", "ports-narrow.truth.json")
+    def ports_narrow(lab):
+        return loop_common(mp, lab, "ports-narrow.pcap", count=30, per_conn=1, close="client", port_range="40000 40004")
+
+    @mp.scenario("port-reuse-tw.pcap", "port-reuse-tw.truth.json")
+    def port_reuse_tw(lab):
+        return loop_common(mp, lab, "port-reuse-tw.pcap", count=3, per_conn=1, close="server", bind_port=40000, gap=0.3)
+
+    @mp.scenario("keepalive-dead-many.pcap", "keepalive-dead-many.truth.json")
+    def keepalive_dead_many_(lab):
+        return keepalive_dead_many(mp, lab, "keepalive-dead-many.pcap")
+
+    order.extend(["keepalive-dead-many", "accept-overflow", "accept-abort", "accept-healthy", "churn", "churn-pooled", "ports-narrow", "port-reuse-tw"])

@@ -9,6 +9,7 @@ refused-retry.pcap are made by scripts/make-pcaps with fixed parameters (see pca
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -197,6 +198,38 @@ def test_state_stays_bounded() -> None:
     assert len(det.findings()) <= aq.MAX_FINDINGS
 
 
+def test_reuse_holder_is_who_closed_the_previous_connection_first_in_any_order() -> None:
+    from synscope.read.findings import reuse
+
+    closed = replace(BASE, first_closer="server", teardown_ts=100.5, last_ts=101.0, answer="synack", syn_timestamps=True)
+    again = replace(closed, syn_ts=101.5, first_ts=101.5, last_ts=102.0, first_closer="client", reused=True)
+    for order in ((1, closed, 2, again), (2, again, 1, closed)):  # the later one may be fed first
+        det = reuse.ReuseDetector()
+        det.add(order[0], order[1])
+        det.add(order[2], order[3])
+        (f,) = det.findings()
+        assert f.rule == "port-reuse-time-wait-server" and f.connections == (2,) and f.figure("gap_min_seconds") == 0.5
+    det = reuse.ReuseDetector()  # two clients reusing at one service: one finding
+    for c, ip in enumerate((b"\xc6\x12\x01\x02", b"\xc6\x12\x01\x03")):
+        det.add(10 * c + 1, replace(closed, client_ip=ip))
+        det.add(10 * c + 2, replace(again, client_ip=ip))
+    (f,) = det.findings()
+    assert (f.connection_count, f.figure("clients"), f.client_ip) == (2, 2, None) and "The 4-tuples of 2 clients to" in f.verdict
+    det = reuse.ReuseDetector()
+    det.add(1, replace(closed, reset=True))  # closed by RST: no TIME-WAIT
+    det.add(2, again)
+    det.add(3, replace(again, syn_ts=100.0 + reuse.TIME_WAIT + 10, client_port=1))
+    det.add(4, replace(closed, client_port=1))  # (4 then 3: 3 came after TIME-WAIT expired)
+    det.add(5, replace(closed, client_port=2))
+    det.add(6, replace(again, client_port=2, reused=False))  # the tracker says: another tunnel, not a reuse
+    assert det.findings() == []
+    det = reuse.ReuseDetector()
+    det.add(1, closed)
+    det.add(2, replace(again, answer="ack", completed=False))
+    (f,) = det.findings()
+    assert f.figure("challenge_acks") == 1 and f.figure("accepted") == 0 and "ACK of the old connection" in f.verdict
+
+
 # ----- the first screen and JSON
 
 
@@ -244,3 +277,232 @@ def test_big_capture_lists_problems_and_sums_up_healthy_connections() -> None:
     assert f"  {len(ok):,} to 198.18.2.2:80 (median " in out
     everything = cli("read", "--all", pcap("busy.pcap")).stdout
     assert "Healthy:" not in everything and f"\n{max(ok)} " in everything
+
+
+# ----- connections across time: churn, ports, TIME-WAIT reuse, dead peers (real captures)
+
+
+def named(found: list, name: str) -> list:
+    return [f for f in found if f.name == name]
+
+
+def test_churn_is_worded_with_the_cost_of_not_reusing() -> None:
+    """churn.pcap: 30 requests, one connection each, opened one after the other."""
+    t = truth("churn")
+    found, _ = findings_of("churn")
+    assert [f.name for f in found] == ["no-connection-reuse"]
+    f = found[0]
+    n = t["connections"]
+    assert n == t["requests"] == t["workload"]["requests"] == f.connection_count == f.figure("connections")
+    assert (f.client_ip, f.server_ip, f.server_port) == (t["client"]["ip"], t["server"]["ip"], t["server"]["port"])
+    # the client's loop rate: n connections within its elapsed time
+    assert f.figure("connections_per_second") >= (n - 1) / t["client_report"]["elapsed_s"]
+    assert f.figure("handshake_packets") == 3 * n  # SYN, SYN-ACK, ACK: nothing lost on this path
+    assert f.figure("teardown_packets") >= 3 * n  # FIN, FIN, ACK at least
+    overhead = f.figure("handshake_packets") + f.figure("teardown_packets")
+    assert f.figure("overhead_packet_share") == round(overhead / f.figure("packets"), 4)
+    assert f.figure("saved_packets") == round(overhead * (n - 1) / n)
+    assert 0 < f.figure("overhead_time_share") <= 1
+    assert f.figure("client_closed_first") == t["kernel_counters"]["client"]["TW"] == n  # TIME-WAIT sockets the client's kernel made
+    assert f.verdict.startswith(f"198.18.1.2 opened {n} short connections to 198.18.2.2:8081 (")
+    assert "One kept-alive connection would save about" in f.verdict and "keep-alive or a connection pool" in f.next_step
+
+
+def test_same_requests_on_one_kept_alive_connection_give_no_finding() -> None:
+    t = truth("churn-pooled")
+    assert t["connections"] == 1 and t["requests"] == truth("churn")["requests"]
+    found, _ = findings_of("churn-pooled")
+    assert found == []
+
+
+def test_narrow_port_range_is_port_exhaustion() -> None:
+    """ports-narrow.pcap: ip_local_port_range 40000-40004; connect() saw EADDRNOTAVAIL."""
+    t = truth("ports-narrow")
+    low, high = map(int, t["sysctls_client"]["net.ipv4.ip_local_port_range"].split())
+    assert t["eaddrnotavail"] > 0 and t["client_report"]["connect_errors"] == {"EADDRNOTAVAIL": t["eaddrnotavail"]}
+    found, ports = findings_of("ports-narrow")
+    (f,) = named(found, "port-exhaustion")
+    assert f.connection_count == f.figure("attempts") == t["connections"]
+    assert f.figure("distinct_ports") == t["distinct_client_ports"] == high - low + 1
+    assert (f.figure("port_low"), f.figure("port_high"), f.figure("estimated_range")) == (low, high, high - low + 1)
+    assert f.figure("port_reuses") == t["connections"] - t["distinct_client_ports"]
+    assert 1.0 <= f.figure("wrap_seconds") < 2.0  # tcp_tw_reuse lets a TIME-WAIT port go after 1 s
+    assert all(low <= ports[i] <= high for i in f.connections)
+    assert f"made {t['connections']} connection attempts to 198.18.2.2:8081 from only 5 source ports (40000–40004)" in f.verdict
+    assert "EADDRNOTAVAIL (errno 99)" in f.verdict
+    assert "sysctl net.ipv4.ip_local_port_range" in f.next_step and "ss -tan state time-wait | wc -l" in f.next_step
+
+
+def test_wide_port_range_same_requests_is_not_port_exhaustion() -> None:
+    t = truth("churn")
+    assert t["requests"] == truth("ports-narrow")["requests"] and t["distinct_client_ports"] == t["connections"]
+    found, _ = findings_of("churn")
+    assert named(found, "port-exhaustion") == [] and named(found, "port-reuse-time-wait") == []
+
+
+def test_port_reuse_while_the_server_holds_time_wait() -> None:
+    """port-reuse-tw.pcap: one fixed source port, the server closes first, 0.3 s apart."""
+    t = truth("port-reuse-tw")
+    found, ports = findings_of("port-reuse-tw")
+    assert [f.name for f in found] == ["port-reuse-time-wait"]
+    f = found[0]
+    assert t["closed_first"] == ["server"] and t["kernel_counters"]["server"]["TW"] == t["connections"]
+    assert f.connection_count == f.figure("reuses") == t["connections"] - 1
+    assert f.figure("accepted") == t["connections"] - 1  # every request was answered
+    assert {ports[i] for i in f.connections} == {t["workload"]["fixed_source_port"]}
+    assert t["workload"]["gap_s"] <= f.figure("gap_min_seconds") <= f.figure("gap_max_seconds") < 1.0
+    assert f.rule == "port-reuse-time-wait-server" and f.confidence == "certain"
+    assert "used again twice 300" in f.verdict and "which the server held (it closed first)" in f.verdict
+    assert "accepted (its SYN's timestamps were newer)" in f.verdict
+    assert "ss -tan state time-wait" in f.next_step and "On 198.18.2.2" in f.next_step
+    syn_frames = {r.conn.id: r.conn.packets[0].seg.frame for r in analyse("port-reuse-tw.pcap")}
+    assert f.evidence[0].frames[:2] == (syn_frames[1], syn_frames[2])  # the previous SYN, the reusing SYN
+
+
+def test_port_reuse_while_the_client_holds_time_wait() -> None:
+    """ports-narrow.pcap: the client closes first and reuses its TIME-WAIT ports (tcp_tw_reuse)."""
+    t = truth("ports-narrow")
+    found, _ = findings_of("ports-narrow")
+    (f,) = named(found, "port-reuse-time-wait")
+    assert t["kernel_counters"]["client"]["TWRecycled"] == f.figure("reuses") == t["connections"] - t["distinct_client_ports"]
+    assert f.rule == "port-reuse-time-wait-client" and "which the client held" in f.verdict
+    assert f"{f.connection_count} completed (the client's own kernel reused its TIME-WAIT ports" in f.verdict
+    assert "sysctl net.ipv4.tcp_tw_reuse" in f.next_step and "On 198.18.1.2" in f.next_step
+    assert 1.0 <= f.figure("gap_min_seconds") and f.figure("gap_max_seconds") < 60
+
+
+def test_dead_peer_found_by_keepalive() -> None:
+    t = truth("keepalive-dead")
+    sock = t["done"]["client_socket"]
+    found, _ = findings_of("keepalive-dead")
+    assert [f.name for f in found] == ["dead-peer-keepalive"]
+    f = found[0]
+    assert t["applications"]["client"]["errno"] == "ETIMEDOUT" and f.connection_count == 1
+    assert f.figure("probes_min") == f.figure("probes_max") == sock["TCP_KEEPCNT"] == t["kernel"]["client_counters"]["TcpExt.TCPKeepAlive"]
+    assert abs(f.figure("probe_interval_min") - sock["TCP_KEEPINTVL"]) < 0.2
+    # last heard: the server's answer, before the client went idle; silence until the reset
+    assert abs(f.figure("silent_since") - t["applications"]["client"]["idle_from"]) < 0.05
+    assert abs(f.end - t["applications"]["client"]["errno_at"]) < 0.05
+    assert f.server == "198.18.2.2:7000" and f.client_ip == "198.18.1.2"
+    assert "died because 198.18.2.2 (the server) went silent" in f.verdict and "3 keep-alive probes" in f.verdict
+    assert "ETIMEDOUT" in f.verdict and "tcp_keepalive" in f.next_step and "firewall or NAT" in f.next_step
+
+
+def test_connections_to_one_dead_peer_are_one_finding() -> None:
+    """keepalive-dead-many.pcap: 3 connections to 3 ports of one server, keep-alive 1/1/3, then
+    the router drops everything from the server."""
+    t = truth("keepalive-dead-many")
+    found, ports = findings_of("keepalive-dead-many")
+    assert [f.name for f in found] == ["dead-peer-keepalive"]
+    f = found[0]
+    assert f.connection_count == f.figure("connections") == t["died"] == len(t["peer"]["ports"])
+    assert all(r["errno"] == "ETIMEDOUT" for r in t["client_results"])
+    probes = t["kernel_counters_client"]["TCPKeepAlive"] / t["died"]
+    assert f.figure("probes_min") == f.figure("probes_max") == probes == t["done"]["client_sockets"]["TCP_KEEPCNT"]
+    assert f.figure("services") == len(t["peer"]["ports"])
+    assert sorted(r["local"] for r in t["client_results"]) == sorted(f"{t['client']['ip']}:{ports[i]}" for i in f.connections)
+    assert abs(f.figure("silent_since") - min(r["idle_from"] for r in t["client_results"])) < 0.05
+    assert abs(f.end - max(r["errno_at"] for r in t["client_results"])) < 0.05
+    assert f.verdict.startswith("3 connections to 198.18.2.2 (ports 7000, 7001, 7002) died because 198.18.2.2 (the server) went silent")
+    assert "reset each" in f.verdict
+
+
+def test_answered_keepalives_give_no_finding() -> None:
+    found, _ = findings_of("keepalive")
+    assert found == []
+
+
+def test_new_findings_as_json_numbers() -> None:
+    objs = [json.loads(x) for x in cli("read", "--json", pcap("ports-narrow.pcap")).stdout.splitlines()]
+    finds = {o["finding"]: o for o in objs if "finding" in o}
+    assert set(finds) == {"port-exhaustion", "port-reuse-time-wait", "no-connection-reuse"}
+    assert finds["port-exhaustion"]["figures"]["distinct_ports"] == 5
+    for f in finds.values():
+        assert all(isinstance(v, (int, float)) for v in f["figures"].values())
+        assert f["client"] == {"ip": "198.18.1.2"}
+
+
+# ----- bounded memory on a crafted capture of 10,000+ connections
+
+
+def _crafted_many(path, n: int) -> None:
+    """CRAFTED: n complete connections (tests/craft.py), 10 ms apart, built so the tables fill:
+    1,500 (client, service) pairs, each cycling through 3 source ports, so 4,500 4-tuples each
+    reused within TIME-WAIT by 1,500 groups."""
+    from tests.craft import PcapWriter, conversation
+
+    frames = []
+    for i in range(n):
+        k = i % 1500  # one client per service; each 4-tuple comes back 45 s later (3 ports)
+        client = f"198.18.{100 + k // 200}.{1 + k % 200}"
+        frames += conversation(client, "198.19.0.1", 40000 + (i // 1500) % 3, 8000 + k, 1000.0 + i * 0.01, rtt=0.002, isn=(1000 + i * 7919, 5000 + i))
+    frames.sort(key=lambda x: x[0])
+    with open(path, "wb") as out:
+        w = PcapWriter(out)
+        for ts, frame in frames:
+            w.write(ts, frame)
+
+
+def test_findings_stage_memory_stays_bounded_on_10000_connections(tmp_path) -> None:
+    import tracemalloc
+
+    from synscope.read.findings import churn, keepalive, ports, reuse
+    from synscope.read.findings.model import facts_of
+    from synscope.read.pipeline import Pipeline, run
+    from synscope.read.sources import open_capture
+
+    path = tmp_path / "many.pcap"
+    n = 10_500
+    _crafted_many(path, n)
+    reader = open_capture(str(path))
+    facts = [(r.conn.id, facts_of(r)) for r in run(((reader.path, reader),), Pipeline())]
+    assert len(facts) == n
+
+    def feed(engine: FindingsEngine, count: int) -> int:
+        tracemalloc.start()
+        for cid, f in facts[:count]:
+            engine.feed_facts(cid, f)
+        engine.findings()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    # default caps: every table under its cap, the stage well under a few MB
+    engine = FindingsEngine()
+    peak = feed(engine, n)
+    assert len(engine.churn._open) <= churn.PAIR_SLOTS and len(engine.ports._pairs) <= ports.PAIR_SLOTS
+    assert len(engine.reuse._lives) == 4500 <= reuse.TUPLE_SLOTS
+    assert len(engine.reuse._groups) == reuse.GROUP_SLOTS and engine.reuse.ungrouped > 0  # one group per service
+    assert len(engine.ports._pairs) == churn.PAIR_SLOTS == ports.PAIR_SLOTS
+    assert len(engine.dead_peers._peers) <= keepalive.PEER_SLOTS
+    assert all(len(p.last_use) <= ports.NARROW_MAX and len(p.ids) <= MAX_IDS for p in engine.ports._pairs.values())
+    assert peak < 24_000_000, peak
+
+    # small caps: the tables fill, then twice the input costs no more memory
+    def small() -> FindingsEngine:
+        e = FindingsEngine()
+        e.churn = churn.ChurnDetector(slots=64)
+        e.ports = ports.PortExhaustionDetector(slots=64)
+        e.reuse = reuse.ReuseDetector(tuple_slots=512, group_slots=64)
+        e.dead_peers = keepalive.DeadPeerDetector(slots=64)
+        return e
+
+    half, full = small(), small()
+    peak_half, peak_full = feed(half, n // 2), feed(full, n)
+    assert len(full.reuse._lives) == 512 and full.reuse.forgotten > 0
+    assert len(full.ports._pairs) <= 64 and len(full.churn._open) <= 64
+    assert peak_full < peak_half * 1.25 + 200_000, (peak_half, peak_full)
+
+
+@pytest.mark.parametrize(
+    "name", ["accept-overflow", "accept-abort", "refused-retry", "port-scan", "ports-narrow", "port-reuse-tw", "keepalive-dead-many", "churn"]
+)
+def test_readme_shows_real_finding_text(name: str) -> None:
+    """Each finding's example in the README is what synscope prints for that capture (its first
+    finding, worst first)."""
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = cli("read", pcap(f"{name}.pcap")).stdout.split("What went wrong\n", 1)[1].split("\n\n", 1)[0]
+    findings = re.split(r"\n(?=  [!~] )", block.rstrip("\n"))
+    assert findings[0] in readme, f"README example of {name} is stale:\n{findings[0]}"

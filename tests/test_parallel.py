@@ -44,7 +44,8 @@ def test_busy_capture_identical() -> None:
     conns = [o for o in objs if "id" in o]
     findings = [o for o in objs if "finding" in o]
     assert objs[-len(findings) :] == findings, "finding lines come after the connections"
-    assert [(f["finding"], f["connection_count"]) for f in findings] == [("repeated-failure", 60)]
+    # 24 threads, HTTP/1.0: one short connection per request (no reuse), every 10th refused
+    assert [(f["finding"], f["connection_count"]) for f in findings] == [("repeated-failure", 60), ("no-connection-reuse", 538)]
     assert len(conns) == 600
     assert sorted(c["id"] for c in conns) == list(range(1, 601)), "ids are 1..N as in a single run"
     assert any(c["outcome"] == "refused" for c in conns)
@@ -266,10 +267,11 @@ for workers in (2, 3):
             pass
     finally:
         split.close()
-    # what the parent keeps to number connections is bounded by the workers' tables, not the file
-    # (one more at most: with several files out of time order, a worker's release of its oldest id
-    # can reach the parent one merged connection after the id that displaced it)
-    assert split.most_nameable <= tracker.MAX_RECENT_CLOSED + 1, split.most_nameable
+    # what the parent keeps to number connections is bounded by the workers' tables, not the file.
+    # With several files out of time order a worker's releases reach the parent late (merged in time
+    # order, behind connections of another file): up to a table more. Measured: 6 with every
+    # bundled capture, still 6 with ports-narrow.pcap (five 4-tuples reused 30 times) read 3 more times
+    assert split.most_nameable <= 2 * tracker.MAX_RECENT_CLOSED, split.most_nameable
     assert not any(split._ids) and not any(split._unnumbered) and not any(split._released_early)
     print(split.checked, split.reused)
 """

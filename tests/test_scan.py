@@ -62,7 +62,8 @@ def test_clients_that_are_not_scanners_are_not_called_scans(truth: dict, objects
         conns = _conns(objects, c["ip"])
         assert len(conns) == c["saw"]["connections"]
         assert all(o["findings"] == [] for o in conns)
-        assert not any(o.get("client", {}) and o["client"] and o["client"]["ip"] == c["ip"] for o in objects if "finding" in o)
+        # (other findings may name them: 198.18.1.4's 30 short connections are churn, not a scan)
+        assert not any(o["client"] and o["client"]["ip"] == c["ip"] for o in objects if o.get("finding") == "port-scan")
 
 
 def test_scan_connections_name_the_finding_and_make_no_other(truth: dict, objects: list[dict]) -> None:
@@ -71,7 +72,8 @@ def test_scan_connections_name_the_finding_and_make_no_other(truth: dict, object
         assert conns and all(o["findings"] == ["port-scan"] for o in conns)
         assert all(o["retry_of"] is None for o in conns), "a scan's probes are not application retries"
     # the scanners' refused and silent ports are the scan, not groups of repeated failures
-    assert [o["finding"] for o in objects if "finding" in o] == ["port-scan"] * 3
+    others = {c["ip"] for c in truth["not_scanners"]}
+    assert [o["finding"] for o in objects if "finding" in o and not (o["client"] and o["client"]["ip"] in others)] == ["port-scan"] * 3
 
 
 def test_horizontal_scan_one_port_on_many_hosts(truth: dict, objects: list[dict]) -> None:

@@ -106,7 +106,8 @@ def test_more_lines_are_bounded_and_a_pattern_after_the_window_is_new() -> None:
             for attr in ("first_ts", "last_ts", "syn_ts"):
                 setattr(r.conn, attr, getattr(r.conn, attr) + 3 * k)
             live.feed(r)
-        events += live.poll()
+        # (the copies reuse the capture's ports: port-exhaustion shows too; this test follows the group)
+        events += [e for e in live.poll() if e.finding.name == "repeated-failure"]
     kinds = [(e.kind, e.finding.connection_count) for e in events]
     assert kinds[0] == (NEW, 3)
     assert [n for kind, n in kinds[1:]] == [6, 12, 24, 48, 96] and {k for k, _ in kinds[1:]} == {MORE}

@@ -14,8 +14,12 @@ keeps finding new patterns in bounded memory.
 from __future__ import annotations
 
 from synscope.read.findings.accept_queue import AcceptQueueDetector
+from synscope.read.findings.churn import ChurnDetector
 from synscope.read.findings.failures import FailureGroups
+from synscope.read.findings.keepalive import DeadPeerDetector
 from synscope.read.findings.model import ConnFacts, Finding, facts_of
+from synscope.read.findings.ports import PortExhaustionDetector
+from synscope.read.findings.reuse import ReuseDetector
 from synscope.read.findings.scan import ScanDetector
 from synscope.read.findings.syn_flood import FloodDetector, flood_finding
 from synscope.read.pipeline import ConnReport
@@ -29,6 +33,10 @@ class FindingsEngine:
         self.accept_queue = AcceptQueueDetector()
         self.failures = FailureGroups()
         self.scans = ScanDetector()
+        self.churn = ChurnDetector()
+        self.ports = PortExhaustionDetector()
+        self.reuse = ReuseDetector()
+        self.dead_peers = DeadPeerDetector()
 
     def feed(self, report: ConnReport) -> None:
         """Take one connection (before its packets are dropped)."""
@@ -40,6 +48,10 @@ class FindingsEngine:
         self.accept_queue.add(cid, facts)
         self.failures.add(cid, facts)
         self.scans.add(cid, facts)
+        self.churn.add(cid, facts)
+        self.ports.add(cid, facts)
+        self.reuse.add(cid, facts)
+        self.dead_peers.add(cid, facts)
 
     def forget(self, before: float) -> None:
         """Drop the state of everything that ended before ``before`` (capture time): watch's window."""
@@ -47,6 +59,10 @@ class FindingsEngine:
         self.accept_queue.forget(before)
         self.failures.forget(before)
         self.scans.forget(before)
+        self.churn.forget(before)
+        self.ports.forget(before)
+        self.reuse.forget(before)
+        self.dead_peers.forget(before)
 
     def findings(self) -> list[Finding]:
         """Everything found so far, worst first (then most connections, then earliest).
@@ -58,5 +74,9 @@ class FindingsEngine:
         found += self.scans.findings()
         # the half-open attempts of a flood are the flood, not a group of failures
         found += [f for f in self.failures.findings() if (f.server_ip, f.server_port) not in flooded]
+        found += self.ports.findings()
+        found += self.reuse.findings()
+        found += self.dead_peers.findings()
+        found += self.churn.findings()
         found.sort(key=lambda f: (-f.severity, -f.connection_count, f.start))
         return found

@@ -1,7 +1,8 @@
 """The records of the findings stage: what it keeps of a connection, and what it reports.
 
 A *finding* is a pattern across connections (a SYN flood, an accept queue that overflowed, the
-same failure again and again at one service). The stage sees every connection once, as a
+same failure again and again at one service, a client churning through connections or source
+ports, 4-tuples reused in TIME-WAIT, a peer that went silent under keep-alive). The stage sees every connection once, as a
 :class:`ConnFacts` (a few numbers taken from its report, so a split run can send them from its
 workers to the parent), keeps bounded state, and at the end of the input gives
 :class:`Finding` records: frozen data, worded for people by ``synscope.render.findings`` and
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from synscope.core.model import RST, SYN
+from synscope.read.analysis.flags import A_KEEP_ALIVE
 from synscope.read.evidence import Evidence
 from synscope.read.pipeline import ConnReport
-from synscope.read.tracker import C2S
+from synscope.read.tracker import C2S, S2C
 
 # Connection ids a finding lists (the count is exact; the list stops here)
 MAX_IDS: Final = 20
@@ -25,6 +27,8 @@ SEVERITY_FLOOD: Final = 30
 SEVERITY_ACCEPT_QUEUE: Final = 20
 SEVERITY_SCAN: Final = 15
 SEVERITY_FAILURES: Final = 10
+SEVERITY_PORTS: Final = 15  # port exhaustion, port reuse in TIME-WAIT, dead peers
+SEVERITY_CHURN: Final = 5  # no connection reuse: costs time, nothing failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +36,8 @@ class Finding:
     """One pattern across connections: data, worded by the renderers.
 
     ``name`` is stable kebab-case (``syn-flood``, ``accept-queue-overflow``,
-    ``accept-queue-abort``, ``repeated-failure``, ``port-scan``); ``figures`` are numbers by name;
+    ``accept-queue-abort``, ``repeated-failure``, ``port-exhaustion``, ``port-reuse-time-wait``,
+    ``dead-peer-keepalive``, ``no-connection-reuse``, ``port-scan``); ``figures`` are numbers by name;
     ``connections`` lists at most :data:`MAX_IDS` ids, ``connection_count`` counts them all.
     """
 
@@ -92,6 +97,26 @@ class ConnFacts:
     synack_after_ack: int  # SYN-ACKs the server re-sent after the client's handshake ACK
     abort_after: float  # RST from the server this long after the handshake ACK, before any answer (-1: none)
     frames: tuple[int, ...]  # handshake ACK, first data, first re-sent SYN-ACK or RST, the ACK that ended the stall
+    # life cycle (churn.py, ports.py)
+    packets: int = 0
+    client_bytes: int = 0  # payload, both ways
+    server_bytes: int = 0
+    handshake_s: float = -1.0  # first SYN to the handshake ACK (-1: not completed)
+    teardown_ts: float = -1.0  # first FIN or RST (-1: none)
+    teardown_packets: int = 0  # packets from the first FIN or RST on
+    first_closer: str = ""  # "client" or "server": who sent the first FIN ("" when no FIN)
+    reset: bool = False  # an RST was seen (either side)
+    syn_timestamps: bool = False  # the client's SYN carried TCP timestamps
+    answer: str = ""  # the server's first packet after the client's SYN: synack, rst, ack ("": none)
+    answer_frame: int = 0
+    # keep-alive (keepalive.py), for the keepalive-timeout verdict
+    rule: str = ""  # the verdict's rule
+    keepalive_probes: int = 0  # unanswered probes before the prober's reset
+    keepalive_interval: float = -1.0  # median gap between those probes (and the reset)
+    silent_since: float = -1.0  # the last packet heard from the peer that went silent
+    prober_is_client: bool = True
+    probe_frames: tuple[int, ...] = ()  # first probe, the reset
+    reused: bool = False  # the tracker saw this 4-tuple before (same encapsulation too)
     scan: bool = False  # part of a port scan (ConnReport.scan): the port-scan finding covers it
 
 
@@ -101,6 +126,9 @@ def facts_of(report: ConnReport) -> ConnFacts:
     v = report.verdict
     stalled, retrans, synacks, abort_after, shown = _handshake_aftermath(report)
     frames = tuple(x for x in shown if x)  # (0: not seen)
+    teardown_ts, teardown_packets = _teardown(report)
+    answer, answer_frame = _answer(report)
+    probes, interval, silent, by_client, probe_frames = _keepalive(report)
     return ConnFacts(
         c.client.ip,
         c.client.port,
@@ -124,8 +152,106 @@ def facts_of(report: ConnReport) -> ConnFacts:
         synacks,
         abort_after,
         frames,
+        c.client.packets + c.server.packets,
+        c.client.bytes,
+        c.server.bytes,
+        c.handshake_ack_ts - c.syn_ts if c.handshake_ack_ts is not None and c.syn_ts is not None else -1.0,
+        teardown_ts,
+        teardown_packets,
+        _first_closer(report),
+        c.client.rst_ts is not None or c.server.rst_ts is not None,
+        c.client.syn_options is not None and c.client.syn_options.ts_val is not None,
+        answer,
+        answer_frame,
+        v.rule,
+        probes,
+        interval,
+        silent,
+        by_client,
+        probe_frames,
+        c.reused_from is not None,
         report.scan,
     )
+
+
+def _first_closer(report: ConnReport) -> str:
+    """Who sent the first FIN (so holds TIME-WAIT if both FINs were exchanged)."""
+    cf, sf = report.conn.client.fin_ts, report.conn.server.fin_ts
+    if cf is not None and (sf is None or cf <= sf):
+        return "client"
+    return "server" if sf is not None else ""
+
+
+def _teardown(report: ConnReport) -> tuple[float, int]:
+    """(time of the first FIN or RST or -1, packets from it on); walks back from the end."""
+    c = report.conn
+    ends = [t for t in (c.client.fin_ts, c.server.fin_ts, c.client.rst_ts, c.server.rst_ts) if t is not None]
+    if not ends:
+        return -1.0, 0
+    first = min(ends)
+    n = 0
+    for pkt in reversed(c.packets):
+        if pkt.seg.ts < first:
+            break
+        n += 1
+    return first, n
+
+
+def _answer(report: ConnReport) -> tuple[str, int]:
+    """The server's first packet after the client's first SYN: synack, rst, ack or ""."""
+    c = report.conn
+    if not c.client.syn_count:
+        return "", 0
+    seen_syn = False
+    for pkt in c.packets:
+        flags = pkt.seg.flags
+        if pkt.dir == C2S:
+            seen_syn = seen_syn or bool(flags & SYN)
+            continue
+        if not seen_syn:
+            continue
+        if flags & SYN:
+            return "synack", pkt.seg.frame
+        if flags & RST:
+            return "rst", pkt.seg.frame
+        return "ack", pkt.seg.frame
+    return "", 0
+
+
+def _keepalive(report: ConnReport) -> tuple[int, float, float, bool, tuple[int, ...]]:
+    """For a keepalive-timeout verdict: (unanswered probes, median gap between them and the
+    reset, time of the last packet from the silent peer or -1, prober is the client, frames)."""
+    c = report.conn
+    if report.verdict.rule != "keepalive-timeout":
+        return 0, -1.0, -1.0, True, ()
+    by_client = c.client.rst_ts is not None and (c.server.rst_ts is None or c.client.rst_ts <= c.server.rst_ts)
+    direction = C2S if by_client else S2C
+    packets = c.packets
+    rst_index = -1
+    for i in range(len(packets)):
+        if packets[i].dir == direction and packets[i].seg.flags & RST:
+            rst_index = i
+            break
+    if rst_index < 0:
+        return 0, -1.0, -1.0, by_client, ()
+    times: list[float] = []
+    first_probe = 0
+    for i in range(rst_index - 1, -1, -1):  # the run of probes right before the reset
+        pkt = packets[i]
+        if pkt.dir != direction or not pkt.analysis & A_KEEP_ALIVE:
+            break
+        times.append(pkt.seg.ts)
+        first_probe = pkt.seg.frame
+    silent = -1.0
+    for i in range(rst_index - 1, -1, -1):
+        if packets[i].dir != direction:
+            silent = packets[i].seg.ts
+            break
+    times.reverse()
+    times.append(packets[rst_index].seg.ts)
+    gaps = sorted([times[i + 1] - times[i] for i in range(len(times) - 1)])
+    interval = gaps[len(gaps) // 2] if gaps else -1.0
+    return len(times) - 1, interval, silent, by_client, (first_probe, packets[rst_index].seg.frame)
 
 
 def _handshake_aftermath(report: ConnReport) -> tuple[float, int, int, float, tuple[int, ...]]:

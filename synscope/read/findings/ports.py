@@ -1,0 +1,155 @@
+"""Port exhaustion: a client cycling through a narrow range of source ports to one service.
+
+Definition. Linux picks a connect()'s source port from ``net.ipv4.ip_local_port_range``; a
+4-tuple in TIME-WAIT (on the client, when it closes first) blocks its port for that service,
+so a client that opens many connections with a narrow range runs out and connect() fails with
+EADDRNOTAVAIL until a port is free again (after TIME-WAIT, or after 1 s with
+``net.ipv4.tcp_tw_reuse``). At least :data:`MIN_ATTEMPTS` connection attempts from one client
+to one service, from at least 2 and at most :data:`NARROW_MAX` distinct source ports, each
+port used :data:`MIN_USES` times or more on average, are a *port-exhaustion* finding: how many
+ports, how fast they come back (the median time between two uses of one port) and the range
+they span (the estimated ``ip_local_port_range``). A failed connect() sends nothing, so the
+errno itself is not in the capture. Confidence ``likely``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from synscope.core import fmt
+from synscope.core.addr import fmt_ip
+from synscope.read.evidence import LIKELY, Evidence
+from synscope.read.findings.model import MAX_IDS, SEVERITY_PORTS, ConnFacts, Finding
+
+NAME: Final = "port-exhaustion"
+# Attempts from one client to one service that make a finding
+MIN_ATTEMPTS: Final = 20
+# At most this many distinct source ports (ports beyond are not followed: the range is wide)
+NARROW_MAX: Final = 256
+# ... each used this often on average
+MIN_USES: Final = 2.0
+# (client, service) pairs followed at once
+PAIR_SLOTS: Final = 1024
+# Gaps between two uses of one port kept for the median
+GAP_SAMPLES: Final = 256
+
+
+@dataclass
+class _Pair:
+    first: float
+    last: float
+    attempts: int = 0
+    wide: bool = False  # more than NARROW_MAX ports: not narrow, ports no longer followed
+    last_use: dict[int, float] = field(default_factory=dict)  # port -> SYN time of its last use
+    gaps: list[float] = field(default_factory=list)
+    reuses: int = 0
+    ids: list[int] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
+
+
+class PortExhaustionDetector:
+    """Source ports per (client, service), in bounded memory (NARROW_MAX ports a pair)."""
+
+    def __init__(self, slots: int = PAIR_SLOTS) -> None:
+        self.slots = slots
+        self._pairs: dict[tuple[bytes, bytes, int], _Pair] = {}
+        self.evicted = 0  # pairs dropped to make room (their counts are lost)
+
+    def add(self, cid: int, f: ConnFacts) -> None:
+        """Take one connection attempt into account."""
+        if f.client_syns == 0:
+            return
+        ts = f.syn_ts if f.syn_ts is not None else f.first_ts
+        key = (f.client_ip, f.server_ip, f.server_port)
+        p = self._pairs.pop(key, None)  # (re-inserted below: the dict's order is least recently used first)
+        if p is None:
+            if len(self._pairs) >= self.slots:
+                del self._pairs[next(iter(self._pairs))]  # the least recently used pair makes room
+                self.evicted += 1
+            p = _Pair(ts, ts)
+        self._pairs[key] = p
+        p.first = min(p.first, ts)
+        p.last = max(p.last, ts)
+        p.attempts += 1
+        if p.wide:
+            return
+        before = p.last_use.get(f.client_port)
+        if before is None:
+            if len(p.last_use) >= NARROW_MAX:
+                p.wide = True
+                p.last_use.clear()
+                p.gaps.clear()
+                return
+        else:
+            p.reuses += 1
+            if len(p.gaps) < GAP_SAMPLES:
+                p.gaps.append(abs(ts - before))
+            if len(p.frames) < 2:
+                p.frames.append(f.first_frame)
+        p.last_use[f.client_port] = max(ts, before) if before is not None else ts
+        if len(p.ids) < MAX_IDS:
+            p.ids.append(cid)
+
+    def forget(self, before: float) -> None:
+        """Drop the pairs last seen before ``before`` (watch's window)."""
+        for key in [k for k, p in self._pairs.items() if p.last < before]:
+            del self._pairs[key]
+
+    def findings(self) -> list[Finding]:
+        """Every pair that cycled through a narrow range of ports."""
+        out = []
+        for key, p in self._pairs.items():
+            ports = len(p.last_use)
+            if p.wide or p.attempts < MIN_ATTEMPTS or ports < 2 or p.attempts < MIN_USES * ports:
+                continue
+            out.append(_finding(key, p))
+        return out
+
+
+def _finding(key: tuple[bytes, bytes, int], p: _Pair) -> Finding:
+    client, ip, port = key
+    server = fmt_ip(ip)
+    where = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+    ports = sorted(p.last_use)
+    low, high = ports[0], ports[-1]
+    gaps = sorted(p.gaps)
+    wrap = gaps[len(gaps) // 2] if gaps else 0.0
+    span = p.last - p.first
+    verdict = (
+        f"{fmt_ip(client)} made {p.attempts} connection attempts to {where} from only {len(ports)} source ports "
+        f"({low}–{high}): each port came back after {fmt.duration(wrap)} (median) over {fmt.duration(span)}. "
+        "Its local port range looks that narrow; when every port is in use or in TIME-WAIT, connect() fails "
+        "with EADDRNOTAVAIL (errno 99), which sends nothing and so is not in the capture."
+    )
+    next_step = (
+        f"On {fmt_ip(client)}: sysctl net.ipv4.ip_local_port_range (widen it) and ss -tan state time-wait | wc -l; "
+        "reuse connections instead of opening one per request."
+    )
+    figures = (
+        ("attempts", float(p.attempts)),
+        ("distinct_ports", float(len(ports))),
+        ("port_low", float(low)),
+        ("port_high", float(high)),
+        ("estimated_range", float(high - low + 1)),
+        ("port_reuses", float(p.reuses)),
+        ("wrap_seconds", round(wrap, 6)),
+        ("attempts_per_second", round((p.attempts - 1) / span, 3) if span > 0 else float(p.attempts)),
+    )
+    return Finding(
+        name=NAME,
+        rule=NAME,
+        confidence=LIKELY,
+        server_ip=server,
+        server_port=port,
+        start=p.first,
+        end=p.last,
+        connections=tuple(sorted(p.ids)),
+        connection_count=p.attempts,
+        figures=figures,
+        verdict=verdict,
+        next_step=next_step,
+        evidence=(Evidence(f"{len(ports)} source ports for {p.attempts} attempts; a port used again", tuple(p.frames)),),
+        severity=SEVERITY_PORTS,
+        client_ip=fmt_ip(client),
+    )
