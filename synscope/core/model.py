@@ -22,6 +22,7 @@ ACK: Final = 0x10
 URG: Final = 0x20
 ECE: Final = 0x40
 CWR: Final = 0x80
+AE: Final = 0x100  # AccECN (RFC 9768; the former NS bit), kept above the flags byte
 
 _FLAG_LETTERS: Final = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"), (ECE, "E"), (CWR, "C"))
 

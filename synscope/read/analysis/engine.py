@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from synscope.core.model import ACK, FIN, RST, SYN
+from synscope.core.model import ACK, CWR, ECE, FIN, RST, SYN
 from synscope.core.seqnum import MASK, UNSEEN, scaled_window, seq_diff, seq_le
 from synscope.read.analysis import flags as F
+from synscope.read.analysis.ecn import EcnFacts, observe
 from synscope.read.analysis.loss import LossFacts, at_own_capture_point, dsack_block, first_sack_blocks, tsval_of
 from synscope.read.tracker import C2S, Connection, Packet
 
@@ -149,6 +150,8 @@ class ConnAnalysis:
     facts: tuple[DirectionFacts, ...] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
     # segments below the highest sequence, decided from evidence (synscope.read.analysis.loss)
     loss: tuple[LossFacts, ...] = field(default_factory=lambda: (LossFacts(), LossFacts()))
+    # ECN setup bits, IP codepoints, ECE and CWR (synscope.read.analysis.ecn)
+    ecn: tuple[EcnFacts, ...] = field(default_factory=lambda: (EcnFacts(), EcnFacts()))
     # in sequence order (lists: a deque is 760 bytes empty, and its methods are generic calls when compiled)
     flight: tuple[list[Sent], ...] = field(default_factory=lambda: ([], []))
     flag_totals: int = 0
@@ -161,6 +164,7 @@ class ConnAnalysis:
         self.seq = (F.SeqState(), F.SeqState())
         self.facts = (DirectionFacts(), DirectionFacts())
         self.loss = (LossFacts(), LossFacts())
+        self.ecn = (EcnFacts(), EcnFacts())
         self.flight = ([], [])
         self.flag_totals = 0
         self.omitted = 0
@@ -198,6 +202,8 @@ class Analyser:
         irtt = conn.handshake_rtt if conn.handshake_ack_ts is not None else None
         ts = seg.ts
         seglen = seg.length
+        if seg.ecn or flags & (SYN | ECE | CWR):
+            observe(state.ecn[d], seg.ecn, flags, seg.frame, seglen)
         bits = F.analyse_segment(ts, seg.frame, seg.seq, seg.ack, seglen, flags, window, fwd, rev, peer.win_scale, irtt)
         if flags & SYN and me.open_answer is pkt:
             # simultaneous open: the SYN-ACK answering the peer's crossing SYN repeats its own
