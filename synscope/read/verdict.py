@@ -690,6 +690,14 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
             "the SYN-ACK is in the capture before the SYN it answers: this capture's timestamps (or the merge of"
             " several captures) are out of order here, so no handshake time is given"
         )
+    if state.clock_steps and not conn.synack_before_syn:
+        more = state.clock_steps - 1
+        notes.append(
+            f"the capture's clock went backwards at frame #{state.clock_step_frame} (stamped {fmt.duration(state.clock_step_by)}"
+            f" earlier than a packet before it{f', and {more} more time(s)' if more else ''}): handshake times and RTT samples"
+            " spanning it are withheld, since they would be made of timestamps that cannot both be right"
+        )
+        summary += "; capture clock went backwards"
     # (a reused 4-tuple and an application retry are links between connections: ConnReport carries
     # them and the renderers word them, since a split run numbers the connections after judging)
     if conn.evicted:
