@@ -114,7 +114,7 @@ def _setup(client: int | None, server: int | None) -> str:
         observe(c, 0, SYN | client, 1, 0)
     if server is not None:
         observe(s, 0, SYN | ACK | server, 2, 0)
-    return negotiation(c, s)
+    return negotiation(c, s, client is not None)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_retransmitted_syn_without_setup_bits_wins() -> None:
     observe(c, 0, SYN | ECE | CWR, 1, 0)
     observe(c, 0, SYN, 2, 0)
     observe(s, 0, SYN | ACK, 3, 0)
-    assert negotiation(c, s) == NOT_REQUESTED
+    assert negotiation(c, s, True) == NOT_REQUESTED
 
 
 # ------------------------------------------------------------------ crafted captures
@@ -198,6 +198,13 @@ def test_crafted_ect_without_negotiation(tmp_path: Path) -> None:
     assert ecn["negotiation"] == DECLINED and ecn["s2c"]["ect0"] == 4
     assert "4 segments from the server carry an ECN codepoint (ECT or CE) though ECN was not negotiated" in r.verdict.explanation
     assert "ECT without ECN negotiated" in r.verdict.summary
+
+
+def test_crafted_ect_on_plain_handshake(tmp_path: Path) -> None:
+    """CRAFTED: no ECN setup at all (plain SYN, plain SYN-ACK), yet the server's data is ECT(0)."""
+    r = _report(_write(tmp_path / "x.pcap", 0, 0, ECT0))
+    assert connection_object(r)["ecn"]["negotiation"] == NOT_REQUESTED
+    assert "though ECN was not negotiated" in r.verdict.explanation
 
 
 def test_crafted_ect_bleached(tmp_path: Path) -> None:

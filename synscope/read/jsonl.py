@@ -97,20 +97,21 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
             {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
             for e in c.icmp
         ],
-        "ecn": ecn_object(r.analysis),
+        "ecn": ecn_object(r.analysis, r.conn.client.syn_count > 0),
+        "bad_checksums": list(r.analysis.bad_checksums),
         "c2s": _direction(fc, r.analysis.loss[0], c.client, c.server, absolute),
         "s2c": _direction(fs, r.analysis.loss[1], c.server, c.client, absolute),
         **({"packets": packets} if with_packets else {}),
     }
 
 
-def ecn_object(state: ConnAnalysis) -> dict[str, Any] | None:
+def ecn_object(state: ConnAnalysis, syn_seen: bool) -> dict[str, Any] | None:
     """The "ecn" member: the handshake's ECN negotiation and each direction's ECN marks
     (None when the connection shows nothing of ECN: no setup bits, codepoints, ECE or CWR)."""
-    client, server = state.ecn
-    if not client.any and not server.any:
+    if state.ecn is None:
         return None
-    return {"negotiation": negotiation(client, server), "c2s": _ecn_direction(client), "s2c": _ecn_direction(server)}
+    client, server = state.ecn
+    return {"negotiation": negotiation(client, server, syn_seen), "c2s": _ecn_direction(client), "s2c": _ecn_direction(server)}
 
 
 def _ecn_direction(e: EcnFacts) -> dict[str, Any]:
@@ -127,12 +128,11 @@ def _ecn_direction(e: EcnFacts) -> dict[str, Any]:
     }
 
 
-def _ecn_text(state: ConnAnalysis) -> str:
+def _ecn_text(state: ConnAnalysis, syn_seen: bool) -> str:
     """:func:`compact` of :func:`ecn_object` (``null`` for most connections, at no cost)."""
-    client, server = state.ecn
-    if not client.any and not server.any:
+    if state.ecn is None:
         return "null"
-    return compact(ecn_object(state))
+    return compact(ecn_object(state, syn_seen))
 
 
 def _direction(f: Any, lf: LossFacts, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
@@ -222,7 +222,7 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
         f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},'
         f'"retry_number":{_int_text(r.retry_number if r.retry_of is not None else None)},"icmp":[{icmp}],'
-        f'"ecn":{_ecn_text(r.analysis)},'
+        f'"ecn":{_ecn_text(r.analysis, client.syn_count > 0)},"bad_checksums":[{",".join([str(n) for n in r.analysis.bad_checksums])}],'
         f'"c2s":{_direction_text(fc, r.analysis.loss[0], client, server, absolute)},'
         f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )

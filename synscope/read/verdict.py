@@ -9,6 +9,7 @@ from synscope.core import fmt
 from synscope.core.addr import fmt_ip
 from synscope.core.icmp import FILTER_REASONS, icmp_label
 from synscope.core.model import ACK, AE, CWR, ECE, FIN, RST, SYN
+from synscope.core.seqnum import MASK, seq_ge
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, linux_syn_layout
 from synscope.read.analysis.ecn import ACCECN, DECLINED, NEGOTIATED, NONSTANDARD, REFLECTED, REQUESTED, UNKNOWN, in_use, negotiation
@@ -720,6 +721,11 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         summary = f"handshake {fmt.duration(handshake_rtt)}; " + summary
     if conn.timed_out and idle_timeout is not None:
         notes.append(f"no packet for {fmt.duration(idle_timeout)} (--idle-timeout): reported as it stood; a later packet on these ports starts a new entry")
+    if state.bad_checksums:
+        corrupt = _checksum_notes(conn, state)
+        notes.extend(corrupt)
+        if any("corrupted in transit, the" in n for n in corrupt):
+            summary += "; corrupted in transit (bad checksum)"
     ecn = _ecn_finding(conn, state)
     if ecn is not None:
         notes.extend(ecn.notes)
@@ -1386,10 +1392,10 @@ def _ecn_finding(conn: Connection, state: ConnAnalysis) -> _EcnFinding | None:
     """ECN: the negotiation, CE marks with the receiver's ECE echoes and the sender's CWR, ECT on a
     connection that did not agree to ECN, and ECT missing where it did. None when the connection
     shows nothing of ECN."""
-    client, server = state.ecn
-    if not client.any and not server.any:
+    if state.ecn is None:
         return None
-    outcome = negotiation(client, server)
+    client, server = state.ecn
+    outcome = negotiation(client, server, conn.client.syn_count > 0)
     syn = f"SYN #{client.setup_frame}"
     synack = f"SYN-ACK #{server.setup_frame}"
     notes: list[str] = []
@@ -1478,3 +1484,53 @@ def _ecn_finding(conn: Connection, state: ConnAnalysis) -> _EcnFinding | None:
         " look at the marking counters of the queues on the way (tc -s qdisc: ecn_mark / marked)."
     )
     return _EcnFinding(notes, tag, "ecn-congestion", confidence, tuple(evidence), next_step)
+
+
+def _segment_name(flags: int) -> str:
+    """SYN, SYN-ACK, FIN, RST or segment: what a checksum sentence calls a packet."""
+    if flags & SYN:
+        return "SYN-ACK" if flags & ACK else "SYN"
+    if flags & RST:
+        return "RST"
+    return "FIN" if flags & FIN else "segment"
+
+
+def _checksum_notes(conn: Connection, state: ConnAnalysis) -> list[str]:
+    """A sentence per segment whose checksum the decoder found wrong (not a TX-offload partial sum):
+    sent again and not answered in between is corruption in transit (the receiver discarded it);
+    answered anyway, the packet reached the receiver intact and the capture's copy is damaged."""
+    out: list[str] = []
+    packets = conn.packets
+    for frame in state.bad_checksums:
+        at = next((i for i, p in enumerate(packets) if p.seg.frame == frame), -1)
+        if at < 0:
+            continue
+        bad = packets[at]
+        seg = bad.seg
+        who = "client" if bad.dir == C2S else "server"
+        peer = "server" if who == "client" else "client"
+        name = _segment_name(seg.flags)
+        covered = (seg.seq + seg.length + (1 if seg.flags & (SYN | FIN) else 0)) & MASK
+        resent = 0
+        answered = 0
+        for p in packets[at + 1 :]:
+            s = p.seg
+            if p.dir == bad.dir and s.seq == seg.seq and (s.length or s.flags & (SYN | FIN | RST)):
+                resent = s.frame
+                break
+            if p.dir != bad.dir and s.flags & ACK and covered != seg.seq and seq_ge(s.ack, covered):
+                answered = s.frame
+                break
+        if answered:
+            out.append(
+                f"{name} #{frame} from the {who} has a bad checksum, yet the {peer} answered it (#{answered}):"
+                f" it reached the {peer} intact, so the capture's copy is damaged (or was recorded before a box rewrote it)"
+            )
+        elif resent:
+            out.append(
+                f"{name} #{frame} from the {who} has a bad checksum and the {who} sent it again (#{resent}) with no answer in between:"
+                f" corrupted in transit, the {peer} discarded it"
+            )
+        else:
+            out.append(f"{name} #{frame} from the {who} has a bad checksum: corrupted in transit or in the capture (nothing after it tells which)")
+    return out

@@ -7,8 +7,9 @@ ECE on its ACKs until the sender answers with CWR (it reduced its congestion win
 AccECN (RFC 9768) asks with AE + CWR + ECE on the SYN; once agreed, those three bits on later
 segments are a counter (ACE), not echoes, so they are not read as ECE / CWR here.
 
-Fed from the analysis stage for segments with an ECN codepoint or an ECE / CWR / SYN flag only:
-an ordinary data segment of a connection without ECN costs one test.
+Fed from the analysis stage for segments with an ECN codepoint or an ECE / CWR flag, and for the
+SYNs of a connection that showed one: an ordinary data segment of a connection without ECN costs
+one test, and such a connection holds no EcnFacts at all.
 """
 
 from __future__ import annotations
@@ -72,15 +73,9 @@ class EcnFacts:
         self.cwr_frames = []
         self.ect_data = 0
 
-    @property
-    def any(self) -> bool:
-        """Anything ECN in this direction: setup bits, a codepoint, ECE or CWR."""
-        return self.setup > 0 or bool(self.ect0 or self.ect1 or self.ce or self.ece or self.cwr)
-
 
 def observe(facts: EcnFacts, ecn: int, flags: int, frame: int, length: int) -> None:
-    """Count one segment's ECN codepoint and ECE / CWR flags (call it when ``ecn`` or
-    ``flags & (SYN | ECE | CWR)`` is non-zero)."""
+    """Count one segment's ECN codepoint and ECE / CWR flags, or note a SYN's setup bits."""
     if ecn:
         if ecn == CE:
             facts.ce += 1
@@ -108,11 +103,12 @@ def observe(facts: EcnFacts, ecn: int, flags: int, frame: int, length: int) -> N
             facts.cwr_frames.append(frame)
 
 
-def negotiation(client: EcnFacts, server: EcnFacts) -> str:
-    """The ECN negotiation the handshake shows (one of the outcome names above)."""
+def negotiation(client: EcnFacts, server: EcnFacts, syn_seen: bool) -> str:
+    """The ECN negotiation the handshake shows (one of the outcome names above). ``syn_seen``: the
+    capture holds the client's SYN (one without setup bits is noted only once ECN showed)."""
     syn = client.setup
     if syn == NO_SYN:
-        return UNKNOWN
+        return NOT_REQUESTED if syn_seen else UNKNOWN
     if syn == 0:
         return NOT_REQUESTED
     if syn not in (ECE | CWR, SETUP_BITS):

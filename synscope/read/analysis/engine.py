@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from synscope.core.model import ACK, CWR, ECE, FIN, RST, SYN
+from synscope.core.model import ACK, CSUM_GOOD, CSUM_PARTIAL, CWR, ECE, FIN, RST, SYN
 from synscope.core.seqnum import MASK, UNSEEN, scaled_window, seq_diff, seq_le
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.ecn import EcnFacts, observe
@@ -34,6 +34,8 @@ MAX_IN_FLIGHT: Final = 4096
 CLOCK_STEP_MIN: Final = 0.001
 # Clock steps remembered per connection (each withholds the time spans across it)
 MAX_CLOCK_STEPS: Final = 16
+# Frame numbers of segments with bad checksums kept per connection
+MAX_BAD_CHECKSUMS: Final = 8
 # Per-packet records kept per connection. Past this, plain packets (no analysis flag,
 # no SYN/FIN/RST) are counted but not kept, so a bulk transfer of millions of packets
 # does not grow memory; every flagged or control packet is always kept.
@@ -157,8 +159,9 @@ class ConnAnalysis:
     facts: tuple[DirectionFacts, ...] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
     # segments below the highest sequence, decided from evidence (synscope.read.analysis.loss)
     loss: tuple[LossFacts, ...] = field(default_factory=lambda: (LossFacts(), LossFacts()))
-    # ECN setup bits, IP codepoints, ECE and CWR (synscope.read.analysis.ecn)
-    ecn: tuple[EcnFacts, ...] = field(default_factory=lambda: (EcnFacts(), EcnFacts()))
+    # ECN setup bits, IP codepoints, ECE and CWR (synscope.read.analysis.ecn); None until a segment
+    # shows any (most connections: no memory spent)
+    ecn: tuple[EcnFacts, ...] | None = None
     # in sequence order (lists: a deque is 760 bytes empty, and its methods are generic calls when compiled)
     flight: tuple[list[Sent], ...] = field(default_factory=lambda: ([], []))
     flag_totals: int = 0
@@ -170,13 +173,17 @@ class ConnAnalysis:
     clock_steps: int = 0
     clock_step_frame: int = 0
     clock_step_by: float = 0.0
+    # checksums the decoder verified and found wrong (frame numbers, the first ones), or holding
+    # only the pseudo-header sum (TX checksum offload where the capture was made)
+    bad_checksums: tuple[int, ...] = ()
+    partial_checksums: int = 0
 
     # Written out (dataclass keeps it), as on DirectionFacts
     def __init__(self) -> None:
         self.seq = (F.SeqState(), F.SeqState())
         self.facts = (DirectionFacts(), DirectionFacts())
         self.loss = (LossFacts(), LossFacts())
-        self.ecn = (EcnFacts(), EcnFacts())
+        self.ecn = None
         self.flight = ([], [])
         self.flag_totals = 0
         self.omitted = 0
@@ -185,6 +192,8 @@ class ConnAnalysis:
         self.clock_steps = 0
         self.clock_step_frame = 0
         self.clock_step_by = 0.0
+        self.bad_checksums = ()
+        self.partial_checksums = 0
 
     @property
     def retransmission_rate(self) -> float:
@@ -219,8 +228,16 @@ class Analyser:
         if ts < conn.last_ts - CLOCK_STEP_MIN:
             self._clock_step(conn, state, seg.frame, ts)
         seglen = seg.length
-        if seg.ecn or flags & (SYN | ECE | CWR):
-            observe(state.ecn[d], seg.ecn, flags, seg.frame, seglen)
+        if seg.csum > CSUM_GOOD:
+            if seg.csum == CSUM_PARTIAL:
+                state.partial_checksums += 1
+            elif len(state.bad_checksums) < MAX_BAD_CHECKSUMS:
+                state.bad_checksums = (*state.bad_checksums, seg.frame)
+        if seg.ecn or flags & (ECE | CWR) or (flags & SYN and state.ecn is not None):
+            ecn = state.ecn
+            if ecn is None:
+                ecn = state.ecn = (EcnFacts(), EcnFacts())
+            observe(ecn[d], seg.ecn, flags, seg.frame, seglen)
         bits = F.analyse_segment(ts, seg.frame, seg.seq, seg.ack, seglen, flags, window, fwd, rev, peer.win_scale, irtt)
         if flags & SYN and me.open_answer is pkt:
             # simultaneous open: the SYN-ACK answering the peer's crossing SYN repeats its own
