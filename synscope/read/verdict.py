@@ -722,9 +722,9 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
     if conn.timed_out and idle_timeout is not None:
         notes.append(f"no packet for {fmt.duration(idle_timeout)} (--idle-timeout): reported as it stood; a later packet on these ports starts a new entry")
     if state.bad_checksums:
-        corrupt = _checksum_notes(conn, state)
+        corrupt, in_transit = _checksum_notes(conn, state)
         notes.extend(corrupt)
-        if any("corrupted in transit, the" in n for n in corrupt):
+        if in_transit:
             summary += "; corrupted in transit (bad checksum)"
     ecn = _ecn_finding(conn, state)
     if ecn is not None:
@@ -1495,11 +1495,13 @@ def _segment_name(flags: int) -> str:
     return "FIN" if flags & FIN else "segment"
 
 
-def _checksum_notes(conn: Connection, state: ConnAnalysis) -> list[str]:
+def _checksum_notes(conn: Connection, state: ConnAnalysis) -> tuple[list[str], bool]:
     """A sentence per segment whose checksum the decoder found wrong (not a TX-offload partial sum):
     sent again and not answered in between is corruption in transit (the receiver discarded it);
-    answered anyway, the packet reached the receiver intact and the capture's copy is damaged."""
+    answered anyway, the packet reached the receiver intact and the capture's copy is damaged.
+    Also whether any was corrupted in transit."""
     out: list[str] = []
+    in_transit = False
     packets = conn.packets
     for frame in state.bad_checksums:
         at = next((i for i, p in enumerate(packets) if p.seg.frame == frame), -1)
@@ -1527,10 +1529,11 @@ def _checksum_notes(conn: Connection, state: ConnAnalysis) -> list[str]:
                 f" it reached the {peer} intact, so the capture's copy is damaged (or was recorded before a box rewrote it)"
             )
         elif resent:
+            in_transit = True
             out.append(
                 f"{name} #{frame} from the {who} has a bad checksum and the {who} sent it again (#{resent}) with no answer in between:"
                 f" corrupted in transit, the {peer} discarded it"
             )
         else:
             out.append(f"{name} #{frame} from the {who} has a bad checksum: corrupted in transit or in the capture (nothing after it tells which)")
-    return out
+    return out, in_transit
