@@ -43,6 +43,7 @@ FIELDS = (
     "payload",
     "ecn",
     "pkttype",
+    "csum",
 )
 
 
@@ -75,7 +76,7 @@ def _general(frame: RawFrame) -> object:
     """The frame decoded by the general path: the same bytes behind an 802.1Q tag."""
     data = frame.data[:12] + VLAN + frame.data[12:]
     tagged = RawFrame(frame.frame, frame.ts, ETHERNET, data, frame.orig_len + len(VLAN), frame.pkttype)
-    return Decoder(keep_payload=True).decode(tagged)
+    return Decoder(keep_payload=True, verify_checksums=True).decode(tagged)
 
 
 @pytest.mark.parametrize("source", ["bundled", "crafted"])
@@ -84,7 +85,7 @@ def test_fast_and_general_paths_read_the_same_fields(source: str) -> None:
     fast_decoded = 0
     for frame in frames:
         data = frame.data
-        fast = Decoder(keep_payload=True).decode_plain(data, 0, len(data), frame.frame, frame.ts, frame.pkttype)
+        fast = Decoder(keep_payload=True, verify_checksums=True).decode_plain(data, 0, len(data), frame.frame, frame.ts, frame.pkttype)
         if fast is None:
             continue
         fast_decoded += 1

@@ -59,6 +59,11 @@ Exit codes:
 @click.option("--payload", is_flag=True, help="Show a preview of each segment's payload (escaped).")
 @click.option("--keep-duplicates", is_flag=True, help="Keep frames captured twice (loopback AF_PACKET copies) instead of dropping them.")
 @click.option(
+    "--verify-checksums",
+    is_flag=True,
+    help="Verify the IPv4 and TCP checksums of every segment, not only of SYN, FIN and RST (slower).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     metavar="N",
@@ -80,6 +85,7 @@ def read(
     max_conns: int | None,
     payload: bool,
     keep_duplicates: bool,
+    verify_checksums: bool,
     workers: int | None,
 ) -> None:
     """Analyse pcap / pcapng files (gzip too; '-' reads standard input).
@@ -106,7 +112,7 @@ def read(
             raise click.BadParameter("--max-conns bounds one connection table: use it with --workers 1", param_hint="--workers")
 
     def make_pipeline() -> Pipeline:
-        return Pipeline(selection, max_conns=max_conns, keep_payload=payload, dedup=not keep_duplicates)
+        return Pipeline(selection, max_conns=max_conns, keep_payload=payload, dedup=not keep_duplicates, verify_checksums=verify_checksums)
 
     pipeline = make_pipeline()
     readers = []
@@ -417,6 +423,17 @@ def _warn_run(pipeline: object) -> None:
         click.echo(
             f"synscope: warning: {st.backwards} frames are stamped earlier than a frame before them "
             "(clock stepped, or a damaged capture): times and RTTs around them are unreliable",
+            err=True,
+        )
+    if st.partial_checksums:
+        click.echo(
+            f"synscope: note: {st.partial_checksums} segments carry only the pseudo-header checksum: checksum offload on the capturing"
+            " host (captured before the NIC filled it in); not an error",
+            err=True,
+        )
+    if st.bad_checksums:
+        click.echo(
+            f"synscope: warning: {st.bad_checksums} segments have bad checksums (corrupted in transit, or in the capture): see their connections",
             err=True,
         )
     for lt, n in ds.unknown_linktype.items():

@@ -22,6 +22,14 @@ ACK: Final = 0x10
 URG: Final = 0x20
 ECE: Final = 0x40
 CWR: Final = 0x80
+# What the decoder found of a segment's checksums (IPv4 header and TCP): not checked (data segments
+# unless asked, frames cut by the snaplen, fragments), valid, wrong, or holding only the
+# pseudo-header sum (TX checksum offload: captured on the sender before the NIC filled it in)
+CSUM_UNCHECKED: Final = 0
+CSUM_GOOD: Final = 1
+CSUM_BAD: Final = 2
+CSUM_PARTIAL: Final = 3
+AE: Final = 0x100  # AccECN (RFC 9768; the former NS bit), kept above the flags byte
 
 _FLAG_LETTERS: Final = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"), (ECE, "E"), (CWR, "C"))
 
@@ -161,6 +169,7 @@ class Segment:
     source_index: int = 0  # which input file, when several are read in one call
     _options: TcpOptions | None = None
     encap: Encap | None = None  # the tunnel / VLAN / MPLS... layers it came through (None: a plain frame)
+    csum: int = 0  # CSUM_UNCHECKED, CSUM_GOOD, CSUM_BAD or CSUM_PARTIAL (see synscope.read.decode)
 
     # Written out (dataclass keeps it): compiled, it is a native constructor; the one the
     # dataclass module generates runs as Python bytecode, once per segment.
@@ -211,6 +220,7 @@ class Segment:
         self.source_index = source_index
         self._options = _options
         self.encap = encap
+        self.csum = CSUM_UNCHECKED
 
     @property
     def options(self) -> TcpOptions:

@@ -45,7 +45,7 @@ from synscope.core.headers import (
     TCP_WIN,
 )
 from synscope.core.icmp import V4_FRAG_NEEDED, V4_UNREACH, V6_PACKET_TOO_BIG, quotes_tcp
-from synscope.core.model import DecodeStats, IcmpError, RawFrame, Segment, flow_mix
+from synscope.core.model import CSUM_BAD, CSUM_GOOD, CSUM_PARTIAL, DecodeStats, IcmpError, RawFrame, Segment, flow_mix
 
 _U16: Final = struct.Struct("!H")
 _U16_LE: Final = struct.Struct("<H")
@@ -69,6 +69,9 @@ _V6_AH: Final = 51
 _NULL_AF_INET6: Final = frozenset({10, 24, 28, 30})
 # where TCP starts in the usual frame (Ethernet, IPv4 without options): see _plain_tcp_header
 _PLAIN_L4: Final = ETH_HLEN + IP4_MIN_HLEN
+# segments whose checksums are always verified (the rest with --verify-checksums)
+_CONTROL: Final = 0x07  # SYN, FIN, RST
+TCP_CSUM: Final = 16  # offset of the TCP checksum field
 
 # Encapsulations, followed on the general path only (decode_plain takes plain Ethernet + IPv4)
 _ETH_MPLS: Final = 0x8847
@@ -124,9 +127,11 @@ _V4_CACHE: Final = 1024  # slots of the IPv4 address cache (a power of two)
 class Decoder:
     """Turns :class:`RawFrame` records into segments and ICMP errors, counting what it skips."""
 
-    def __init__(self, keep_payload: bool = False) -> None:
+    def __init__(self, keep_payload: bool = False, verify_checksums: bool = False) -> None:
         self.stats = DecodeStats()
         self.keep_payload = keep_payload
+        # checksums of every segment (--verify-checksums); otherwise of SYN, FIN and RST segments only
+        self.verify_all = verify_checksums
         self._addresses: dict[bytes, bytes] = {}
         # IPv4 addresses read as integers → their shared bytes object, direct-mapped: a hit
         # costs no bytes object and no dict lookup
@@ -600,6 +605,7 @@ class Decoder:
             buf[ip + IP4_TOS] & ECN_MASK,
             pkttype,
             False,
+            ETH_HLEN,
         )
 
     def _v4_address(self, buf: bytes, at: int) -> bytes:
@@ -663,7 +669,7 @@ class Decoder:
         l4 = off + ihl
         end = off + total
         if proto == _PROTO_TCP:
-            return self._tcp(frame, data, l4, end, src, dst, ttl, ip_id, tos & 3, pkttype, first_fragment, encap)
+            return self._tcp(frame, data, l4, end, src, dst, ttl, ip_id, tos & 3, pkttype, first_fragment, encap, off)
         if proto == _PROTO_ICMP:
             return self._icmp(frame, data, l4, end, src, ttl, 4, encap)
         stats.not_tcp += 1
@@ -689,7 +695,7 @@ class Decoder:
             stats.fragments += 1
             return None
         if nxt == _PROTO_TCP:
-            return self._tcp(frame, data, l4, end, src, dst, hlim, 0, ecn, pkttype, fragmented == 1, encap)
+            return self._tcp(frame, data, l4, end, src, dst, hlim, 0, ecn, pkttype, fragmented == 1, encap, -1)
         if nxt == _PROTO_ICMP6:
             return self._icmp(frame, data, l4, end, src, hlim, 6, encap)
         stats.not_tcp += 1
@@ -709,6 +715,7 @@ class Decoder:
         pkttype: int,
         fragment: bool,
         encap: Encap | None,
+        ip: int,
     ) -> Segment | None:
         stats = self.stats
         have = len(data)
@@ -746,6 +753,7 @@ class Decoder:
             ecn,
             pkttype,
             fragment,
+            ip,
         )
         seg.encap = encap
         return seg
@@ -774,9 +782,11 @@ class Decoder:
         ecn: int,
         pkttype: int,
         fragment: bool,
+        ip: int,
     ) -> Segment:
         """A segment from its fields; ``data[base:base + have]`` holds the frame's captured
-        bytes, and ``l4`` / ``end`` (where TCP starts, where the IP packet ends) count from ``base``."""
+        bytes, and ``l4`` / ``end`` (where TCP starts, where the IP packet ends) and ``ip`` (where
+        the IPv4 header starts; -1 for IPv6) count from ``base``."""
         stats = self.stats
         length = end - l4 - hlen
         truncated = have < end
@@ -806,6 +816,8 @@ class Decoder:
         )
         seg.ecn = ecn
         seg.pkttype = pkttype
+        if (flags & _CONTROL or self.verify_all) and not truncated and not fragment and length >= 0:
+            seg.csum = checksum_state(data, base + ip if ip >= 0 else -1, base + l4, base + end, src, dst)
         if self.keep_payload and length:
             seg.payload = data[base + l4 + hlen : base + max(min(end, have, l4 + hlen + PAYLOAD_PREVIEW), l4 + hlen)]
         return seg
@@ -859,6 +871,30 @@ class Decoder:
         err = IcmpError(frame.frame, frame.ts, router, version, itype, code, qsrc, qdst, sport, dport, seq, ttl, mtu)
         err.encap = encap
         return err
+
+
+def checksum_state(data: bytes, ip: int, l4: int, end: int, src: bytes, dst: bytes) -> int:
+    """CSUM_GOOD, CSUM_BAD or CSUM_PARTIAL for the segment at ``data[l4:end]`` (and the IPv4
+    header at ``data[ip:l4]``; ``ip`` -1 for IPv6), whose bytes must all be there.
+
+    The one's-complement sum of 16-bit words is the big-endian integer of the bytes modulo
+    0xFFFF (2**16 is 1 modulo 0xFFFF): a valid header or segment sums to 0 there. PARTIAL: the
+    IPv4 header is valid and the TCP checksum field holds the pseudo-header's sum alone, what a
+    sender with TX checksum offload hands its NIC (and a capture on that sender records).
+    """
+    if ip >= 0 and int.from_bytes(data[ip:l4], "big") % 0xFFFF:
+        return CSUM_BAD
+    length = end - l4
+    if len(src) == 4:
+        pseudo = src + dst + bytes((0, _PROTO_TCP, length >> 8, length & 0xFF))
+    else:
+        pseudo = src + dst + length.to_bytes(4, "big") + bytes((0, 0, 0, _PROTO_TCP))
+    segment = data[l4:end] if not length & 1 else data[l4:end] + b"\0"
+    if int.from_bytes(pseudo + segment, "big") % 0xFFFF == 0:
+        return CSUM_GOOD
+    if length >= TCP_MIN_HLEN and (data[l4 + TCP_CSUM] << 8 | data[l4 + TCP_CSUM + 1]) % 0xFFFF == int.from_bytes(pseudo, "big") % 0xFFFF:
+        return CSUM_PARTIAL
+    return CSUM_BAD
 
 
 def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:

@@ -11,7 +11,8 @@ from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
 from synscope.core.model import SYN, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
-from synscope.read.analysis.engine import DirectionFacts
+from synscope.read.analysis.ecn import EcnFacts, negotiation
+from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.analysis.flags import flag_names
 from synscope.read.analysis.loss import LossFacts
 from synscope.read.evidence import Evidence
@@ -97,10 +98,42 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
             {"from": fmt_ip(e.router), "type": e.type, "code": e.code, "name": e.name, "t": round(e.ts, 9), "frame": e.frame, "ttl": e.ttl, "mtu": e.mtu}
             for e in c.icmp
         ],
+        "ecn": ecn_object(r.analysis, r.conn.client.syn_count > 0),
+        "bad_checksums": list(r.analysis.bad_checksums),
         "c2s": _direction(fc, r.analysis.loss[0], c.client, c.server, absolute),
         "s2c": _direction(fs, r.analysis.loss[1], c.server, c.client, absolute),
         **({"packets": packets} if with_packets else {}),
     }
+
+
+def ecn_object(state: ConnAnalysis, syn_seen: bool) -> dict[str, Any] | None:
+    """The "ecn" member: the handshake's ECN negotiation and each direction's ECN marks
+    (None when the connection shows nothing of ECN: no setup bits, codepoints, ECE or CWR)."""
+    if state.ecn is None:
+        return None
+    client, server = state.ecn
+    return {"negotiation": negotiation(client, server, syn_seen), "c2s": _ecn_direction(client), "s2c": _ecn_direction(server)}
+
+
+def _ecn_direction(e: EcnFacts) -> dict[str, Any]:
+    """One direction of the "ecn" member."""
+    return {
+        "ect0": e.ect0,
+        "ect1": e.ect1,
+        "ce": e.ce,
+        "ce_frames": list(e.ce_frames),
+        "ece": e.ece,
+        "ece_frames": list(e.ece_frames),
+        "cwr": e.cwr,
+        "cwr_frames": list(e.cwr_frames),
+    }
+
+
+def _ecn_text(state: ConnAnalysis, syn_seen: bool) -> str:
+    """:func:`compact` of :func:`ecn_object` (``null`` for most connections, at no cost)."""
+    if state.ecn is None:
+        return "null"
+    return compact(ecn_object(state, syn_seen))
 
 
 def _direction(f: Any, lf: LossFacts, side: Any, peer: Any, absolute: bool) -> dict[str, Any]:
@@ -191,6 +224,7 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},'
         f'"retry_number":{_int_text(r.retry_number if r.retry_of is not None else None)},'
         f'"findings":{SCAN_FINDINGS if r.scan else "[]"},"icmp":[{icmp}],'
+        f'"ecn":{_ecn_text(r.analysis, client.syn_count > 0)},"bad_checksums":[{",".join([str(n) for n in r.analysis.bad_checksums])}],'
         f'"c2s":{_direction_text(fc, r.analysis.loss[0], client, server, absolute)},'
         f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )

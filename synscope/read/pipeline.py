@@ -118,6 +118,10 @@ class RunStats:
     last_ts: float = 0.0
     reordered: int = 0  # frames put back in time order
     backwards: int = 0  # frames stamped earlier than a frame before them (clock steps, broken capture)
+    # checksums of the connections reported: holding only the pseudo-header sum (TX offload on the
+    # capturing host), and wrong (corrupted); see synscope.read.decode.checksum_state
+    partial_checksums: int = 0
+    bad_checksums: int = 0
 
 
 @dataclass
@@ -179,12 +183,13 @@ class Pipeline(FrameSink):
         closed_linger: float = CLOSED_LINGER,
         idle_timeout: float | None = None,
         prepare: Callable[[Connection, ConnAnalysis], None] | None = None,
+        verify_checksums: bool = False,
     ) -> None:
         """``closed_linger`` / ``idle_timeout``: see :class:`Tracker` (a live source hands closed
         connections on sooner, and idle ones at all); ``prepare`` is called on each finished
         connection before it is annotated and judged (``watch --handshakes`` uses it)."""
         self.selection = selection or Selection()
-        self.decoder = Decoder(keep_payload=keep_payload)
+        self.decoder = Decoder(keep_payload=keep_payload, verify_checksums=verify_checksums)
         self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout)
         self.prepare = prepare
         self.analyser = Analyser()
@@ -463,6 +468,9 @@ class Pipeline(FrameSink):
         report = ConnReport(conn, state, verdict)
         report.scan = scan
         report.raw_client = verdict.rule == "scan-probe"  # (a crafted probe: no socket behind it)
+        if state.partial_checksums or state.bad_checksums:
+            self.stats.partial_checksums += state.partial_checksums
+            self.stats.bad_checksums += len(state.bad_checksums)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
         if self.link_retries and conn.syn_ts is not None and not report.scan:  # (a scan's probes are not retries)

@@ -302,8 +302,8 @@ class SplitRun:
         """Put the run's counters on ``pipeline`` and ``readers`` as a single run leaves them.
 
         Frames, decoding, time order and the readers' findings are the same in every worker
-        (each reads everything): worker 1's. Duplicates and late packets belong to the
-        connections a worker tracked: summed.
+        (each reads everything): worker 1's. Duplicates, late packets and the checksum counts
+        belong to the connections a worker tracked: summed.
         """
         finals = [f for f in self._final if f is not None]
         if not finals:
@@ -311,6 +311,8 @@ class SplitRun:
         first = finals[0]
         pipeline.stats = first["stats"]
         pipeline.stats.duplicates = sum(f["stats"].duplicates for f in finals)
+        pipeline.stats.partial_checksums = sum(f["stats"].partial_checksums for f in finals)
+        pipeline.stats.bad_checksums = sum(f["stats"].bad_checksums for f in finals)
         pipeline.decoder.stats = first["decode"]
         tracker = pipeline.tracker
         tracker.stragglers = sum(f["stragglers"] for f in finals)

@@ -176,6 +176,9 @@ class Connection:
     encap: Encap | None = None  # what carried it (None: plain frames)
     # frames dropped as capture copies of one of its packets: listed, never analysed
     duplicates: list[Packet] | None = None
+    # the times stamped on its packets right after the capture's clock went backwards (set by the
+    # analysis stage); a time span across one is not a measurement (see spans_clock_step)
+    clock_steps: list[float] | None = None
 
     # Written out (dataclass keeps it), as on Side
     def __init__(
@@ -211,6 +214,7 @@ class Connection:
         self.retire_clock = 0.0
         self.encap = None
         self.duplicates = None
+        self.clock_steps = None
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""
@@ -266,22 +270,35 @@ class Connection:
             return False
         return _not_acking(c.fin_ack, s.fin_seq) and _not_acking(s.fin_ack, c.fin_seq)
 
+    def spans_clock_step(self, start: float | None, end: float | None) -> bool:
+        """The capture's clock went backwards between these two times: a span from ``start`` to
+        ``end`` would be made of timestamps that cannot both be right."""
+        steps = self.clock_steps
+        if steps is None or start is None or end is None:
+            return False
+        for at in steps:
+            if start <= at < end or end <= at < start:
+                return True
+        return False
+
     @property
     def handshake_rtt(self) -> float | None:
         """SYN → the ACK completing the handshake, at the capture point (None if unknown or nonsense)."""
-        if self.synack_before_syn:
+        if self.synack_before_syn or self.spans_clock_step(self.syn_ts, self.handshake_ack_ts):
             return None
         return _span(self.syn_ts, self.handshake_ack_ts)
 
     @property
     def server_leg(self) -> float | None:
         """SYN → SYN-ACK: capture point to the server and back."""
+        if self.spans_clock_step(self.syn_ts, self.synack_ts):
+            return None
         return _span(self.syn_ts, self.synack_ts)
 
     @property
     def client_leg(self) -> float | None:
         """SYN-ACK → ACK: capture point to the client and back."""
-        if self.synack_before_syn:
+        if self.synack_before_syn or self.spans_clock_step(self.synack_ts, self.handshake_ack_ts):
             return None
         return _span(self.synack_ts, self.handshake_ack_ts)
 
@@ -291,6 +308,16 @@ class Connection:
         nothing more is expected (a live watch hands it on at once, not after --idle-timeout)."""
         c, s = self.client, self.server
         return c.rst_ts is not None or s.rst_ts is not None or (c.fin_acked and s.fin_acked) or self.aborted_by_icmp()
+
+    @property
+    def settled(self) -> bool:
+        """Complete, and nothing more is to be expected from either side: a connection that was
+        established and ended by RST waits the full linger instead, as the RST may never have
+        reached the peer, whose FIN or data can come seconds later (rst-gave-up.pcap: the
+        server's FIN 7 s on); those packets belong in its timeline, as in tshark's stream."""
+        if not self.complete:
+            return False
+        return self.handshake_ack_ts is None or (self.client.fin_acked and self.server.fin_acked)
 
     @property
     def established(self) -> bool:
@@ -678,7 +705,7 @@ class Tracker:
         # table of a million half-open connections costs nothing here
         for k, c in (self.table if idle_horizon is not None else self._closing).items():
             if c.closed:
-                if c.last_ts < horizon or (c.last_ts < complete_horizon and c.complete):
+                if c.last_ts < horizon or (c.last_ts < complete_horizon and c.settled):
                     done.append(k)
             elif idle_horizon is not None and c.last_ts < idle_horizon:
                 c.timed_out = True

@@ -8,9 +8,11 @@ from typing import Final
 from synscope.core import fmt
 from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.core.icmp import FILTER_REASONS, icmp_label
-from synscope.core.model import ACK, FIN, PSH, RST, SYN, URG
+from synscope.core.model import ACK, AE, CWR, ECE, FIN, PSH, RST, SYN, URG
+from synscope.core.seqnum import MASK, seq_ge
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, kept_sending, linux_syn_layout
+from synscope.read.analysis.ecn import ACCECN, DECLINED, NEGOTIATED, NONSTANDARD, REFLECTED, REQUESTED, UNKNOWN, in_use, negotiation
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.analysis.loss import BY_IPID, BY_OVERLAP, BY_POSITION, BY_TSVAL, COPY, DOWNSTREAM, REORDERED, SPURIOUS, UNDECIDED, UPSTREAM, LossFacts
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence, hedge
@@ -690,6 +692,14 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
             "the SYN-ACK is in the capture before the SYN it answers: this capture's timestamps (or the merge of"
             " several captures) are out of order here, so no handshake time is given"
         )
+    if state.clock_steps and not conn.synack_before_syn:
+        more = state.clock_steps - 1
+        notes.append(
+            f"the capture's clock went backwards at frame #{state.clock_step_frame} (stamped {fmt.duration(state.clock_step_by)}"
+            f" earlier than a packet before it{f', and {more} more time(s)' if more else ''}): handshake times and RTT samples"
+            " spanning it are withheld, since they would be made of timestamps that cannot both be right"
+        )
+        summary += "; capture clock went backwards"
     # (a reused 4-tuple and an application retry are links between connections: ConnReport carries
     # them and the renderers word them, since a split run numbers the connections after judging)
     if conn.evicted:
@@ -712,6 +722,16 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         summary = f"handshake {fmt.duration(handshake_rtt)}; " + summary
     if conn.timed_out and idle_timeout is not None:
         notes.append(f"no packet for {fmt.duration(idle_timeout)} (--idle-timeout): reported as it stood; a later packet on these ports starts a new entry")
+    if state.bad_checksums:
+        corrupt, in_transit = _checksum_notes(conn, state)
+        notes.extend(corrupt)
+        if in_transit:
+            summary += "; corrupted in transit (bad checksum)"
+    ecn = _ecn_finding(conn, state)
+    if ecn is not None:
+        notes.extend(ecn.notes)
+        if ecn.tag and conn.established:
+            summary += "; " + ecn.tag
     if notes:
         explanation = explanation.rstrip() + " " + " ".join(n[0].upper() + n[1:] + "." for n in notes)
     if state.counts_only:
@@ -720,6 +740,11 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
     if loss_rule:
         # loss or reordering is what this verdict is about: its rule, confidence and evidence lead
         rule, confidence, evidence = loss_rule, loss_confidence, (*evidence, *loss_evidence)
+    elif ecn is not None and ecn.rule and outcome in GOOD_OUTCOMES:
+        # congestion signalled with ECN is what this verdict is about; the connection still ended well
+        rule, confidence, evidence = ecn.rule, ecn.confidence, (*evidence, *ecn.evidence)
+        side = side or "path"
+        next_step = next_step or ecn.next_step
     return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, rule, confidence, evidence)
 
 
@@ -1436,3 +1461,178 @@ def _echo_rst_notes(conn: Connection) -> list[str]:
                 f" {other} segment still in flight (the socket was gone): echoes of the one abort, not new aborts"
             )
     return out
+
+
+def _frame_list(frames: list[int]) -> str:
+    """``#3, #5, #9`` (the frames an ECN fact names)."""
+    return ", ".join(["#" + str(n) for n in frames[:ECN_SHOWN]])
+
+
+# frame numbers an ECN sentence names (the evidence keeps up to ECN_FRAMES)
+ECN_SHOWN: Final = 3
+
+
+class _EcnFinding:
+    """What :func:`_ecn_finding` found: sentences, a tag for the summary, and the rule
+    ``ecn-congestion`` (with its confidence, evidence and next step) when CE marks are present."""
+
+    __slots__ = ("notes", "tag", "rule", "confidence", "evidence", "next_step")
+
+    def __init__(self, notes: list[str], tag: str, rule: str, confidence: str, evidence: tuple[Evidence, ...], next_step: str) -> None:
+        self.notes = notes
+        self.tag = tag
+        self.rule = rule
+        self.confidence = confidence
+        self.evidence = evidence
+        self.next_step = next_step
+
+
+def _ecn_finding(conn: Connection, state: ConnAnalysis) -> _EcnFinding | None:
+    """ECN: the negotiation, CE marks with the receiver's ECE echoes and the sender's CWR, ECT on a
+    connection that did not agree to ECN, and ECT missing where it did. None when the connection
+    shows nothing of ECN."""
+    if state.ecn is None:
+        return None
+    client, server = state.ecn
+    outcome = negotiation(client, server, conn.client.syn_count > 0)
+    syn = f"SYN #{client.setup_frame}"
+    synack = f"SYN-ACK #{server.setup_frame}"
+    notes: list[str] = []
+    tag = ""
+    if outcome == NEGOTIATED:
+        asked = "AccECN" if client.setup == AE | CWR | ECE else "ECN"
+        agreed = "agreed to classic ECN" if asked == "AccECN" else "agreed"
+        bits = "AE+ECE+CWR" if asked == "AccECN" else "ECE+CWR"
+        notes.append(f"ECN negotiated: the client asked for {asked} ({syn} with {bits}), the server {agreed} ({synack} with ECE)")
+    elif outcome == ACCECN:
+        notes.append(
+            f"AccECN negotiated ({syn} with AE+CWR+ECE, {synack} accepting): AE, CWR and ECE on later segments are"
+            " AccECN's counter of CE marks, not ECE echoes or window reductions"
+        )
+    elif outcome == DECLINED:
+        notes.append(f"the client asked for ECN ({syn} with ECE+CWR) and the server declined ({synack} without ECE): no ECN on this connection")
+    elif outcome == REFLECTED:
+        notes.append(
+            f"{synack} repeats the SYN's ECN setup bits (ECE+CWR): a reflector or a broken middlebox answering, not an"
+            " ECN agreement (RFC 3168: such a connection uses no ECN)"
+        )
+        tag = "ECN setup reflected"
+    elif outcome == NONSTANDARD:
+        notes.append(f"the handshake carries ECN setup bits no RFC defines ({syn}, {synack}): ECN not in use")
+    elif outcome == REQUESTED:
+        notes.append(f"the client asked for ECN ({syn} with ECE+CWR); no SYN-ACK was captured")
+    ecn_on = in_use(outcome)
+    evidence: list[Evidence] = []
+    congestion = False
+    echoed = False
+    reduced = False
+    for d, facts, who in ((C2S, client, "client"), (1, server, "server")):
+        peer_facts = server if d == C2S else client
+        peer = "server" if who == "client" else "client"
+        data = state.facts[d].data_segments
+        ect = facts.ect0 + facts.ect1 + facts.ce
+        if ect and not ecn_on and outcome != UNKNOWN:
+            notes.append(
+                f"{_plural(ect, 'segment')} from the {who} carry an ECN codepoint (ECT or CE) though ECN was not negotiated:"
+                f" the {who} marks ECT without agreeing (a sender bug), or a middlebox between the {who} and the capture point rewrites the ECN field"
+            )
+            tag = tag or "ECT without ECN negotiated"
+        if ecn_on and data and not facts.ect_data:
+            notes.append(
+                f"ECN was negotiated, but none of the {who}'s {_plural(data, 'data segment')} carries ECT at the capture point:"
+                f" the ECN field was cleared (bleached) between the {who} and the capture point, or the {who} does not mark its data"
+            )
+            tag = tag or f"ECT bleached ({who} side)"
+        # the receiver's echoes and the sender's reductions (classic ECN only: AccECN's bits are a counter)
+        echoes = peer_facts.ece if outcome == NEGOTIATED else 0
+        cwr = facts.cwr if outcome == NEGOTIATED else 0
+        if not facts.ce and not echoes:
+            continue
+        congestion = True
+        parts = []
+        if facts.ce:
+            parts.append(f"CE marked {_plural(facts.ce, 'segment')} from the {who} ({_frame_list(facts.ce_frames)}), between the {who} and the capture point")
+            evidence.append(Evidence(f"{facts.ce} CE-marked segment(s) from the {who}", tuple(facts.ce_frames)))
+        if echoes:
+            echoed = True
+            start = "the" if facts.ce else f"no CE from the {who} was captured, yet the"
+            where = "" if facts.ce else f": marked after the capture point, on the way to the {peer}"
+            parts.append(f"{start} {peer} echoed ECE from #{peer_facts.ece_frames[0]} ({_plural(echoes, 'ACK')}){where}")
+            evidence.append(Evidence(f"ECE echoed by the {peer}", tuple(peer_facts.ece_frames)))
+        if cwr:
+            reduced = True
+            parts.append(f"the {who} reduced its congestion window (CWR {_frame_list(facts.cwr_frames)})")
+            evidence.append(Evidence(f"CWR from the {who}", tuple(facts.cwr_frames)))
+        elif echoes:
+            parts.append(f"no CWR from the {who} was captured")
+        notes.append(
+            "; ".join(parts)
+            + ": congestion on the path, signalled by a hop's queue management (an AQM such as fq_codel or RED with ECN marking) instead of drops"
+        )
+        tag = tag or f"congestion: CE marks on {_plural(facts.ce or echoes, who + ' segment')}"
+    if not congestion and ecn_on and outcome == NEGOTIATED:
+        notes.append("no CE marks and no ECE echoes: the path signalled no congestion")
+    if not notes:
+        return None
+    if not congestion:
+        return _EcnFinding(notes, tag, "", CERTAIN, (), "")
+    # CE is only set by a congested hop; its echo and the sender's reduction confirm it was heard
+    confidence = CERTAIN if (echoed and reduced) else LIKELY
+    next_step = (
+        "Nothing is broken: the path was congested and ECN slowed the sender without loss. To find the hop,"
+        " look at the marking counters of the queues on the way (tc -s qdisc: ecn_mark / marked)."
+    )
+    return _EcnFinding(notes, tag, "ecn-congestion", confidence, tuple(evidence), next_step)
+
+
+def _segment_name(flags: int) -> str:
+    """SYN, SYN-ACK, FIN, RST or segment: what a checksum sentence calls a packet."""
+    if flags & SYN:
+        return "SYN-ACK" if flags & ACK else "SYN"
+    if flags & RST:
+        return "RST"
+    return "FIN" if flags & FIN else "segment"
+
+
+def _checksum_notes(conn: Connection, state: ConnAnalysis) -> tuple[list[str], bool]:
+    """A sentence per segment whose checksum the decoder found wrong (not a TX-offload partial sum):
+    sent again and not answered in between is corruption in transit (the receiver discarded it);
+    answered anyway, the packet reached the receiver intact and the capture's copy is damaged.
+    Also whether any was corrupted in transit."""
+    out: list[str] = []
+    in_transit = False
+    packets = conn.packets
+    for frame in state.bad_checksums:
+        at = next((i for i, p in enumerate(packets) if p.seg.frame == frame), -1)
+        if at < 0:
+            continue
+        bad = packets[at]
+        seg = bad.seg
+        who = "client" if bad.dir == C2S else "server"
+        peer = "server" if who == "client" else "client"
+        name = _segment_name(seg.flags)
+        covered = (seg.seq + seg.length + (1 if seg.flags & (SYN | FIN) else 0)) & MASK
+        resent = 0
+        answered = 0
+        for p in packets[at + 1 :]:
+            s = p.seg
+            if p.dir == bad.dir and s.seq == seg.seq and (s.length or s.flags & (SYN | FIN | RST)):
+                resent = s.frame
+                break
+            if p.dir != bad.dir and s.flags & ACK and covered != seg.seq and seq_ge(s.ack, covered):
+                answered = s.frame
+                break
+        if answered:
+            out.append(
+                f"{name} #{frame} from the {who} has a bad checksum, yet the {peer} answered it (#{answered}):"
+                f" it reached the {peer} intact, so the capture's copy is damaged (or was recorded before a box rewrote it)"
+            )
+        elif resent:
+            in_transit = True
+            out.append(
+                f"{name} #{frame} from the {who} has a bad checksum and the {who} sent it again (#{resent}) with no answer in between:"
+                f" corrupted in transit, the {peer} discarded it"
+            )
+        else:
+            out.append(f"{name} #{frame} from the {who} has a bad checksum: corrupted in transit or in the capture (nothing after it tells which)")
+    return out, in_transit

@@ -281,6 +281,7 @@ class Watcher:
             r.conn.packets = []  # the summary row needs the figures, not the packets
             for f in r.analysis.facts:
                 f.rtt_samples = []
+                f.rtt_sent = []
             self.kept.append(r)
         self._flush()
         if self.status:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from synscope.core.model import ACK, FIN, RST, SYN
+from synscope.core.model import ACK, CSUM_GOOD, CSUM_PARTIAL, CWR, ECE, FIN, RST, SYN
 from synscope.core.seqnum import MASK, UNSEEN, scaled_window, seq_diff, seq_le
 from synscope.read.analysis import flags as F
+from synscope.read.analysis.ecn import EcnFacts, observe
 from synscope.read.analysis.loss import LossFacts, at_own_capture_point, dsack_block, first_sack_blocks, tsval_of
 from synscope.read.tracker import C2S, Connection, Packet
 
@@ -30,6 +31,13 @@ MAX_RTT_SAMPLES: Final = 2048
 MIN_THROUGHPUT_SPAN: Final = 0.001
 # Segments remembered per direction for RTT and retransmission timing
 MAX_IN_FLIGHT: Final = 4096
+# A packet stamped this much earlier than one before it on its connection: the capture's clock went
+# backwards (smaller steps are the order in which a multi-queue capture merged its packets)
+CLOCK_STEP_MIN: Final = 0.001
+# Clock steps remembered per connection (each withholds the time spans across it)
+MAX_CLOCK_STEPS: Final = 16
+# Frame numbers of segments with bad checksums kept per connection
+MAX_BAD_CHECKSUMS: Final = 8
 # Per-packet records kept per connection. Past this, plain packets (no analysis flag,
 # no SYN/FIN/RST) are counted but not kept, so a bulk transfer of millions of packets
 # does not grow memory; every flagged or control packet is always kept.
@@ -67,6 +75,7 @@ class DirectionFacts:
     keep_alives: int = 0
     max_idle: float = 0.0
     rtt_samples: list[float] = field(default_factory=list)
+    rtt_sent: list[float] = field(default_factory=list)  # when each sample's segment was sent
     # NEVER until seen (plain floats, not float | None: compiled, they stay unboxed)
     first_data_ts: float = NEVER
     last_data_ts: float = NEVER
@@ -96,6 +105,7 @@ class DirectionFacts:
         self.keep_alives = 0
         self.max_idle = 0.0
         self.rtt_samples = []
+        self.rtt_sent = []
         self.first_data_ts = NEVER
         self.last_data_ts = NEVER
         self._zero_since = NEVER
@@ -158,23 +168,41 @@ class ConnAnalysis:
     facts: tuple[DirectionFacts, ...] = field(default_factory=lambda: (DirectionFacts(), DirectionFacts()))
     # segments below the highest sequence, decided from evidence (synscope.read.analysis.loss)
     loss: tuple[LossFacts, ...] = field(default_factory=lambda: (LossFacts(), LossFacts()))
+    # ECN setup bits, IP codepoints, ECE and CWR (synscope.read.analysis.ecn); None until a segment
+    # shows any (most connections: no memory spent)
+    ecn: tuple[EcnFacts, ...] | None = None
     # in sequence order (lists: a deque is 760 bytes empty, and its methods are generic calls when compiled)
     flight: tuple[list[Sent], ...] = field(default_factory=lambda: ([], []))
     flag_totals: int = 0
     omitted: int = 0  # plain packets counted but not kept (MAX_KEPT_PACKETS)
     finished: bool = False
     counts_only: bool = False  # only SYN/FIN/RST were captured (watch --handshakes): no data figures
+    # the capture's clock went backwards on this connection: how often, the first frame stamped
+    # earlier than a packet before it, and by how much
+    clock_steps: int = 0
+    clock_step_frame: int = 0
+    clock_step_by: float = 0.0
+    # checksums the decoder verified and found wrong (frame numbers, the first ones), or holding
+    # only the pseudo-header sum (TX checksum offload where the capture was made)
+    bad_checksums: tuple[int, ...] = ()
+    partial_checksums: int = 0
 
     # Written out (dataclass keeps it), as on DirectionFacts
     def __init__(self) -> None:
         self.seq = (F.SeqState(), F.SeqState())
         self.facts = (DirectionFacts(), DirectionFacts())
         self.loss = (LossFacts(), LossFacts())
+        self.ecn = None
         self.flight = ([], [])
         self.flag_totals = 0
         self.omitted = 0
         self.finished = False
         self.counts_only = False
+        self.clock_steps = 0
+        self.clock_step_frame = 0
+        self.clock_step_by = 0.0
+        self.bad_checksums = ()
+        self.partial_checksums = 0
 
     @property
     def retransmission_rate(self) -> float:
@@ -206,7 +234,19 @@ class Analyser:
         window = scaled_window(seg.win, flags, me.win_scale)
         irtt = conn.handshake_rtt if conn.handshake_ack_ts is not None else None
         ts = seg.ts
+        if ts < conn.last_ts - CLOCK_STEP_MIN:
+            self._clock_step(conn, state, seg.frame, ts)
         seglen = seg.length
+        if seg.csum > CSUM_GOOD:
+            if seg.csum == CSUM_PARTIAL:
+                state.partial_checksums += 1
+            elif len(state.bad_checksums) < MAX_BAD_CHECKSUMS:
+                state.bad_checksums = (*state.bad_checksums, seg.frame)
+        if seg.ecn or flags & (ECE | CWR) or (flags & SYN and state.ecn is not None):
+            ecn = state.ecn
+            if ecn is None:
+                ecn = state.ecn = (EcnFacts(), EcnFacts())
+            observe(ecn[d], seg.ecn, flags, seg.frame, seglen)
         bits = F.analyse_segment(ts, seg.frame, seg.seq, seg.ack, seglen, flags, window, fwd, rev, peer.win_scale, irtt)
         if flags & SYN and me.open_answer is pkt:
             # simultaneous open: the SYN-ACK answering the peer's crossing SYN repeats its own
@@ -254,7 +294,7 @@ class Analyser:
         if seglen and not bits & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE) and not flags & SYN:
             self._place(conn, state.loss[d], d, pkt, rev.lastack)
         if flags & ACK:
-            self._take_rtt(state.flight[1 - d], state.facts[1 - d], seg.ack, ts)
+            self._take_rtt(state.flight[1 - d], state.facts[1 - d], seg.ack, ts, conn)
             if len(seg.raw_options) > SACKLESS_OPTIONS:  # room for SACK blocks beyond NOP NOP TS
                 dsack = dsack_block(seg.ack, first_sack_blocks(seg.raw_options))
                 if dsack is not None:
@@ -332,7 +372,7 @@ class Analyser:
                 entry.again = True
 
     @staticmethod
-    def _take_rtt(flight: list[Sent], facts: DirectionFacts, ack: int, ts: float) -> None:
+    def _take_rtt(flight: list[Sent], facts: DirectionFacts, ack: int, ts: float, conn: Connection) -> None:
         acked = 0
         n = len(flight)
         while acked < n and seq_le(flight[acked].end, ack):
@@ -341,10 +381,34 @@ class Analyser:
             return
         last = flight[acked - 1]
         del flight[:acked]
-        if not last.again and ts >= last.ts:  # time going backwards gives no sample
+        # time going backwards gives no sample, nor does a span across a backwards step of the clock
+        if not last.again and ts >= last.ts and not (conn.clock_steps is not None and conn.spans_clock_step(last.ts, ts)):
             sample = ts - last.ts
             if len(facts.rtt_samples) < MAX_RTT_SAMPLES:
                 facts.rtt_samples.append(sample)
+                facts.rtt_sent.append(last.ts)
+
+    @staticmethod
+    def _clock_step(conn: Connection, state: ConnAnalysis, frame: int, ts: float) -> None:
+        """This packet is stamped earlier than one before it on its connection: the capture's clock
+        went backwards (or had jumped forward and came back). Note it, and drop the RTT samples taken
+        across it: a span from before the step to after it is made of timestamps that cannot both be
+        right (it is how a capture shows a 1 s "RTT" that never was)."""
+        state.clock_steps += 1
+        if state.clock_steps == 1:
+            state.clock_step_frame = frame
+            state.clock_step_by = conn.last_ts - ts
+        steps = conn.clock_steps
+        if steps is None:
+            steps = conn.clock_steps = []
+        if len(steps) < MAX_CLOCK_STEPS:
+            steps.append(ts)
+        for facts in state.facts:
+            sent = facts.rtt_sent
+            keep = [i for i in range(len(sent)) if not sent[i] <= ts < sent[i] + facts.rtt_samples[i]]
+            if len(keep) < len(sent):
+                facts.rtt_samples = [facts.rtt_samples[i] for i in keep]
+                facts.rtt_sent = [sent[i] for i in keep]
 
     def finish(self, conn: Connection) -> ConnAnalysis:
         """Close the books on a connection: open zero-window spans end at its last packet."""

@@ -106,7 +106,7 @@ def tagged(data: bytes) -> bytes:
 
 
 def decode_both(data: bytes, orig_len: int, pkttype: int) -> tuple[Decoder, Decoder, object, object]:
-    fast, general = Decoder(keep_payload=True), Decoder(keep_payload=True)
+    fast, general = Decoder(keep_payload=True, verify_checksums=True), Decoder(keep_payload=True, verify_checksums=True)
     a = fast.decode(RawFrame(7, 1.5, 1, data, orig_len, pkttype))
     b = general.decode(RawFrame(7, 1.5, 1, tagged(data), orig_len + 4, pkttype))
     # the tagged copy's record came through a VLAN tag, and is counted as carried (tunnelled): the
