@@ -1,4 +1,4 @@
-"""``read --workers N`` (JSON and the text view): the split run prints exactly what one process prints.
+"""``read --json --workers N``: the split run prints exactly what one process prints.
 
 The captures are real kernel traffic: ``busy.pcap`` (600 concurrent connections with
 loss and refused attempts), every bundled capture read in one call (port reuse,
@@ -114,69 +114,6 @@ def test_host_and_port_selection_identical() -> None:
     assert _same_for_all_workers("--host", host, pcap("busy.pcap")).strip()
 
 
-def _same_text_for_all_workers(*args: str) -> str:
-    one = cli("read", "--workers", "1", *args)
-    assert one.returncode == 0, one.stderr
-    for workers in ("2", "3"):
-        split = cli("read", "--workers", workers, *args)
-        assert (split.returncode, split.stderr) == (one.returncode, one.stderr), f"--workers {workers}"
-        assert split.stdout == one.stdout, f"--workers {workers}: the text view differs from one worker's"
-    return one.stdout
-
-
-@pytest.mark.parametrize("view", [(), ("--all",), ("--stats",)])
-def test_text_view_identical(view: tuple[str, ...]) -> None:
-    """The text view splits as --json does: busy.pcap (600 connections: the healthy ones summed
-    up per service, the failed ones' timelines up to the limit), then every capture in one call."""
-    out = _same_text_for_all_workers(*view, pcap("busy.pcap"))
-    assert "600 connections" in out.splitlines()[0]
-    assert "more timelines not shown" in out or view == ("--all",)
-    _same_text_for_all_workers(*view, *ALL)
-    out = " ".join(_same_text_for_all_workers(*view, "--all", pcap("port-reuse.pcap"), pcap("refused-retry.pcap")).split())
-    assert "used before by connection #" in out, "port reuse is named with the single run's ids"
-    assert "by the application (new source port)" in out, "application retries are linked after the merge"
-
-
-_SMALL_SUMMARY = """
-import sys
-import synscope.render.summary as S
-from synscope.cli.main import main
-
-# limits small enough that busy.pcap's 600 connections pass every one of them in each worker
-S.LIST_ALL_UP_TO, S.TOP = 20, 3
-Full = S.RunSummary
-
-
-class Small(Full):
-    def __init__(self, **kw):
-        super().__init__(row_limit=40, timeline_limit=7, **kw)
-
-
-S.RunSummary = Small
-try:
-    main(sys.argv[1:])
-except SystemExit as e:
-    assert not e.code, e.code
-"""
-
-
-@pytest.mark.parametrize("view", [(), ("--all",), ("--stats",)])
-def test_text_view_identical_at_every_limit(view: tuple[str, ...]) -> None:
-    """Each worker sends the reports the parent's summary may keep (the first rows, timelines,
-    healthy rows of each kind, the top ones by rate and duration) and only a brief of the rest:
-    with limits a tenth of the real ones the split text is still the single run's."""
-    env = dict(os.environ, SYNSCOPE_PURE="1")
-    outs = []
-    for workers in ("1", "2", "3"):
-        args = [sys.executable, "-c", _SMALL_SUMMARY, "read", "--workers", workers, *view, pcap("busy.pcap"), pcap("refused-retry.pcap")]
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
-        assert proc.returncode == 0, proc.stderr
-        outs.append(proc.stdout)
-    assert "not listed (the table stops at 40)" in outs[0] or view != ("--all",)
-    assert "more timelines not shown (at most 7)" in outs[0]
-    assert outs[1] == outs[0] and outs[2] == outs[0]
-
-
 def test_conn_selects_the_same_connection() -> None:
     one = cli("read", "--json", "--workers", "1", "--conn", "17", "--conn", "400", pcap("busy.pcap"))
     two = cli("read", "--json", "--workers", "2", "--conn", "17", "--conn", "400", pcap("busy.pcap"))
@@ -188,6 +125,7 @@ def test_conn_selects_the_same_connection() -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
+        (("read", "--workers", "2"), "--json output only"),
         (("read", "--json", "--workers", "2", "--max-conns", "10"), "--max-conns"),
         (("read", "--json", "--workers", "2", "-"), "only one process can read"),
     ],

@@ -43,7 +43,7 @@ def main() -> None:
     "--workers",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Split the connections over N processes (default: one per core, at most 4, for files over 16 MB). Same output.",
+    help="With --json: split the connections over N processes (default: one per core, at most 4, for files over 16 MB). Same output.",
 )
 def read(
     files: tuple[str, ...],
@@ -72,6 +72,8 @@ def read(
         except FilterError as e:
             raise click.BadParameter(str(e), param_hint="--filter") from None
     if workers is not None and workers > 1:
+        if not as_json:
+            raise click.BadParameter("splitting the work is done for --json output only", param_hint="--workers")
         if max_conns is not None:
             raise click.BadParameter("--max-conns bounds one connection table: use it with --workers 1", param_hint="--workers")
 
@@ -132,13 +134,10 @@ def read(
     # segments), so reference counting frees everything; the cyclic collector would only rescan
     # millions of live objects again and again (about a sixth of the run time on big captures).
     gc.disable()
-    # (the text view of chosen connections, --conn, is made in one process: which ones are chosen
-    # is known only once they are numbered, after the merge)
-    split = _split_workers(workers, max_conns, readers) if as_json or not conn_ids else 1
+    split = _split_workers(workers, as_json, max_conns, readers)
     try:
         if split > 1:
-            text = None if as_json else summary
-            interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, progress, out, findings, text)
+            interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, progress, out, findings)
         else:
             try:
                 for report in run(((r.path, r) for r in readers), pipeline, on_frames):
@@ -191,14 +190,14 @@ SPLIT_MIN_BYTES = 16_000_000
 GZIP_RATIO = 5
 
 
-def _split_workers(workers: int | None, max_conns: int | None, readers: list) -> int:
-    """How many processes read: --workers, or by default one per core for big files."""
+def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, readers: list) -> int:
+    """How many processes read: --workers, or by default one per core for big files with --json."""
     pipe = next((r.path for r in readers if r.size is None), None)
     if workers is not None:
         if workers > 1 and pipe is not None:
             raise click.BadParameter(f"{pipe} is a pipe or standard input, which only one process can read", param_hint="--workers")
         return workers
-    if max_conns is not None or pipe is not None:
+    if not as_json or max_conns is not None or pipe is not None:
         return 1
     # a gzip file holds several times its size in frames
     if sum(r.size * (GZIP_RATIO if r.compressed else 1) for r in readers) < SPLIT_MIN_BYTES:
@@ -219,26 +218,12 @@ def _read_split(
     progress: _Progress,
     out: TextIO,
     findings: object,
-    summary: object = None,
 ) -> bool:
-    """``read`` over several processes (synscope.read.split): JSON lines written as they are
-    merged, or, with ``summary`` (the text view's RunSummary), connections counted into it.
-    True if interrupted."""
+    """``read --json`` over several processes (synscope.read.split); True if interrupted."""
     from synscope.core.exit_codes import fail
     from synscope.read.split import SplitRun, WorkerFailed
-    from synscope.render.summary import RunSummary, WorkerPicks, brief_of
 
-    choose = None
-    if isinstance(summary, RunSummary):
-        # (made before the workers fork: each picks from its own copy)
-        picks = WorkerPicks(summary.show_all, summary.row_limit, summary.timeline_limit)
-
-        def choose(report: object) -> tuple[object, int]:
-            brief = brief_of(report)  # type: ignore[arg-type]
-            return brief, picks.pick(report.conn.id, brief)  # type: ignore[attr-defined]
-
-        findings = summary.findings
-    split = SplitRun([r.path for r in readers], [r.size for r in readers], make_pipeline, workers, absolute, choose)  # type: ignore[arg-type]
+    split = SplitRun([r.path for r in readers], [r.size for r in readers], make_pipeline, workers, absolute)  # type: ignore[arg-type]
     split.findings = findings  # type: ignore[assignment]  # fed in the merged order, as one process would
     split.on_progress = progress.update
     # the lines come as ASCII bytes: written to the byte stream under stdout, flushed whenever
@@ -248,15 +233,12 @@ def _read_split(
     write: Callable[[bytes], object] = raw.write if raw is not None else (lambda line: out.write(line.decode("ascii")))
     split.on_wait = raw.flush if raw is not None else out.flush
     try:
-        for cid, item in split:
+        for cid, line in split:
             if conn_ids:
                 if cid not in conn_ids:
                     continue
                 seen_ids.add(cid)
-            if choose is None:
-                write(item)
-            else:
-                summary.count(cid, *item)  # type: ignore[attr-defined]
+            write(line)
         split.on_wait()
     except WorkerFailed as e:
         split.close()

@@ -1,9 +1,8 @@
-"""``read`` on several cores: workers split the connections, the parent merges.
+"""``read --json`` on several cores: workers split the connections, the parent merges.
 
 Every worker reads the whole input but decodes, tracks and analyses only the
 connections whose 4-tuple hashes to it (:func:`synscope.read.pipeline.shard_of`),
-and renders their JSON (for the text view: sends each one's brief, and the report itself where
-the parent's summary may keep it); the usual frames of other workers' connections are
+and renders their JSON; the usual frames of other workers' connections are
 passed over undecoded (``Pipeline.consume``). What could differ from one worker
 is made not to:
 
@@ -87,23 +86,9 @@ class SplitRun:
     so lines stream without a write per line).
     """
 
-    def __init__(
-        self,
-        paths: list[str],
-        sizes: list[int],
-        make_pipeline: Callable[[], Pipeline],
-        workers: int,
-        absolute: bool = False,
-        choose: Callable[[Any], tuple[Any, int]] | None = None,
-    ) -> None:
-        """``sizes``: the files' sizes when they were opened; every worker reads that much.
-
-        ``choose``: for the text view, instead of JSON: given a report, (its brief, 0 to send
-        the brief only, 1 the report without packets too, 2 the report whole); each worker
-        calls its own copy. Iterating then gives (id, (brief, report or None)), the report's id
-        the single run's."""
+    def __init__(self, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], workers: int, absolute: bool = False) -> None:
+        """``sizes``: the files' sizes when they were opened; every worker reads that much."""
         self.workers = workers
-        self.text = choose is not None
         self.interrupted = False
         self._pids: list[int] = []
         self._fds: list[int] = []
@@ -138,14 +123,14 @@ class SplitRun:
                 os.close(r)
                 for fd in self._fds:
                     os.close(fd)
-                _work(index, workers, paths, sizes, make_pipeline, absolute, w, choose)  # never returns
+                _work(index, workers, paths, sizes, make_pipeline, absolute, w)  # never returns
             os.close(w)
             self._pids.append(pid)
             self._fds.append(r)
         self._old_sigint = signal.signal(signal.SIGINT, self._on_sigint)
 
     # ------------------------------------------------------------------ merging
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
         # (plain loops: closures in compiled code make reference cycles, and gc is off)
         queues = self._queues
         progress = self._progress
@@ -192,7 +177,7 @@ class SplitRun:
             self._numbered += 1
             self._ids[first][unnumbered[first].popleft()] = self._numbered
 
-    def _merged(self, w: int, item: tuple) -> tuple[int, Any]:
+    def _merged(self, w: int, item: tuple) -> tuple[int, bytes]:
         _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets, facts = item
         self._number_through(opened_at)
         cid = self._ids[w].pop(opened_at)
@@ -206,16 +191,6 @@ class SplitRun:
         if link is not None:
             key, syn_ts, failed, _client_port, failed_at = link
             linked = self._linker.link(key, cid, syn_ts, failed, retire_clock, failed_at)
-        if self.text:
-            # (the ids the report names, as in the JSON below: the single run's)
-            named = self._nameable[w].pop(reused_from) if reused_from is not None else None
-            brief, report = pickle.loads(packets)
-            if report is not None:
-                report.conn.id = cid
-                report.conn.reused_from = named
-                if linked is not None:
-                    report.retry_of, report.retry_number = linked
-            return cid, (brief, report)
         if reused_from is None and linked is None:  # the usual case: only the id to put in
             return cid, b"".join((_HEAD_START, str(cid).encode(), head_rest, _PACKETS_START, packets, _LINE_END))
         head = json.loads(_HEAD_START + b"0" + head_rest + b"}")
@@ -347,17 +322,8 @@ class SplitRun:
 
 
 # ---------------------------------------------------------------------- worker
-def _work(
-    index: int,
-    workers: int,
-    paths: list[str],
-    sizes: list[int],
-    make_pipeline: Callable[[], Pipeline],
-    absolute: bool,
-    fd: int,
-    choose: Callable[[Any], tuple[Any, int]] | None,
-) -> None:
-    """A forked worker's whole life: read everything, track its share, send JSON (or text's share), exit."""
+def _work(index: int, workers: int, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], absolute: bool, fd: int) -> None:
+    """A forked worker's whole life: read everything, track its share, send JSON, exit."""
     status = 0
     out = os.fdopen(fd, "wb", buffering=1 << 20)
     try:
@@ -365,7 +331,7 @@ def _work(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (see SplitRun._on_sigint)
         signal.signal(signal.SIGUSR1, _on_stop)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the parent went away: so do we
-        _run_worker(index, workers, paths, sizes, make_pipeline(), absolute, out, _STOP, choose)
+        _run_worker(index, workers, paths, sizes, make_pipeline(), absolute, out, _STOP)
     except BaseException as e:
         status = 1
         last = traceback.format_exception_only(type(e), e)[-1].strip()
@@ -385,17 +351,7 @@ def _on_stop(signum: int, frame: object) -> None:
     _STOP.append(True)
 
 
-def _run_worker(
-    index: int,
-    workers: int,
-    paths: list[str],
-    sizes: list[int],
-    pipeline: Pipeline,
-    absolute: bool,
-    out: BinaryIO,
-    stop: list,
-    choose: Callable[[Any], tuple[Any, int]] | None = None,
-) -> None:
+def _run_worker(index: int, workers: int, paths: list[str], sizes: list[int], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list) -> None:
     pipeline.share(index, workers)
     pipeline.link_retries = False
     tracker = pipeline.tracker
@@ -419,7 +375,7 @@ def _run_worker(
         piece = list(islice(pending, per_message))
         while True:
             following = list(islice(pending, per_message))
-            items = [_item(r, absolute) if choose is None else _text_item(r, choose) for r in piece]
+            items = [_item(r, absolute) for r in piece]
             _send(out, ("batch", sent_progress[0] if following else progress, opened[:], released[:], items, source, frames, bytes_read))
             opened.clear()
             released.clear()
@@ -489,18 +445,6 @@ def _item(report: Any, absolute: bool) -> tuple:
         packets_text(report, absolute).encode("ascii"),
         facts_of(report),
     )
-
-
-def _text_item(report: Any, choose: Callable[[Any], tuple[Any, int]]) -> tuple:
-    """:func:`_item` for the text view: its brief, and the report where ``choose`` says the
-    parent may keep it (pickled here: the parent unpickles it only when it merges it)."""
-    conn = report.conn
-    facts = facts_of(report)  # (it reads the packets)
-    brief, keep = choose(report)
-    if keep == 1:
-        conn.packets = []  # (the parent's summary keeps the row only)
-    payload = pickle.dumps((brief, report if keep else None), protocol=pickle.HIGHEST_PROTOCOL)
-    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, _retry_facts(report), b"", payload, facts)
 
 
 def _send(out: BinaryIO, message: tuple) -> None:

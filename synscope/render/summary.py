@@ -54,41 +54,35 @@ class RunSummary:
     def add(self, r: ConnReport) -> None:
         """Take one finished connection."""
         self.findings.feed(r)  # (before the packets are dropped below)
-        self.count(r.conn.id, brief_of(r), r)
-
-    def count(self, cid: int, brief: Brief, r: ConnReport | None) -> None:
-        """Take one connection whose findings facts went in already: its :func:`brief_of`, and
-        the report itself, which a split run's parent has only where :class:`WorkerPicks` says it
-        may be kept (its packets only where its timeline may be shown)."""
-        outcome, ok, first_ts, duration, rate, server = brief
         self.total += 1
-        self.outcomes[outcome] += 1
-        if self.first_ts is None or first_ts < self.first_ts:
-            self.first_ts = first_ts
-        expand = self.show_all or not ok
-        if not ok:
+        self.outcomes[r.verdict.outcome] += 1
+        if self.first_ts is None or r.conn.first_ts < self.first_ts:
+            self.first_ts = r.conn.first_ts
+        expand = self.show_all or not r.verdict.ok
+        if not r.verdict.ok:
             self.failed += 1
         if expand and len(self.expanded) < self.timeline_limit:
-            self.expanded.append(_needed(r))
+            self.expanded.append(r)
         else:
             if expand:
                 self.timelines_dropped += 1
-            if r is not None:
-                r.conn.packets = []  # the row needs the totals only
-        if ok and not self.show_all:
-            self._count_healthy(server, duration, r)
+            r.conn.packets = []  # the row needs the totals only
+        if r.verdict.ok and not self.show_all:
+            self._count_healthy(r)
         elif len(self.rows) < self.row_limit:
-            self.rows.append(_needed(r))
+            self.rows.append(r)
         else:
             self.rows_dropped += 1
+        rate = r.analysis.retransmission_rate
         if rate > 0:
-            _push_top(self.by_rate, (rate, -cid, r))
-        _push_top(self.by_duration, (duration, -cid, r))
+            _push_top(self.by_rate, (rate, -r.conn.id, r))
+        _push_top(self.by_duration, (r.conn.last_ts - r.conn.first_ts, -r.conn.id, r))
 
-    def _count_healthy(self, key: tuple[bytes, int], duration: float, r: ConnReport | None) -> None:
+    def _count_healthy(self, r: ConnReport) -> None:
         """A connection that ended well: kept for a small capture's table, summed up per service."""
         if len(self.healthy_rows) <= LIST_ALL_UP_TO:
-            self.healthy_rows.append(_needed(r))
+            self.healthy_rows.append(r)
+        key = (r.conn.server.ip, r.conn.server.port)
         durations = self.services.get(key)
         if durations is None:
             if len(self.services) >= SERVICE_SLOTS:
@@ -97,7 +91,7 @@ class RunSummary:
             durations = self.services[key] = []
         self.healthy[key] += 1
         if len(durations) < DURATION_SAMPLES:
-            durations.append(duration)
+            durations.append(r.conn.last_ts - r.conn.first_ts)
 
     def write(self, out: TextIO, stats: bool, absolute: bool, payload: bool) -> None:
         """Table, optional --stats tables, then the expanded timelines."""
@@ -147,77 +141,3 @@ def _push_top(heap: list, item: tuple) -> None:
         heapq.heappush(heap, item)
     elif item > heap[0]:
         heapq.heapreplace(heap, item)
-    else:
-        return
-    _needed(item[2])
-
-
-# What the summary reads of every connection, kept or not: (outcome, ended well, start,
-# duration, retransmission rate, server endpoint)
-Brief = tuple[str, bool, float, float, float, tuple[bytes, int]]
-
-
-def brief_of(r: ConnReport) -> Brief:
-    """The figures :meth:`RunSummary.count` takes from every connection."""
-    c = r.conn
-    return (r.verdict.outcome, r.verdict.ok, c.first_ts, c.last_ts - c.first_ts, r.analysis.retransmission_rate, (c.server.ip, c.server.port))
-
-
-def _needed(r: ConnReport | None) -> ConnReport:
-    """A report the summary keeps; a split run's workers send every one it can keep."""
-    if r is None:
-        raise AssertionError("a split run's worker did not send a report the text summary keeps")
-    return r
-
-
-class WorkerPicks:
-    """Which of one worker's connections a split text run's parent may keep (see RunSummary).
-
-    The parent merges the workers' connections keeping each worker's order, so of the first N
-    connections of a kind over the whole run, each is among the first N of its own worker; of the
-    top ones by a value, each is among its worker's top ones when it came. A worker sends those
-    reports whole (with packets only where a timeline may be shown) and of the rest only the
-    brief; the parent's summary then holds what one process would.
-    """
-
-    def __init__(self, show_all: bool, row_limit: int = ROW_LIMIT, timeline_limit: int = TIMELINE_LIMIT) -> None:
-        self.show_all = show_all
-        self.row_limit = row_limit
-        self.timeline_limit = timeline_limit
-        self._expanded = 0
-        self._rows = 0
-        self._healthy_rows = 0
-        self._by_rate: list[tuple[float, int]] = []
-        self._by_duration: list[tuple[float, int]] = []
-
-    def pick(self, cid: int, brief: Brief) -> int:
-        """0: the brief is enough; 1: the report without its packets; 2: the report whole."""
-        _outcome, ok, _first, duration, rate, _server = brief
-        keep = 0
-        expand = self.show_all or not ok
-        if expand and self._expanded < self.timeline_limit:
-            self._expanded += 1
-            keep = 2
-        if ok and not self.show_all:
-            if self._healthy_rows <= LIST_ALL_UP_TO:
-                self._healthy_rows += 1
-                keep = max(keep, 1)
-        elif self._rows < self.row_limit:
-            self._rows += 1
-            keep = max(keep, 1)
-        if rate > 0 and _enters(self._by_rate, (rate, -cid)):
-            keep = max(keep, 1)
-        if _enters(self._by_duration, (duration, -cid)):
-            keep = max(keep, 1)
-        return keep
-
-
-def _enters(heap: list[tuple[float, int]], item: tuple[float, int]) -> bool:
-    """Does ``item`` enter the top TOP (kept in ``heap``) as _push_top keeps them?"""
-    if len(heap) < TOP:
-        heapq.heappush(heap, item)
-        return True
-    if item > heap[0]:
-        heapq.heapreplace(heap, item)
-        return True
-    return False
