@@ -116,6 +116,31 @@ class TcpOptions:
     malformed: bool = False  # an option's length ran past the header
     kinds: tuple[int, ...] = ()  # every option's kind in the order sent, NOPs included (the sender's layout)
 
+    # Written out (dataclass keeps it): one per SYN, and the generated one runs as Python bytecode
+    def __init__(
+        self,
+        mss: int | None = None,
+        wscale: int | None = None,
+        sack_permitted: bool = False,
+        sack_blocks: tuple[tuple[int, int], ...] = (),
+        ts_val: int | None = None,
+        ts_ecr: int | None = None,
+        tfo_cookie: bytes | None = None,
+        unknown: tuple[int, ...] = (),
+        malformed: bool = False,
+        kinds: tuple[int, ...] = (),
+    ) -> None:
+        self.mss = mss
+        self.wscale = wscale
+        self.sack_permitted = sack_permitted
+        self.sack_blocks = sack_blocks
+        self.ts_val = ts_val
+        self.ts_ecr = ts_ecr
+        self.tfo_cookie = tfo_cookie
+        self.unknown = unknown
+        self.malformed = malformed
+        self.kinds = kinds
+
     def describe(self) -> str:
         """Short human form, like ``mss 1460 sack ts ws 7``."""
         parts: list[str] = []
@@ -274,6 +299,11 @@ class DecodeStats:
     encap_skipped: dict[str, int] = field(default_factory=dict)
 
 
+def _u32(raw: bytes, i: int) -> int:
+    """The big-endian 32-bit number at ``raw[i:i + 4]``."""
+    return (raw[i] << 24) | (raw[i + 1] << 16) | (raw[i + 2] << 8) | raw[i + 3]
+
+
 def parse_tcp_options(raw: bytes) -> TcpOptions:
     """Decode TCP options; a length running past the end marks them malformed, never raises."""
     opts = TcpOptions()
@@ -295,22 +325,24 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
         if olen < 2 or i + olen > n:
             opts.malformed = True
             break
-        body = raw[i + 2 : i + olen]
+        # (fields read byte by byte from raw: compiled, native operations, where a slice and
+        # int.from_bytes make objects and call through Python; every SYN comes this way)
+        b = i + 2
         if kind == 2 and olen == 4:
-            opts.mss = (body[0] << 8) | body[1]
+            opts.mss = (raw[b] << 8) | raw[b + 1]
         elif kind == 3 and olen == 3:
-            opts.wscale = body[0]
+            opts.wscale = raw[b]
         elif kind == 4 and olen == 2:
             opts.sack_permitted = True
         elif kind == 5 and (olen - 2) % 8 == 0:
-            opts.sack_blocks = tuple((int.from_bytes(body[j : j + 4], "big"), int.from_bytes(body[j + 4 : j + 8], "big")) for j in range(0, olen - 2, 8))
+            opts.sack_blocks = tuple((_u32(raw, j), _u32(raw, j + 4)) for j in range(b, i + olen, 8))
         elif kind == 8 and olen == 10:
-            opts.ts_val = int.from_bytes(body[0:4], "big")
-            opts.ts_ecr = int.from_bytes(body[4:8], "big")
+            opts.ts_val = _u32(raw, b)
+            opts.ts_ecr = _u32(raw, b + 4)
         elif kind == 34:
-            opts.tfo_cookie = bytes(body)
-        elif kind == 254 and olen >= 4 and body[:2] == b"\xf9\x89":  # experimental TFO (RFC 6994)
-            opts.tfo_cookie = bytes(body[2:])
+            opts.tfo_cookie = bytes(raw[b : i + olen])
+        elif kind == 254 and olen >= 4 and raw[b] == 0xF9 and raw[b + 1] == 0x89:  # experimental TFO (RFC 6994)
+            opts.tfo_cookie = bytes(raw[b + 2 : i + olen])
         else:
             unknown.append(kind)
         i += olen

@@ -79,6 +79,15 @@ _OPT_NOP: Final = 1
 _OPT_SACK: Final = 5
 _OPT_TS: Final = 8
 
+# Shared and never written: a direction with no segment below its highest sequence (nearly every
+# one) holds these; LossFacts._count gives a direction lists of its own at its first decision. (A
+# connection used to allocate 24 lists and 2 dicts here, most of them never written.)
+_NO_COUNTS: Final[list[int]] = [0] * KINDS
+_NO_WAYS: Final[list[int]] = [0] * WAYS
+_NO_EXAMPLES: Final[list[list[int]]] = [[] for _ in range(KINDS)]
+_NO_DECISIONS: Final[dict[int, int]] = {}
+_NO_RESENDS: Final[list[Resend]] = []
+
 
 def tsval_of(raw: bytes) -> int:
     """The TSval of a segment's raw TCP options, or -1 without a timestamp option."""
@@ -239,9 +248,9 @@ class LossFacts:
     decided: dict[int, int]  # frame number -> kind * WAYS + way, for the timeline (MAX_DECIDED at most)
 
     def __init__(self) -> None:
-        self.counts = [0] * KINDS
-        self.ways = [0] * WAYS
-        self.examples = [[] for _ in range(KINDS)]
+        self.counts = _NO_COUNTS
+        self.ways = _NO_WAYS
+        self.examples = _NO_EXAMPLES
         self.dsacks = 0
         self.gaps = 0
         self._hi_seq = NONE
@@ -252,9 +261,9 @@ class LossFacts:
         self._ipid_steps = 0
         self._ipid_bad = 0
         self._ranges = []
-        self._resends = []
+        self._resends = _NO_RESENDS
         self._own = -1
-        self.decided = {}
+        self.decided = _NO_DECISIONS
 
     # -- what the verdict reads
 
@@ -353,6 +362,12 @@ class LossFacts:
         return kind
 
     def _count(self, kind: int, way: int, frame: int) -> None:
+        if self.counts is _NO_COUNTS:  # the first decision: lists of its own (see _NO_COUNTS)
+            self.counts = [0] * KINDS
+            self.ways = [0] * WAYS
+            self.examples = [[] for _ in range(KINDS)]
+            self.decided = {}
+            self._resends = []
         self.counts[kind] += 1
         self.ways[way] += 1
         if len(self.examples[kind]) < MAX_EXAMPLES:
