@@ -282,25 +282,66 @@ class Connection:
         return False
 
     @property
+    def answered_syn_ts(self) -> float | None:
+        """When the SYN the handshake answered was seen: the client's last SYN before the ACK that
+        completed the handshake (before the first SYN-ACK while there is none), as Wireshark's
+        most recent SYN for tcp.analysis.initial_rtt. A SYN sent again after a timeout must not
+        put the timeout into the round trip (loopback-syn-retry.pcap: 1.01 s from the first SYN,
+        54 µs from the one answered)."""
+        limit = self.handshake_ack_ts if self.handshake_ack_ts is not None else self.synack_ts
+        if limit is None:
+            return self.syn_ts
+        answered = self.syn_ts
+        for t in self.client.syn_times:
+            if t > limit:
+                break
+            answered = t
+        return answered
+
+    def _synacks_between(self, start: float | None, end: float | None) -> tuple[float | None, float | None]:
+        """The first and the last SYN-ACK of the server from ``start`` to ``end`` (None: none)."""
+        first = last = None
+        if start is None:
+            return None, None
+        for t in self.server.syn_times:
+            if t < start:
+                continue
+            if end is not None and t > end:
+                break
+            if first is None:
+                first = t
+            last = t
+        return first, last
+
+    @property
     def handshake_rtt(self) -> float | None:
-        """SYN → the ACK completing the handshake, at the capture point (None if unknown or nonsense)."""
-        if self.synack_before_syn or self.spans_clock_step(self.syn_ts, self.handshake_ack_ts):
+        """The answered SYN → the ACK completing the handshake, at the capture point (None if
+        unknown or nonsense)."""
+        start = self.answered_syn_ts
+        if self.synack_before_syn or self.spans_clock_step(start, self.handshake_ack_ts):
             return None
-        return _span(self.syn_ts, self.handshake_ack_ts)
+        return _span(start, self.handshake_ack_ts)
 
     @property
     def server_leg(self) -> float | None:
-        """SYN → SYN-ACK: capture point to the server and back."""
-        if self.spans_clock_step(self.syn_ts, self.synack_ts):
+        """The answered SYN → the first SYN-ACK after it: capture point to the server and back."""
+        start = self.answered_syn_ts
+        synack = self._synacks_between(start, self.handshake_ack_ts)[0]
+        if synack is None:
+            synack = self.synack_ts
+        if self.spans_clock_step(start, synack):
             return None
-        return _span(self.syn_ts, self.synack_ts)
+        return _span(start, synack)
 
     @property
     def client_leg(self) -> float | None:
-        """SYN-ACK → ACK: capture point to the client and back."""
-        if self.synack_before_syn or self.spans_clock_step(self.synack_ts, self.handshake_ack_ts):
+        """The last SYN-ACK before the handshake's ACK → that ACK: capture point to the client and back."""
+        synack = self._synacks_between(self.answered_syn_ts, self.handshake_ack_ts)[1]
+        if synack is None:
+            synack = self.synack_ts
+        if self.synack_before_syn or self.spans_clock_step(synack, self.handshake_ack_ts):
             return None
-        return _span(self.synack_ts, self.handshake_ack_ts)
+        return _span(synack, self.handshake_ack_ts)
 
     @property
     def complete(self) -> bool:
