@@ -60,7 +60,7 @@ ODD_OPTS = struct.pack("!BBB", 3, 3, 10) + b"\x01" + struct.pack("!BBH", 2, 4, 1
 
 def _answers(sock: socket.socket, src: str, dst: str, sport: int, until: float) -> list[tuple[int, int]]:
     """(server port, flags) of the TCP segments from ``dst`` to ``src``:``sport`` seen until ``until``."""
-    out = []
+    out: list[tuple[int, int]] = []
     while True:
         left = until - time.monotonic()
         if left <= 0:
@@ -80,7 +80,7 @@ def _answers(sock: socket.socket, src: str, dst: str, sport: int, until: float) 
 
 def _icmp_answers(sock: socket.socket, until: float) -> list[int]:
     """Destination ports quoted by ICMP errors seen until ``until``."""
-    out = []
+    out: list[int] = []
     while True:
         left = until - time.monotonic()
         if left <= 0:
