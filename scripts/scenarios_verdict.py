@@ -65,6 +65,43 @@ def register(mk):
         }
         return ["reject-port.pcap", write_truth(lab, "reject-port.truth.json", truth)]
 
+    @mk.scenario("reject-reset.pcap")
+    def reject_reset(lab):
+        """nft `reject with tcp reset` on the router for port 86: the router answers the SYN with an
+        RST in the server's name; port 80 is served by the server (its SYN-ACK's TTL is the host's)
+        and port 81 is closed on the server (the server's own RST), in the same capture."""
+        out = os.path.join(lab.tmp, "reject-reset.pcap")
+        lab.three()
+        rules = "table inet sv1r { chain filt { type filter hook forward priority 0; tcp dport 86 reject with tcp reset; }\n}"
+        lab.nft(mk.RTR, rules)
+        srv = mk.http_server(lab, mode="http-close")
+        cap = lab.tcpdump(mk.CLI, "c0", out)
+        served = connect(mk.CLI, mk.S4, 80, http=True)
+        lab.wait(srv)
+        time.sleep(0.2)
+        reset = connect(mk.CLI, mk.S4, 86)
+        time.sleep(0.2)
+        closed = connect(mk.CLI, mk.S4, 81)
+        lab.end_capture(cap)
+        mk.expect(out, "tcp.flags.reset==1 && tcp.srcport==86", 1, 1, "the router's RST for port 86")
+        mk.expect(out, "tcp.flags.reset==1 && tcp.srcport==81", 1, 1, "the server's RST for port 81")
+        truth = {
+            "capture": "client veth c0",
+            "connections": [
+                {"server_port": 80, "done": "HTTP server answers", "reset_by": None, "reached_server": True, "listener": True, "app": served},
+                {
+                    "server_port": 86,
+                    "done": f"nft on the router ({mk.R4C}), forward hook: {rules}",
+                    "reset_by": mk.R4C,
+                    "reached_server": False,
+                    "listener": False,
+                    "app": reset,
+                },
+                {"server_port": 81, "done": "nothing listens on the server", "reset_by": mk.S4, "reached_server": True, "listener": False, "app": closed},
+            ],
+        }
+        return ["reject-reset.pcap", write_truth(lab, "reject-reset.truth.json", truth)]
+
     @mk.scenario("reject-server.pcap")
     def reject_server(lab):
         """nft on the server itself rejects port 85 with ICMP host-unreachable; port 80 is served
@@ -141,4 +178,4 @@ def register(mk):
         }
         return ["capture-cut.pcap", write_truth(lab, "capture-cut.truth.json", truth)]
 
-    return ["reject-port", "reject-server", "arp-fail", "capture-cut"]
+    return ["reject-port", "reject-reset", "reject-server", "arp-fail", "capture-cut"]

@@ -48,6 +48,31 @@ def test_port_unreachable_is_a_reject_rule_at_the_box_that_sent_it() -> None:
             assert r.verdict.confidence == CERTAIN
 
 
+def test_a_reset_in_the_servers_name_from_the_path_is_not_nothing_listens() -> None:
+    """nft `reject with tcp reset` on the router answers the SYN with an RST in the server's name;
+    its TTL (64) is not the server's own (63, its SYN-ACK for port 80 in the same capture): the
+    verdict sends the reader to the router's rules, not to the server's listeners. The server's
+    own RST for a closed port (81) stays "nothing listens", certain."""
+    reports = by_port("reject-reset")
+    for t in truth("reject-reset"):
+        r = reports[t["server_port"]]
+        assert t["app"]["errno"] in (None, "ECONNREFUSED")
+        if t["reset_by"] and not t["reached_server"]:
+            assert r.verdict.rule == "reset-by-path" and r.verdict.side == "path"
+            assert "nothing listens" not in said(r) and "reject rule" in said(r)
+            assert "1 hop(s)" in r.verdict.next_step  # the router: one hop from the client's capture point
+            assert r.verdict.confidence != CERTAIN
+            synack = next(x for x in reports.values() if x.conn.server.syn_count).conn
+            facts = " ".join(e.fact for e in r.verdict.evidence)
+            assert f"frame {synack.packets[1].seg.frame}," in facts  # the host's own SYN-ACK, the contrast weighed
+            assert r.server_state() == "unknown"  # the SYN probably never reached it
+        elif t["reset_by"]:
+            assert r.verdict.rule == "refused" and "nothing listens" in said(r)
+            assert r.verdict.confidence == CERTAIN and r.server_state() == "CLOSED"
+        else:
+            assert r.verdict.ok
+
+
 def test_host_unreachable_at_once_from_the_server_is_its_own_reject_rule() -> None:
     reports = by_port("reject-server")
     for t in truth("reject-server"):

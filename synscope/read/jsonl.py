@@ -83,7 +83,7 @@ def connection_object(r: ConnReport, absolute: bool = False, with_packets: bool 
         "evidence": [{"fact": e.fact, "frames": list(e.frames)} for e in v.evidence],
         "next_step": v.next_step or None,
         "client_state": r.client_state(),
-        "server_state": c.state_of(c.server),
+        "server_state": r.server_state(),
         "syn_retransmissions": max(c.client.syn_count - 1, 0),
         "synack_retransmissions": max(c.server.syn_count - 1, 0),
         "handshake_rtt": _round(c.handshake_rtt),
@@ -217,7 +217,7 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"state":{string(v.conn_state)},"history":{string(v.history)},"outcome":{string(v.outcome)},'
         f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"rule":{_opt_text(v.rule or None)},'
         f'"confidence":{string(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{_opt_text(v.next_step or None)},'
-        f'"client_state":{string(r.client_state())},"server_state":{string(c.state_of(server))},'
+        f'"client_state":{string(r.client_state())},"server_state":{string(r.server_state())},'
         f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'

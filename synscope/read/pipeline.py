@@ -106,6 +106,11 @@ class ConnReport:
         """The client's end state; ``none`` for a raw probe, which had no socket."""
         return "none" if self.raw_client else self.conn.state_of(self.conn.client)
 
+    def server_state(self) -> str:
+        """The server's end state; ``unknown`` when a box on the path answered in its name (the
+        SYN probably never reached it)."""
+        return "unknown" if self.verdict.rule == "reset-by-path" else self.conn.state_of(self.conn.server)
+
 
 @dataclass(slots=True)
 class RunStats:
@@ -460,11 +465,12 @@ class Pipeline(FrameSink):
         state = self.analyser.finish(conn)
         if self.prepare is not None:
             self.prepare(conn, state)
-        annotate(conn, state)
         scans = self.scans
+        host_synack = scans.synack_ttl(conn.server.ip) if scans is not None else (0, 0)
+        annotate(conn, state, host_synack[0])
         host_up = conn.server.ip in self.hosts_up or (scans is not None and scans.answered_elsewhere(conn.server.ip, conn.server.port))
         scan = scans is not None and scans.in_scan(conn.client.ip, conn.server.ip, conn.server.port, conn.first_ts)
-        verdict = judge(conn, state, self.tracker.idle_timeout, host_up, scan)
+        verdict = judge(conn, state, self.tracker.idle_timeout, host_up, scan, host_synack)
         report = ConnReport(conn, state, verdict)
         report.scan = scan
         report.raw_client = verdict.rule == "scan-probe"  # (a crafted probe: no socket behind it)

@@ -78,6 +78,9 @@ class ScanWatch:
         self._answered: dict[bytes, tuple[int, ...]] = {}  # host -> up to two ports it answered on
         # the latest scan of a pair that ended (a connection of it may be handed on later)
         self._ended: dict[tuple[int, tuple], _Probed] = {}
+        # host -> (TTL, frame) of the first SYN-ACK it sent: its own kernel's TTL at the capture
+        # point, to weigh an RST sent in its name (a reject rule on the path answers with another)
+        self._synack_ttl: dict[bytes, tuple[int, int]] = {}
 
     def saw(self, seg: Segment) -> None:
         """One segment; only SYN, SYN-ACK and RST count (call for those alone, cheaply)."""
@@ -87,6 +90,10 @@ class ScanWatch:
             _add(self._by_port, (seg.src, seg.dport), seg.dst, seg.ts, SCAN_MIN_HOSTS, self._ended, 1)
             return
         if flags & SYN:  # SYN-ACK: the port is open
+            if seg.src not in self._synack_ttl and seg.ttl > 0:
+                if len(self._synack_ttl) >= ANSWER_HOSTS:
+                    del self._synack_ttl[next(iter(self._synack_ttl))]
+                self._synack_ttl[seg.src] = (seg.ttl, seg.frame)
             p = self._by_host.get((seg.dst, seg.src))
             if p is not None and seg.sport in p.targets:
                 p.open.add(seg.sport)
@@ -105,6 +112,10 @@ class ScanWatch:
             answered[host] = (port,)
         elif len(ports) < 2 and port not in ports:
             answered[host] = (*ports, port)
+
+    def synack_ttl(self, host: bytes) -> tuple[int, int]:
+        """(TTL, frame) of the first SYN-ACK ``host`` sent in what was read so far ((0, 0): none)."""
+        return self._synack_ttl.get(host, (0, 0))
 
     def answered_elsewhere(self, host: bytes, port: int) -> bool:
         """Did ``host`` answer (SYN-ACK or RST) on a port other than ``port``?"""

@@ -455,7 +455,14 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = None, host_up: bool = False, scan: bool = False) -> Verdict:
+def judge(
+    conn: Connection,
+    state: ConnAnalysis,
+    idle_timeout: float | None = None,
+    host_up: bool = False,
+    scan: bool = False,
+    host_synack: tuple[int, int] = (0, 0),
+) -> Verdict:
     """Decide the outcome and word the verdict for one connection.
 
     ``idle_timeout``: the tracker's (a live source); a connection it handed on for silence
@@ -501,6 +508,10 @@ def judge(conn: Connection, state: ConnAnalysis, idle_timeout: float | None = No
         outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
         rule, confidence, evidence = cause.rule, cause.confidence, cause.evidence
         side = "server" if conn.icmp[-1].router == s.ip else "path"
+    elif cs == "REJ" and (path_reset := _reset_by_path(conn, host_synack)) is not None:
+        outcome, summary, explanation, next_step = path_reset.outcome, path_reset.summary, path_reset.explanation, path_reset.next_step
+        rule, confidence, evidence = path_reset.rule, path_reset.confidence, path_reset.evidence
+        side = "path"
     elif cs == "REJ":
         outcome = "refused"
         delay = (s.rst_ts - conn.syn_ts) if (s.rst_ts is not None and conn.syn_ts is not None and s.rst_ts >= conn.syn_ts) else None
@@ -920,6 +931,42 @@ def _forged_rst(conn: Connection, direction: int, rst_ts: float) -> tuple[int, i
         return None
     (ttl,) = usual
     return (rst_ttl, ttl) if ttl != rst_ttl and ttl > 0 and rst_ttl > 0 else None
+
+
+def _reset_by_path(conn: Connection, host_synack: tuple[int, int]) -> _Cause | None:
+    """An RST answering the SYN whose TTL is not the server host's own (its SYN-ACKs on other
+    connections in the capture): another box sent it in the server's name, a reject rule on the
+    path (nft ``reject with tcp reset``, iptables ``REJECT --reject-with tcp-reset``) or an injected
+    reset (reject-reset.pcap: the router's RST arrives with TTL 64, the server's packets with 63).
+    None when there is no such contrast to weigh."""
+    host_ttl, synack_frame = host_synack
+    s = conn.server
+    rst_ttl = s.ttl
+    if host_ttl <= 0 or rst_ttl is None or rst_ttl <= 0 or rst_ttl == host_ttl or s.syn_count:
+        return None
+    server, port = _server_addr(conn), s.port
+    delay = (s.rst_ts - conn.syn_ts) if (s.rst_ts is not None and conn.syn_ts is not None and s.rst_ts >= conn.syn_ts) else None
+    after = f" {fmt.duration(delay)} after it" if delay is not None else ""
+    rst_hops, host_hops = hops(rst_ttl), hops(host_ttl)
+    closer = host_hops - rst_hops if rst_hops is not None and host_hops is not None else 0
+    where = f"a box {closer} hop(s) closer to the capture point than {server}" if closer > 0 else f"a box other than {server}"
+    explanation = (
+        f"An RST answered the SYN{after} in the name of {server}, but with TTL {rst_ttl}, where {server}'s own"
+        f" packets (its SYN-ACK on another connection in this capture) arrive with TTL {host_ttl}: {where} sent it."
+        f" Likely a firewall's reject rule for port {port} (nft reject with tcp reset, iptables REJECT --reject-with"
+        " tcp-reset) or a reset injected on the path; the server itself probably never saw the SYN, and whether"
+        f" anything listens on port {port} there the capture cannot tell."
+    )
+    box = f"the box {closer} hop(s) from the capture point towards {server}" if closer > 0 else f"the firewalls between the client and {server}"
+    next_step = f"Look for a reject rule for port {port} on {box} (nft list ruleset, iptables -S); traceroute -T -p {port} {server} shows which hop answers."
+    evidence = (
+        _syn_evidence(conn),
+        Evidence(f"RST in the name of {server} with TTL {rst_ttl}", _frames(conn, 1, RST)[:1]),
+        # (its frame is another connection's: named in the fact, not cited as this one's packet)
+        Evidence(f"{server}'s own SYN-ACK (frame {synack_frame}, another connection) arrived with TTL {host_ttl}", ()),
+    )
+    summary = f"RST from the path (TTL {rst_ttl}, not {server}'s {host_ttl})"
+    return _Cause("refused", summary, explanation, next_step, "reset-by-path", LIKELY, evidence)
 
 
 def _self_abort_delay(conn: Connection) -> float | None:

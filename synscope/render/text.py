@@ -64,7 +64,7 @@ def write_connection(
             out.write(("  " if i == 0 else "        ") + line + "\n")
     c = r.conn
     client = "none (raw probe: no socket)" if r.raw_client else c.state_of(c.client)
-    states = f"  End states: client {client}, server {c.state_of(c.server)}"
+    states = f"  End states: client {client}, server {r.server_state()}"
     if r.source_name:
         states += f"   (from {r.source_name})"
     out.write(states + "\n")

@@ -71,8 +71,9 @@ def gaps_text(times: list[float]) -> str:
     return ", ".join(fmt.short_gap(g) for g in gaps) + " s" if gaps else ""
 
 
-def annotate(conn: Connection, state: ConnAnalysis) -> None:
-    """Attach bracketed notes to the packets of a finished connection."""
+def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
+    """Attach bracketed notes to the packets of a finished connection (``host_ttl``: the TTL
+    of the server host's own SYN-ACKs elsewhere in the capture, 0 when unknown)."""
     c, s = conn.client, conn.server
     syn_no = {C2S: 0, 1: 0}
     prev_syn_ts: dict[int, float] = {}
@@ -127,7 +128,7 @@ def annotate(conn: Connection, state: ConnAnalysis) -> None:
                 # the socket is gone: the kernel answers each segment still in flight
                 pkt.note(f"RST echo: {who}'s kernel answers a segment for the aborted connection")
             else:
-                pkt.note(_rst_note(conn, pkt.dir, who))
+                pkt.note(_rst_note(conn, pkt.dir, who, pkt.seg.ttl if host_ttl else 0, host_ttl))
         if flags & FIN and me.fin_ts == seg.ts:
             if conn.simultaneous_close:
                 pkt.note(f"FIN: {who} closes; crosses the {other}'s FIN (simultaneous close)")
@@ -174,8 +175,10 @@ def _open_note(conn: Connection, pkt: Packet, who: str, other: str) -> bool:
     return False
 
 
-def _rst_note(conn: Connection, direction: int, who: str) -> str:
+def _rst_note(conn: Connection, direction: int, who: str, rst_ttl: int = 0, host_ttl: int = 0) -> str:
     if direction == 1 and not conn.established and conn.server.syn_count == 0:
+        if rst_ttl > 0 and host_ttl > 0 and rst_ttl != host_ttl:  # (verdict._reset_by_path)
+            return f"RST in the server's name, TTL {rst_ttl} (the server's own: {host_ttl}): from a box on the path"
         return f"RST from server: no listener on port {conn.server.port}"
     if direction == C2S and not conn.established and conn.server.syn_count:
         return "RST from client: handshake abandoned after the SYN-ACK"
