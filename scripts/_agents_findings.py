@@ -3,7 +3,8 @@
 
 Roles:
   backlog-server  listen(BACKLOG), do not accept() for HOLD seconds, then serve every
-                  connection (read one request, answer, close); prints a JSON report
+                  connection (read one request, answer, close), keep listening LINGER
+                  seconds more; prints a JSON report
   burst-clients   N clients connect at the same moment and send a request; each reads
                   TCP_INFO at a sample time (is its request still unacknowledged?) and
                   then what recv() returns; prints a JSON report
@@ -15,6 +16,10 @@ Roles:
                   the other (optionally from one fixed source port); records per connection
                   the local port, connect() result (errno, e.g. EADDRNOTAVAIL), bytes and who
                   closed first; prints a JSON report
+  syn-storm       CRAFTED SYNs (raw socket, IP_HDRINCL) from several source addresses and
+                  ports at a bounded rate, while a few real client sockets connect and send a
+                  request during the storm; prints a JSON report (what was sent, what each
+                  real client saw)
 
 Every loop is bounded in time and count.
 """
@@ -84,6 +89,7 @@ def backlog_server(a: argparse.Namespace) -> None:
             result = errno.errorcode.get(e.errno or 0, str(e))
         served.append({"client_port": peer[1], "t": round(time.time() - t0, 6), "request_bytes": len(got), "result": result})
         c.close()
+    time.sleep(a.linger)  # keep listening (SYNs still arriving, SYN-ACKs to retransmit)
     ls.close()
     print(json.dumps({"backlog": a.backlog, "hold": a.hold, "first_accept_after": round(accepted_at - t0, 6), "accepted": served}), flush=True)
 
@@ -283,9 +289,94 @@ def loop_client(a: argparse.Namespace) -> None:
     )
 
 
+def _csum(data: bytes) -> int:
+    """Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def crafted_syn(src: str, dst: str, sport: int, dport: int, seq: int, ident: int) -> bytes:
+    """An IPv4 SYN with an MSS option (1460), checksums filled."""
+    opts = struct.pack("!BBH", 2, 4, 1460)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + len(opts) // 4) << 4, 0x02, 64240, 0, 0) + opts
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ident, 0x4000, 64, socket.IPPROTO_TCP, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return ip + tcp
+
+
+def _real_client(addr: str, port: int, at: float, t0: float, out: list) -> None:
+    time.sleep(max(0.0, t0 + at - time.time()))
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(5.0)
+    r: dict[str, object] = {"t": round(time.time() - t0, 6)}
+    try:
+        s.connect((addr, port))
+        r["client_port"] = s.getsockname()[1]
+        r["connect"] = "ok"
+        s.sendall(REQUEST)
+        got = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        r["response_bytes"] = len(got)
+        r["error"] = None
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, "ETIMEDOUT")  # (socket.timeout has no errno)
+        r.setdefault("connect", name)
+        r["error"] = name
+    finally:
+        s.close()
+    out.append(r)
+
+
+def syn_storm(a: argparse.Namespace) -> None:
+    sources = a.sources.split(",")
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    t0 = time.time()
+    real: list[dict[str, object]] = []
+    threads = [threading.Thread(target=_real_client, args=(a.addr, a.port, (i + 1) * a.real_every, t0, real)) for i in range(a.real)]
+    for t in threads:
+        t.start()
+    sent: list[dict[str, object]] = []
+    deadline = time.monotonic() + a.timeout
+    for i in range(a.count):
+        if time.monotonic() > deadline:
+            break
+        due = t0 + i / a.rate
+        if due > time.time():
+            time.sleep(due - time.time())
+        src, sport = sources[i % len(sources)], a.first_port + i
+        raw.sendto(crafted_syn(src, a.addr, sport, a.port, (i * 2654435761) & 0xFFFFFFFF, i & 0xFFFF), (a.addr, 0))
+        sent.append({"src": src, "sport": sport})
+    raw.close()
+    for t in threads:
+        t.join(timeout=a.timeout)
+    per_source: dict[str, int] = {}
+    for x in sent:
+        per_source[str(x["src"])] = per_source.get(str(x["src"]), 0) + 1
+    report = {
+        "syns_sent": len(sent),
+        "per_source": per_source,
+        "source_ports": [a.first_port, a.first_port + len(sent) - 1] if sent else [],
+        "rate_per_s": a.rate,
+        "duration_s": round(time.time() - t0, 3),
+        "real_clients": sorted(real, key=lambda r: float(r["t"])),  # type: ignore[arg-type]
+    }
+    print(json.dumps(report), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["backlog-server", "burst-clients", "delay-relay", "loop-server", "loop-client"])
+    p.add_argument("role", choices=["backlog-server", "burst-clients", "delay-relay", "loop-server", "loop-client", "syn-storm"])
     p.add_argument("--addr", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--backlog", type=int, default=1)
@@ -304,10 +395,16 @@ def main() -> None:
     p.add_argument("--bind-port", type=int, default=0)
     p.add_argument("--gap", type=float, default=0.0)
     p.add_argument("--retry-gap", type=float, default=0.05)
+    p.add_argument("--linger", type=float, default=0.0)
+    p.add_argument("--sources", default="")
+    p.add_argument("--rate", type=float, default=400.0)
+    p.add_argument("--first-port", type=int, default=20000)
+    p.add_argument("--real", type=int, default=0)
+    p.add_argument("--real-every", type=float, default=0.5)
     a = p.parse_args()
     signal.alarm(int(a.timeout) + 15)  # hard upper bound on the life of any agent
     roles = {"backlog-server": backlog_server, "burst-clients": burst_clients, "delay-relay": delay_relay}
-    roles.update({"loop-server": loop_server, "loop-client": loop_client})
+    roles.update({"loop-server": loop_server, "loop-client": loop_client, "syn-storm": syn_storm})
     roles[a.role](a)
 
 

@@ -13,6 +13,13 @@ ports-narrow.pcap      as churn.pcap, but the client's net.ipv4.ip_local_port_ra
                        until a port's TIME-WAIT may be reused, and the 5 ports come back
 keepalive-dead-many.pcap  3 connections to 3 ports of one server, keep-alive on, then the
                        router drops everything from the server: 3 keep-alive deaths, one peer
+syn-storm.pcap         a half-open storm: 1,200 CRAFTED SYNs (raw socket) from 8 addresses of the
+                       client's namespace at 400/s to a real kernel listener (listen(128),
+                       tcp_syncookies=1, tcp_synack_retries=1); an nft rule in the client's
+                       namespace drops the incoming SYN-ACKs to those 8 addresses, so the client's
+                       kernel neither answers nor resets them and the server's kernel retransmits
+                       its SYN-ACKs (once its SYN queue is full it answers with SYN cookies, which
+                       it never retransmits); 5 real client sockets connect during the storm
 port-reuse-tw.pcap     3 connections from one fixed source port (SO_REUSEADDR), the server
                        closes each first (so it holds TIME-WAIT), 0.3 s apart
 
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 AGENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_agents_findings.py")
@@ -258,6 +266,116 @@ def keepalive_dead_many(mp, lab, name: str) -> list[str]:
     return [name, name.replace(".pcap", ".truth.json")]
 
 
+STORM_PORT = 8443
+STORM_SYNS = 1200  # the syn-flood finding needs 1,000 half-open attempts, 100 in one second
+STORM_RATE = 400.0  # SYNs per second
+STORM_SOURCES = tuple(f"198.18.7.{100 + i}" for i in range(8))
+STORM_BACKLOG = 128
+STORM_SYNACK_RETRIES = 1  # SYN-ACK at +0 and +1 s, request dropped at about +3 s: a small capture
+STORM_REAL = 5  # real client connections during the storm, 0.5 s apart
+STORM_LINGER = 7.0  # s the listener stays open after the last real client: past the last request's expiry
+STORM_COUNTERS = (
+    "ListenDrops",
+    "ListenOverflows",
+    "TCPReqQFullDrop",
+    "TCPReqQFullDoCookies",
+    "SyncookiesSent",
+    "SyncookiesRecv",
+    "SyncookiesFailed",
+    "TCPSynRetrans",
+    "EmbryonicRsts",
+)
+
+
+def syn_storm(mp, lab, name: str) -> list[str]:
+    """CRAFTED SYNs from 8 addresses of the client's namespace to a real kernel listener, the
+    SYN-ACKs dropped by nft on the client's input, and a few real connections during it."""
+    cli, srv = mp.CLI, mp.SRV
+    out = os.path.join(lab.tmp, name)
+    for n in (cli, srv):
+        lab.netns(n)
+    lab.veth(cli, "c0", srv, "s0")
+    lab.addr(cli, "c0", CLIENT + "/24", *(a + "/24" for a in STORM_SOURCES))
+    lab.addr(srv, "s0", SERVER + "/24")
+    lab.neigh(cli, "c0", srv, "s0", [SERVER], [CLIENT, *STORM_SOURCES])
+    sysctls = {"net.ipv4.tcp_syncookies": 1, "net.ipv4.tcp_synack_retries": STORM_SYNACK_RETRIES, "net.ipv4.tcp_max_syn_backlog": 4096}
+    lab.sysctl(srv, *(f"{k}={v}" for k, v in sysctls.items()))
+    somaxconn = int(mp.nsx(srv, "sysctl", "-n", "net.core.somaxconn", quiet=True).stdout.strip())
+    rule = "ip daddr { " + ", ".join(STORM_SOURCES) + " } tcp flags & (syn | ack) == syn | ack counter drop"
+    lab.nft(cli, "table inet storm {\n chain in {\n  type filter hook input priority 0;\n  " + rule + "\n }\n}\n")
+    server = lab.spawn(
+        srv,
+        [
+            "python3",
+            AGENTS,
+            "backlog-server",
+            *map(str, ("--addr", SERVER, "--port", STORM_PORT, "--backlog", STORM_BACKLOG, "--conns", STORM_REAL, "--linger", STORM_LINGER, "--timeout", 25)),
+        ],
+        wait_for=("stdout", "ready"),
+    )
+    before = netstat(mp, srv)
+    cap = lab.tcpdump(cli, "c0", out)
+    storm = run_json(
+        mp,
+        cli,
+        [
+            "syn-storm",
+            *("--addr", SERVER, "--port", STORM_PORT, "--sources", ",".join(STORM_SOURCES), "--count", STORM_SYNS),
+            *("--rate", STORM_RATE, "--real", STORM_REAL, "--real-every", 0.5, "--timeout", 20),
+        ],
+        60,
+    )
+    try:
+        srv_out, _ = server.communicate(timeout=40)
+    except subprocess.TimeoutExpired as e:
+        raise mp.Fail("backlog-server did not finish") from e
+    after = netstat(mp, srv)
+    lab.end_capture(cap)
+    listing = mp.nsx(cli, "nft", "list", "table", "inet", "storm", quiet=True).stdout
+    m = re.search(r"packets (\d+)", listing)
+    srv_lines = [x for x in srv_out.decode().splitlines() if x.startswith("{")]
+    deltas = {k: after.get(k, 0) - before.get(k, 0) for k in STORM_COUNTERS}
+    real = storm["real_clients"]
+    truth = {
+        "capture": name,
+        "made_by": "scripts/scenarios_findings.py: the SYNs of the storm are CRAFTED (raw socket, IP_HDRINCL, in the client's "
+        "namespace); the listener, its SYN-ACKs, retransmissions and SYN cookies and the 5 real clients are real kernel TCP; "
+        "captured on the client's interface c0",
+        "crafted": {
+            "what": "client SYNs of the storm (IPv4, MSS 1460, window 64240, no other option), never answered: nothing in the client namespace owns them",
+            "syns_sent": storm["syns_sent"],
+            "sources": list(STORM_SOURCES),
+            "per_source": storm["per_source"],
+            "source_ports": storm["source_ports"],
+            "rate_per_s": STORM_RATE,
+            "duration_s": storm["duration_s"],
+        },
+        "listener": {"ip": SERVER, "port": STORM_PORT, "backlog": STORM_BACKLOG, "somaxconn": somaxconn},
+        "sysctls_server": sysctls,
+        "nft_client": {"hook": "input", "rule": rule, "dropped": int(m.group(1)) if m else None},
+        "kernel_counters_server": deltas,
+        "real_client": {"ip": CLIENT, "results": real},
+        "real_connected": sum(r.get("connect") == "ok" and r.get("error") is None for r in real),
+        "server": json.loads(srv_lines[-1]) if srv_lines else None,
+        "expect": {
+            "attempts": storm["syns_sent"] + len(real),
+            "half_open": storm["syns_sent"],
+            "distinct_sources": len(STORM_SOURCES) + 1,
+            "synack_never_retransmitted": "the SYN-cookie answers: kernel_counters_server.SyncookiesSent, less those "
+            "to the real clients (SyncookiesRecv: cookies that came back and completed)",
+        },
+    }
+    with open(os.path.join(lab.tmp, name.replace(".pcap", ".truth.json")), "w") as f:
+        json.dump(truth, f, indent=1)
+        f.write("\n")
+    mp.say(f"  truth: {storm['syns_sent']} crafted SYNs, real clients connected {truth['real_connected']}/{len(real)}, counters {deltas}")
+    if storm["syns_sent"] != STORM_SYNS:
+        raise mp.Fail(f"only {storm['syns_sent']} of {STORM_SYNS} SYNs sent")
+    if not deltas["SyncookiesSent"] or not deltas["TCPSynRetrans"]:
+        raise mp.Fail(f"expected both SYN cookies and SYN-ACK retransmissions: {deltas}")
+    return [name, name.replace(".pcap", ".truth.json")]
+
+
 def register(mp, order: list) -> None:
     """Add the scenarios to make-pcaps' table (``mp``: the make-pcaps module)."""
 
@@ -295,4 +413,9 @@ def register(mp, order: list) -> None:
     def keepalive_dead_many_(lab):
         return keepalive_dead_many(mp, lab, "keepalive-dead-many.pcap")
 
+    @mp.scenario("syn-storm.pcap", "syn-storm.truth.json")
+    def syn_storm_(lab):
+        return syn_storm(mp, lab, "syn-storm.pcap")
+
+    order.append("syn-storm")
     order.extend(["keepalive-dead-many", "accept-overflow", "accept-abort", "accept-healthy", "churn", "churn-pooled", "ports-narrow", "port-reuse-tw"])

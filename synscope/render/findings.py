@@ -71,6 +71,8 @@ def render_flood(summary: FloodSummary, out: TextIO) -> None:
             f"  SYN-ACK never retransmitted: {_n(s.synack_once)} of the answered attempts that stayed half-open "
             "(a server using SYN cookies keeps no state and does not retransmit)\n"
         )
+    if s.synack_retransmissions:
+        out.write(f"  SYN-ACK retransmissions to half-open attempts: {_n(s.synack_retransmissions)} (the server kept their state)\n")
     elif s.evicted:
         out.write(
             f"  SYN-ACK retransmissions per attempt: unknown: {_n(s.evicted)} attempts were evicted from the connection table "

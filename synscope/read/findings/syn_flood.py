@@ -214,6 +214,7 @@ class _Target:
     completed: int = 0  # handshake completed (client's ACK of the SYN-ACK seen)
     refused: int = 0  # answered by RST, no SYN-ACK
     synack_once: int = 0  # answered, not completed, SYN-ACK sent exactly once
+    synack_retrans: int = 0  # SYN-ACK retransmissions (packets) to attempts that stayed half-open
     evicted: int = 0  # attempts whose connection the tracker evicted (--max-conns)
     late_synacks: int = 0  # connections of a SYN-ACK (and retransmissions) without a SYN
     first: float | None = None
@@ -249,6 +250,7 @@ class FloodSummary:
     late_synacks: int  # SYN-ACKs seen after their attempt was evicted from the connection table
     evicted: int  # attempts evicted from the connection table (--max-conns) before they ended
     missed_attempts: int  # upper bound of attempts not counted (the endpoint got a slot late)
+    synack_retransmissions: int = 0  # SYN-ACKs sent again to attempts that stayed half-open (packets)
 
     @property
     def target(self) -> str:
@@ -301,6 +303,7 @@ class FloodSummary:
             "rate": round(self.rate, 1),
             "peak_rate": self.peak_rate,
             "synack_once": self.synack_once,
+            "synack_retransmissions": self.synack_retransmissions,
             "late_synacks": self.late_synacks,
             "evicted": self.evicted,
             "missed_attempts": self.missed_attempts,
@@ -362,6 +365,8 @@ class FloodDetector:
             t.half_open += 1
             if answered and f.server_syns == 1:
                 t.synack_once += 1
+            elif answered:
+                t.synack_retrans += f.server_syns - 1
             second = int(ts) if ts == ts and abs(ts) < 1e18 else 0  # NaN / absurd stamps share a bucket
             buckets = t.buckets
             assert buckets is not None
@@ -430,6 +435,7 @@ class FloodDetector:
                     late_synacks=t.late_synacks,
                     evicted=t.evicted,
                     missed_attempts=t.missed,
+                    synack_retransmissions=t.synack_retrans,
                 )
             )
         return out
@@ -440,6 +446,21 @@ class FloodDetector:
         return found[0] if found else None
 
 
+def _evidence(s: FloodSummary) -> tuple[Evidence, ...]:
+    """What the server did with the half-open attempts: SYN-ACKs sent again (it kept state) and,
+    when no attempt was evicted, SYN-ACKs never sent again (the sign of SYN cookies)."""
+    out = [Evidence(f"{s.half_open:,} half-open attempts, {s.peak_rate:,} in the busiest second")]
+    if s.synack_retransmissions:
+        out.append(Evidence(f"{s.synack_retransmissions:,} SYN-ACK retransmissions to half-open attempts (the server kept their state)"))
+    if s.synack_once:
+        out.append(
+            Evidence(
+                f"{s.synack_once:,} half-open attempts answered by one SYN-ACK never retransmitted (a sign of SYN cookies: the server keeps no state for them)"
+            )
+        )
+    return tuple(out)
+
+
 def flood_finding(s: FloodSummary) -> Finding:
     """The ``syn-flood`` finding of one flooded endpoint (connection ids are not kept: a
     flood has too many, and its figures say more)."""
@@ -448,6 +469,10 @@ def flood_finding(s: FloodSummary) -> Finding:
         f"SYN flood against {s.target}: {s.attempts:,} connection attempts, {s.half_open:,} never completed the handshake, "
         f"from {approx}{s.distinct_sources:,} source addresses (busiest second: {s.peak_rate:,})."
     )
+    if s.synack_retransmissions:
+        verdict += f" The server retransmitted {s.synack_retransmissions:,} SYN-ACKs to them."
+    if s.synack_once:
+        verdict += f" {s.synack_once:,} got one SYN-ACK never retransmitted: a sign of SYN cookies (no state kept)."
     return Finding(
         name="syn-flood",
         rule="syn-flood",
@@ -466,12 +491,14 @@ def flood_finding(s: FloodSummary) -> Finding:
             ("refused", float(s.refused)),
             ("distinct_sources", float(s.distinct_sources)),
             ("peak_rate", float(s.peak_rate)),
+            ("synack_retransmissions", float(s.synack_retransmissions)),
+            *((("synack_once", float(s.synack_once)),) if s.synack_once is not None else ()),
         ),
         verdict=verdict,
         next_step=(
             "Check the server's SYN backlog and SYN cookies (netstat -s | grep -i listen; sysctl net.ipv4.tcp_syncookies) "
             "and filter upstream: the sources are usually spoofed."
         ),
-        evidence=(Evidence(f"{s.half_open:,} half-open attempts, {s.peak_rate:,} in the busiest second"),),
+        evidence=_evidence(s),
         severity=SEVERITY_FLOOD,
     )
