@@ -182,15 +182,17 @@ class Pipeline(FrameSink):
         dedup: bool = True,
         closed_linger: float = CLOSED_LINGER,
         idle_timeout: float | None = None,
+        sweep_idle: bool = True,
         prepare: Callable[[Connection, ConnAnalysis], None] | None = None,
         verify_checksums: bool = False,
     ) -> None:
-        """``closed_linger`` / ``idle_timeout``: see :class:`Tracker` (a live source hands closed
-        connections on sooner, and idle ones at all); ``prepare`` is called on each finished
+        """``closed_linger`` / ``idle_timeout`` / ``sweep_idle``: see :class:`Tracker` (a live source
+        hands closed connections on sooner, and idle ones at all; ``read --split-idle`` splits a
+        connection only when a packet comes after the timeout); ``prepare`` is called on each finished
         connection before it is annotated and judged (``watch --handshakes`` uses it)."""
         self.selection = selection or Selection()
         self.decoder = Decoder(keep_payload=keep_payload, verify_checksums=verify_checksums)
-        self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout)
+        self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout, sweep_idle=sweep_idle)
         self.prepare = prepare
         self.analyser = Analyser()
         self.stats = RunStats()
@@ -345,7 +347,7 @@ class Pipeline(FrameSink):
         if ts > tracker.clock:
             tracker.clock = ts
         position = self.stats.frames
-        if ts >= self._next_sweep and (tracker.idle_timeout is None or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
+        if ts >= self._next_sweep and (tracker.idle_timeout is None or not tracker.sweep_idle or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
             self._next_sweep = ts + SWEEP_INTERVAL
             self._since_sweep = 0
             tracker.stamp = 2 * position
@@ -464,7 +466,8 @@ class Pipeline(FrameSink):
         scans = self.scans
         host_up = conn.server.ip in self.hosts_up or (scans is not None and scans.answered_elsewhere(conn.server.ip, conn.server.port))
         scan = scans is not None and scans.in_scan(conn.client.ip, conn.server.ip, conn.server.port, conn.first_ts)
-        verdict = judge(conn, state, self.tracker.idle_timeout, host_up, scan)
+        tracker = self.tracker
+        verdict = judge(conn, state, tracker.idle_timeout, host_up, scan, "--idle-timeout" if tracker.sweep_idle else "--split-idle")
         report = ConnReport(conn, state, verdict)
         report.scan = scan
         report.raw_client = verdict.rule == "scan-probe"  # (a crafted probe: no socket behind it)
@@ -559,7 +562,9 @@ def link_sentences(report: ConnReport) -> str:
     """The sentences that tie a connection to others (port reuse, application retry, probe round),
     worded from the report's data: renderers put them after the verdict's own explanation."""
     out = []
-    if report.conn.reused_from is not None:
+    if report.conn.reused_from is not None and report.conn.idle_split:
+        out.append(f"This continues connection #{report.conn.reused_from}, split off after the idle timeout (--split-idle).")
+    elif report.conn.reused_from is not None:
         out.append(f"This 4-tuple was used before by connection #{report.conn.reused_from} (port reuse).")
     if report.retry_of is not None and report.conn.client.port != 0:
         out.append(f"This is attempt {report.retry_number + 1} by the application (new source port), after connection #{report.retry_of} failed.")
