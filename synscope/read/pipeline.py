@@ -476,9 +476,10 @@ class Pipeline(FrameSink):
             self.stats.bad_checksums += len(state.bad_checksums)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
-        if self.link_retries and conn.syn_ts is not None and not report.scan:  # (a scan's probes are not retries)
+        syn_ts = conn.syn_ts
+        if self.link_retries and syn_ts is not None and is_attempt(report):
             linked = self.retries.link(
-                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed_attempt(conn, verdict), conn.retire_clock, conn.last_ts
+                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, syn_ts, failed_attempt(conn, verdict), conn.retire_clock, conn.last_ts
             )
             if linked is not None:
                 report.retry_of, report.retry_number = linked
@@ -538,6 +539,13 @@ class RetryLinker:
         if failed_attempt:
             failed[key] = (conn_id, syn_ts if failed_at is None else failed_at, linked[1] if linked else 0, gap)
         return linked
+
+
+def is_attempt(report: ConnReport) -> bool:
+    """A connection the retry linker looks at: one with a SYN, not a scan's probe, and not the
+    continuation of an earlier record split off by ``read --split-idle`` (the same attempt)."""
+    conn = report.conn
+    return conn.syn_ts is not None and not report.scan and not conn.idle_split
 
 
 def failed_attempt(conn: Connection, verdict: Verdict) -> bool:

@@ -572,8 +572,10 @@ class Tracker:
         """A packet for a connection silent for the idle timeout: the old record is handed on as it
         stands (``timed_out`` unless it had closed) and the packet opens a new one, as Zeek's
         ``Connection::InactivityTimer`` removes the connection and the next packet makes another.
-        The new record names the old one in ``reused_from``; without a SYN it is a mid-stream
-        pickup continuing it (``idle_split``), with one a new connection (port reuse)."""
+        The new record names the old one in ``reused_from``: it continues it (``idle_split``: a
+        mid-stream pickup, or the same SYN sent again), unless it is a SYN of a new connection
+        (another ISN: port reuse, as without the timeout)."""
+        continues = not (seg.flags & SYN and self._starts_new_epoch(old, seg))
         if not old.closed:
             old.timed_out = True
             self.timed_out += 1
@@ -581,7 +583,7 @@ class Tracker:
         conn = self._open(key, seg)  # (a SYN takes the old id as reused_from there)
         if conn.reused_from is None:
             conn.reused_from = self._last_id.pop(key, None)
-            conn.idle_split = True
+        conn.idle_split = continues
         return conn
 
     def _starts_new_epoch(self, conn: Connection, seg: Segment) -> bool:

@@ -733,8 +733,8 @@ def judge(
         notes.append(f"no packet for {fmt.duration(idle_timeout)} ({idle_option}): reported as it stood; a later packet on these ports starts a new entry")
     if conn.idle_split and idle_timeout is not None:
         notes.append(
-            f"first packet after at least {fmt.duration(idle_timeout)} of silence ({idle_option}): picked up mid-stream,"
-            " it continues the earlier record on these ports (reused_from)"
+            f"first packet after at least {fmt.duration(idle_timeout)} of silence ({idle_option}):"
+            f"{' picked up mid-stream,' if conn.midstream else ''} it continues the earlier record on these ports (reused_from)"
         )
     if state.bad_checksums:
         corrupt, in_transit = _checksum_notes(conn, state)
