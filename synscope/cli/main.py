@@ -64,6 +64,13 @@ Exit codes:
     help="Verify the IPv4 and TCP checksums of every segment, not only of SYN, FIN and RST (slower).",
 )
 @click.option(
+    "--split-idle",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="A packet for a connection silent this long (capture time) ends its record and starts a new one,"
+    " as Zeek's inactivity timeout does (Zeek's tcp_inactivity_timeout: 300 s). Default: never split.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     metavar="N",
@@ -86,6 +93,7 @@ def read(
     payload: bool,
     keep_duplicates: bool,
     verify_checksums: bool,
+    split_idle: float | None,
     workers: int | None,
 ) -> None:
     """Analyse pcap / pcapng files (gzip too; '-' reads standard input).
@@ -112,7 +120,15 @@ def read(
             raise click.BadParameter("--max-conns bounds one connection table: use it with --workers 1", param_hint="--workers")
 
     def make_pipeline() -> Pipeline:
-        return Pipeline(selection, max_conns=max_conns, keep_payload=payload, dedup=not keep_duplicates, verify_checksums=verify_checksums)
+        return Pipeline(
+            selection,
+            max_conns=max_conns,
+            keep_payload=payload,
+            dedup=not keep_duplicates,
+            idle_timeout=split_idle,
+            sweep_idle=False,
+            verify_checksums=verify_checksums,
+        )
 
     pipeline = make_pipeline()
     readers = []

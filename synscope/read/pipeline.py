@@ -187,15 +187,17 @@ class Pipeline(FrameSink):
         dedup: bool = True,
         closed_linger: float = CLOSED_LINGER,
         idle_timeout: float | None = None,
+        sweep_idle: bool = True,
         prepare: Callable[[Connection, ConnAnalysis], None] | None = None,
         verify_checksums: bool = False,
     ) -> None:
-        """``closed_linger`` / ``idle_timeout``: see :class:`Tracker` (a live source hands closed
-        connections on sooner, and idle ones at all); ``prepare`` is called on each finished
+        """``closed_linger`` / ``idle_timeout`` / ``sweep_idle``: see :class:`Tracker` (a live source
+        hands closed connections on sooner, and idle ones at all; ``read --split-idle`` splits a
+        connection only when a packet comes after the timeout); ``prepare`` is called on each finished
         connection before it is annotated and judged (``watch --handshakes`` uses it)."""
         self.selection = selection or Selection()
         self.decoder = Decoder(keep_payload=keep_payload, verify_checksums=verify_checksums)
-        self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout)
+        self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout, sweep_idle=sweep_idle)
         self.prepare = prepare
         self.analyser = Analyser()
         self.stats = RunStats()
@@ -350,7 +352,7 @@ class Pipeline(FrameSink):
         if ts > tracker.clock:
             tracker.clock = ts
         position = self.stats.frames
-        if ts >= self._next_sweep and (tracker.idle_timeout is None or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
+        if ts >= self._next_sweep and (tracker.idle_timeout is None or not tracker.sweep_idle or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
             self._next_sweep = ts + SWEEP_INTERVAL
             self._since_sweep = 0
             tracker.stamp = 2 * position
@@ -470,7 +472,8 @@ class Pipeline(FrameSink):
         annotate(conn, state, host_synack[0])
         host_up = conn.server.ip in self.hosts_up or (scans is not None and scans.answered_elsewhere(conn.server.ip, conn.server.port))
         scan = scans is not None and scans.in_scan(conn.client.ip, conn.server.ip, conn.server.port, conn.first_ts)
-        verdict = judge(conn, state, self.tracker.idle_timeout, host_up, scan, host_synack)
+        tracker = self.tracker
+        verdict = judge(conn, state, tracker.idle_timeout, host_up, scan, host_synack, "--idle-timeout" if tracker.sweep_idle else "--split-idle")
         report = ConnReport(conn, state, verdict)
         report.scan = scan
         report.raw_client = verdict.rule == "scan-probe"  # (a crafted probe: no socket behind it)
@@ -479,9 +482,10 @@ class Pipeline(FrameSink):
             self.stats.bad_checksums += len(state.bad_checksums)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
-        if self.link_retries and conn.syn_ts is not None and not report.scan:  # (a scan's probes are not retries)
+        syn_ts = conn.syn_ts
+        if self.link_retries and syn_ts is not None and is_attempt(report):
             linked = self.retries.link(
-                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, conn.syn_ts, failed_attempt(conn, verdict), conn.retire_clock, conn.last_ts
+                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, syn_ts, failed_attempt(conn, verdict), conn.retire_clock, conn.last_ts
             )
             if linked is not None:
                 report.retry_of, report.retry_number = linked
@@ -543,6 +547,13 @@ class RetryLinker:
         return linked
 
 
+def is_attempt(report: ConnReport) -> bool:
+    """A connection the retry linker looks at: one with a SYN, not a scan's probe, and not the
+    continuation of an earlier record split off by ``read --split-idle`` (the same attempt)."""
+    conn = report.conn
+    return conn.syn_ts is not None and not report.scan and not conn.idle_split
+
+
 def failed_attempt(conn: Connection, verdict: Verdict) -> bool:
     """A connection the application may retry: it went wrong before it was ever established."""
     return not verdict.ok and not conn.established
@@ -565,7 +576,9 @@ def link_sentences(report: ConnReport) -> str:
     """The sentences that tie a connection to others (port reuse, application retry, probe round),
     worded from the report's data: renderers put them after the verdict's own explanation."""
     out = []
-    if report.conn.reused_from is not None:
+    if report.conn.reused_from is not None and report.conn.idle_split:
+        out.append(f"This continues connection #{report.conn.reused_from}, split off after the idle timeout (--split-idle).")
+    elif report.conn.reused_from is not None:
         out.append(f"This 4-tuple was used before by connection #{report.conn.reused_from} (port reuse).")
     if report.retry_of is not None and report.conn.client.port != 0:
         out.append(f"This is attempt {report.retry_number + 1} by the application (new source port), after connection #{report.retry_of} failed.")

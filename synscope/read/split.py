@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, Final
 
 from synscope.read.findings import FindingsEngine, facts_of
 from synscope.read.jsonl import HEAD_START, head_text, join_line, packets_text
-from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source
+from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, is_attempt
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import MAX_ORPHAN_ICMP
 
@@ -422,7 +422,7 @@ def _run_worker(index: int, workers: int, paths: list[str], sizes: list[int], pi
 def _retry_facts(report: Any) -> tuple | None:
     """What RetryLinker needs of a connection, linked by the parent in the merged order."""
     conn = report.conn
-    if conn.syn_ts is None or report.scan:  # (a scan's probes are not retries)
+    if not is_attempt(report):
         return None
     return ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed_attempt(conn, report.verdict), conn.client.port, conn.last_ts)
 

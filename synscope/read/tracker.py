@@ -167,6 +167,7 @@ class Connection:
     analysis: Any = None  # owned by the analysis stage
     evicted: bool = False
     timed_out: bool = False  # retired by the idle timeout (Tracker.idle_timeout), not by FIN/RST
+    idle_split: bool = False  # opened by a packet after the idle timeout: continues reused_from
     # where in the input it began and ended: the position of the frame that opened it, the
     # Tracker.stamp when it was handed on, and the capture clock then (ordering and retry linking
     # depend only on these, so workers that split the connections reproduce one worker's output)
@@ -209,6 +210,7 @@ class Connection:
         self.analysis = None
         self.evicted = False
         self.timed_out = False
+        self.idle_split = False
         self.opened_at = 0
         self.retired_at = 0
         self.retire_clock = 0.0
@@ -428,6 +430,12 @@ class Connection:
         return False
 
 
+def idle_past(last_ts: float, clock: float, idle_timeout: float) -> bool:
+    """A connection whose last packet was at ``last_ts`` is over by ``clock``: silent for the idle
+    timeout or longer (Zeek's ``Connection::InactivityTimer``: ``last_time + inactivity_timeout <= t``)."""
+    return last_ts + idle_timeout <= clock
+
+
 def _gave_up(conn: Connection, clock: float) -> bool:
     """Only SYNs, nothing back, and no SYN for longer than the client's backoff would wait: the client
     gave up, so a live watch reports the attempt now rather than after --idle-timeout."""
@@ -487,11 +495,15 @@ class Tracker:
         max_conns: int | None = None,
         closed_linger: float = CLOSED_LINGER,
         idle_timeout: float | None = None,
+        sweep_idle: bool = True,
     ) -> None:
         """``closed_linger``: how long after its last packet a closed connection is held before it is
-        handed on; ``idle_timeout``: hand on any connection silent this long (None: never)."""
+        handed on; ``idle_timeout``: a connection silent this long is over (None: never): a packet
+        for it starts a new record (Zeek's inactivity timeout), and with ``sweep_idle`` (a live
+        source) a sweep hands it on without waiting for one."""
         self.closed_linger = closed_linger
         self.idle_timeout = idle_timeout
+        self.sweep_idle = sweep_idle
         # 4-tuples of closed connections retired before CLOSED_LINGER was over → when that is over
         self._recent_closed: dict[FlowKey, float] = {}
         self.stragglers = 0
@@ -538,6 +550,8 @@ class Tracker:
             if self._recent_closed and self._absorb(key, seg):
                 return None
             conn = self._open(key, seg)
+        elif self.idle_timeout is not None and idle_past(conn.last_ts, ts, self.idle_timeout):
+            conn = self._split_idle(key, conn, seg)
         elif flags & SYN and self._starts_new_epoch(conn, seg):
             old = conn
             self._retire(key)
@@ -552,6 +566,24 @@ class Tracker:
         self._update_sides(conn, pkt)
         if flags & (FIN | RST) and key not in self._closing and conn.closed:
             self._closing[key] = conn
+        return conn
+
+    def _split_idle(self, key: FlowKey, old: Connection, seg: Segment) -> Connection:
+        """A packet for a connection silent for the idle timeout: the old record is handed on as it
+        stands (``timed_out`` unless it had closed) and the packet opens a new one, as Zeek's
+        ``Connection::InactivityTimer`` removes the connection and the next packet makes another.
+        The new record names the old one in ``reused_from``: it continues it (``idle_split``: a
+        mid-stream pickup, or the same SYN sent again), unless it is a SYN of a new connection
+        (another ISN: port reuse, as without the timeout)."""
+        continues = not (seg.flags & SYN and self._starts_new_epoch(old, seg))
+        if not old.closed:
+            old.timed_out = True
+            self.timed_out += 1
+        self._retire(key)
+        conn = self._open(key, seg)  # (a SYN takes the old id as reused_from there)
+        if conn.reused_from is None:
+            conn.reused_from = self._last_id.pop(key, None)
+        conn.idle_split = continues
         return conn
 
     def _starts_new_epoch(self, conn: Connection, seg: Segment) -> bool:
@@ -740,19 +772,19 @@ class Tracker:
         clock = self.clock if now is None or now < self.clock else now
         horizon = clock - self.closed_linger
         complete_horizon = clock - min(self.closed_linger, COMPLETE_LINGER)
-        idle_horizon = None if self.idle_timeout is None else clock - self.idle_timeout
+        idle_timeout = self.idle_timeout if self.sweep_idle else None
         done = []
         # without an idle timeout only closed connections can be due: look at those alone, so a
         # table of a million half-open connections costs nothing here
-        for k, c in (self.table if idle_horizon is not None else self._closing).items():
+        for k, c in (self.table if idle_timeout is not None else self._closing).items():
             if c.closed:
                 if c.last_ts < horizon or (c.last_ts < complete_horizon and c.settled):
                     done.append(k)
-            elif idle_horizon is not None and c.last_ts < idle_horizon:
+            elif idle_timeout is not None and idle_past(c.last_ts, clock, idle_timeout):
                 c.timed_out = True
                 self.timed_out += 1
                 done.append(k)
-            elif idle_horizon is not None and _gave_up(c, clock):
+            elif idle_timeout is not None and _gave_up(c, clock):
                 done.append(k)
         table = self.table
         done = [k for _, k in sorted([(table[k].id, k) for k in done])]  # ids are unique: keys never compared

@@ -462,11 +462,14 @@ def judge(
     host_up: bool = False,
     scan: bool = False,
     host_synack: tuple[int, int] = (0, 0),
+    idle_option: str = "--idle-timeout",
 ) -> Verdict:
     """Decide the outcome and word the verdict for one connection.
 
-    ``idle_timeout``: the tracker's (a live source); a connection it handed on for silence
-    (``conn.timed_out``) is worded as idle rather than as open at the end of the capture.
+    ``idle_timeout``: the tracker's (a live source, or ``read --split-idle``); a connection it
+    handed on for silence (``conn.timed_out``) is worded as idle rather than as open at the end of
+    the capture, and one it opened after that silence (``conn.idle_split``) says it continues
+    another record. ``idle_option``: the option that set it, as the notes name it.
     ``state.counts_only``: only SYN/FIN/RST were captured (``watch --handshakes``): no byte counts.
     ``host_up``: the server's host answered on another port in the same run (``probe``): silence
     then cannot mean the host is down. ``scan``: the connection is part of a port scan
@@ -732,7 +735,12 @@ def judge(
     if handshake_rtt is not None and outcome in ("closed", "established", "half-closed", "reset-by-client", "reset-by-server"):
         summary = f"handshake {fmt.duration(handshake_rtt)}; " + summary
     if conn.timed_out and idle_timeout is not None:
-        notes.append(f"no packet for {fmt.duration(idle_timeout)} (--idle-timeout): reported as it stood; a later packet on these ports starts a new entry")
+        notes.append(f"no packet for {fmt.duration(idle_timeout)} ({idle_option}): reported as it stood; a later packet on these ports starts a new entry")
+    if conn.idle_split and idle_timeout is not None:
+        notes.append(
+            f"first packet after at least {fmt.duration(idle_timeout)} of silence ({idle_option}):"
+            f"{' picked up mid-stream,' if conn.midstream else ''} it continues the earlier record on these ports (reused_from)"
+        )
     if state.bad_checksums:
         corrupt, in_transit = _checksum_notes(conn, state)
         notes.extend(corrupt)

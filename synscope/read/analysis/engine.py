@@ -223,7 +223,7 @@ class Analyser:
         state: ConnAnalysis | None = conn.analysis
         if state is None:
             state = conn.analysis = ConnAnalysis()
-            if conn.reused_from is not None:
+            if conn.reused_from is not None and not conn.idle_split:
                 pkt.analysis |= F.A_REUSED_PORTS
         seg = pkt.seg
         d = pkt.dir

@@ -169,7 +169,7 @@ def facts_of(report: ConnReport) -> ConnFacts:
         silent,
         by_client,
         probe_frames,
-        c.reused_from is not None,
+        c.reused_from is not None and not c.idle_split,
         report.scan,
     )
 
