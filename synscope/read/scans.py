@@ -23,6 +23,7 @@ same with any number of workers. It answers two questions in bounded memory:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Final
 
 from synscope.core.model import ACK, RST, SYN, Segment
@@ -73,14 +74,16 @@ class ScanWatch:
     """Scans and answering hosts, from the SYN, SYN-ACK and RST segments read so far (bounded)."""
 
     def __init__(self) -> None:
-        self._by_host: dict[tuple[bytes, bytes], _Probed] = {}  # (client, host) -> ports
-        self._by_port: dict[tuple[bytes, int], _Probed] = {}  # (client, port) -> hosts
-        self._answered: dict[bytes, tuple[int, ...]] = {}  # host -> up to two ports it answered on
+        self._by_host: OrderedDict[tuple[bytes, bytes], _Probed] = OrderedDict()  # (client, host) -> ports
+        self._by_port: OrderedDict[tuple[bytes, int], _Probed] = OrderedDict()  # (client, port) -> hosts
+        self._answered: OrderedDict[bytes, tuple[int, ...]] = OrderedDict()  # host -> up to two ports it answered on
         # the latest scan of a pair that ended (a connection of it may be handed on later)
-        self._ended: dict[tuple[int, tuple], _Probed] = {}
+        # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
+        # entries were deleted from its front (5 % of a run in ReuseDetector.add)
+        self._ended: OrderedDict[tuple[int, tuple], _Probed] = OrderedDict()
         # host -> (TTL, frame) of the first SYN-ACK it sent: its own kernel's TTL at the capture
         # point, to weigh an RST sent in its name (a reject rule on the path answers with another)
-        self._synack_ttl: dict[bytes, tuple[int, int]] = {}
+        self._synack_ttl: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
 
     def saw(self, seg: Segment) -> None:
         """One segment; only SYN, SYN-ACK and RST count (call for those alone, cheaply)."""
@@ -139,7 +142,7 @@ def _during(p: _Probed, ts: float) -> bool:
     return p.start - SCAN_WINDOW <= ts <= p.last + SCAN_WINDOW
 
 
-def _add(table: dict, key: tuple, target: int | bytes, ts: float, threshold: int, ended: dict, kind: int) -> None:
+def _add(table: OrderedDict, key: tuple, target: int | bytes, ts: float, threshold: int, ended: OrderedDict, kind: int) -> None:
     p = table.get(key)
     if p is None:
         if len(table) >= SCAN_PAIRS:

@@ -13,6 +13,7 @@ have reused a connection.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -63,7 +64,9 @@ class ChurnDetector:
 
     def __init__(self, slots: int = PAIR_SLOTS) -> None:
         self.slots = slots
-        self._open: dict[tuple[bytes, bytes, int], _Period] = {}
+        # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
+        # entries were deleted from its front (5 % of a run in ReuseDetector.add)
+        self._open: OrderedDict[tuple[bytes, bytes, int], _Period] = OrderedDict()
         self._done: list[Finding] = []
         self.dropped = 0  # findings not kept (MAX_FINDINGS)
 
