@@ -10,6 +10,8 @@ ask:        connect, send one request, wait --hold seconds for an answer (none c
 mute:       accept one connection, read the request, never answer, hold.
 halfclient: connect, send a request, shutdown(SHUT_WR), read what comes for --hold seconds.
 halfserver: accept one, read to EOF, send --answers x --chunk bytes --gap apart, hold (no FIN).
+mserver:    MPTCP listener: accept one, read the request, wait --gap, answer --chunk bytes, hold.
+mclient:    MPTCP connect (keep-alive 1 s), send one request, read for --hold seconds.
 """
 
 import argparse
@@ -118,7 +120,50 @@ def halfserver(a: argparse.Namespace) -> dict:
     return {"role": "halfserver", "bytes_received": n, "peer_closed": eof, "bytes_sent": sent, "answers": a.answers}
 
 
-ROLES = {"sink": sink, "upload": upload, "ask": ask, "mute": mute, "halfclient": halfclient, "halfserver": halfserver}
+IPPROTO_MPTCP = 262
+
+
+def _mptcp_info(c: socket.socket) -> dict:
+    """Whether the socket is MPTCP after all (a fallback to TCP is not: SOL_MPTCP MPTCP_INFO)."""
+    try:
+        info = c.getsockopt(284, 1, 64)  # SOL_MPTCP, MPTCP_INFO: the first byte is mptcpi_subflows, the subflows joined after the first
+    except OSError as e:
+        return {"mptcp": False, "errno": e.errno}
+    return {"mptcp": True, "joined_subflows": info[0]}
+
+
+def mserver(a: argparse.Namespace) -> dict:
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((a.addr, a.port))
+    ls.listen(4)
+    print("ready", flush=True)
+    c, _ = ls.accept()
+    ls.close()
+    n = len(c.recv(65536))
+    time.sleep(a.gap)  # the second subflow joins meanwhile
+    c.sendall(b"m" * a.chunk)
+    info = _mptcp_info(c)
+    time.sleep(a.hold)
+    c.close()
+    return {"role": "mserver", "bytes_received": n, "bytes_sent": a.chunk, "answer_after_s": a.gap, **info}
+
+
+def mclient(a: argparse.Namespace) -> dict:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    s.settimeout(10)
+    s.connect((a.addr, a.port))
+    s.sendall(REQUEST)
+    n, eof = _read_for(s, a.hold)
+    info = _mptcp_info(s)
+    s.close()
+    return {"role": "mclient", "bytes_sent": len(REQUEST), "bytes_received": n, "peer_closed": eof, **info}
+
+
+ROLES = {"sink": sink, "upload": upload, "ask": ask, "mute": mute, "halfclient": halfclient, "halfserver": halfserver, "mserver": mserver, "mclient": mclient}
 
 
 def main() -> None:

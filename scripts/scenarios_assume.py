@@ -30,6 +30,12 @@ def register(mk):
             args += [f"--{k}", str(v)]
         return lab.spawn(mk.CLI, args)
 
+    def client_at(lab, role, addr, port, **kw):
+        args = ["python3", AGENT, role, "--addr", addr, "--port", str(port)]
+        for k, v in kw.items():
+            args += [f"--{k}", str(v)]
+        return lab.spawn(mk.CLI, args)
+
     def seen(p, timeout=30.0):
         """The JSON line an agent printed when it finished (bounded wait)."""
         out, err = p.communicate(timeout=timeout)
@@ -48,7 +54,7 @@ def register(mk):
             f.write("\n")
         return name
 
-    @mk.scenario("upload-sink.pcap")
+    @mk.scenario("upload-sink.pcap", "upload-sink.truth.json")
     def upload_sink(lab):
         """Port 84: the client uploads 12 x 1000 B, 0.15 s apart, to a sink that only reads; port
         85: the client sends one request to a server that reads it and never answers (keep-alives
@@ -96,7 +102,7 @@ def register(mk):
         }
         return ["upload-sink.pcap", write_truth(lab, "upload-sink.truth.json", truth)]
 
-    @mk.scenario("half-close-open.pcap")
+    @mk.scenario("half-close-open.pcap", "half-close-open.truth.json")
     def half_close_open(lab):
         """The client sends a request and shuts down writing (FIN). Port 82: the server answers once
         (one 800 B segment) and holds its socket; port 83: the server keeps sending, 8 x 800 B 0.1 s
@@ -133,4 +139,60 @@ def register(mk):
         }
         return ["half-close-open.pcap", write_truth(lab, "half-close-open.truth.json", truth)]
 
-    return ["upload-sink", "half-close-open"]
+    @mk.scenario("mptcp-subflows.pcap", "mptcp-subflows.truth.json")
+    def mptcp_subflows(lab):
+        """MPTCP over two veth paths between client and server (no router): path 1 198.18.10.0/24
+        (c0-s0; an nft rule on the server drops its data segments out of s0, ACKs pass), path 2 198.18.11.0/24 (c1-s1). The server
+        announces 198.18.11.2 (signal endpoint); the client opens a second subflow to it. The
+        client's request goes on the first subflow; the server answers 0.5 s later, and the answer
+        arrives on the second subflow. Captured on every interface of the client (-i any); sockets held open."""
+        out = os.path.join(lab.tmp, "mptcp-subflows.pcap")
+        c1, c2, s1, s2 = "198.18.10.1", "198.18.11.1", "198.18.10.2", "198.18.11.2"
+        for n in (mk.CLI, mk.SRV):
+            lab.netns(n)
+            lab.sysctl(n, "net.mptcp.enabled=1")
+            mk.nsx(n, "ip", "mptcp", "limits", "set", "subflow", "2", "add_addr_accepted", "2")
+        lab.veth(mk.CLI, "c0", mk.SRV, "s0")
+        lab.veth(mk.CLI, "c1", mk.SRV, "s1")
+        lab.addr(mk.CLI, "c0", c1 + "/24")
+        lab.addr(mk.CLI, "c1", c2 + "/24")
+        lab.addr(mk.SRV, "s0", s1 + "/24")
+        lab.addr(mk.SRV, "s1", s2 + "/24")
+        lab.neigh(mk.CLI, "c0", mk.SRV, "s0", [s1], [c1])
+        lab.neigh(mk.CLI, "c1", mk.SRV, "s1", [s2], [c2])
+        mk.nsx(mk.SRV, "ip", "mptcp", "endpoint", "add", s2, "dev", "s1", "signal")
+        # path 1 loses the server's data segments (its ACKs pass): the answer can only arrive over path 2
+        drop = 'table inet s10m { chain out { type filter hook output priority 0; oifname "s0" tcp sport 80 ip length > 120 drop; }\n}'
+        lab.nft(mk.SRV, drop)
+        srv = lab.spawn(
+            mk.SRV,
+            ["python3", AGENT, "mserver", "--addr", "0.0.0.0", "--port", "80", "--gap", "0.5", "--chunk", "1200", "--hold", "6"],
+            wait_for=("stdout", "ready"),
+        )
+        cap = lab.tcpdump(mk.CLI, "any", out)
+        cli = client_at(lab, "mclient", s1, 80, hold=5)
+        time.sleep(2.5)
+        lab.end_capture(cap)
+        apps = {"client": seen(cli), "server": seen(srv)}
+        mk.expect(out, "tcp.options.mptcp.subtype==1", 2, None, "MP_JOIN: a second subflow")
+        mk.expect(out, f"tcp.len>0 && ip.src=={c1}", 1, None, "the request on the first subflow")
+        mk.expect(out, f"tcp.len>0 && ip.src=={s2}", 1, None, "the answer on the second subflow")
+        mk.expect(out, f"tcp.len>0 && ip.src=={s1}", 0, 0, "no answer on the first subflow")
+        mk.expect(out, "tcp.flags.fin==1 || tcp.flags.reset==1", 0, 0, "no close inside the capture")
+        if not (apps["client"].get("mptcp") and apps["client"]["bytes_received"] == 1200):
+            raise mk.Fail(f"mptcp-subflows: {apps}")
+        truth = {
+            "capture": "client namespace, tcpdump -i any (both paths); sockets held open past the end of the capture",
+            "done": "MPTCP socket (IPPROTO_MPTCP 262); server signal endpoint 198.18.11.2; nft on the server: " + drop,
+            "subflows": [
+                {"client": c1, "server": s1, "server_port": 80, "carried": "the request (35 B)", "answer_on_it": False},
+                {"client": c2, "server": s2, "server_port": 80, "carried": "the answer (1200 B)", "answer_on_it": True},
+            ],
+            "server_answered_after_s": 0.5,
+            "server_app_stuck": False,
+            "client": apps["client"],
+            "server": apps["server"],
+        }
+        return ["mptcp-subflows.pcap", write_truth(lab, "mptcp-subflows.truth.json", truth)]
+
+    return ["upload-sink", "half-close-open", "mptcp-subflows"]

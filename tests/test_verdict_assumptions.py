@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+from synscope.core.addr import fmt_ip
 from synscope.core.fmt import size
 from tests.helpers import PCAPS, analyse
 
@@ -61,3 +62,22 @@ def test_one_answer_after_a_fin_is_not_kept_sending() -> None:
         else:
             assert "kept sending" not in v.explanation and "(a half-close)" not in v.explanation
             assert f"answered once after it ({sent})" in v.explanation
+
+
+def test_no_mptcp_subflow_is_blamed_on_the_server() -> None:
+    """mptcp-subflows: the request went over one subflow, the answer came back over the other
+    (truth); neither subflow says the server did not answer, both say what they are."""
+    truth = json.loads((PCAPS / "mptcp-subflows.truth.json").read_text())
+    assert truth["client"]["mptcp"] and truth["client"]["joined_subflows"] == 1 and not truth["server_app_stuck"]
+    assert truth["client"]["bytes_received"] == truth["server"]["bytes_sent"]
+    reports = {r.conn.client.ip: r for r in analyse("mptcp-subflows.pcap")}
+    assert len(reports) == len(truth["subflows"]) == 2
+    for sub in truth["subflows"]:
+        [r] = [r for ip, r in reports.items() if fmt_ip(ip) == sub["client"]]
+        v = r.verdict
+        assert v.outcome == "established" and v.ok, v
+        assert "has not responded" not in v.explanation and "to send its first byte" not in v.explanation
+        assert "request unanswered" not in v.summary and not v.next_step.startswith("Check the server application")
+        assert "one subflow of an MPTCP connection" in v.explanation
+        # the subflow that carried the request but not the answer says why that blames no server
+        assert ("the answer may have come over another subflow" in v.explanation) == (not sub["answer_on_it"])

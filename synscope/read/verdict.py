@@ -1294,6 +1294,18 @@ def _is_mptcp(conn: Connection) -> bool:
     return False
 
 
+def _mptcp_note(unanswered: bool) -> str:
+    """The note for a connection that is one subflow of an MPTCP connection: each side sends each
+    byte over whichever subflow it picks, so one subflow's silence blames no server."""
+    note = "this connection is one subflow of an MPTCP connection (MPTCP option in its handshake): each side sends over whichever subflow it picks"
+    if unanswered:
+        note += (
+            "; the client's request on it got no answer on it, and the answer may have come over another subflow,"
+            " so this subflow alone does not show a slow or stuck server"
+        )
+    return note
+
+
 def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple[str, str, str]:
     """Tell network delay from application delay: the request is acknowledged at once, the
     answer comes much later (a slow server application), or never comes."""
@@ -1320,7 +1332,7 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
             if seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
                 # the server spoke first (SSH, SMTP, FTP, MySQL banners): the client's first bytes
                 # answer the server, so "the server's delay after the request" means nothing here
-                return "", "", ""
+                return (_mptcp_note(False), "MPTCP subflow", "") if _is_mptcp(conn) else ("", "", "")
             continue
         if first_req is not None:
             if seg.flags & ACK:
@@ -1331,8 +1343,8 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
                 first_answer = seg
                 break
     if _is_mptcp(conn):
-        # an MPTCP subflow: the answer may have come over another subflow this capture does not hold
-        return "", "", ""
+        # an MPTCP subflow: the answer may have come over another subflow (mptcp-subflows.pcap)
+        return _mptcp_note(first_req is not None and first_answer is None), "MPTCP subflow", ""
     if first_req is None:
         return "", "", ""
     server = fmt_ip(conn.server.ip)
