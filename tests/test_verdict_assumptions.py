@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import struct
+from pathlib import Path
 
 from synscope.core.addr import fmt_ip
 from synscope.core.fmt import size
+from synscope.read.pipeline import Pipeline, run
+from synscope.read.sources.pcap import open_capture
 from tests.helpers import PCAPS, analyse
 
 
@@ -81,3 +85,25 @@ def test_no_mptcp_subflow_is_blamed_on_the_server() -> None:
         assert "one subflow of an MPTCP connection" in v.explanation
         # the subflow that carried the request but not the answer says why that blames no server
         assert ("the answer may have come over another subflow" in v.explanation) == (not sub["answer_on_it"])
+
+
+def test_an_upload_still_going_when_the_capture_ends_is_no_answer_due(tmp_path: Path) -> None:
+    """upload-sink cut (pcap records copied, nothing made up) right after the upload's 10th segment
+    and its ACK: the client was still sending when the capture ended, so no answer was due yet."""
+    data = (PCAPS / "upload-sink.pcap").read_bytes()
+    head, off, kept = data[:24], 24, []
+    while off < len(data):
+        caplen = struct.unpack_from("<I", data, off + 8)[0]
+        kept.append(data[off : off + 16 + caplen])
+        off += 16 + caplen
+    [(up, _), _] = _by_port("upload-sink")
+    reports = {r.conn.server.port: r for r in analyse("upload-sink.pcap")}
+    frames = [e for e in reports[84].conn.packets if e.seg.length]
+    cut = frames[9].seg.frame + 1  # the 10th upload segment and the record after it (its ACK)
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(head + b"".join(kept[:cut]))
+    [r] = [r for r in run([(str(path), open_capture(str(path)))], Pipeline()) if r.conn.server.port == 84]
+    v = r.verdict
+    assert up["pattern"] == "upload" and v.ok and "has not responded" not in v.explanation
+    assert "that was still going" in v.explanation and "no answer is due while it goes on" in v.explanation
+    assert "cannot tell" not in v.explanation and "upload" in v.summary
