@@ -1360,7 +1360,9 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
                 f"Look at the server application on {server} (slow handler, locks, a backend it waits for).",
             )
         return "", "", ""
-    if upload and last_req is not None and conn.server.rst_ts is None and conn.client.rst_ts is None:
+    # (still open: a FIN or RST ends the upload, and the close is the verdict's to word)
+    still_open = conn.server.rst_ts is None and conn.client.rst_ts is None and conn.server.fin_seq is None and conn.client.fin_seq is None
+    if upload and last_req is not None and still_open:
         return _upload_note(conn, first_req, last_req, server_ack, req_bytes, len(req_seqs))
     # (not when the client reset it: it did not wait for the end of the capture, and why it reset is
     # the verdict's; rst-gave-up.pcap and rst-zero-window.pcap: an upload the client aborted)
