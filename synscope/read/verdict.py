@@ -8,7 +8,7 @@ from typing import Final
 from synscope.core import fmt
 from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.core.icmp import FILTER_REASONS, icmp_label
-from synscope.core.model import ACK, AE, CWR, ECE, FIN, PSH, RST, SYN, URG
+from synscope.core.model import ACK, AE, CWR, ECE, FIN, PSH, RST, SYN, URG, Segment
 from synscope.core.seqnum import MASK, seq_ge
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.annotate import backoff_pattern, data_after, gaps_text, kept_sending, linux_syn_layout
@@ -240,6 +240,26 @@ def _half_close(conn: Connection) -> str:
                 f" {fmt.size(sent)} for {fmt.duration(span)} before closing its side: a deliberate half-close."
             )
     return ""
+
+
+def _after_fin(conn: Connection, fin_ts: float | None, d: int, who: str, other: str) -> str:
+    """How the half-closed verdict's sentence ends: what the other side sent after the FIN of
+    direction ``d``. Kept sending (annotate.kept_sending, the one definition the close branch uses)
+    is a half-close; one answer is the answer to what the FIN ended (half-close-open.pcap)."""
+    if fin_ts is None:
+        return "."
+    after = data_after(conn, d, fin_ts)
+    if not after:
+        return "."
+    sent = sum(p.seg.length for p in after)
+    if kept_sending(conn, d, fin_ts):
+        span = after[-1].seg.ts - fin_ts
+        segs = len({p.seg.seq for p in after})
+        return f", and kept sending data after it: {fmt.size(sent)} in {segs} segments over {fmt.duration(span)} (a half-close)."
+    return (
+        f", and answered once after it ({fmt.size(sent)}): the FIN marked the end of the {who}'s data and the answer"
+        f" followed (how a request or an upload ends, not a half-close kept in use); the capture ends before the {other}'s FIN."
+    )
 
 
 def _server_addr(conn: Connection) -> str:
@@ -609,10 +629,9 @@ def judge(
         other = "server" if cs == "S2" else "client"
         outcome = "half-closed"
         me = c if who == "client" else s
-        sent_on = me.fin_ts is not None and data_after(conn, C2S if me is c else 1, me.fin_ts)
         summary = f"{who} sent FIN, {other} did not"
         explanation = f"The {who} closed its sending side (FIN); the {other} had not sent its FIN when the capture ended"
-        explanation += ", and kept sending data after it (a half-close)." if sent_on else "."
+        explanation += _after_fin(conn, me.fin_ts, C2S if me is c else 1, who, other)
         next_step = f"If the {other} should have closed: it may still hold the socket in CLOSE-WAIT (ss -tan state close-wait)."
         ok = True
         rule = "half-closed"
@@ -1283,10 +1302,26 @@ def _is_mptcp(conn: Connection) -> bool:
     return False
 
 
+def _mptcp_note(unanswered: bool) -> str:
+    """The note for a connection that is one subflow of an MPTCP connection: each side sends each
+    byte over whichever subflow it picks, so one subflow's silence blames no server."""
+    note = "this connection is one subflow of an MPTCP connection (MPTCP option in its handshake): each side sends over whichever subflow it picks"
+    if unanswered:
+        note += (
+            "; the client's request on it got no answer on it, and the answer may have come over another subflow,"
+            " so this subflow alone does not show a slow or stuck server"
+        )
+    return note
+
+
 def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple[str, str, str]:
     """Tell network delay from application delay: the request is acknowledged at once, the
     answer comes much later (a slow server application), or never comes."""
     first_req = last_req = first_ack = first_answer = None
+    server_ack: int | None = None  # the server's latest ACK of the client's data
+    req_bytes = 0
+    req_seqs: set[int] = set()
+    upload = False  # the client sent new data after the server acknowledged earlier data, not waiting for an answer
     for pkt in conn.packets:
         seg = pkt.seg
         if pkt.dir == C2S:
@@ -1295,22 +1330,29 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
                 last_req = seg
                 if first_req is None:
                     first_req = seg
+                elif server_ack is not None and seq_ge(seg.seq, server_ack) and server_ack != first_req.seq:
+                    upload = True
+                if seg.seq not in req_seqs:
+                    req_seqs.add(seg.seq)
+                    req_bytes += seg.length
             continue
         if first_req is None:
             if seg.length and not pkt.analysis & (F.A_KEEP_ALIVE | F.A_ZERO_WINDOW_PROBE):
                 # the server spoke first (SSH, SMTP, FTP, MySQL banners): the client's first bytes
                 # answer the server, so "the server's delay after the request" means nothing here
-                return "", "", ""
+                return (_mptcp_note(False), "MPTCP subflow", "") if _is_mptcp(conn) else ("", "", "")
             continue
         if first_req is not None:
-            if first_ack is None and seg.flags & ACK:
-                first_ack = seg
+            if seg.flags & ACK:
+                server_ack = seg.ack
+                if first_ack is None:
+                    first_ack = seg
             if seg.length and not pkt.analysis & F.A_KEEP_ALIVE:
                 first_answer = seg
                 break
     if _is_mptcp(conn):
-        # an MPTCP subflow: the answer may have come over another subflow this capture does not hold
-        return "", "", ""
+        # an MPTCP subflow: the answer may have come over another subflow (mptcp-subflows.pcap)
+        return _mptcp_note(first_req is not None and first_answer is None), "MPTCP subflow", ""
     if first_req is None:
         return "", "", ""
     server = fmt_ip(conn.server.ip)
@@ -1326,6 +1368,10 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
                 f"Look at the server application on {server} (slow handler, locks, a backend it waits for).",
             )
         return "", "", ""
+    # (still open: a FIN or RST ends the upload, and the close is the verdict's to word)
+    still_open = conn.server.rst_ts is None and conn.client.rst_ts is None and conn.server.fin_seq is None and conn.client.fin_seq is None
+    if upload and last_req is not None and still_open:
+        return _upload_note(conn, first_req, last_req, server_ack, req_bytes, len(req_seqs))
     # (not when the client reset it: it did not wait for the end of the capture, and why it reset is
     # the verdict's; rst-gave-up.pcap and rst-zero-window.pcap: an upload the client aborted)
     if conn.server.fin_seq is None and conn.server.rst_ts is None and conn.client.rst_ts is None and conn.last_ts - first_req.ts >= UNANSWERED_AFTER:
@@ -1336,6 +1382,31 @@ def _application_latency(conn: Connection, handshake_rtt: float | None) -> tuple
             f"Check the server application on {server}: is it stuck, or waiting for something?",
         )
     return "", "", ""
+
+
+def _upload_note(conn: Connection, first: Segment, last: Segment, server_ack: int | None, sent: int, segs: int) -> tuple[str, str, str]:
+    """What an upload without an answer shows (upload-sink.pcap): the client kept sending as the
+    server acknowledged, so it was not waiting for an answer; the server's ACKs show the data
+    arrived. Whether an answer was due after the upload's end the capture cannot tell."""
+    end = (last.seq + last.length) & MASK
+    delivered = server_ack is not None and seq_ge(server_ack, end)
+    acked = "the server acknowledged all of it" if delivered else "the server acknowledged part of it"
+    sent_text = f"the client sent {fmt.size(sent)} in {segs} segments over {fmt.duration(last.ts - first.ts)}, {acked} and sent no data"
+    ran_on = capture_quiet_after(conn, last.ts)
+    quiet = ran_on if ran_on is not None else conn.last_ts - last.ts
+    if quiet < UNANSWERED_AFTER:
+        return (
+            f"{sent_text}: an upload (the client kept sending without waiting for an answer) that was still going"
+            f" {fmt.duration(quiet)} before the capture ended; no answer is due while it goes on, so this is not a slow server",
+            "upload acknowledged" if delivered else "upload",
+            "",
+        )
+    return (
+        f"{sent_text}, not even in the {fmt.duration(quiet)} from its last segment to the end of the capture: an upload (the client kept sending without"
+        " waiting for an answer); whether the protocol expects an answer after it (a sink expects none) the capture cannot tell",
+        "upload, no answer seen",
+        "",
+    )
 
 
 # ------------------------------------------------------------------ TCP state-machine cases
