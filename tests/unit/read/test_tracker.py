@@ -216,9 +216,29 @@ def test_handshake_rtt_is_syn_to_the_completing_ack_at_the_capture_point() -> No
     )
 
 
-def test_handshake_rtt_counts_from_the_first_syn() -> None:
+def test_handshake_rtt_counts_from_the_syn_it_answered() -> None:
+    """As tshark's initial_rtt (its most recent SYN): the SYN timeout is not part of the round trip."""
     assert (
-        Playbook() >> A(SYN, 1000, t=0.0) >> A(SYN, 1000, t=1.0) >> B(SYN | ACK, 5000, 1001, t=1.25) >> A(ACK, 1001, 5001, t=1.5) << Conn(1, handshake_rtt=1.5)
+        Playbook()
+        >> A(SYN, 1000, t=0.0)
+        >> A(SYN, 1000, t=1.0)
+        >> B(SYN | ACK, 5000, 1001, t=1.25)
+        >> A(ACK, 1001, 5001, t=1.5)
+        << Conn(1, handshake_rtt=0.5, server_leg=0.25, client_leg=0.25)
+    )
+
+
+def test_a_synack_lost_after_the_capture_point_splits_the_legs_around_the_answered_syn() -> None:
+    """SYN, SYN-ACK (lost on the way to the client), SYN again, SYN-ACK again, ACK: the legs are
+    those of the second exchange (synack-lost.pcap: 8 µs, not 1.02 s)."""
+    assert (
+        Playbook()
+        >> A(SYN, 1000, t=0.0)
+        >> B(SYN | ACK, 5000, 1001, t=0.125)
+        >> A(SYN, 1000, t=1.0)
+        >> B(SYN | ACK, 5000, 1001, t=1.25)
+        >> A(ACK, 1001, 5001, t=1.75)
+        << Conn(1, handshake_rtt=0.75, server_leg=0.25, client_leg=0.5)
     )
 
 
