@@ -38,6 +38,8 @@ import sys
 import threading
 import time
 
+from _pcap_agents import checksum, drain  # (scripts/ is this script's directory, first on sys.path)
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 TCP_INFO_FMT = "8B24I"  # struct tcp_info up to tcpi_total_retrans
@@ -114,14 +116,9 @@ def burst_clients(a: argparse.Namespace) -> None:
             r["sent"] = s.send(REQUEST)
             time.sleep(max(0.0, a.sample - (time.time() - t0)))
             r["at_sample"] = tcp_info(s)
-            got = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                got += chunk
+            received = drain(s)
             r["recv"] = "eof"
-            r["received"] = len(got)
+            r["received"] = received
         except OSError as e:
             r.setdefault("connect", "ok" if "client_port" in r else "failed")
             r["error"] = errno.errorcode.get(e.errno or 0, type(e).__name__)
@@ -289,24 +286,14 @@ def loop_client(a: argparse.Namespace) -> None:
     )
 
 
-def _csum(data: bytes) -> int:
-    """Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def crafted_syn(src: str, dst: str, sport: int, dport: int, seq: int, ident: int) -> bytes:
     """An IPv4 SYN with an MSS option (1460), checksums filled."""
     opts = struct.pack("!BBH", 2, 4, 1460)
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + len(opts) // 4) << 4, 0x02, 64240, 0, 0) + opts
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ident, 0x4000, 64, socket.IPPROTO_TCP, 0, socket.inet_aton(src), socket.inet_aton(dst))
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     return ip + tcp
 
 
@@ -320,13 +307,7 @@ def _real_client(addr: str, port: int, at: float, t0: float, out: list) -> None:
         r["client_port"] = s.getsockname()[1]
         r["connect"] = "ok"
         s.sendall(REQUEST)
-        got = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            got += chunk
-        r["response_bytes"] = len(got)
+        r["response_bytes"] = drain(s)
         r["error"] = None
     except OSError as e:
         name = errno.errorcode.get(e.errno or 0, "ETIMEDOUT")  # (socket.timeout has no errno)

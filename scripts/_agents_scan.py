@@ -31,14 +31,7 @@ import socket
 import struct
 import time
 
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+from _pcap_agents import checksum  # (scripts/ is this script's directory, first on sys.path)
 
 
 def tcp_segment(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int, window: int, options: bytes) -> bytes:
@@ -47,7 +40,7 @@ def tcp_segment(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, 
     off = (20 + len(options)) // 4
     hdr = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, off << 4, flags, window, 0, 0) + options
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(hdr))
-    csum = _checksum(pseudo + hdr)
+    csum = checksum(pseudo + hdr)
     return hdr[:16] + struct.pack("!H", csum) + hdr[18:]
 
 

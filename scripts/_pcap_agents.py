@@ -86,6 +86,16 @@ def recv_until(c, marker, limit=65536):
     return buf
 
 
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``: for the agents that craft headers."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 def drain(c, limit=1 << 24):
     n = 0
     while n < limit:
