@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from synscope.core import fmt
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.read.evidence import LIKELY, Evidence
 from synscope.read.findings.model import MAX_IDS, SEVERITY_ACCEPT_QUEUE, ConnFacts, Finding
 
@@ -149,7 +149,7 @@ def _clients(n: int) -> str:
 def _finding(key: tuple[bytes, int, str], p: _Period) -> Finding:
     ip, port, kind = key
     server = fmt_ip(ip)
-    where = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+    where = fmt_endpoint(ip, port)
     clients = len(p.clients)
     if kind == OVERFLOW:
         waited = fmt.duration(p.stall_min) if p.stall_max - p.stall_min < 0.05 else f"{fmt.duration(p.stall_min)}–{fmt.duration(p.stall_max)}"

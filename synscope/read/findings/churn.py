@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from synscope.core import fmt
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.read.evidence import LIKELY, Evidence
 from synscope.read.findings.model import MAX_IDS, SEVERITY_CHURN, ConnFacts, Finding
 
@@ -142,7 +142,7 @@ def _share(part: float, whole: float) -> float:
 def _finding(key: tuple[bytes, bytes, int], p: _Period, rate: float) -> Finding:
     client, ip, port = key
     server = fmt_ip(ip)
-    where = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+    where = fmt_endpoint(ip, port)
     overhead = p.handshake_packets + p.teardown_packets
     keep = (p.count - 1) / p.count
     saved_packets = round(overhead * keep)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.read.evidence import CERTAIN, LIKELY, Evidence
 from synscope.read.findings.model import MAX_IDS, SEVERITY_FAILURES, ConnFacts, Finding
 
@@ -93,7 +93,7 @@ class FailureGroups:
 def _finding(key: tuple[str, bytes, int, bytes], g: _Group) -> Finding:
     outcome, ip, port, icmp_from = key
     server = fmt_ip(ip)
-    where = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+    where = fmt_endpoint(ip, port)
     clients = len(g.clients)
     what = _WHAT.get(outcome, outcome)
     sender = f" from {fmt_ip(icmp_from)}" if icmp_from else ""

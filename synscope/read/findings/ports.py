@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from synscope.core import fmt
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.read.evidence import LIKELY, Evidence
 from synscope.read.findings.model import MAX_IDS, SEVERITY_PORTS, ConnFacts, Finding
 
@@ -113,7 +113,7 @@ class PortExhaustionDetector:
 def _finding(key: tuple[bytes, bytes, int], p: _Pair) -> Finding:
     client, ip, port = key
     server = fmt_ip(ip)
-    where = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+    where = fmt_endpoint(ip, port)
     ports = sorted(p.last_use)
     low, high = ports[0], ports[-1]
     gaps = sorted(p.gaps)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from synscope.core import fmt
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_endpoint, fmt_ip
 from synscope.read.evidence import CERTAIN, LIKELY, Evidence
 from synscope.read.findings.model import MAX_IDS, SEVERITY_PORTS, ConnFacts, Finding
 
@@ -164,7 +164,7 @@ def _finding(key: tuple[bytes, int, str], g: _Group) -> Finding:
     client = fmt_ip(next(iter(g.clients))) if len(g.clients) == 1 else ""
     who = client or f"{len(g.clients)} clients"
     server = fmt_ip(ip)
-    where = f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+    where = fmt_endpoint(ip, port)
     came = fmt.duration(g.gap_min) if g.gap_max - g.gap_min < 0.0005 else f"{fmt.duration(g.gap_min)}–{fmt.duration(g.gap_max)}"
     happened = []
     if g.accepted and holder == "client":
