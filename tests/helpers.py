@@ -22,8 +22,13 @@ def pcap(name: str) -> str:
 
 def analyse(*names: str, **pipeline_options: object) -> list[ConnReport]:
     """Reports for bundled captures, sorted by connection id."""
+    return analyse_paths(*(pcap(n) for n in names), **pipeline_options)
+
+
+def analyse_paths(*paths: str | Path, **pipeline_options: object) -> list[ConnReport]:
+    """Reports for captures anywhere (a test's own crafted file), sorted by connection id."""
     pipeline = Pipeline(**pipeline_options)  # type: ignore[arg-type]
-    readers = [open_capture(pcap(n)) for n in names]
+    readers = [open_capture(str(p)) for p in paths]
     reports = list(run(((r.path, r) for r in readers), pipeline))
     return sorted(reports, key=lambda r: r.conn.id)
 

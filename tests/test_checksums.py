@@ -18,10 +18,10 @@ import pytest
 from synscope.core.model import CSUM_BAD, CSUM_GOOD, CSUM_PARTIAL, CSUM_UNCHECKED, RawFrame, Segment
 from synscope.read.decode import Decoder
 from synscope.read.jsonl import connection_object
-from synscope.read.pipeline import ConnReport, Pipeline, run
+from synscope.read.pipeline import ConnReport
 from synscope.read.sources.pcap import open_capture
 from tests import craft
-from tests.helpers import PCAPS, cli, pcap
+from tests.helpers import PCAPS, analyse_paths, cli, pcap
 
 T0 = 1_700_000_000.0
 C, S = "198.18.1.2", "198.18.2.2"
@@ -66,8 +66,7 @@ def _segments(path: str, verify_all: bool = True) -> list[Segment]:
 
 
 def _report(path: Path, verify_all: bool = False) -> ConnReport:
-    reader = open_capture(str(path))
-    [r] = list(run([(reader.path, reader)], Pipeline(verify_checksums=verify_all)))
+    [r] = analyse_paths(path, verify_checksums=verify_all)
     return r
 
 

@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 from synscope.read.jsonl import connection_object
-from synscope.read.pipeline import ConnReport, Pipeline, run
-from synscope.read.sources.pcap import open_capture
+from synscope.read.pipeline import ConnReport
 from tests import craft
-from tests.helpers import cli
+from tests.helpers import analyse_paths, cli
 
 T0 = 1_700_000_000.0
 JUMP = 1.0
@@ -34,8 +33,7 @@ def _write(path: Path, jumped: int) -> Path:
 
 
 def _report(path: Path) -> ConnReport:
-    reader = open_capture(str(path))
-    [r] = list(run([(reader.path, reader)], Pipeline()))
+    [r] = analyse_paths(path)
     return r
 
 

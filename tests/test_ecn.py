@@ -30,10 +30,9 @@ from synscope.read.analysis.ecn import (
     observe,
 )
 from synscope.read.jsonl import connection_line, connection_object
-from synscope.read.pipeline import ConnReport, Pipeline, run
-from synscope.read.sources.pcap import open_capture
+from synscope.read.pipeline import ConnReport
 from tests import craft
-from tests.helpers import PCAPS, analyse
+from tests.helpers import PCAPS, analyse, analyse_paths
 
 SYN, ACK, PSH, FIN, ECE, CWR, AE = 0x02, 0x10, 0x08, 0x01, 0x40, 0x80, 0x100
 ECT0, CE = 2, 3
@@ -186,8 +185,7 @@ def _write(path: Path, syn: int, synack: int, data_tos: int, ack_flags: int = 0,
 
 
 def _report(path: Path) -> ConnReport:
-    reader = open_capture(str(path))
-    [r] = list(run([(reader.path, reader)], Pipeline()))
+    [r] = analyse_paths(path)
     return r
 
 
