@@ -537,7 +537,7 @@ def judge(
         side = "path"
     elif cs == "REJ":
         outcome = "refused"
-        delay = (s.rst_ts - conn.syn_ts) if (s.rst_ts is not None and conn.syn_ts is not None and s.rst_ts >= conn.syn_ts) else None
+        delay = _server_rst_delay(conn)
         summary = f"RST from server {fmt.duration(delay)} after SYN" if delay is not None else "RST from server"
         tries = f" (all {c.syn_count} SYNs)" if c.syn_count > 1 else ""
         explanation = (
@@ -960,6 +960,12 @@ def _forged_rst(conn: Connection, direction: int, rst_ts: float) -> tuple[int, i
     return (rst_ttl, ttl) if ttl != rst_ttl and ttl > 0 and rst_ttl > 0 else None
 
 
+def _server_rst_delay(conn: Connection) -> float | None:
+    """The client's first SYN to the server's RST (None when either is missing or out of order)."""
+    rst_ts, syn_ts = conn.server.rst_ts, conn.syn_ts
+    return rst_ts - syn_ts if rst_ts is not None and syn_ts is not None and rst_ts >= syn_ts else None
+
+
 def _reset_by_path(conn: Connection, host_synack: tuple[int, int]) -> _Cause | None:
     """An RST answering the SYN whose TTL is not the server host's own (its SYN-ACKs on other
     connections in the capture): another box sent it in the server's name, a reject rule on the
@@ -972,7 +978,7 @@ def _reset_by_path(conn: Connection, host_synack: tuple[int, int]) -> _Cause | N
     if host_ttl <= 0 or rst_ttl is None or rst_ttl <= 0 or rst_ttl == host_ttl or s.syn_count:
         return None
     server, port = _server_addr(conn), s.port
-    delay = (s.rst_ts - conn.syn_ts) if (s.rst_ts is not None and conn.syn_ts is not None and s.rst_ts >= conn.syn_ts) else None
+    delay = _server_rst_delay(conn)
     after = f" {fmt.duration(delay)} after it" if delay is not None else ""
     rst_hops, host_hops = hops(rst_ttl), hops(host_ttl)
     closer = host_hops - rst_hops if rst_hops is not None and host_hops is not None else 0

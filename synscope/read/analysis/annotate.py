@@ -128,7 +128,7 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
                 # the socket is gone: the kernel answers each segment still in flight
                 pkt.note(f"RST echo: {who}'s kernel answers a segment for the aborted connection")
             else:
-                pkt.note(_rst_note(conn, pkt.dir, who, pkt.seg.ttl if host_ttl else 0, host_ttl))
+                pkt.note(_rst_note(conn, pkt.dir, who, pkt.seg.ttl, host_ttl))
         if flags & FIN and me.fin_ts == seg.ts:
             if conn.simultaneous_close:
                 pkt.note(f"FIN: {who} closes; crosses the {other}'s FIN (simultaneous close)")
