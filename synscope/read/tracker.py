@@ -181,6 +181,10 @@ class Connection:
     # the times stamped on its packets right after the capture's clock went backwards (set by the
     # analysis stage); a time span across one is not a measurement (see spans_clock_step)
     clock_steps: list[float] | None = None
+    # a SYN with another ISN on the same 4-tuple started a new connection (port reuse): when, and
+    # its frame. The record ends there, not with the capture (0.0 / 0: it was not superseded)
+    superseded_at: float = 0.0
+    superseded_frame: int = 0
 
     # Written out (dataclass keeps it), as on Side
     def __init__(
@@ -218,6 +222,8 @@ class Connection:
         self.encap = None
         self.duplicates = None
         self.clock_steps = None
+        self.superseded_at = 0.0
+        self.superseded_frame = 0
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""
@@ -557,6 +563,8 @@ class Tracker:
             conn = self._split_idle(key, conn, seg)
         elif flags & SYN and self._starts_new_epoch(conn, seg):
             old = conn
+            old.superseded_at = ts
+            old.superseded_frame = seg.frame
             self._retire(key)
             conn = self._open(key, seg)
             conn.reused_from = old.id

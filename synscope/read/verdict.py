@@ -127,10 +127,25 @@ def _fin_evidence(conn: Connection) -> tuple[Evidence, ...]:
 
 
 def capture_quiet_after(conn: Connection, ts: float | None) -> float | None:
-    """How long the capture ran on after ``ts`` (the capture clock when the connection was handed on)."""
-    if ts is None or conn.retire_clock <= 0.0:
+    """How long the capture ran on after ``ts`` (the capture clock when the connection was handed
+    on); None when unknown, or when a new connection on the same ports ended this record (then the
+    capture went on: see :func:`superseded_after`)."""
+    if ts is None or conn.retire_clock <= 0.0 or conn.superseded_frame:
         return None
     return max(conn.retire_clock - ts, 0.0)
+
+
+def superseded_after(conn: Connection, ts: float | None) -> float | None:
+    """How long after ``ts`` a SYN with another ISN on the same ports started a new connection
+    (None: none did)."""
+    if ts is None or not conn.superseded_frame:
+        return None
+    return max(conn.superseded_at - ts, 0.0)
+
+
+def _superseded_evidence(conn: Connection, after: float) -> Evidence:
+    """The SYN that started the next connection on these ports."""
+    return Evidence(f"SYN with another sequence number on the same ports {fmt.duration(after)} later (a new connection)", (conn.superseded_frame,))
 
 
 def conn_state(conn: Connection, zeek: ZeekWalk | None = None) -> str:
@@ -658,8 +673,28 @@ def judge(
             summary = "SYN-ACK not acknowledged"
             n = s.syn_count
             evidence = (_syn_evidence(conn), Evidence("SYN-ACK" if n == 1 else f"{n} SYN-ACKs", _frames(conn, 1, SYN | ACK)))
-            quiet = capture_quiet_after(conn, s.syn_times[-1] if s.syn_times else None)
-            if n == 1 and quiet is not None and quiet < SYN_RTO_INITIAL:
+            last_synack = s.syn_times[-1] if s.syn_times else None
+            quiet = capture_quiet_after(conn, last_synack)
+            replaced = superseded_after(conn, last_synack)
+            if replaced is not None:
+                # instead of the ACK, a new SYN on the same ports: whoever sent it never had the
+                # SYN-ACK in a socket waiting for it (a kernel in SYN-SENT answers it with ACK)
+                summary = f"new SYN on these ports {fmt.duration(replaced)} after the SYN-ACK"
+                explanation = (
+                    f"The server answered with SYN-ACK{' ' + str(n) + ' times' if n > 1 else ''}, and {fmt.duration(replaced)} later a SYN"
+                    f" with another sequence number on the same ports started a new connection (frame {conn.superseded_frame})"
+                    " instead of the client's ACK: the SYN-ACK did not reach a socket waiting for it. "
+                    + hedge(POSSIBLE)
+                    + "it was lost on the way back, the client's address is forged (a SYN flood), or its socket was closed and the port bound again."
+                )
+                next_step = (
+                    "Look at the next connection on these ports (it names this one as reused from);"
+                    f" if the client is real, check the return path from {server} to it."
+                )
+                side = "path"
+                rule, confidence = "superseded-synack", POSSIBLE
+                evidence = (*evidence, _superseded_evidence(conn, replaced))
+            elif n == 1 and quiet is not None and quiet < SYN_RTO_INITIAL:
                 # the client's ACK is one trip away; the server re-sends its SYN-ACK only after about 1 s
                 summary = f"capture ends {fmt.duration(quiet)} after the SYN-ACK"
                 explanation = (
@@ -795,6 +830,23 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
     syn_times = c.syn_times
     quiet = capture_quiet_after(conn, syn_times[-1] if syn_times else None)
     evidence: tuple[Evidence, ...] = (_syn_evidence(conn),)
+    replaced = superseded_after(conn, syn_times[-1] if syn_times else None)
+    if c.syn_count <= 1 and cs == "S0" and replaced is not None and replaced < SYN_RTO_INITIAL:
+        # the capture went on: the client (or whoever forged its address) started over on the
+        # same ports before any answer was overdue; this attempt says nothing about the server
+        return _Cause(
+            "no-answer",
+            f"1 SYN; new SYN on these ports {fmt.duration(replaced)} later",
+            f"One SYN, and {fmt.duration(replaced)} later a SYN with another sequence number on the same ports started a new"
+            f" connection (frame {conn.superseded_frame}): nothing came back before that, but an answer was not overdue yet"
+            f" (the client would send its SYN again after about {SYN_RTO_INITIAL:g} s), so this attempt says nothing about the server."
+            " A client that reuses its source port this soon is a crafted one (a flood or a scanner), or a socket closed and"
+            " bound to the same port again.",
+            "Look at the next connection on these ports (it names this one as reused from) for what the server did.",
+            "superseded-syn",
+            POSSIBLE,
+            (*evidence, _superseded_evidence(conn, replaced)),
+        )
     if c.syn_count <= 1 and cs == "S0" and quiet is not None and quiet < SYN_RTO_INITIAL:
         return _Cause(
             "capture-ended",
@@ -817,8 +869,11 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
         )
     else:
         summary = "1 SYN, nothing back"
-        explanation = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before the capture ended"
-        explanation += f" {fmt.duration(quiet)} later." if quiet is not None else "."
+        explanation = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before "
+        if replaced is not None:
+            explanation += f"a new connection on the same ports began {fmt.duration(replaced)} later (frame {conn.superseded_frame})."
+        else:
+            explanation += "the capture ended" + (f" {fmt.duration(quiet)} later." if quiet is not None else ".")
     # silence cannot tell a DROP rule from a host that is down: after retransmissions, one of the two is
     # likely; a single SYN could also be a client that gave up at once
     confidence = LIKELY if c.syn_count > 1 else POSSIBLE

@@ -1,0 +1,90 @@
+"""An attempt ended by a new SYN on the same ports is not "the capture ends" (issue 17's flood).
+
+In a SYN flood from spoofed addresses the loud sources reuse source ports: a SYN with another ISN on
+the same 4-tuple starts a new connection and ends the record of the old one. The old verdict read
+the capture clock at that moment and said "the capture ends 47.8 ms after the SYN: too soon to
+call", on a capture that went on for seconds: it would send the engineer to capture for longer.
+
+CRAFTED captures (tests/craft.py): a kernel reuses a source port this soon only when a socket is
+closed in SYN-SENT and another is bound to the same port, which the flood generator stands in for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synscope.core.model import ACK, SYN
+from synscope.read.pipeline import ConnReport
+from tests import craft
+from tests.helpers import analyse_paths, cli
+
+T0 = 1_700_000_000.0
+CLIENT, SERVER = "198.18.1.2", "198.18.2.2"
+
+
+def _write(path: Path, frames: list[tuple[float, bytes]]) -> Path:
+    with path.open("wb") as out:
+        w = craft.PcapWriter(out)
+        for t, packet in frames:
+            w.write(t, craft.ether(packet))
+    return path
+
+
+def _syn(port: int, isn: int) -> bytes:
+    return craft.ipv4_tcp(CLIENT, SERVER, port, 443, isn, 0, SYN, options=craft.tcp_options())
+
+
+def _synack(port: int, isn: int, ack: int) -> bytes:
+    return craft.ipv4_tcp(SERVER, CLIENT, 443, port, isn, ack, SYN | ACK, options=craft.tcp_options())
+
+
+def _reports(tmp_path: Path, new_syn_after: float, answered: bool, tail: float = 5.0) -> list[ConnReport]:
+    """A SYN on 40000 (answered with SYN-ACK when ``answered``), a SYN with another ISN on the same
+    ports ``new_syn_after`` later, and the capture running on until ``tail`` (another port's SYN)."""
+    frames = [(T0, _syn(40000, 1000))]
+    if answered:
+        frames.append((T0 + 0.0002, _synack(40000, 7000, 1001)))
+    frames.append((T0 + new_syn_after, _syn(40000, 90000)))
+    frames.append((T0 + tail, _syn(40001, 5000)))
+    return analyse_paths(_write(tmp_path / "x.pcap", frames))
+
+
+def test_lone_syn_superseded_is_not_a_capture_that_ended(tmp_path: Path) -> None:
+    first, second, _last = _reports(tmp_path, 0.0478, answered=False)
+    v = first.verdict
+    assert v.rule == "superseded-syn" and v.outcome == "no-answer" and v.confidence == "possible"
+    assert "capture ends" not in v.explanation and "Capture for longer" not in v.next_step
+    assert "47.8 ms later" in v.explanation and "frame 2" in v.explanation
+    assert [e.frames for e in v.evidence] == [(1,), (2,)]  # the SYN and the one that replaced it
+    assert second.conn.reused_from == first.conn.id  # the link the next step points at
+
+
+def test_synack_then_new_syn_is_not_a_capture_that_ended(tmp_path: Path) -> None:
+    first, _second, _last = _reports(tmp_path, 0.0315, answered=True)
+    v = first.verdict
+    assert v.rule == "superseded-synack" and v.outcome == "handshake-incomplete"
+    assert "capture ends" not in v.explanation and "31.3 ms later" in v.explanation  # (after the SYN-ACK)
+    assert v.evidence[-1].frames == (3,)
+
+
+def test_a_capture_that_really_ends_still_says_so(tmp_path: Path) -> None:
+    """The counterpart: the last SYN of the file (port 40001) is cut by the end of the capture."""
+    *_, last = _reports(tmp_path, 0.05, answered=False, tail=5.0)
+    assert last.verdict.rule == "capture-ends-after-syn"
+
+
+def test_late_new_syn_keeps_the_no_answer_verdict_without_claiming_the_capture_ended(tmp_path: Path) -> None:
+    """3 s of silence after the one SYN, then the ports are used again: silence is the finding, and
+    the sentence names the new connection, not the end of the capture."""
+    first, *_ = _reports(tmp_path, 3.0, answered=False, tail=6.0)
+    v = first.verdict
+    assert v.rule == "no-answer"
+    assert "before a new connection on the same ports began 3.00 s later (frame 2)" in v.explanation
+    assert "capture ended" not in v.explanation
+
+
+def test_the_text_view_names_the_new_connection(tmp_path: Path) -> None:
+    _reports(tmp_path, 0.0478, answered=False)
+    out = cli("read", str(tmp_path / "x.pcap")).stdout
+    assert "new SYN on these ports 47.8 ms later" in out
+    assert "too soon to call" not in out.split("#3 ")[0]  # (only the last port's SYN is cut by the end)
