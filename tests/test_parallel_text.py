@@ -20,7 +20,7 @@ import synscope
 from synscope.render import summary as S
 from synscope.render.table import Row
 from tests.helpers import ROOT, cli, pcap
-from tests.test_parallel import ALL
+from tests.test_parallel import ALL, _state
 
 EXPECT_COMPILED = os.environ.get("SYNSCOPE_EXPECT_COMPILED") == "1"
 
@@ -128,6 +128,71 @@ def test_text_identical_at_every_limit(path: str, view: tuple[str, ...]) -> None
     assert "more timelines not shown (at most 7)" in outs[0]
     assert outs[1] == outs[0], "--workers 2"
     assert outs[2] == outs[0], "--workers 3"
+
+
+# ------------------------------------------------------------------ the exchange after the merge
+
+
+class _Share:
+    """A text share that sends each connection's position and answers with what it was asked."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+
+    def item(self, report: object) -> int:
+        return report.conn.opened_at  # type: ignore[attr-defined]
+
+    def render(self, request: object) -> object:
+        if self.fails:
+            raise RuntimeError("boom while rendering")
+        return ("answer to", request, os.getpid())
+
+
+def _split_run(share: _Share) -> tuple[object, list[int]]:
+    from synscope.read.pipeline import Pipeline
+    from synscope.read.split import SplitRun
+
+    path = pcap("busy.pcap")
+    split = SplitRun([path], [os.path.getsize(path)], Pipeline, 2, share=share)
+    return split, list(split._pids)
+
+
+def test_each_worker_answers_its_own_request_and_ends() -> None:
+    split, pids = _split_run(_Share())
+    try:
+        merged = list(split)  # type: ignore[call-overload]
+        assert sorted(cid for cid, _ in merged) == list(range(1, 601))
+        assert {w for _, (w, *_rest) in merged} == {0, 1}
+        answers = split.ask(["one", "two"])  # type: ignore[attr-defined]
+    finally:
+        split.close()  # type: ignore[attr-defined]
+    assert [a[:2] for a in answers] == [("answer to", "one"), ("answer to", "two")]
+    assert [a[2] for a in answers] == pids
+    assert all(_state(pid) == "gone" for pid in pids)
+
+
+def test_workers_left_without_a_request_end() -> None:
+    """The parent may have nothing to ask (no timeline shown, the reader of its output gone)."""
+    split, pids = _split_run(_Share())
+    try:
+        list(split)  # type: ignore[call-overload]
+    finally:
+        split.close()  # type: ignore[attr-defined]
+    assert all(_state(pid) == "gone" for pid in pids)
+
+
+def test_a_worker_failing_to_render_is_one_line() -> None:
+    from synscope.read.split import WorkerFailed
+
+    split, pids = _split_run(_Share(fails=True))
+    try:
+        list(split)  # type: ignore[call-overload]
+        with pytest.raises(WorkerFailed) as err:
+            split.ask([1, 2])  # type: ignore[attr-defined]
+    finally:
+        split.close()  # type: ignore[attr-defined]
+    assert "of 2 failed: RuntimeError: boom while rendering" in str(err.value) and "\n" not in str(err.value)
+    assert all(_state(pid) == "gone" for pid in pids)
 
 
 # ------------------------------------------------------------------ the summary's counting
