@@ -63,13 +63,14 @@ class Kept(Protocol):
 
 
 class _Whole:
-    """A report of this process: its row made once, when first needed."""
+    """A report of this process: its row made once, when first needed; whether its timeline is kept."""
 
-    __slots__ = ("made", "report")
+    __slots__ = ("kept_timeline", "made", "report")
 
     def __init__(self, report: ConnReport) -> None:
         self.report = report
         self.made: Row | None = None
+        self.kept_timeline = False
 
     def row(self) -> Row:
         if self.made is None:
@@ -77,6 +78,7 @@ class _Whole:
         return self.made
 
     def timeline(self) -> object:
+        self.kept_timeline = True
         return self.report
 
 
@@ -109,7 +111,12 @@ class RunSummary:
     def add(self, r: ConnReport) -> None:
         """Take one finished connection."""
         self.findings.feed(r)
-        self.count(r.conn.id, brief_of(r), _Whole(r))
+        whole = _Whole(r)
+        self.count(r.conn.id, brief_of(r), whole)
+        if not whole.kept_timeline:
+            # (its row, if kept, is made: the packets go now, not when the batch of connections
+            # handed on with it is done, thousands at once after a sweep)
+            r.conn.packets = []
 
     def count(self, cid: int, brief: Brief, kept: Kept) -> None:
         """Take one connection whose findings facts went in already: its :func:`brief_of`, and
@@ -301,20 +308,11 @@ class WorkerShare:
         return texts
 
 
-class _Offered:
-    """A worker's own report, as its summary asks for it: which parts were kept."""
+class _Offered(_Whole):
+    """A worker's own report, as its summary asks for it (a kept timeline: the worker holds
+    the report, by its position)."""
 
-    __slots__ = ("kept_timeline", "made", "report")
-
-    def __init__(self, report: ConnReport) -> None:
-        self.report = report
-        self.made: Row | None = None
-        self.kept_timeline = False
-
-    def row(self) -> Row:
-        if self.made is None:
-            self.made = table_row(self.report)
-        return self.made
+    __slots__ = ()
 
     def timeline(self) -> object:
         self.kept_timeline = True
