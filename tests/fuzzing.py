@@ -625,7 +625,7 @@ def read_all(path: str, keep_payload: bool = True, max_conns: int | None = None,
             render_text.write_connection(r, text, absolute=absolute, payload=keep_payload)
             reports.append(r)
     if reports:
-        render_table.summary_table(reports, min(r.conn.first_ts for r in reports), text)
+        render_table.summary_table([render_table.table_row(r) for r in reports], min(r.conn.first_ts for r in reports), text)
     return Result(
         reports=len(reports),
         warnings=tuple(reader.warnings),

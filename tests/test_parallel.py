@@ -126,7 +126,6 @@ def test_conn_selects_the_same_connection() -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("read", "--workers", "2"), "--json output only"),
         (("read", "--json", "--workers", "2", "--max-conns", "10"), "--max-conns"),
         (("read", "--json", "--workers", "2", "-"), "only one process can read"),
     ],

@@ -48,9 +48,10 @@ def test_compiled_build_in_use_where_expected() -> None:
         ("read", "--json", "--workers", "1", pcap("busy.pcap")),
         ("read", "--json", "--workers", "2", *ALL),
         ("read", "--all", "--stats", "--payload", *ALL),
+        ("read", "--workers", "2", "--all", "--stats", *ALL),
         ("read", "--json", "--absolute", "--max-conns", "3", *ALL),
     ],
-    ids=["busy-json", "all-json-split", "all-text", "all-bounded"],
+    ids=["busy-json", "all-json-split", "all-text", "all-text-split", "all-bounded"],
 )
 def test_same_output_with_and_without_the_compiled_path(args: tuple[str, ...]) -> None:
     if not synscope.COMPILED:

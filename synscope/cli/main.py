@@ -5,9 +5,10 @@ Heavy modules are imported inside the commands so ``synscope --help`` is instant
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NoReturn, TextIO
 
 import click
@@ -74,7 +75,7 @@ Exit codes:
     "--workers",
     type=click.IntRange(min=1),
     metavar="N",
-    help="With --json: split the connections over N processes (default: one per core, at most 4, for files over 16 MB). Same output.",
+    help="Split the connections over N processes (default: one per core, at most 4, for files over 16 MB). Same output.",
 )
 def read(
     files: tuple[str, ...],
@@ -114,8 +115,6 @@ def read(
         except FilterError as e:
             raise click.BadParameter(str(e), param_hint="--filter") from None
     if workers is not None and workers > 1:
-        if not as_json:
-            raise click.BadParameter("splitting the work is done for --json output only", param_hint="--workers")
         if max_conns is not None:
             raise click.BadParameter("--max-conns bounds one connection table: use it with --workers 1", param_hint="--workers")
 
@@ -145,6 +144,7 @@ def read(
     from synscope.render.summary import RunSummary
 
     summary = RunSummary(show_all=show_all or bool(conn_ids))
+    view = TextView(absolute, payload, stats, None if all_packets else DEFAULT_CONTEXT if context is None else context, summary_only)
     if conn_ids:
         summary.timeline_limit = len(conn_ids)
     progress = _Progress(readers)
@@ -187,9 +187,15 @@ def read(
     # segments), so reference counting frees everything; the cyclic collector would only rescan
     # millions of live objects again and again (about a sixth of the run time on big captures).
     gc.disable()
-    split = _split_workers(workers, as_json, max_conns, readers)
+    # (the text view of chosen connections, --conn, is made in one process: which ones are chosen
+    # is known only once they are numbered, after the merge)
+    split = _split_workers(workers, max_conns, readers) if as_json or not conn_ids else 1
+    text_split: _TextSplit | None = None
     try:
-        if split > 1:
+        if split > 1 and not as_json:
+            text_split = _TextSplit(readers, make_pipeline, split, summary, view, progress)
+            interrupted = text_split.merge(pipeline)
+        elif split > 1:
             interrupted = _read_split(readers, make_pipeline, pipeline, split, absolute, conn_ids, seen_ids, all_ids, progress, out, findings)
         else:
             try:
@@ -220,11 +226,13 @@ def read(
         click.echo(f"synscope: {unknown_ids_message(sorted(missing), all_ids)}", err=True)
         exit_code = ExitCode.USAGE
     if not as_json and not (missing and not seen_ids):  # (nothing asked for was found: the error alone)
-        view = TextView(absolute, payload, stats, None if all_packets else DEFAULT_CONTEXT if context is None else context, summary_only)
         try:
-            _write_text(readers, pipeline, summary, out, view)
+            _write_text(readers, pipeline, summary, out, view, None if text_split is None else text_split.timelines)
         except BrokenPipeError:
             _reader_gone()
+        finally:
+            if text_split is not None:
+                text_split.close()
     if interrupted:
         click.echo("synscope: interrupted; results above are partial", err=True)
         if exit_code == ExitCode.OK:
@@ -306,14 +314,14 @@ SPLIT_MIN_BYTES = 16_000_000
 GZIP_RATIO = 5
 
 
-def _split_workers(workers: int | None, as_json: bool, max_conns: int | None, readers: list) -> int:
-    """How many processes read: --workers, or by default one per core for big files with --json."""
+def _split_workers(workers: int | None, max_conns: int | None, readers: list) -> int:
+    """How many processes read: --workers, or by default one per core for big files."""
     pipe = next((r.path for r in readers if r.size is None), None)
     if workers is not None:
         if workers > 1 and pipe is not None:
             raise click.BadParameter(f"{pipe} is a pipe or standard input, which only one process can read", param_hint="--workers")
         return workers
-    if not as_json or max_conns is not None or pipe is not None:
+    if max_conns is not None or pipe is not None:
         return 1
     # a gzip file holds several times its size in frames
     if sum(r.size * (GZIP_RATIO if r.compressed else 1) for r in readers) < SPLIT_MIN_BYTES:
@@ -368,6 +376,66 @@ def _read_split(
         split.close()
     split.totals(pipeline, readers)  # type: ignore[arg-type]
     return split.interrupted
+
+
+class _TextSplit:
+    """The text view over several processes (synscope.read.split): every connection counted into
+    the summary as the merge hands it on, then the timelines it shows made by their workers."""
+
+    def __init__(self, readers: list, make_pipeline: object, workers: int, summary: object, view: TextView, progress: _Progress) -> None:
+        from synscope.read.split import SplitRun
+        from synscope.render.summary import RunSummary, WorkerShare
+
+        assert isinstance(summary, RunSummary)
+        self.summary = summary
+        # (made before the workers fork: each counts into its own copy)
+        share = WorkerShare(summary.show_all, summary.row_limit, summary.timeline_limit, view)
+        self.split = SplitRun([r.path for r in readers], [r.size for r in readers], make_pipeline, workers, share=share)  # type: ignore[arg-type]
+        self.split.findings = summary.findings  # fed in the merged order, as one process would
+        self.split.on_progress = progress.update
+        self.readers = readers
+
+    def merge(self, pipeline: object) -> bool:
+        """Count every connection into the summary; put the run's totals on ``pipeline`` and the
+        readers. True if interrupted."""
+        from synscope.render.summary import Sent
+
+        count = self.summary.count
+        with self._failing():
+            for cid, merged in self.split:
+                w, position, (brief, row, timeline), reused_from, retry = merged
+                count(cid, brief, Sent(cid, row, (w, position, cid, reused_from, retry) if timeline else None))
+        self.split.totals(pipeline, self.readers)  # type: ignore[arg-type]
+        return self.split.interrupted
+
+    def timelines(self, handles: list[object], cited: frozenset[int]) -> list[str]:
+        """The texts of the timelines shown, in the order of ``handles``, each from its worker."""
+        requests: list[tuple[frozenset[int], list[tuple]]] = [(cited, []) for _ in range(self.split.workers)]
+        shown: list[tuple] = handles  # type: ignore[assignment]  # (worker, position, id, reused_from, retry)
+        for w, position, cid, reused_from, retry in shown:
+            requests[w][1].append((position, cid, reused_from, retry))
+        with self._failing():
+            answers = [iter(a) for a in self.split.ask(requests)]
+        return [next(answers[handle[0]]) for handle in shown]
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """A worker that failed, or a second Ctrl-C: one line and the exit code, no worker left."""
+        from synscope.core.exit_codes import fail
+        from synscope.read.split import WorkerFailed
+
+        try:
+            yield
+        except WorkerFailed as e:
+            self.close()
+            fail(str(e), ExitCode.ERROR)
+        except KeyboardInterrupt:
+            self.close()
+            fail("interrupted", ExitCode.INTERRUPTED)
+
+    def close(self) -> None:
+        """Stop and reap the workers."""
+        self.split.close()
 
 
 class _Progress:
@@ -473,7 +541,7 @@ def _warn_run(pipeline: object) -> None:
         click.echo(f"synscope: warning: {pipeline.tracker.evicted} connections evicted from the table (--max-conns)", err=True)
 
 
-def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, view: TextView) -> None:
+def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, view: TextView, timelines: object = None) -> None:
     from synscope.render.summary import RunSummary
     from synscope.render.text import write_header
 
@@ -491,7 +559,7 @@ def _write_text(readers: list, pipeline: object, summary: object, out: TextIO, v
     if not summary.total:
         out.write("No TCP connections found.\n")
         return
-    summary.write(out, view)
+    summary.write(out, view, timelines)  # type: ignore[arg-type]
 
 
 _LINKTYPE_NAMES = {

@@ -1,10 +1,13 @@
-"""``read --json`` on several cores: workers split the connections, the parent merges.
+"""``read`` on several cores: workers split the connections, the parent merges.
 
 Every worker reads the whole input but decodes, tracks and analyses only the
 connections whose 4-tuple hashes to it (:func:`synscope.read.pipeline.shard_of`),
 and renders their JSON; the usual frames of other workers' connections are
-passed over undecoded (``Pipeline.consume``). What could differ from one worker
-is made not to:
+passed over undecoded (``Pipeline.consume``). For the text view a worker sends what
+the parent's end-of-run summary counts of each connection instead (a :class:`TextShare`
+says what, in plain values), and at the end renders the timelines the parent asks for:
+no report crosses between processes (compiled ones cannot be pickled). What could
+differ from one worker is made not to:
 
 - the capture clock, the sweeps and the duplicate window's generations see
   every frame in every worker (see ``Pipeline.feed`` and ``Pipeline.consume``);
@@ -37,7 +40,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol
 
 from synscope.read.findings import FindingsEngine, facts_of
 from synscope.read.jsonl import HEAD_START, head_text, join_line, packets_text
@@ -61,6 +64,19 @@ _LINE_END: Final = b"]}\n"
 # JSON text the parent holds from a worker that is ahead of the merge, before it stops reading
 # from that worker (which then waits on its pipe): the parent's memory stays bounded
 HOLD_BYTES: Final = 4 << 20
+# what the parent counts as held for one connection of the text view (a brief, a row at times)
+TEXT_ITEM_BYTES: Final = 100
+
+
+class TextShare(Protocol):
+    """A worker's side of the text view of a split run (made before the workers fork: each
+    has its own copy). Both methods run in the worker and return plain values only."""
+
+    def item(self, report: Any) -> Any:
+        """What the parent takes of one connection (the worker may hold the report)."""
+
+    def render(self, request: Any) -> Any:
+        """The parent's request, made after the merge, answered (the texts of timelines)."""
 
 
 class WorkerFailed(Exception):
@@ -86,9 +102,23 @@ class SplitRun:
     so lines stream without a write per line).
     """
 
-    def __init__(self, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], workers: int, absolute: bool = False) -> None:
-        """``sizes``: the files' sizes when they were opened; every worker reads that much."""
+    def __init__(
+        self,
+        paths: list[str],
+        sizes: list[int],
+        make_pipeline: Callable[[], Pipeline],
+        workers: int,
+        absolute: bool = False,
+        share: TextShare | None = None,
+    ) -> None:
+        """``sizes``: the files' sizes when they were opened; every worker reads that much.
+
+        ``share``: the text view instead of JSON. Iterating then gives (id, (worker, position,
+        what ``share.item`` gave, reused_from, (retry_of, retry_number) or None)) with the
+        single run's ids, and :meth:`ask` gets the workers' answers to requests after the merge."""
         self.workers = workers
+        self.text = share is not None
+        self._requests: list[int] = []  # the parent's end of a pipe to each worker (text view)
         self.interrupted = False
         self._pids: list[int] = []
         self._fds: list[int] = []
@@ -108,6 +138,7 @@ class SplitRun:
         self._nameable: list[dict[int, int]] = [{} for _ in range(workers)]
         self._released_early: list[set[int]] = [set() for _ in range(workers)]  # released before merged
         self._final: list[dict[str, Any] | None] = [None] * workers
+        self._answers: list[Any] = [None] * workers
         self._linker = RetryLinker()
         self.findings: FindingsEngine | None = None  # fed every merged connection (ids as in one process)
         self.on_progress: Callable[[int, int, int], None] | None = None
@@ -118,19 +149,25 @@ class SplitRun:
             r, w = os.pipe()
             with contextlib.suppress(OSError):  # a bigger pipe: workers block less on a busy parent
                 fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_BYTES)
+            asked, ask = os.pipe() if share is not None else (-1, -1)
             pid = os.fork()
             if pid == 0:  # the worker
                 os.close(r)
-                for fd in self._fds:
+                for fd in self._fds + self._requests:
                     os.close(fd)
-                _work(index, workers, paths, sizes, make_pipeline, absolute, w)  # never returns
+                if ask >= 0:
+                    os.close(ask)
+                _work(index, workers, paths, sizes, make_pipeline, absolute, w, share, asked)  # never returns
             os.close(w)
             self._pids.append(pid)
             self._fds.append(r)
+            if share is not None:
+                os.close(asked)
+                self._requests.append(ask)
         self._old_sigint = signal.signal(signal.SIGINT, self._on_sigint)
 
     # ------------------------------------------------------------------ merging
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
         # (plain loops: closures in compiled code make reference cycles, and gc is off)
         queues = self._queues
         progress = self._progress
@@ -159,7 +196,7 @@ class SplitRun:
                 self._receive(waiting)
                 continue
             item = queues[best].popleft()
-            self._held[best] -= len(item[5]) + len(item[6])
+            self._held[best] -= _held_bytes(item)
             yield self._merged(best, item)
 
     def _number_through(self, position: int) -> None:
@@ -177,7 +214,7 @@ class SplitRun:
             self._numbered += 1
             self._ids[first][unnumbered[first].popleft()] = self._numbered
 
-    def _merged(self, w: int, item: tuple) -> tuple[int, bytes]:
+    def _merged(self, w: int, item: tuple) -> tuple[int, Any]:
         _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets, facts = item
         self._number_through(opened_at)
         cid = self._ids[w].pop(opened_at)
@@ -191,6 +228,10 @@ class SplitRun:
         if link is not None:
             key, syn_ts, failed, _client_port, failed_at = link
             linked = self._linker.link(key, cid, syn_ts, failed, retire_clock, failed_at)
+        if self.text:
+            # (the ids its timeline names, as in the JSON below: the single run's)
+            named = self._nameable[w].pop(reused_from) if reused_from is not None else None
+            return cid, (w, opened_at, packets, named, linked)
         if reused_from is None and linked is None:  # the usual case: only the id to put in
             return cid, b"".join((_HEAD_START, str(cid).encode(), head_rest, _PACKETS_START, packets, _LINE_END))
         head = json.loads(_HEAD_START + b"0" + head_rest + b"}")
@@ -214,23 +255,30 @@ class SplitRun:
             ready, _, _ = select.select(open_fds, [], [])
             for fd in ready:
                 w = self._fds.index(fd)
-                chunk = os.read(fd, PIPE_BYTES)
-                if not chunk:
-                    self._progress[w] = _DONE
-                    status = self._reap(w)
-                    raise WorkerFailed(f"worker {w + 1} of {self.workers} ended without finishing ({status})")
-                buf = self._buffers[w]
-                buf += chunk
-                while len(buf) >= _LEN.size:
-                    size = _LEN.unpack_from(buf)[0]
-                    end = _LEN.size + size
-                    if len(buf) < end:
-                        break
-                    with memoryview(buf) as view:  # (unpickled in place: no copy of the message)
-                        message = pickle.loads(view[_LEN.size : end])
-                    del buf[:end]
-                    self._message(w, message)
-                    got = got or w == need
+                if self._take(w) and w == need:
+                    got = True
+
+    def _take(self, w: int) -> int:
+        """Read what worker ``w`` sent (one read) and act on each message it completes; how many."""
+        chunk = os.read(self._fds[w], PIPE_BYTES)
+        if not chunk:
+            self._progress[w] = _DONE
+            status = self._reap(w)
+            raise WorkerFailed(f"worker {w + 1} of {self.workers} ended without finishing ({status})")
+        buf = self._buffers[w]
+        buf += chunk
+        taken = 0
+        while len(buf) >= _LEN.size:
+            size = _LEN.unpack_from(buf)[0]
+            end = _LEN.size + size
+            if len(buf) < end:
+                break
+            with memoryview(buf) as view:  # (unpickled in place: no copy of the message)
+                message = pickle.loads(view[_LEN.size : end])
+            del buf[:end]
+            self._message(w, message)
+            taken += 1
+        return taken
 
     def _message(self, w: int, message: tuple) -> None:
         kind, *rest = message
@@ -246,7 +294,7 @@ class SplitRun:
             self._queues[w].extend(items)
             held = 0
             for item in items:
-                held += len(item[5]) + len(item[6])
+                held += _held_bytes(item)
             self._held[w] += held
             self._progress[w] = progress
             if w == 0 and self.on_progress is not None and frames:
@@ -254,9 +302,26 @@ class SplitRun:
         elif kind == "done":
             self._final[w] = rest[0]
             self._progress[w] = _DONE
+        elif kind == "answer":
+            self._answers[w] = rest[0]
         else:  # "failed"
             self._progress[w] = _DONE
             raise WorkerFailed(f"worker {w + 1} of {self.workers} failed: {rest[0]}")
+
+    def ask(self, requests: list[Any]) -> list[Any]:
+        """Text view, after the merge: send worker ``w`` ``requests[w]`` and return the answers
+        of their shares (:meth:`TextShare.render`), in worker order."""
+        for w, request in enumerate(requests):
+            body = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(os.dup(self._requests[w]), "wb") as pipe:
+                pipe.write(_LEN.pack(len(body)) + body)
+        for w in range(self.workers):  # (one at a time: each worker only writes its answer now)
+            self._answers[w] = None
+            while self._answers[w] is None:
+                self._take(w)
+        answers = self._answers
+        self._answers = [None] * self.workers
+        return answers
 
     def _reap(self, w: int) -> str:
         try:
@@ -284,6 +349,10 @@ class SplitRun:
     def close(self) -> None:
         """Stop and reap every worker this run started (by PID); restore Ctrl-C."""
         signal.signal(signal.SIGINT, self._old_sigint)
+        for w, fd in enumerate(self._requests):  # (a worker waiting for a request ends)
+            if fd >= 0:
+                os.close(fd)
+                self._requests[w] = -1
         for w, fd in enumerate(self._fds):
             if fd >= 0:
                 os.close(fd)
@@ -324,8 +393,19 @@ class SplitRun:
 
 
 # ---------------------------------------------------------------------- worker
-def _work(index: int, workers: int, paths: list[str], sizes: list[int], make_pipeline: Callable[[], Pipeline], absolute: bool, fd: int) -> None:
-    """A forked worker's whole life: read everything, track its share, send JSON, exit."""
+def _work(
+    index: int,
+    workers: int,
+    paths: list[str],
+    sizes: list[int],
+    make_pipeline: Callable[[], Pipeline],
+    absolute: bool,
+    fd: int,
+    share: TextShare | None = None,
+    asked: int = -1,
+) -> None:
+    """A forked worker's whole life: read everything, track its share, send JSON (or what the
+    text view takes, then answer the parent's request from ``asked``), exit."""
     status = 0
     out = os.fdopen(fd, "wb", buffering=1 << 20)
     try:
@@ -333,7 +413,9 @@ def _work(index: int, workers: int, paths: list[str], sizes: list[int], make_pip
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (see SplitRun._on_sigint)
         signal.signal(signal.SIGUSR1, _on_stop)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the parent went away: so do we
-        _run_worker(index, workers, paths, sizes, make_pipeline(), absolute, out, _STOP)
+        _run_worker(index, workers, paths, sizes, make_pipeline(), absolute, out, _STOP, share)
+        if share is not None:
+            _answer(share, asked, out)
     except BaseException as e:
         status = 1
         last = traceback.format_exception_only(type(e), e)[-1].strip()
@@ -353,7 +435,17 @@ def _on_stop(signum: int, frame: object) -> None:
     _STOP.append(True)
 
 
-def _run_worker(index: int, workers: int, paths: list[str], sizes: list[int], pipeline: Pipeline, absolute: bool, out: BinaryIO, stop: list) -> None:
+def _run_worker(
+    index: int,
+    workers: int,
+    paths: list[str],
+    sizes: list[int],
+    pipeline: Pipeline,
+    absolute: bool,
+    out: BinaryIO,
+    stop: list,
+    share: TextShare | None = None,
+) -> None:
     pipeline.share(index, workers)
     pipeline.link_retries = False
     tracker = pipeline.tracker
@@ -377,7 +469,7 @@ def _run_worker(index: int, workers: int, paths: list[str], sizes: list[int], pi
         piece = list(islice(pending, per_message))
         while True:
             following = list(islice(pending, per_message))
-            items = [_item(r, absolute) for r in piece]
+            items = [_item(r, absolute) for r in piece] if share is None else [_text_item(r, share) for r in piece]
             _send(out, ("batch", sent_progress[0] if following else progress, opened[:], released[:], items, source, frames, bytes_read))
             opened.clear()
             released.clear()
@@ -447,6 +539,28 @@ def _item(report: Any, absolute: bool) -> tuple:
         packets_text(report, absolute).encode("ascii"),
         facts_of(report),
     )
+
+
+def _text_item(report: Any, share: TextShare) -> tuple:
+    """:func:`_item` for the text view: what ``share`` takes of the connection instead of its JSON."""
+    conn = report.conn
+    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, _retry_facts(report), b"", share.item(report), facts_of(report))
+
+
+def _held_bytes(item: tuple) -> int:
+    """About how much of the parent's memory a connection waiting to be merged takes."""
+    text = item[6]
+    return len(item[5]) + len(text) if isinstance(text, bytes) else TEXT_ITEM_BYTES
+
+
+def _answer(share: TextShare, asked: int, out: BinaryIO) -> None:
+    """Wait for the parent's one request (none: it closed the pipe) and send the answer."""
+    with os.fdopen(asked, "rb") as pipe:
+        head = pipe.read(_LEN.size)
+        if len(head) < _LEN.size:
+            return
+        request = pickle.loads(pipe.read(_LEN.unpack(head)[0]))
+    _send(out, ("answer", share.render(request)))
 
 
 def _send(out: BinaryIO, message: tuple) -> None:

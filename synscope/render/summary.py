@@ -9,12 +9,16 @@ bounded whatever the file. (--json streams every connection instead.)
 from __future__ import annotations
 
 import heapq
+import io
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from synscope.read.findings import FindingsEngine
 from synscope.read.pipeline import ConnReport
+from synscope.render.table import Row, table_row
+from synscope.render.text import write_connection
 from synscope.render.view import TextView
 
 ROW_LIMIT = 5000
@@ -31,6 +35,52 @@ SERVICE_SLOTS = 64
 # Durations kept per service for the median (the first ones)
 DURATION_SAMPLES = 10_001
 
+# Makes the texts of the kept timelines, given them in id order and the frames the findings cite
+Timelines = Callable[[list[object], frozenset[int]], Iterable[str]]
+
+
+# What the summary counts of every connection, kept or not: (outcome, ended well, verdict rule,
+# part of a port scan, first packet's time, input file's index, duration, retransmission rate,
+# server endpoint); plain values, so a split run's worker sends it for each of its connections
+Brief = tuple[str, bool, str, bool, float, int, float, float, tuple[bytes, int]]
+
+
+def brief_of(r: ConnReport) -> Brief:
+    """The figures :meth:`RunSummary.count` takes from every connection."""
+    c = r.conn
+    v = r.verdict
+    return (v.outcome, v.ok, v.rule, r.scan, c.first_ts, c.source_index, c.last_ts - c.first_ts, r.analysis.retransmission_rate, (c.server.ip, c.server.port))
+
+
+class Kept(Protocol):
+    """What :meth:`RunSummary.count` keeps of a connection beyond its brief, asked for only
+    where it keeps it: the table's row, and what its timeline is made from (the report in one
+    process; in a split run's parent, a handle on the report its worker holds)."""
+
+    def row(self) -> Row: ...
+
+    def timeline(self) -> object: ...
+
+
+class _Whole:
+    """A report of this process: its row made once, when first needed; whether its timeline is kept."""
+
+    __slots__ = ("kept_timeline", "made", "report")
+
+    def __init__(self, report: ConnReport) -> None:
+        self.report = report
+        self.made: Row | None = None
+        self.kept_timeline = False
+
+    def row(self) -> Row:
+        if self.made is None:
+            self.made = table_row(self.report)
+        return self.made
+
+    def timeline(self) -> object:
+        self.kept_timeline = True
+        return self.report
+
 
 @dataclass
 class RunSummary:
@@ -39,20 +89,20 @@ class RunSummary:
     show_all: bool = False
     row_limit: int = ROW_LIMIT
     timeline_limit: int = TIMELINE_LIMIT
-    rows: list[ConnReport] = field(default_factory=list)  # reports kept for the table (packets dropped unless expanded)
-    expanded: list[ConnReport] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)  # the table's rows (Kept.row)
+    expanded: list[tuple[int, object]] = field(default_factory=list)  # (id, Kept.timeline) of the timelines shown
     total: int = 0
     failed: int = 0
     rows_dropped: int = 0
     timelines_dropped: int = 0
     outcomes: Counter = field(default_factory=Counter)
     problems: Counter = field(default_factory=Counter)  # connections that did not end well, by (outcome, rule)
-    by_rate: list[tuple[float, int, ConnReport]] = field(default_factory=list)
-    by_duration: list[tuple[float, int, ConnReport]] = field(default_factory=list)
+    by_rate: list[tuple[float, int, Row]] = field(default_factory=list)
+    by_duration: list[tuple[float, int, Row]] = field(default_factory=list)
     first_ts: float | None = None
     file_starts: dict[int, float] = field(default_factory=dict)  # per input file: its first connection's first packet
     findings: FindingsEngine = field(default_factory=FindingsEngine)
-    healthy_rows: list[ConnReport] = field(default_factory=list)  # the first LIST_ALL_UP_TO + 1 healthy ones
+    healthy_rows: list[Row] = field(default_factory=list)  # the first LIST_ALL_UP_TO + 1 healthy ones
     services: dict[tuple[bytes, int], list[float]] = field(default_factory=dict)  # healthy: durations per server endpoint
     healthy: Counter = field(default_factory=Counter)  # healthy connections per server endpoint
     healthy_elsewhere: int = 0  # healthy connections to services beyond SERVICE_SLOTS
@@ -60,47 +110,59 @@ class RunSummary:
 
     def add(self, r: ConnReport) -> None:
         """Take one finished connection."""
-        self.findings.feed(r)  # (before the packets are dropped below)
+        self.findings.feed(r)
+        whole = _Whole(r)
+        self.count(r.conn.id, brief_of(r), whole)
+        if not whole.kept_timeline:
+            # (its row, if kept, is made: the packets go now, not when the batch of connections
+            # handed on with it is done, thousands at once after a sweep)
+            r.conn.packets = []
+
+    def count(self, cid: int, brief: Brief, kept: Kept) -> None:
+        """Take one connection whose findings facts went in already: its :func:`brief_of`, and
+        what is kept of it where it is (rows and timelines up to their limits, the top ones by
+        retransmission rate and duration).
+
+        A split run's worker counts its own connections into a summary of its own and sends what
+        that one kept: the parent merges the workers' connections keeping each worker's order, so
+        whatever it keeps of a kind (the first N, the top ones so far) its worker kept too.
+        """
+        outcome, ok, rule, scan, first_ts, source_index, duration, rate, server = brief
         self.total += 1
-        self.outcomes[r.verdict.outcome] += 1
-        if self.first_ts is None or r.conn.first_ts < self.first_ts:
-            self.first_ts = r.conn.first_ts
-        index = r.conn.source_index
-        if index not in self.file_starts or r.conn.first_ts < self.file_starts[index]:
-            self.file_starts[index] = r.conn.first_ts
-        if r.scan and not self.show_all:  # one finding line, not a row and a timeline per port
+        self.outcomes[outcome] += 1
+        if self.first_ts is None or first_ts < self.first_ts:
+            self.first_ts = first_ts
+        if source_index not in self.file_starts or first_ts < self.file_starts[source_index]:
+            self.file_starts[source_index] = first_ts
+        if scan and not self.show_all:  # one finding line, not a row and a timeline per port
             self.scan_probes += 1
-            if not r.verdict.ok:
+            if not ok:
                 self.failed += 1
                 self.problems[("scan probes", "scan probes")] += 1  # counted, not listed
-            r.conn.packets = []
             return
-        expand = self.show_all or not r.verdict.ok
-        if not r.verdict.ok:
+        expand = self.show_all or not ok
+        if not ok:
             self.failed += 1
-            self.problems[(r.verdict.outcome, r.verdict.rule)] += 1
-        if expand and len(self.expanded) < self.timeline_limit:
-            self.expanded.append(r)
-        else:
-            if expand:
+            self.problems[(outcome, rule)] += 1
+        if expand:
+            if len(self.expanded) < self.timeline_limit:
+                self.expanded.append((cid, kept.timeline()))
+            else:
                 self.timelines_dropped += 1
-            r.conn.packets = []  # the row needs the totals only
-        if r.verdict.ok and not self.show_all:
-            self._count_healthy(r)
+        if ok and not self.show_all:
+            self._count_healthy(server, duration, kept)
         elif len(self.rows) < self.row_limit:
-            self.rows.append(r)
+            self.rows.append(kept.row())
         else:
             self.rows_dropped += 1
-        rate = r.analysis.retransmission_rate
         if rate > 0:
-            _push_top(self.by_rate, (rate, -r.conn.id, r))
-        _push_top(self.by_duration, (r.conn.last_ts - r.conn.first_ts, -r.conn.id, r))
+            _push_top(self.by_rate, rate, cid, kept)
+        _push_top(self.by_duration, duration, cid, kept)
 
-    def _count_healthy(self, r: ConnReport) -> None:
+    def _count_healthy(self, key: tuple[bytes, int], duration: float, kept: Kept) -> None:
         """A connection that ended well: kept for a small capture's table, summed up per service."""
         if len(self.healthy_rows) <= LIST_ALL_UP_TO:
-            self.healthy_rows.append(r)
-        key = (r.conn.server.ip, r.conn.server.port)
+            self.healthy_rows.append(kept.row())
         durations = self.services.get(key)
         if durations is None:
             if len(self.services) >= SERVICE_SLOTS:
@@ -109,20 +171,22 @@ class RunSummary:
             durations = self.services[key] = []
         self.healthy[key] += 1
         if len(durations) < DURATION_SAMPLES:
-            durations.append(r.conn.last_ts - r.conn.first_ts)
+            durations.append(duration)
 
-    def write(self, out: TextIO, view: TextView) -> None:
-        """Findings, table, optional --stats tables, then the expanded timelines (unless --summary)."""
+    def write(self, out: TextIO, view: TextView, timelines: Timelines | None = None) -> None:
+        """Findings, table, optional --stats tables, then the expanded timelines (unless --summary).
+
+        ``timelines``: given the kept timelines (Kept.timeline) in id order and the frames the
+        findings cite, their texts in that order; by default they are reports, written here."""
         from synscope.render.findings import write_findings
         from synscope.render.table import stats_from_tops, summary_table
-        from synscope.render.text import write_connection
 
         findings = self.findings.findings()
         write_findings(findings, self.first_ts or 0.0, out)
         small = self.total <= LIST_ALL_UP_TO
         if small:  # every connection, in id order
             self.rows.extend(self.healthy_rows)
-        self.rows.sort(key=lambda r: r.conn.id)
+        self.rows.sort(key=_row_id)
         if self.failed and self.total > PROBLEMS_LINE_ABOVE:
             out.write(problems_line(self.failed, self.total, self.problems) + "\n")
         if self.rows:
@@ -142,8 +206,14 @@ class RunSummary:
         # frames the findings cite are kept in the timelines too (frame numbers are per file: with
         # several files a few more rows may stay unfolded, none is lost)
         cited = frozenset(n for f in findings for e in f.evidence for n in e.frames)
-        for r in sorted(self.expanded, key=lambda r: r.conn.id):
-            write_connection(r, out, absolute=view.absolute, payload=view.payload, context=view.context, also_cited=cited)
+        shown = [x[1] for x in sorted(self.expanded, key=_first)]
+        if timelines is None:
+            for r in shown:
+                assert isinstance(r, ConnReport)
+                write_connection(r, out, absolute=view.absolute, payload=view.payload, context=view.context, also_cited=cited)
+        else:
+            for text in timelines(shown, cited):
+                out.write(text)
         if self.timelines_dropped:
             out.write(f"… {self.timelines_dropped} more timelines not shown (at most {self.timeline_limit}); use --conn ID or --json for them\n")
 
@@ -171,8 +241,101 @@ def problems_line(failed: int, total: int, problems: Counter) -> str:
     return f"Did not end well: {failed:,} of {total:,} connections: {groups}"
 
 
-def _push_top(heap: list, item: tuple) -> None:
+def _push_top(heap: list[tuple[float, int, Row]], value: float, cid: int, kept: Kept) -> None:
+    """Keep the TOP connections by ``value`` (ties: the lower id), asking for a row only of one that enters."""
     if len(heap) < TOP:
-        heapq.heappush(heap, item)
-    elif item > heap[0]:
-        heapq.heapreplace(heap, item)
+        heapq.heappush(heap, (value, -cid, kept.row()))
+    elif (value, -cid) > heap[0][:2]:
+        heapq.heapreplace(heap, (value, -cid, kept.row()))
+
+
+def _first(item: tuple[int, object]) -> int:
+    return item[0]
+
+
+def _row_id(row: Row) -> int:
+    return row.id
+
+
+def timeline_text(r: ConnReport, view: TextView, cited: frozenset[int]) -> str:
+    """One connection's block of the text view (title, verdict, figures, timeline) as a string."""
+    buf = io.StringIO()
+    write_connection(r, buf, absolute=view.absolute, payload=view.payload, context=view.context, also_cited=cited)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------ the text view of a split run
+# (synscope.read.split runs the workers; nothing but plain values crosses between processes:
+# compiled reports cannot be pickled)
+
+
+class WorkerShare:
+    """A split run worker's side of the text view.
+
+    For each of the worker's connections, :meth:`item` gives what the parent's summary counts:
+    the brief, the table row where the worker's own summary keeps one, and whether it keeps its
+    timeline; the worker holds those reports. Once the parent has merged every connection (and
+    knows their ids, links and the findings' frames), :meth:`render` writes the timelines it
+    asks for with the renderer of a single run.
+    """
+
+    def __init__(self, show_all: bool, row_limit: int, timeline_limit: int, view: TextView) -> None:
+        self.picks = RunSummary(show_all=show_all, row_limit=row_limit, timeline_limit=timeline_limit)
+        self.view = view
+        self.held: dict[int, ConnReport] = {}  # by the position that opened the connection
+
+    def item(self, r: ConnReport) -> tuple[Brief, Row | None, bool]:
+        """(brief, row or None, timeline kept) of one connection (numbered by its position)."""
+        offer = _Offered(r)
+        brief = brief_of(r)
+        self.picks.count(r.conn.id, brief, offer)
+        if offer.kept_timeline:
+            self.held[r.conn.opened_at] = r
+        return brief, offer.made, offer.kept_timeline
+
+    def render(self, request: tuple[frozenset[int], list[tuple[int, int, int | None, tuple[int, int] | None]]]) -> list[str]:
+        """The texts of the timelines asked for: (frames the findings cite, [(position, id,
+        reused_from, (retry_of, retry_number) or None), ...]), with the single run's ids."""
+        cited, wanted = request
+        texts = []
+        for position, cid, reused_from, retry in wanted:
+            r = self.held.pop(position)
+            r.conn.id = cid
+            r.conn.reused_from = reused_from
+            if retry is not None:
+                r.retry_of, r.retry_number = retry
+            texts.append(timeline_text(r, self.view, cited))
+        return texts
+
+
+class _Offered(_Whole):
+    """A worker's own report, as its summary asks for it (a kept timeline: the worker holds
+    the report, by its position)."""
+
+    __slots__ = ()
+
+    def timeline(self) -> object:
+        self.kept_timeline = True
+        return self.report.conn.opened_at
+
+
+class Sent:
+    """A connection merged by a split run's parent: what its worker sent (with the single run's
+    id put in). Asked for a part the worker did not keep, it fails loudly, not wrongly."""
+
+    __slots__ = ("cid", "handle", "sent")
+
+    def __init__(self, cid: int, sent: Row | None, handle: object) -> None:
+        self.cid = cid
+        self.sent = sent
+        self.handle = handle
+
+    def row(self) -> Row:
+        if self.sent is None:
+            raise AssertionError(f"connection #{self.cid}: the text summary keeps a row its worker did not send")
+        return self.sent._replace(id=self.cid)
+
+    def timeline(self) -> object:
+        if self.handle is None:
+            raise AssertionError(f"connection #{self.cid}: the text summary shows a timeline its worker did not keep")
+        return self.handle

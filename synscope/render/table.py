@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from tabulate import tabulate
 
@@ -13,76 +13,92 @@ from synscope.read.analysis.loss import COPY, DOWNSTREAM, REORDERED, SPURIOUS, U
 from synscope.read.pipeline import ConnReport
 
 
-def summary_table(reports: list[ConnReport], origin: float, out: TextIO, file_starts: dict[int, float] | None = None) -> None:
-    """One row per connection: who, when, how much, and how it ended. ``start`` counts from
-    ``origin``, or with several files from the first packet of the connection's own file
-    (``file_starts`` by input index), and a ``file`` column says which."""
-    rows = []
-    for r in reports:
-        c = r.conn
-        fc, fs = r.analysis.facts
-        client = fmt_endpoint(c.client.ip, c.client.port) + ("?" if c.roles_guessed else "")
-        rows.append(
+class Row(NamedTuple):
+    """What the summary tables show of one connection, as plain values: kept for the end of a
+    run instead of the report (and sent whole from a split run's worker)."""
+
+    id: int
+    client: str  # without the "?" of guessed roles (``guessed``)
+    server: str
+    first_ts: float
+    source_index: int
+    duration: str
+    packets: str  # c>s/s>c
+    payload: str  # bytes c>s/s>c
+    outcome: str
+    notes: str
+    guessed: bool
+    retransmitted: str  # rate, as a percentage
+    segments: str  # retransmitted segments c>s/s>c
+
+
+def table_row(r: ConnReport) -> Row:
+    """The figures of ``r`` that :func:`summary_table` and :func:`stats_from_tops` print."""
+    c = r.conn
+    fc, fs = r.analysis.facts
+    return Row(
+        c.id,
+        fmt_endpoint(c.client.ip, c.client.port),
+        fmt_endpoint(c.server.ip, c.server.port),
+        c.first_ts,
+        c.source_index,
+        fmt.duration(c.last_ts - c.first_ts),
+        f"{fc.packets}/{fs.packets}",
+        f"{fc.payload_bytes}/{fs.payload_bytes}",
+        r.verdict.outcome,
+        r.verdict.summary,
+        c.roles_guessed,
+        fmt.percent(r.analysis.retransmission_rate),
+        f"{fc.retransmitted_segments}/{fs.retransmitted_segments}",
+    )
+
+
+def summary_table(rows: list[Row], origin: float, out: TextIO, file_starts: dict[int, float] | None = None) -> None:
+    """One row per connection (:func:`table_row`): who, when, how much, and how it ended.
+    ``start`` counts from ``origin``, or with several files from the first packet of the
+    connection's own file (``file_starts`` by input index), and a ``file`` column says which."""
+    lines = []
+    for x in rows:
+        lines.append(
             [
-                c.id,
-                client,
-                fmt_endpoint(c.server.ip, c.server.port),
-                f"+{c.first_ts - (origin if file_starts is None else file_starts.get(c.source_index, origin)):.3f}",
-                fmt.duration(c.last_ts - c.first_ts),
-                f"{fc.packets}/{fs.packets}",
-                f"{fc.payload_bytes}/{fs.payload_bytes}",
-                r.verdict.outcome,
-                r.verdict.summary,
+                x.id,
+                x.client + ("?" if x.guessed else ""),
+                x.server,
+                f"+{x.first_ts - (origin if file_starts is None else file_starts.get(x.source_index, origin)):.3f}",
+                x.duration,
+                x.packets,
+                x.payload,
+                x.outcome,
+                x.notes,
             ]
         )
         if file_starts is not None:
-            rows[-1].insert(1, str(c.source_index + 1))
+            lines[-1].insert(1, str(x.source_index + 1))
     headers = ["id", "client", "server", "start", "dur", "pkts c>s/s>c", "bytes c>s/s>c", "outcome", "notes"]
     if file_starts is not None:
         headers.insert(1, "file")
-    out.write(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
+    out.write(tabulate(lines, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
     if file_starts is not None:
         out.write("file: the input's place on the command line; start: seconds from that file's first connection\n")
-    if any(r.conn.roles_guessed for r in reports):
+    if any(x.guessed for x in rows):
         out.write("? client/server guessed from the ports (picked up mid-stream)\n")
 
 
-def stats_from_tops(outcomes: Counter, by_rate: list[ConnReport], by_duration: list[ConnReport], out: TextIO) -> None:
+def stats_from_tops(outcomes: Counter, by_rate: list[Row], by_duration: list[Row], out: TextIO) -> None:
     """Print the --stats tables from totals already gathered."""
     out.write("\nOutcomes\n")
     by_count: list[tuple[str, int]] = sorted(outcomes.items(), key=lambda kv: -kv[1])
     out.write(tabulate(by_count, headers=["outcome", "connections"], tablefmt="plain") + "\n")
     out.write("\nTop connections by retransmission rate\n")
     if by_rate:
-        rows = []
-        for r in by_rate:
-            fc, fs = r.analysis.facts
-            rows.append(
-                [
-                    r.conn.id,
-                    fmt_endpoint(r.conn.client.ip, r.conn.client.port),
-                    fmt_endpoint(r.conn.server.ip, r.conn.server.port),
-                    fmt.percent(r.analysis.retransmission_rate),
-                    f"{fc.retransmitted_segments}/{fs.retransmitted_segments}",
-                    r.verdict.outcome,
-                ]
-            )
+        lines = [[x.id, x.client, x.server, x.retransmitted, x.segments, x.outcome] for x in by_rate]
         headers = ["id", "client", "server", "retrans", "segs c>s/s>c", "outcome"]
-        out.write(tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
+        out.write(tabulate(lines, headers=headers, tablefmt="plain", disable_numparse=True) + "\n")
     else:
         out.write("(no retransmissions)\n")
     out.write("\nTop connections by duration\n")
-    rows = [
-        [
-            r.conn.id,
-            fmt_endpoint(r.conn.client.ip, r.conn.client.port),
-            fmt_endpoint(r.conn.server.ip, r.conn.server.port),
-            fmt.duration(r.conn.last_ts - r.conn.first_ts),
-            r.verdict.outcome,
-        ]
-        for r in by_duration
-    ]
-    out.write(tabulate(rows, headers=["id", "client", "server", "duration", "outcome"], tablefmt="plain", disable_numparse=True) + "\n")
+    lines = [[x.id, x.client, x.server, x.duration, x.outcome] for x in by_duration]
+    out.write(tabulate(lines, headers=["id", "client", "server", "duration", "outcome"], tablefmt="plain", disable_numparse=True) + "\n")
 
 
 def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None:

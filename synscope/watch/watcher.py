@@ -421,7 +421,7 @@ class Watcher:
 
     def _write_summary(self, still_open: list[ConnReport], out: TextIO) -> None:
         from synscope.render.findings import write_findings
-        from synscope.render.table import summary_table
+        from synscope.render.table import summary_table, table_row
 
         if self.broken_pipe and out is self.out:
             return
@@ -440,7 +440,7 @@ class Watcher:
                 for r in still_open:
                     r.verdict.outcome += " (open)"
                 try:
-                    summary_table(rows, min(r.conn.first_ts for r in rows), out)
+                    summary_table([table_row(r) for r in rows], min(r.conn.first_ts for r in rows), out)
                 finally:
                     for r, outcome in zip(still_open, outcomes, strict=True):
                         r.verdict.outcome = outcome
