@@ -208,6 +208,56 @@ class ConnFacts:
         self.reused = reused
         self.scan = scan
 
+    def __reduce__(self) -> tuple[type[ConnFacts], tuple[object, ...]]:
+        """Pickled as the constructor's arguments (a split run's workers send ConnFacts): with a
+        written-out ``__init__`` the compiled class cannot be made empty and filled in."""
+        return (
+            ConnFacts,
+            (
+                self.client_ip,
+                self.client_port,
+                self.server_ip,
+                self.server_port,
+                self.first_ts,
+                self.last_ts,
+                self.syn_ts,
+                self.client_syns,
+                self.server_syns,
+                self.completed,
+                self.server_rst,
+                self.evicted,
+                self.outcome,
+                self.ok,
+                self.established,
+                self.icmp_from,
+                self.first_frame,
+                self.stalled,
+                self.data_retransmissions,
+                self.synack_after_ack,
+                self.abort_after,
+                self.frames,
+                self.packets,
+                self.client_bytes,
+                self.server_bytes,
+                self.handshake_s,
+                self.teardown_ts,
+                self.teardown_packets,
+                self.first_closer,
+                self.reset,
+                self.syn_timestamps,
+                self.answer,
+                self.answer_frame,
+                self.rule,
+                self.keepalive_probes,
+                self.keepalive_interval,
+                self.silent_since,
+                self.prober_is_client,
+                self.probe_frames,
+                self.reused,
+                self.scan,
+            ),
+        )
+
 
 def facts_of(report: ConnReport) -> ConnFacts:
     """The findings stage's view of one connection (read before its packets are dropped)."""
