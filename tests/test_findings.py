@@ -9,6 +9,7 @@ refused-retry.pcap are made by scripts/make-pcaps with fixed parameters (see pca
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from dataclasses import replace
 
@@ -162,6 +163,18 @@ BASE = ConnFacts(
     abort_after=-1.0,
     frames=(3, 4, 0, 9),
 )
+
+
+def test_facts_survive_pickling_every_field() -> None:
+    """A split run's workers pickle each connection's facts for the parent (every field, the
+    defaulted ones too: the compiled class pickles by its own __reduce__)."""
+    facts = replace(
+        BASE, packets=7, client_bytes=8, server_bytes=9, handshake_s=0.5, teardown_ts=3.0, teardown_packets=2, first_closer="client",
+        reset=True, syn_timestamps=True, answer="synack", answer_frame=5, rule="keepalive-timeout", keepalive_probes=3,
+        keepalive_interval=1.5, silent_since=2.0, prober_is_client=False, probe_frames=(1, 2), reused=True, scan=True,
+    )  # fmt: skip
+    back = pickle.loads(pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL))
+    assert back == facts and back is not facts
 
 
 def test_accept_queue_needs_several_connections_in_one_period() -> None:

@@ -504,8 +504,10 @@ class RetryLinker:
     """
 
     def __init__(self) -> None:
-        # (client ip, server ip, server port) -> (id, failure time, retry number, gap before it)
-        self._failed: dict[tuple[bytes, bytes, int], tuple[int, float, int, float]] = {}
+        # (client ip, server ip, server port) -> (id, failure time, retry number, gap before it),
+        # oldest first; an OrderedDict for the same reason as _latest below (a SYN flood's failed
+        # attempts expire from its front all the time)
+        self._failed: OrderedDict[tuple[bytes, bytes, int], tuple[int, float, int, float]] = OrderedDict()
         # (client ip, server ip) -> latest SYN time of any connection handed on, oldest first
         # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
         # entries were deleted from its front (5 % of a run in ReuseDetector.add)
@@ -521,7 +523,9 @@ class RetryLinker:
         failed = self._failed
         # (taken before the expired ones go: several files in one run need not be in time
         # order, and the capture clock is the latest of them)
-        prev = failed.pop(key, None)
+        prev = failed.get(key)  # (get and del: no method call when, as mostly, it is not there)
+        if prev is not None:
+            del failed[key]
         # forget failures too old to be retried by this SYN: by the SYN's own time, not only the
         # capture clock, which runs ahead when a newer file was read before this one
         horizon = min(clock, syn_ts) - RETRY_WINDOW
@@ -531,10 +535,16 @@ class RetryLinker:
                 break
             del failed[first]
         pair = (key[0], key[1])
-        latest = self._latest.pop(pair, None)  # (re-inserted below: the dict stays in update order)
-        self._latest[pair] = syn_ts if latest is None or syn_ts > latest else latest
-        if len(self._latest) > RETRY_PEERS:
-            del self._latest[next(iter(self._latest))]
+        latests = self._latest
+        latest = latests.get(pair)
+        if latest is None:
+            latests[pair] = syn_ts
+            if len(latests) > RETRY_PEERS:
+                latests.popitem(last=False)
+        else:
+            latests.move_to_end(pair)  # the dict stays in update order
+            if syn_ts > latest:
+                latests[pair] = syn_ts
         linked = None
         gap = 0.0
         # another connection from this client to this server started after the failure: not a retry

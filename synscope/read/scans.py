@@ -58,16 +58,37 @@ class _Probed:
 
     __slots__ = ("targets", "extra", "open", "start", "last", "confirmed")
 
+    extra: int
+    start: float
+    last: float
+    confirmed: bool
+
     def __init__(self, start: float) -> None:
         self.targets: set[int | bytes] = set()
+        self.open: set[int | bytes] | None = None  # the targets that answered with SYN-ACK (made at the first)
+        self.reset(start)
+
+    def reset(self, start: float) -> None:
+        """Count again from scratch, from a probe at ``start`` (the set is reused)."""
+        self.targets.clear()
         self.extra = 0  # first SYNs to targets beyond PAIR_EXACT
-        self.open: set[int | bytes] = set()
+        self.open = None
         self.start = start  # time of the first probe counted
         self.last = start  # time of the latest probe
         self.confirmed = False  # the threshold was reached within the window
 
     def count(self) -> int:
         return len(self.targets) + self.extra
+
+    def mark_open(self, target: int | bytes) -> None:
+        """``target`` answered with SYN-ACK (counted if it was probed)."""
+        if target in self.targets:
+            if self.open is None:
+                self.open = set()
+            self.open.add(target)
+
+    def open_count(self) -> int:
+        return len(self.open) if self.open is not None else 0
 
 
 class ScanWatch:
@@ -98,11 +119,11 @@ class ScanWatch:
                     del self._synack_ttl[next(iter(self._synack_ttl))]
                 self._synack_ttl[seg.src] = (seg.ttl, seg.frame)
             p = self._by_host.get((seg.dst, seg.src))
-            if p is not None and seg.sport in p.targets:
-                p.open.add(seg.sport)
+            if p is not None:
+                p.mark_open(seg.sport)
             q = self._by_port.get((seg.dst, seg.sport))
-            if q is not None and seg.src in q.targets:
-                q.open.add(seg.src)
+            if q is not None:
+                q.mark_open(seg.src)
         if flags & (SYN | RST):
             self._answer(seg.src, seg.sport)
 
@@ -130,10 +151,10 @@ class ScanWatch:
         and was a connection that started at ``ts`` made during it?"""
         ended = self._ended
         for p in (self._by_host.get((client, host)), ended.get((0, (client, host)))):
-            if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), len(p.open)):
+            if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), p.open_count()):
                 return True
         for p in (self._by_port.get((client, port)), ended.get((1, (client, port)))):
-            if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), len(p.open), horizontal=True):
+            if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), p.open_count(), horizontal=True):
                 return True
         return False
 
@@ -146,8 +167,11 @@ def _add(table: OrderedDict, key: tuple, target: int | bytes, ts: float, thresho
     p = table.get(key)
     if p is None:
         if len(table) >= SCAN_PAIRS:
-            del table[next(iter(table))]
-        p = table[key] = _Probed(ts)
+            p = table.popitem(last=False)[1]  # the oldest pair makes room (its record is reused)
+            p.reset(ts)
+        else:
+            p = _Probed(ts)
+        table[key] = p
     elif ts > p.last + SCAN_WINDOW or ts < p.start - SCAN_WINDOW or (not p.confirmed and ts - p.start > SCAN_WINDOW):
         # too slow to be a scan so far, or long after (or before: another file) the scan: count again from here
         if p.confirmed:
@@ -155,7 +179,9 @@ def _add(table: OrderedDict, key: tuple, target: int | bytes, ts: float, thresho
             if len(ended) >= SCAN_PAIRS:
                 del ended[next(iter(ended))]
             ended[(kind, key)] = p
-        p = table[key] = _Probed(ts)
+            p = table[key] = _Probed(ts)
+        else:
+            p.reset(ts)
     if ts > p.last:
         p.last = ts
     if target in p.targets:

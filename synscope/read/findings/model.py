@@ -70,9 +70,10 @@ class Finding:
         return f"[{self.server_ip}]:{self.server_port}" if ":" in self.server_ip else f"{self.server_ip}:{self.server_port}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ConnFacts:
-    """What the findings stage keeps of one connection (small and picklable)."""
+    """What the findings stage keeps of one connection (small and picklable; the defaults are
+    :meth:`__init__`'s)."""
 
     client_ip: bytes
     client_port: int
@@ -98,26 +99,164 @@ class ConnFacts:
     abort_after: float  # RST from the server this long after the handshake ACK, before any answer (-1: none)
     frames: tuple[int, ...]  # handshake ACK, first data, first re-sent SYN-ACK or RST, the ACK that ended the stall
     # life cycle (churn.py, ports.py)
-    packets: int = 0
-    client_bytes: int = 0  # payload, both ways
-    server_bytes: int = 0
-    handshake_s: float = -1.0  # first SYN to the handshake ACK (-1: not completed)
-    teardown_ts: float = -1.0  # first FIN or RST (-1: none)
-    teardown_packets: int = 0  # packets from the first FIN or RST on
-    first_closer: str = ""  # "client" or "server": who sent the first FIN ("" when no FIN)
-    reset: bool = False  # an RST was seen (either side)
-    syn_timestamps: bool = False  # the client's SYN carried TCP timestamps
-    answer: str = ""  # the server's first packet after the client's SYN: synack, rst, ack ("": none)
-    answer_frame: int = 0
+    packets: int
+    client_bytes: int  # payload, both ways
+    server_bytes: int
+    handshake_s: float  # first SYN to the handshake ACK (-1: not completed)
+    teardown_ts: float  # first FIN or RST (-1: none)
+    teardown_packets: int  # packets from the first FIN or RST on
+    first_closer: str  # "client" or "server": who sent the first FIN ("" when no FIN)
+    reset: bool  # an RST was seen (either side)
+    syn_timestamps: bool  # the client's SYN carried TCP timestamps
+    answer: str  # the server's first packet after the client's SYN: synack, rst, ack ("": none)
+    answer_frame: int
     # keep-alive (keepalive.py), for the keepalive-timeout verdict
-    rule: str = ""  # the verdict's rule
-    keepalive_probes: int = 0  # unanswered probes before the prober's reset
-    keepalive_interval: float = -1.0  # median gap between those probes (and the reset)
-    silent_since: float = -1.0  # the last packet heard from the peer that went silent
-    prober_is_client: bool = True
-    probe_frames: tuple[int, ...] = ()  # first probe, the reset
-    reused: bool = False  # the tracker saw this 4-tuple before (same encapsulation too)
-    scan: bool = False  # part of a port scan (ConnReport.scan): the port-scan finding covers it
+    rule: str  # the verdict's rule
+    keepalive_probes: int  # unanswered probes before the prober's reset
+    keepalive_interval: float  # median gap between those probes (and the reset)
+    silent_since: float  # the last packet heard from the peer that went silent
+    prober_is_client: bool
+    probe_frames: tuple[int, ...]  # first probe, the reset
+    reused: bool  # the tracker saw this 4-tuple before (same encapsulation too)
+    scan: bool  # part of a port scan (ConnReport.scan): the port-scan finding covers it
+
+    def __init__(
+        self,
+        client_ip: bytes,
+        client_port: int,
+        server_ip: bytes,
+        server_port: int,
+        first_ts: float,
+        last_ts: float,
+        syn_ts: float | None,
+        client_syns: int,
+        server_syns: int,
+        completed: bool,
+        server_rst: bool,
+        evicted: bool,
+        outcome: str,
+        ok: bool,
+        established: bool,
+        icmp_from: bytes,
+        first_frame: int,
+        stalled: float,
+        data_retransmissions: int,
+        synack_after_ack: int,
+        abort_after: float,
+        frames: tuple[int, ...],
+        packets: int = 0,
+        client_bytes: int = 0,
+        server_bytes: int = 0,
+        handshake_s: float = -1.0,
+        teardown_ts: float = -1.0,
+        teardown_packets: int = 0,
+        first_closer: str = "",
+        reset: bool = False,
+        syn_timestamps: bool = False,
+        answer: str = "",
+        answer_frame: int = 0,
+        rule: str = "",
+        keepalive_probes: int = 0,
+        keepalive_interval: float = -1.0,
+        silent_since: float = -1.0,
+        prober_is_client: bool = True,
+        probe_frames: tuple[int, ...] = (),
+        reused: bool = False,
+        scan: bool = False,
+    ) -> None:
+        # written out, not generated (init=False): a compiled dataclass runs its generated
+        # __init__ as Python, and one ConnFacts is made per connection
+        self.client_ip = client_ip
+        self.client_port = client_port
+        self.server_ip = server_ip
+        self.server_port = server_port
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.syn_ts = syn_ts
+        self.client_syns = client_syns
+        self.server_syns = server_syns
+        self.completed = completed
+        self.server_rst = server_rst
+        self.evicted = evicted
+        self.outcome = outcome
+        self.ok = ok
+        self.established = established
+        self.icmp_from = icmp_from
+        self.first_frame = first_frame
+        self.stalled = stalled
+        self.data_retransmissions = data_retransmissions
+        self.synack_after_ack = synack_after_ack
+        self.abort_after = abort_after
+        self.frames = frames
+        self.packets = packets
+        self.client_bytes = client_bytes
+        self.server_bytes = server_bytes
+        self.handshake_s = handshake_s
+        self.teardown_ts = teardown_ts
+        self.teardown_packets = teardown_packets
+        self.first_closer = first_closer
+        self.reset = reset
+        self.syn_timestamps = syn_timestamps
+        self.answer = answer
+        self.answer_frame = answer_frame
+        self.rule = rule
+        self.keepalive_probes = keepalive_probes
+        self.keepalive_interval = keepalive_interval
+        self.silent_since = silent_since
+        self.prober_is_client = prober_is_client
+        self.probe_frames = probe_frames
+        self.reused = reused
+        self.scan = scan
+
+    def __reduce__(self) -> tuple[type[ConnFacts], tuple[object, ...]]:
+        """Pickled as the constructor's arguments (a split run's workers send ConnFacts): with a
+        written-out ``__init__`` the compiled class cannot be made empty and filled in."""
+        return (
+            ConnFacts,
+            (
+                self.client_ip,
+                self.client_port,
+                self.server_ip,
+                self.server_port,
+                self.first_ts,
+                self.last_ts,
+                self.syn_ts,
+                self.client_syns,
+                self.server_syns,
+                self.completed,
+                self.server_rst,
+                self.evicted,
+                self.outcome,
+                self.ok,
+                self.established,
+                self.icmp_from,
+                self.first_frame,
+                self.stalled,
+                self.data_retransmissions,
+                self.synack_after_ack,
+                self.abort_after,
+                self.frames,
+                self.packets,
+                self.client_bytes,
+                self.server_bytes,
+                self.handshake_s,
+                self.teardown_ts,
+                self.teardown_packets,
+                self.first_closer,
+                self.reset,
+                self.syn_timestamps,
+                self.answer,
+                self.answer_frame,
+                self.rule,
+                self.keepalive_probes,
+                self.keepalive_interval,
+                self.silent_since,
+                self.prober_is_client,
+                self.probe_frames,
+                self.reused,
+                self.scan,
+            ),
+        )
 
 
 def facts_of(report: ConnReport) -> ConnFacts:

@@ -15,7 +15,6 @@ errno itself is not in the capture. Confidence ``likely``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Final
 
 from synscope.core import fmt
@@ -36,17 +35,35 @@ PAIR_SLOTS: Final = 1024
 GAP_SAMPLES: Final = 256
 
 
-@dataclass
 class _Pair:
+    """One client's attempts to one service. A plain class (not a compiled dataclass, whose
+    ``__init__`` runs as Python), reused when it makes room: a SYN flood's spoofed sources make
+    one per connection."""
+
     first: float
     last: float
-    attempts: int = 0
-    wide: bool = False  # more than NARROW_MAX ports: not narrow, ports no longer followed
-    last_use: dict[int, float] = field(default_factory=dict)  # port -> SYN time of its last use
-    gaps: list[float] = field(default_factory=list)
-    reuses: int = 0
-    ids: list[int] = field(default_factory=list)
-    frames: list[int] = field(default_factory=list)
+    attempts: int
+    wide: bool  # more than NARROW_MAX ports: not narrow, ports no longer followed
+    reuses: int
+
+    def __init__(self, ts: float) -> None:
+        self.last_use: dict[int, float] = {}  # port -> SYN time of its last use
+        self.gaps: list[float] = []
+        self.ids: list[int] = []
+        self.frames: list[int] = []
+        self.reset(ts)
+
+    def reset(self, ts: float) -> None:
+        """A new pair, first seen at ``ts`` (the containers are reused)."""
+        self.first = ts
+        self.last = ts
+        self.attempts = 0
+        self.wide = False
+        self.last_use.clear()
+        self.gaps.clear()
+        self.reuses = 0
+        self.ids.clear()
+        self.frames.clear()
 
 
 class PortExhaustionDetector:
@@ -65,15 +82,22 @@ class PortExhaustionDetector:
             return
         ts = f.syn_ts if f.syn_ts is not None else f.first_ts
         key = (f.client_ip, f.server_ip, f.server_port)
-        p = self._pairs.pop(key, None)  # (re-inserted below: the dict's order is least recently used first)
-        if p is None:
-            if len(self._pairs) >= self.slots:
-                del self._pairs[next(iter(self._pairs))]  # the least recently used pair makes room
+        pairs = self._pairs
+        p = pairs.get(key)
+        if p is not None:
+            pairs.move_to_end(key)  # the dict's order is least recently used first
+        else:
+            if len(pairs) >= self.slots:
+                p = pairs.popitem(last=False)[1]  # the least recently used pair makes room
+                p.reset(ts)
                 self.evicted += 1
-            p = _Pair(ts, ts)
-        self._pairs[key] = p
-        p.first = min(p.first, ts)
-        p.last = max(p.last, ts)
+            else:
+                p = _Pair(ts)
+            pairs[key] = p
+        if ts < p.first:
+            p.first = ts
+        if ts > p.last:
+            p.last = ts
         p.attempts += 1
         if p.wide:
             return

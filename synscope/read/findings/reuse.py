@@ -40,9 +40,10 @@ GROUP_SLOTS: Final = 1024
 MAX_CLIENTS: Final = 4096
 
 
-@dataclass(slots=True)
 class _Life:
-    """One incarnation of a 4-tuple, as much as a reuse needs."""
+    """One incarnation of a 4-tuple, as much as a reuse needs. A plain class (a compiled
+    dataclass runs its ``__init__`` as Python), one per connection, reused when the table makes
+    room."""
 
     cid: int
     syn_ts: float  # -1: no SYN seen
@@ -55,6 +56,23 @@ class _Life:
     first_frame: int  # its first packet (the SYN)
     answer_frame: int  # the server's answer to the SYN (0: none)
     reused: bool  # the tracker linked it to an earlier connection on its 4-tuple
+
+    def __init__(self, cid: int, f: ConnFacts) -> None:
+        self.fill(cid, f)
+
+    def fill(self, cid: int, f: ConnFacts) -> None:
+        """Take connection ``cid``'s facts (all of them: an old incarnation's are overwritten)."""
+        self.cid = cid
+        self.syn_ts = f.syn_ts if f.syn_ts is not None else -1.0
+        self.last_ts = f.last_ts
+        self.holder = f.first_closer if f.first_closer and not f.reset else ""
+        self.answer = f.answer
+        self.completed = f.completed
+        self.client_syns = f.client_syns
+        self.syn_timestamps = f.syn_timestamps
+        self.first_frame = f.first_frame
+        self.answer_frame = f.answer_frame
+        self.reused = f.reused
 
 
 @dataclass
@@ -75,12 +93,6 @@ class _Group:
     clients: set[bytes] = field(default_factory=set)
 
 
-def _life(cid: int, f: ConnFacts) -> _Life:
-    holder = f.first_closer if f.first_closer and not f.reset else ""
-    syn_ts = f.syn_ts if f.syn_ts is not None else -1.0
-    return _Life(cid, syn_ts, f.last_ts, holder, f.answer, f.completed, f.client_syns, f.syn_timestamps, f.first_frame, f.answer_frame, f.reused)
-
-
 class ReuseDetector:
     """Reuses of 4-tuples within TIME-WAIT, in bounded memory."""
 
@@ -97,10 +109,11 @@ class ReuseDetector:
     def add(self, cid: int, f: ConnFacts) -> None:
         """Take one connection into account (in any order of the incarnations)."""
         key = (f.client_ip, f.client_port, f.server_ip, f.server_port)
-        new = _life(cid, f)
-        old = self._lives.get(key)
+        lives = self._lives
+        old = lives.get(key)
         if old is not None:
             # whichever came first is the previous incarnation
+            new = _Life(cid, f)
             if old.syn_ts > new.syn_ts:
                 earlier, later = new, old
             else:
@@ -108,11 +121,14 @@ class ReuseDetector:
             self._reuse(f, earlier, later)
             if later is old:
                 return  # keep the newest incarnation
-            del self._lives[key]
-        elif len(self._lives) >= self.tuple_slots:
-            del self._lives[next(iter(self._lives))]
+            del lives[key]
+        elif len(lives) >= self.tuple_slots:
+            new = lives.popitem(last=False)[1]  # the oldest incarnation makes room (its record is reused)
+            new.fill(cid, f)
             self.forgotten += 1
-        self._lives[key] = new
+        else:
+            new = _Life(cid, f)
+        lives[key] = new
 
     def _reuse(self, f: ConnFacts, earlier: _Life, later: _Life) -> None:
         if not earlier.holder or not later.reused or later.client_syns == 0 or later.syn_ts < 0:

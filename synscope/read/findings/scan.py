@@ -11,14 +11,19 @@ most half of them open; or
 - *closed*: answered with RST;
 - *filtered*: silence, or an ICMP error (a filter on the way or on the host).
 
-Bounded state: pairs with fewer than SCAN_MIN_PORTS targets wait in a FIFO of
-:data:`CANDIDATE_SLOTS` (the oldest go first); pairs past it, up to :data:`SCAN_SLOTS`, keep each
-target's state exactly up to :data:`TARGETS_EXACT` targets, then counts only.
+Bounded state: a table of :data:`CANDIDATE_SLOTS` + :data:`SCAN_SLOTS` pairs, in the order they
+were first seen. A pair below the threshold (not yet *confirmed*) is a candidate; when the table
+is full, a new pair takes the place of the oldest candidate (the earliest first seen of the pairs
+still below the threshold; a pair counted again from scratch after a slow start keeps its place),
+and is not followed when every pair is confirmed. The candidates are kept in a queue of their own,
+in the table's order, so finding the oldest costs O(1) (not a walk of the table past the confirmed
+pairs and the deleted slots at its front on every new pair, which was 14 % of a SYN flood's run).
+A pair keeps each target's state exactly up to :data:`TARGETS_EXACT` targets, then counts only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from typing import Final
 
 from synscope.core import fmt
@@ -49,40 +54,67 @@ def port_state(f: ConnFacts) -> int:
     return FILTERED
 
 
-@dataclass
 class _Pair:
-    """One client's probes of one host's ports (or of one port's hosts)."""
+    """One client's probes of one host's ports (or of one port's hosts).
+
+    A plain class, not a dataclass: one is made (or reused, :meth:`reset`) per new pair, which in
+    a SYN flood of spoofed sources is every connection, and a compiled dataclass runs its
+    generated ``__init__`` as Python."""
 
     first: float
     last: float
-    targets: dict[int | bytes, int] = field(default_factory=dict)  # target -> best state seen
-    extra: dict[int, int] = field(default_factory=dict)  # state -> probes past TARGETS_EXACT
-    probes: int = 0
-    connected: int = 0  # open, and the client completed the handshake (connect scan)
-    half_open: int = 0  # open, and the client did not complete it (SYN scan)
-    ids: list[int] = field(default_factory=list)
-    example_frame: int = 0
-    icmp: int = 0
-    confirmed: bool = False  # the threshold was reached within SCAN_WINDOW
+    extra_count: int
+    probes: int
+    connected: int
+    half_open: int
+    example_frame: int
+    icmp: int
+    confirmed: bool
+
+    def __init__(self, ts: float, example_frame: int) -> None:
+        self.targets: dict[int | bytes, int] = {}  # target -> best state seen
+        self.extra: dict[int, int] | None = None  # state -> probes past TARGETS_EXACT (made when needed)
+        self.ids: list[int] = []
+        self.reset(ts, example_frame)
+
+    def reset(self, ts: float, example_frame: int) -> None:
+        """Count again from scratch, from a probe at ``ts`` (the containers are reused)."""
+        self.first = ts
+        self.last = ts
+        self.targets.clear()
+        self.extra = None
+        self.extra_count = 0  # sum of extra's values
+        self.probes = 0
+        self.connected = 0  # open, and the client completed the handshake (connect scan)
+        self.half_open = 0  # open, and the client did not complete it (SYN scan)
+        self.ids.clear()
+        self.example_frame = example_frame
+        self.icmp = 0
+        self.confirmed = False  # the threshold was reached within SCAN_WINDOW
 
     def count(self) -> int:
-        return len(self.targets) + sum(self.extra.values())
+        return len(self.targets) + self.extra_count
 
     def states(self) -> dict[int, int]:
         out = {OPEN: 0, CLOSED: 0, FILTERED: 0}
         for s in self.targets.values():
             out[s] += 1
-        for s, n in self.extra.items():
-            out[s] += n
+        if self.extra is not None:
+            for s, n in self.extra.items():
+                out[s] += n
         return out
 
 
 class ScanDetector:
     """Port scans (vertical and horizontal) from the connections' facts, in bounded memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, candidate_slots: int = CANDIDATE_SLOTS, scan_slots: int = SCAN_SLOTS) -> None:
+        self.slots = candidate_slots + scan_slots  # pairs per table
         self._vertical: dict[tuple[bytes, bytes], _Pair] = {}
         self._horizontal: dict[tuple[bytes, int], _Pair] = {}
+        # the keys of each table's candidates (pairs below the threshold), in the table's order
+        self._vertical_waiting: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        self._horizontal_waiting: OrderedDict[tuple[bytes, int], None] = OrderedDict()
         self.dropped = 0  # pairs past the threshold not followed (SCAN_SLOTS)
 
     def add(self, cid: int, f: ConnFacts) -> None:
@@ -91,15 +123,66 @@ class ScanDetector:
             return
         state = port_state(f)
         ts = f.syn_ts if f.syn_ts is not None else f.first_ts
-        _add(self._vertical, (f.client_ip, f.server_ip), f.server_port, state, cid, ts, f, SCAN_MIN_PORTS, self)
-        _add(self._horizontal, (f.client_ip, f.server_port), f.server_ip, state, cid, ts, f, SCAN_MIN_HOSTS, self)
+        self._add(self._vertical, self._vertical_waiting, (f.client_ip, f.server_ip), f.server_port, state, cid, ts, f, SCAN_MIN_PORTS)
+        self._add(self._horizontal, self._horizontal_waiting, (f.client_ip, f.server_port), f.server_ip, state, cid, ts, f, SCAN_MIN_HOSTS)
+
+    def _add(self, table: dict, waiting: OrderedDict, key: tuple, target: int | bytes, state: int, cid: int, ts: float, f: ConnFacts, threshold: int) -> None:
+        p: _Pair | None = table.get(key)
+        if p is None:
+            if len(table) >= self.slots:
+                if not waiting:  # every pair is past the threshold (followed pairs stay)
+                    self.dropped += 1
+                    return
+                # make room: the oldest pair still below the threshold goes (its object is reused)
+                oldest = waiting.popitem(last=False)[0]
+                p = table.pop(oldest)
+                p.reset(ts, f.first_frame)
+            else:
+                p = _Pair(ts, f.first_frame)
+            table[key] = p
+            waiting[key] = None
+        elif ts > p.last + SCAN_WINDOW or ts < p.first - SCAN_WINDOW or (not p.confirmed and ts - p.first > SCAN_WINDOW):
+            if p.confirmed:
+                return  # long after (or before: another file) a scan found: not part of it (one scan per pair)
+            p.reset(ts, f.first_frame)  # too slow so far: count again from here (a candidate still, in its place)
+        if ts < p.first:
+            p.first = ts
+        if ts > p.last:
+            p.last = ts
+        p.probes += 1
+        if state == OPEN:
+            if f.completed:
+                p.connected += 1
+            else:
+                p.half_open += 1
+        if f.icmp_from:
+            p.icmp += 1
+        if len(p.ids) < MAX_IDS:
+            p.ids.append(cid)
+        targets = p.targets
+        old = targets.get(target)
+        if old is not None:
+            if state > old:
+                targets[target] = state
+        elif len(targets) < TARGETS_EXACT:
+            targets[target] = state
+        else:
+            if p.extra is None:
+                p.extra = {}
+            p.extra[state] = p.extra.get(state, 0) + 1
+            p.extra_count += 1
+        if not p.confirmed and p.count() >= threshold:
+            p.confirmed = True
+            del waiting[key]
 
     def forget(self, before: float) -> None:
         """Drop the pairs whose last probe was before ``before`` (watch's window; their slots are free again)."""
         for key in [k for k, p in self._vertical.items() if p.last < before]:
             del self._vertical[key]
+            self._vertical_waiting.pop(key, None)
         for hkey in [k for k, p in self._horizontal.items() if p.last < before]:
             del self._horizontal[hkey]
+            self._horizontal_waiting.pop(hkey, None)
 
     def findings(self) -> list[Finding]:
         """Every scan found (a horizontal one only where no vertical one covers the same client)."""
@@ -113,47 +196,6 @@ class ScanDetector:
             if client not in scanners and p.confirmed and looks_like_scan(p.count(), p.states()[OPEN], horizontal=True):
                 out.append(_finding(client, b"", port, p))
         return out
-
-
-def _add(table: dict, key: tuple, target: int | bytes, state: int, cid: int, ts: float, f: ConnFacts, threshold: int, det: ScanDetector) -> None:
-    p = table.get(key)
-    if p is None:
-        if len(table) >= CANDIDATE_SLOTS + SCAN_SLOTS:
-            # make room: the oldest pair still below the threshold goes (followed pairs stay)
-            for k in table:
-                if table[k].count() < threshold:
-                    del table[k]
-                    break
-            else:
-                det.dropped += 1
-                return
-        p = table[key] = _Pair(ts, ts, example_frame=f.first_frame)
-    elif ts > p.last + SCAN_WINDOW or ts < p.first - SCAN_WINDOW or (not p.confirmed and ts - p.first > SCAN_WINDOW):
-        if p.confirmed:
-            return  # long after (or before: another file) a scan found: not part of it (one scan per pair)
-        p = table[key] = _Pair(ts, ts, example_frame=f.first_frame)  # too slow so far: count again from here
-    p.first = min(p.first, ts)
-    p.last = max(p.last, ts)
-    p.probes += 1
-    if state == OPEN:
-        if f.completed:
-            p.connected += 1
-        else:
-            p.half_open += 1
-    if f.icmp_from:
-        p.icmp += 1
-    if len(p.ids) < MAX_IDS:
-        p.ids.append(cid)
-    old = p.targets.get(target)
-    if old is not None:
-        if state > old:
-            p.targets[target] = state
-    elif len(p.targets) < TARGETS_EXACT:
-        p.targets[target] = state
-    else:
-        p.extra[state] = p.extra.get(state, 0) + 1
-    if p.count() >= threshold:
-        p.confirmed = True
 
 
 def _ports_text(ports: list[int]) -> str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import itertools
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -99,7 +98,7 @@ class SpaceSaving:
         self.counts: dict[Hashable, int] = {}
         self._errors: dict[Hashable, int] = {}
         self._heap: list[tuple[int, int, Hashable]] = []  # (count, tie, item); stale when count differs
-        self._tie = itertools.count()
+        self._tie = 0  # the next entry's tie-break: entries of equal counts pop oldest first
         self.total = 0
 
     def add(self, item: Hashable, n: int = 1) -> Hashable | None:
@@ -124,10 +123,17 @@ class SpaceSaving:
         else:
             c += n
         counts[item] = c
-        heapq.heappush(self._heap, (c, next(self._tie), item))
+        tie = self._tie
+        heapq.heappush(self._heap, (c, tie, item))
+        tie += 1
         if len(self._heap) > 4 * self.capacity + 64:  # drop the stale entries
-            self._heap = [(v, next(self._tie), k) for k, v in counts.items()]
-            heapq.heapify(self._heap)
+            fresh: list[tuple[int, int, Hashable]] = []
+            for k, v in counts.items():
+                fresh.append((v, tie, k))
+                tie += 1
+            heapq.heapify(fresh)
+            self._heap = fresh
+        self._tie = tie
         return victim
 
     def error(self, item: Hashable) -> int:
