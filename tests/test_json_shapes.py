@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from synscope.core.model import SYN, Segment, parse_tcp_options
 from synscope.read import jsonl
 from synscope.read.analysis.engine import NEVER
 from synscope.read.jsonl import compact, connection_line, connection_object
@@ -84,3 +85,28 @@ def test_recurring_strings_are_escaped_as_json_and_the_table_stays_bounded() -> 
         for word in words:
             assert jsonl.word_text(word) == json.dumps(word)
     assert len(jsonl._WORDS) <= jsonl.MAX_WORDS
+
+
+# SYN options as bytes: MSS; MSS + window scale; MSS + SACK-permitted + NOP + NOP; a malformed
+# length; MSS + SACK-permitted + timestamps + NOP + window scale (too long to be remembered)
+OPTIONS = [
+    b"",
+    bytes.fromhex("020405b4"),
+    bytes.fromhex("020405b4010303"),
+    bytes.fromhex("020405b404020101"),
+    bytes.fromhex("0205"),
+    bytes.fromhex("020405b40402080a0000000100000000" + "01030307"),
+    bytes.fromhex("020405b40402080a0000000200000000" + "01030307"),
+]
+
+
+def test_syn_options_text_is_the_options_described() -> None:
+    for _ in range(2):  # (the second time from the table)
+        for raw in OPTIONS:
+            seg = Segment(1, 0.0, bytes(4), bytes(4), 1, 2, 0, 0, SYN, 1024, 0, raw_options=raw)
+            assert jsonl._options_text(seg) == json.dumps(parse_tcp_options(raw).describe())
+    for n in range(jsonl.MAX_WORDS + 10):
+        raw = bytes.fromhex("0204") + n.to_bytes(2, "big")
+        seg = Segment(1, 0.0, bytes(4), bytes(4), 1, 2, 0, 0, SYN, 1024, 0, raw_options=raw)
+        assert jsonl._options_text(seg) == json.dumps(f"mss {n}")
+    assert len(jsonl._OPTIONS_TEXT) <= jsonl.MAX_WORDS

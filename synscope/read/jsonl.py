@@ -9,7 +9,7 @@ from typing import Any, Final, TextIO
 from synscope.core.addr import fmt_ip
 from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
-from synscope.core.model import SYN, flag_string
+from synscope.core.model import SYN, Segment, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
 from synscope.read.analysis.ecn import EcnFacts, negotiation
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
@@ -404,7 +404,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
             f'"seq":{seq},"ack":{ack},"len":{seg.length},"win":{win},"analysis":{names},"note":{note}'
         )
         if fl & SYN:
-            text += ',"options":' + string(seg.options.describe())
+            text += ',"options":' + _options_text(seg)
         if pkt.dupack_num:
             text += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
         if pkt.rto is not None:
@@ -415,6 +415,26 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
             text += f',"duplicate_of":{pkt.duplicate_of}'
         out.append(text + "}")
     return out
+
+
+# JSON text of the options of SYNs too short to hold a timestamp (a flood's crafted SYNs; a
+# timestamp makes every SYN's bytes differ), by their bytes; emptied when full
+_OPTIONS_TEXT: Final[dict[bytes, str]] = {}
+# longest options remembered: MSS + window scale + SACK-permitted fit, a timestamp (10 bytes) does not
+MAX_REMEMBERED_OPTIONS: Final = 9
+
+
+def _options_text(seg: Segment) -> str:
+    """The "options" member's value of a SYN: its options described, as a JSON string."""
+    raw = seg.raw_options
+    if len(raw) > MAX_REMEMBERED_OPTIONS:
+        return _STRING(seg.options.describe())
+    text = _OPTIONS_TEXT.get(raw)
+    if text is None:
+        if len(_OPTIONS_TEXT) >= MAX_WORDS:
+            _OPTIONS_TEXT.clear()
+        text = _OPTIONS_TEXT[raw] = _STRING(seg.options.describe())
+    return text
 
 
 # Capture times from 2**23 s (April 1970) to 2**32 s (2106): the spacing of doubles there is over

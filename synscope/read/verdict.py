@@ -1582,6 +1582,8 @@ def _echo_rst_notes(conn: Connection) -> list[str]:
     """A side's RSTs after its first: the kernel answering segments that were in flight when the
     connection was aborted (the socket is gone). They are echoes of one abort, not new aborts."""
     out: list[str] = []
+    if conn.client.rst_ts is None and conn.server.rst_ts is None:
+        return out  # (most connections: no RST at all)
     for side, direction, who, other in ((conn.client, C2S, "client", "server"), (conn.server, 1, "server", "client")):
         if side.rst_ts is None:
             continue
