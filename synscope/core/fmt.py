@@ -70,18 +70,26 @@ def short_gap(seconds: float) -> str:
 
 def size(n: float) -> str:
     """Byte count: ``512 B``, ``1.5 KB``, ``3.2 MB`` (powers of 1000, as throughput is quoted)."""
-    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= factor:
-            return fixed(n / factor, 1) + " " + unit
+    # (a chain of tests, not a loop over a table of pairs: compiled, each pair was unpacked through
+    # the iterator protocol, for a sentence of most connections)
+    if n >= 1e9:
+        return fixed(n / 1e9, 1) + " GB"
+    if n >= 1e6:
+        return fixed(n / 1e6, 1) + " MB"
+    if n >= 1e3:
+        return fixed(n / 1e3, 1) + " KB"
     return fixed(n, 0) + " B"
 
 
 def rate(bytes_per_s: float) -> str:
     """Throughput in bits per second, as links are quoted."""
     bits = bytes_per_s * 8
-    for unit, factor in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
-        if bits >= factor:
-            return fixed(bits / factor, 1) + " " + unit
+    if bits >= 1e9:
+        return fixed(bits / 1e9, 1) + " Gbit/s"
+    if bits >= 1e6:
+        return fixed(bits / 1e6, 1) + " Mbit/s"
+    if bits >= 1e3:
+        return fixed(bits / 1e3, 1) + " kbit/s"
     return fixed(bits, 0) + " bit/s"
 
 

@@ -9,7 +9,7 @@ from typing import Any, Final, TextIO
 from synscope.core.addr import fmt_ip
 from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
-from synscope.core.model import SYN, flag_string
+from synscope.core.model import SYN, Segment, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
 from synscope.read.analysis.ecn import EcnFacts, negotiation
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
@@ -200,31 +200,35 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     v = r.verdict
     fc, fs = r.analysis.facts
     client, server = c.client, c.server
-    string = _STRING
-    icmp = ",".join(
-        [
-            f'{{"from":{string(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{string(e.name)},'
-            f'"t":{ts_text(e.ts)},"frame":{_json(e.frame)},"ttl":{_json(e.ttl)},"mtu":{_json(e.mtu)}}}'
-            for e in c.icmp
-        ]
-    )
+    string, word = _STRING, word_text
+    icmp = ""  # (most connections: no ICMP error, no bad checksum, no list to build)
+    if c.icmp:
+        icmp = ",".join(
+            [
+                f'{{"from":{string(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{string(e.name)},'
+                f'"t":{ts_text(e.ts)},"frame":{_json(e.frame)},"ttl":{_json(e.ttl)},"mtu":{_json(e.mtu)}}}'
+                for e in c.icmp
+            ]
+        )
+    bad = r.analysis.bad_checksums
+    bad_text = ",".join([str(n) for n in bad]) if bad else ""
     # (an f-string is one allocation when compiled; a chain of + is one per member)
     return (
-        f'{HEAD_START}{c.id},"source":{string(r.source_name)},'
+        f'{HEAD_START}{c.id},"source":{word(r.source_name)},'
         f'"client":{{"ip":{string(fmt_ip(client.ip))},"port":{client.port}}},'
         f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{float_text(c.first_ts)},"end":{float_text(c.last_ts)},'
-        f'"state":{string(v.conn_state)},"history":{string(v.history)},"outcome":{string(v.outcome)},'
-        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"rule":{_opt_text(v.rule or None)},'
-        f'"confidence":{string(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{_opt_text(v.next_step or None)},'
-        f'"client_state":{string(r.client_state())},"server_state":{string(r.server_state())},'
+        f'"state":{word(v.conn_state)},"history":{word(v.history)},"outcome":{word(v.outcome)},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"rule":{word(v.rule) if v.rule else "null"},'
+        f'"confidence":{word(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{_opt_text(v.next_step or None)},'
+        f'"client_state":{word(r.client_state())},"server_state":{word(r.server_state())},'
         f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
         f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},'
         f'"retry_number":{_int_text(r.retry_number if r.retry_of is not None else None)},'
         f'"findings":{SCAN_FINDINGS if r.scan else "[]"},"icmp":[{icmp}],'
-        f'"ecn":{_ecn_text(r.analysis, client.syn_count > 0)},"bad_checksums":[{",".join([str(n) for n in r.analysis.bad_checksums])}],'
+        f'"ecn":{_ecn_text(r.analysis, client.syn_count > 0)},"bad_checksums":[{bad_text}],'
         f'"c2s":{_direction_text(fc, r.analysis.loss[0], client, server, absolute)},'
         f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )
@@ -241,7 +245,31 @@ def _encap_text(encap: Encap | None) -> str:
 
 def _evidence_text(evidence: tuple[Evidence, ...]) -> str:
     """The members of the "evidence" array: one object per fact, with its frame numbers."""
-    return ",".join([f'{{"fact":{_STRING(e.fact)},"frames":[{",".join([str(n) for n in e.frames])}]}}' for e in evidence])
+    return ",".join([f'{{"fact":{word_text(e.fact)},"frames":[{_frames_text(e.frames)}]}}' for e in evidence])
+
+
+def _frames_text(frames: tuple[int, ...]) -> str:
+    """The members of a list of frame numbers (most evidence cites one frame)."""
+    if len(frames) == 1:
+        return str(frames[0])
+    return ",".join([str(n) for n in frames])
+
+
+# JSON text of the strings drawn from small sets (states, histories, outcomes, rules, confidences,
+# evidence facts, the source's name): looked up rather than escaped again for every connection.
+# Emptied when full, so strings that vary (a fact with a count in it) cannot grow it without bound.
+_WORDS: Final[dict[str, str]] = {}
+MAX_WORDS: Final = 4096
+
+
+def word_text(s: str) -> str:
+    """``_STRING(s)`` (the JSON text of a string), remembered for strings that recur."""
+    text = _WORDS.get(s)
+    if text is None:
+        if len(_WORDS) >= MAX_WORDS:
+            _WORDS.clear()
+        text = _WORDS[s] = _STRING(s)
+    return text
 
 
 def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, absolute: bool) -> str:
@@ -250,6 +278,9 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
     opts = side.syn_options
     if rtt is None:
         rtt_text = "null"
+    elif rtt[0] == rtt[2] and rtt[0] != 0.0:  # one sample, or all alike: one number written once (0.0 may be -0.0)
+        one = float_text(rtt[0])
+        rtt_text = f'{{"min":{one},"median":{one},"max":{one}}}'
     else:
         rtt_text = f'{{"min":{float_text(rtt[0])},"median":{float_text(rtt[1])},"max":{float_text(rtt[2])}}}'
     next_seq = "null"
@@ -263,7 +294,27 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
     else:
         mss = _int_text(opts.mss)
         sack = "true" if opts.sack_permitted else "false"
-    if f.retransmitted_segments or f.retransmitted_bytes or f.fast_retransmissions or f.out_of_order or f.duplicate_acks:
+    counts = lf.counts
+    sent_again = bool(f.retransmitted_segments or f.retransmitted_bytes or f.fast_retransmissions or f.out_of_order or f.duplicate_acks)
+    if not (f.payload_bytes or f.data_segments or sent_again or any(counts)):
+        # most directions of failed attempts: no data, nothing sent again, a constant run of members
+        middle = _NO_DATA
+        throughput = "0.0"  # (no bytes over any span)
+    else:
+        middle = f'"bytes":{f.payload_bytes},"data_segments":{f.data_segments},{_losses_text(f, counts, sent_again)}'
+        throughput = float_text(f.throughput() * 8, 1)
+    return (
+        f'{{"isn":{_int_text(side.isn)},"next_seq":{next_seq},"highest_ack":{highest_ack},'
+        f'"mss":{mss},"win_scale":{side.win_scale if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
+        f'"packets":{f.packets},{middle},'
+        f'"zero_window_time":{float_text(f.zero_window_time)},"max_idle":{float_text(f.max_idle)},'
+        f'"throughput_bps":{throughput},"rtt":{rtt_text}}}'
+    )
+
+
+def _losses_text(f: DirectionFacts, counts: list[int], sent_again: bool) -> str:
+    """The members of a direction from "retransmitted_segments" to the loss counts."""
+    if sent_again:
         losses = (
             f'"retransmitted_segments":{f.retransmitted_segments},"retransmitted_bytes":{f.retransmitted_bytes},'
             f'"retransmission_rate":{float_text(f.retransmission_rate, 4)},"fast_retransmissions":{f.fast_retransmissions},'
@@ -271,18 +322,9 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
         )
     else:  # most directions: nothing sent again (and so a rate of 0.0)
         losses = _NO_LOSSES
-    counts = lf.counts
     if any(counts):
-        losses += "," + ",".join([f'"{name}":{n}' for name, n in zip(LOSS_NAMES, counts, strict=True)])
-    else:
-        losses += _NO_LOSS_COUNTS
-    return (
-        f'{{"isn":{_int_text(side.isn)},"next_seq":{next_seq},"highest_ack":{highest_ack},'
-        f'"mss":{mss},"win_scale":{side.win_scale if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
-        f'"packets":{f.packets},"bytes":{f.payload_bytes},"data_segments":{f.data_segments},{losses},'
-        f'"zero_window_time":{float_text(f.zero_window_time)},"max_idle":{float_text(f.max_idle)},'
-        f'"throughput_bps":{float_text(f.throughput() * 8, 1)},"rtt":{rtt_text}}}'
-    )
+        return losses + "," + ",".join([f'"{name}":{n}' for name, n in zip(LOSS_NAMES, counts, strict=True)])
+    return losses + _NO_LOSS_COUNTS
 
 
 _NO_LOSSES: Final = '"retransmitted_segments":0,"retransmitted_bytes":0,"retransmission_rate":0.0,"fast_retransmissions":0,"out_of_order":0,"duplicate_acks":0'
@@ -291,6 +333,8 @@ _NO_LOSSES: Final = '"retransmitted_segments":0,"retransmitted_bytes":0,"retrans
 # the per-direction counts of segments below the highest sequence (synscope.read.analysis.loss), by kind
 LOSS_NAMES: Final = ("lost_upstream", "lost_downstream", "spurious_resends", "reordered", "capture_copies", "undecided")
 _NO_LOSS_COUNTS: Final = "," + ",".join([f'"{name}":0' for name in LOSS_NAMES])
+# the members from "bytes" to the loss counts of a direction that sent no data and nothing again
+_NO_DATA: Final = '"bytes":0,"data_segments":0,' + _NO_LOSSES + _NO_LOSS_COUNTS
 
 
 def _int_text(x: int | None) -> str:
@@ -360,7 +404,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
             f'"seq":{seq},"ack":{ack},"len":{seg.length},"win":{win},"analysis":{names},"note":{note}'
         )
         if fl & SYN:
-            text += ',"options":' + string(seg.options.describe())
+            text += ',"options":' + _options_text(seg)
         if pkt.dupack_num:
             text += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
         if pkt.rto is not None:
@@ -371,6 +415,26 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
             text += f',"duplicate_of":{pkt.duplicate_of}'
         out.append(text + "}")
     return out
+
+
+# JSON text of the options of SYNs too short to hold a timestamp (a flood's crafted SYNs; a
+# timestamp makes every SYN's bytes differ), by their bytes; emptied when full
+_OPTIONS_TEXT: Final[dict[bytes, str]] = {}
+# longest options remembered: MSS + window scale + SACK-permitted fit, a timestamp (10 bytes) does not
+MAX_REMEMBERED_OPTIONS: Final = 9
+
+
+def _options_text(seg: Segment) -> str:
+    """The "options" member's value of a SYN: its options described, as a JSON string."""
+    raw = seg.raw_options
+    if len(raw) > MAX_REMEMBERED_OPTIONS:
+        return _STRING(seg.options.describe())
+    text = _OPTIONS_TEXT.get(raw)
+    if text is None:
+        if len(_OPTIONS_TEXT) >= MAX_WORDS:
+            _OPTIONS_TEXT.clear()
+        text = _OPTIONS_TEXT[raw] = _STRING(seg.options.describe())
+    return text
 
 
 # Capture times from 2**23 s (April 1970) to 2**32 s (2106): the spacing of doubles there is over

@@ -199,7 +199,6 @@ def history(conn: Connection, zeek: ZeekWalk | None = None) -> str:
     for index, d in w.gaps:
         gaps.setdefault(index, []).append(d)
     h = _History()
-    add = h.add
     out = h.out
     # Zeek flips a connection whose first packet is not a SYN (a SYN-ACK, or mid-stream) from a
     # likely server port, and the flip writes "^" (Connection::FlipRoles, AddHistory('^');
@@ -214,23 +213,23 @@ def history(conn: Connection, zeek: ZeekWalk | None = None) -> str:
         d = pkt.dir
         if fl & SYN:
             if fl & (FIN | RST):
-                add("q", d)
-            add("h" if fl & ACK else "s", d, seg.seq)
+                h.add("q", d)
+            h.add("h" if fl & ACK else "s", d, seg.seq)
         if fl & FIN:
-            add("f", d, seg.seq)
+            h.add("f", d, seg.seq)
         if fl & RST:
-            add("r", d, seg.seq)
+            h.add("r", d, seg.seq)
         if fl & ACK and not seg.length and not fl & (SYN | FIN | RST):
-            add("a", d)
+            h.add("a", d)
         if seg.length:
-            add("d", d)
+            h.add("d", d)
         if pkt.analysis & (F.A_RETRANSMISSION | F.A_FAST_RETRANSMISSION | F.A_SPURIOUS_RETRANSMISSION) and seg.length:
-            add("t", d)
+            h.add("t", d)
         if pkt.analysis & F.A_ZERO_WINDOW:
-            add("w", d)
+            h.add("w", d)
         if gaps and index in gaps:
             for gd in gaps[index]:
-                add("g", gd)
+                h.add("g", gd)
     return "".join(out)
 
 
@@ -858,10 +857,10 @@ def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
             POSSIBLE,
             (*evidence, Evidence(f"last frame of the capture {fmt.duration(quiet)} after the SYN")),
         )
-    span = syn_times[-1] - syn_times[0] if len(syn_times) > 1 else 0.0
-    pattern = backoff_pattern(syn_times, c.syn_options is not None and linux_syn_layout(c.syn_options))
-    gaps = gaps_text(syn_times)
-    if c.syn_count > 1:
+    if c.syn_count > 1:  # (the gaps and their pattern are worded only here: most attempts send one SYN)
+        span = syn_times[-1] - syn_times[0] if len(syn_times) > 1 else 0.0
+        pattern = backoff_pattern(syn_times, c.syn_options is not None and linux_syn_layout(c.syn_options))
+        gaps = gaps_text(syn_times)
         summary = f"{c.syn_count} SYNs, gaps {gaps}, nothing back"
         explanation = (
             f"{c.syn_count} SYNs over {fmt.duration(span)} (gaps {gaps}"
@@ -1638,6 +1637,8 @@ def _echo_rst_notes(conn: Connection) -> list[str]:
     """A side's RSTs after its first: the kernel answering segments that were in flight when the
     connection was aborted (the socket is gone). They are echoes of one abort, not new aborts."""
     out: list[str] = []
+    if conn.client.rst_ts is None and conn.server.rst_ts is None:
+        return out  # (most connections: no RST at all)
     for side, direction, who, other in ((conn.client, C2S, "client", "server"), (conn.server, 1, "server", "client")):
         if side.rst_ts is None:
             continue

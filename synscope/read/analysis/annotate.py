@@ -67,16 +67,20 @@ def _doubled_gap(a: float, b: float) -> bool:
 
 def gaps_text(times: list[float]) -> str:
     """``1, 2, 4 s`` from transmission times."""
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    return ", ".join(fmt.short_gap(g) for g in gaps) + " s" if gaps else ""
+    if len(times) < 2:
+        return ""
+    # (indexes, not zip() and a generator: compiled, this is a native loop; verdicts of retried
+    # attempts call it once per connection)
+    return ", ".join([fmt.short_gap(times[i + 1] - times[i]) for i in range(len(times) - 1)]) + " s"
 
 
 def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
     """Attach bracketed notes to the packets of a finished connection (``host_ttl``: the TTL
     of the server host's own SYN-ACKs elsewhere in the capture, 0 when unknown)."""
     c, s = conn.client, conn.server
-    syn_no = {C2S: 0, 1: 0}
-    prev_syn_ts: dict[int, float] = {}
+    # per direction (C2S, then 1): SYNs seen so far, and when the last one was
+    syn_no = [0, 0]
+    prev_syn_ts = [0.0, 0.0]
     handshake_noted = False
     first_fin_dir: int | None = None
     # the last window each direction advertised (-1: none yet): a "keep-alive" sent into a zero
