@@ -32,7 +32,7 @@ OPTS = tcp_options(ts=(1, 0))
 
 def _json_lines(path: Path | str, compact: bool, **options: object) -> tuple[list[str], int]:
     """The JSON lines of a capture (in output order) and how many attempts were opened compact."""
-    pipeline = Pipeline(compact=compact, **options)  # type: ignore[arg-type]
+    pipeline = Pipeline(compact_after=0 if compact else None, **options)  # type: ignore[arg-type]
     reader = open_capture(str(path))
     lines = [connection_line(r) for r in run([(reader.path, reader)], pipeline)]
     return lines, pipeline.tracker.compacted
@@ -200,7 +200,7 @@ def _half_open_tracker(count: int, compact: bool) -> tuple[int, Tracker]:
         segs += [syn, synack]
     gc.collect()
     tracemalloc.start()
-    tracker = Tracker(compact=compact)
+    tracker = Tracker(compact_after=0 if compact else None)
     for i, seg in enumerate(segs):
         tracker.stamp = 2 * i + 1
         tracker.feed(seg)
@@ -220,3 +220,15 @@ def test_half_open_attempts_are_small() -> None:
     drained = list(tracker.drain())
     assert [c.id for c in drained] == list(range(1, count + 1))
     assert all(c.server.syn_count == 1 and c.client.syn_count == 1 for c in drained)
+
+
+def test_compact_only_once_many_are_held() -> None:
+    """The first ``compact_after`` attempts are full connections (an ordinary capture never pays
+    for making one full later); the ones after are compact; drained in id order either way."""
+    tracker = Tracker(compact_after=100)
+    for i in range(300):
+        client = bytes((198, 18, 0, i & 0xFF)) if i < 256 else bytes((198, 18, 1, i & 0xFF))
+        tracker.stamp = 2 * i + 1
+        tracker.feed(Segment(i + 1, T0 + i, client, bytes((192, 0, 2, 10)), 40000, 443, i, 0, SYN, 64240, 0, 64, 0, OPTS))
+    assert len(tracker.table) == 100 and len(tracker.attempts) == 200
+    assert [c.id for c in tracker.drain()] == list(range(1, 301))

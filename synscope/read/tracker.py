@@ -46,6 +46,10 @@ GIVE_UP_MARGIN: Final = 1.0
 # Capture copies listed per connection (a loopback capture has one per packet; the analysis
 # keeps at most its MAX_KEPT_PACKETS too)
 MAX_DUPLICATES_LISTED: Final = 5000
+# A new half-open attempt is kept compact (synscope.read.attempts) once this many connections are
+# held: a flood's million attempts cost a few hundred bytes each, while the connections of an
+# ordinary capture (big.pcap holds at most 7,800 at once) never pay for making one full later
+COMPACT_AFTER: Final = 8192
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR: Final = 32768
 # RFC 7323 section 2.3: the largest window shift; a larger one in a SYN is used as 14
@@ -498,13 +502,14 @@ class Tracker:
         closed_linger: float = CLOSED_LINGER,
         idle_timeout: float | None = None,
         sweep_idle: bool = True,
-        compact: bool = True,
+        compact_after: int | None = COMPACT_AFTER,
     ) -> None:
         """``closed_linger``: how long after its last packet a closed connection is held before it is
         handed on; ``idle_timeout``: a connection silent this long is over (None: never): a packet
         for it starts a new record (Zeek's inactivity timeout), and with ``sweep_idle`` (a live
-        source) a sweep hands it on without waiting for one. ``compact``: keep half-open attempts
-        as compact records (see :mod:`synscope.read.attempts`; off only to test that it changes
+        source) a sweep hands it on without waiting for one. ``compact_after``: while this many
+        connections are held, a new half-open attempt is kept as a compact record (see
+        :mod:`synscope.read.attempts`; None: never, 0: always, for tests that check it changes
         nothing); not with ``max_conns`` or ``idle_timeout``, whose eviction and sweeps look at
         every connection held."""
         self.closed_linger = closed_linger
@@ -540,7 +545,8 @@ class Tracker:
         self.clock = 0.0
         # half-open attempts (a SYN, its retransmissions, the SYN-ACK) as compact records, by packed
         # 4-tuple, in the order they were opened (ids increase); disjoint from ``table``
-        self.compacting = compact and max_conns is None and idle_timeout is None
+        self.compacting = compact_after is not None and max_conns is None and idle_timeout is None
+        self.compact_after = 0 if compact_after is None else compact_after
         self.attempts: dict[bytes, bytes] = {}
         self.compacted = 0  # attempts opened as compact records (tests check the path is taken)
         # called with each packet of an attempt made a full connection from its compact record, as
@@ -577,9 +583,9 @@ class Tracker:
         conn = self.table.get(key)
         flags = seg.flags
         packed = b""
-        if conn is None and self.compacting and len(key) == 4:
+        if conn is None and self.compacting and len(key) == 4 and (self.attempts or len(self.table) >= self.compact_after):
             packed = attempts.pack_key(key)
-            record = self.attempts.get(packed)
+            record = self.attempts.get(packed) if self.attempts else None
             if record is not None:
                 more = attempts.extended(record, seg, attempts.from_first(seg, packed))
                 if more is not None:  # one more frame of the same half-open attempt
@@ -589,7 +595,7 @@ class Tracker:
         if conn is None:
             if self._recent_closed and self._absorb(key, seg):
                 return None
-            if packed and attempts.opening(seg):
+            if packed and len(self.table) >= self.compact_after and attempts.opening(seg):
                 self._open_compact(key, packed, seg)
                 return None
             conn = self._open(key, seg)
@@ -904,6 +910,9 @@ class Tracker:
         held, self.attempts = self.attempts, {}
         i = 0
         for packed, record in held.items():
+            # its record is let go at once (a value replaced: allowed while iterating), so what the
+            # reports hold on to next (retry linking, findings) takes the memory it freed
+            held[packed] = b""
             ident = attempts.ident_of(record)
             while i < len(rest) and rest[i].id < ident:
                 yield rest[i]
