@@ -22,7 +22,7 @@ from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
 from synscope.read.scans import ScanWatch
-from synscope.read.tracker import CLOSED_LINGER, Connection, FlowKey, Tracker, flow_key, segment_key
+from synscope.read.tracker import CLOSED_LINGER, COMPACT_AFTER, Connection, FlowKey, Tracker, flow_key, segment_key
 from synscope.read.verdict import Verdict, judge
 
 # The same segment seen again this soon is the capture seeing one packet twice
@@ -191,16 +191,20 @@ class Pipeline(FrameSink):
         sweep_idle: bool = True,
         prepare: Callable[[Connection, ConnAnalysis], None] | None = None,
         verify_checksums: bool = False,
+        compact_after: int | None = COMPACT_AFTER,
     ) -> None:
         """``closed_linger`` / ``idle_timeout`` / ``sweep_idle``: see :class:`Tracker` (a live source
         hands closed connections on sooner, and idle ones at all; ``read --split-idle`` splits a
         connection only when a packet comes after the timeout); ``prepare`` is called on each finished
-        connection before it is annotated and judged (``watch --handshakes`` uses it)."""
+        connection before it is annotated and judged (``watch --handshakes`` uses it); ``compact_after``: see
+        :class:`Tracker` (off only in tests that check it changes nothing)."""
         self.selection = selection or Selection()
         self.decoder = Decoder(keep_payload=keep_payload, verify_checksums=verify_checksums)
-        self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout, sweep_idle=sweep_idle)
+        self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout, sweep_idle=sweep_idle, compact_after=compact_after)
         self.prepare = prepare
         self.analyser = Analyser()
+        # a compact half-open attempt made a full connection: its packets analysed as when read
+        self.tracker.replay = self.analyser.on_packet
         self.stats = RunStats()
         self.dedup = dedup
         # segments seen lately, per flow (see _seen_twice); a generation of the duplicate window
@@ -325,7 +329,7 @@ class Pipeline(FrameSink):
         """A segment of this worker's connections: duplicate check, tracking, analysis."""
         if self.dedup and self._seen_twice(seg, key):
             self.stats.duplicates += 1
-            conn = self.tracker.table.get(key)
+            conn = self.tracker.held(key)
             if conn is not None:  # listed with its connection, not analysed
                 conn.add_duplicate(seg, self._copy_of)
             return

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import builtins
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from synscope.core.encap import Encap
 from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment
 from synscope.core.seqnum import MASK, SCALE_NONE, SCALE_UNKNOWN, UNSEEN, relative, seq_ge, seq_gt
+from synscope.read import attempts
 
 C2S: Final = 0
 S2C: Final = 1
@@ -45,6 +46,11 @@ GIVE_UP_MARGIN: Final = 1.0
 # Capture copies listed per connection (a loopback capture has one per packet; the analysis
 # keeps at most its MAX_KEPT_PACKETS too)
 MAX_DUPLICATES_LISTED: Final = 5000
+# A new half-open attempt is kept compact (synscope.read.attempts) once this many connections are
+# held: a flood's million attempts cost a few hundred bytes each, while most connections of an
+# ordinary capture never pay for making one full at its third packet (big.pcap holds over 4096 a
+# fifth of the time, at most 7,832); the first 4096 attempts of a flood cost 4.5 KB each (18 MB)
+COMPACT_AFTER: Final = 4096
 # Well-known ports below this are taken to be the server when the handshake is missing.
 EPHEMERAL_FLOOR: Final = 32768
 # RFC 7323 section 2.3: the largest window shift; a larger one in a SYN is used as 14
@@ -503,11 +509,16 @@ class Tracker:
         closed_linger: float = CLOSED_LINGER,
         idle_timeout: float | None = None,
         sweep_idle: bool = True,
+        compact_after: int | None = COMPACT_AFTER,
     ) -> None:
         """``closed_linger``: how long after its last packet a closed connection is held before it is
         handed on; ``idle_timeout``: a connection silent this long is over (None: never): a packet
         for it starts a new record (Zeek's inactivity timeout), and with ``sweep_idle`` (a live
-        source) a sweep hands it on without waiting for one."""
+        source) a sweep hands it on without waiting for one. ``compact_after``: while this many
+        connections are held, a new half-open attempt is kept as a compact record (see
+        :mod:`synscope.read.attempts`; None: never, 0: always, for tests that check it changes
+        nothing); not with ``max_conns`` or ``idle_timeout``, whose eviction and sweeps look at
+        every connection held."""
         self.closed_linger = closed_linger
         self.idle_timeout = idle_timeout
         self.sweep_idle = sweep_idle
@@ -539,6 +550,29 @@ class Tracker:
         # id of the last connection handed on per 4-tuple, to report port reuse after it
         self._last_id: OrderedDict[FlowKey, int] = OrderedDict()
         self.clock = 0.0
+        # half-open attempts (a SYN, its retransmissions, the SYN-ACK) as compact records, by packed
+        # 4-tuple, in the order they were opened (ids increase); disjoint from ``table``
+        self.compacting = compact_after is not None and max_conns is None and idle_timeout is None
+        self.compact_after = 0 if compact_after is None else compact_after
+        self.attempts: dict[bytes, bytes] = {}
+        self.compacted = 0  # attempts opened as compact records (tests check the path is taken)
+        # called with each packet of an attempt made a full connection from its compact record, as
+        # the caller would have called it after feed() (the pipeline's per-packet analysis)
+        self.replay: Callable[[Connection, Packet], None] | None = None
+
+    def open_count(self) -> int:
+        """Connections held, compact attempts included."""
+        return len(self.table) + len(self.attempts)
+
+    def held(self, key: FlowKey) -> Connection | None:
+        """The connection held for this flow key (a compact attempt is made a full connection)."""
+        conn = self.table.get(key)
+        if conn is None and self.attempts and len(key) == 4:
+            packed = attempts.pack_key(key)
+            record = self.attempts.get(packed)
+            if record is not None:
+                conn = self._promote(key, packed, record)
+        return conn
 
     # ----------------------------------------------------------------- segments
     def feed(self, seg: Segment, key: FlowKey | None = None) -> Connection | None:
@@ -555,8 +589,21 @@ class Tracker:
             self.clock = ts
         conn = self.table.get(key)
         flags = seg.flags
+        packed = b""
+        if conn is None and self.compacting and len(key) == 4 and (self.attempts or len(self.table) >= self.compact_after):
+            packed = attempts.pack_key(key)
+            record = self.attempts.get(packed) if self.attempts else None
+            if record is not None:
+                more = attempts.extended(record, seg, attempts.from_first(seg, packed))
+                if more is not None:  # one more frame of the same half-open attempt
+                    self.attempts[packed] = more
+                    return None
+                conn = self._promote(key, packed, record)
         if conn is None:
             if self._recent_closed and self._absorb(key, seg):
+                return None
+            if packed and len(self.table) >= self.compact_after and attempts.opening(seg):
+                self._open_compact(key, packed, seg)
                 return None
             conn = self._open(key, seg)
         elif self.idle_timeout is not None and idle_past(conn.last_ts, ts, self.idle_timeout):
@@ -569,14 +616,56 @@ class Tracker:
             conn = self._open(key, seg)
             conn.reused_from = old.id
             self.reused += 1
+        self._attach(key, conn, seg)
+        return conn
+
+    def _attach(self, key: FlowKey, conn: Connection, seg: Segment) -> None:
+        """Add a segment to its connection's packets and sides."""
         direction = C2S if (seg.src == conn.client.ip and seg.sport == conn.client.port) else S2C
         pkt = Packet(seg, direction)
         conn.packets.append(pkt)
-        if ts > conn.last_ts:
-            conn.last_ts = ts
+        if seg.ts > conn.last_ts:
+            conn.last_ts = seg.ts
         self._update_sides(conn, pkt)
-        if flags & (FIN | RST) and key not in self._closing and conn.closed:
+        if seg.flags & (FIN | RST) and key not in self._closing and conn.closed:
             self._closing[key] = conn
+
+    def _open_compact(self, key: FlowKey, packed: bytes, seg: Segment) -> None:
+        """A bare SYN opens a compact attempt: numbered and stamped as :meth:`_open` would."""
+        position = self.stamp >> 1
+        ident = position if self.ids_from_position else self.next_id
+        self.next_id += 1
+        if self.opened is not None:
+            self.opened.append(position)
+        reused_from = self._last_id.pop(key, None) if self._last_id else None
+        self.compacted += 1
+        self.attempts[packed] = attempts.new_record(ident, position, reused_from, seg, attempts.from_first(seg, packed))
+
+    def _promote(self, key: FlowKey, packed: bytes, record: bytes) -> Connection:
+        """A compact attempt becomes a full connection in the table (a packet it cannot hold came)."""
+        del self.attempts[packed]
+        conn = self._materialise(key, packed, record)
+        self.table[key] = conn
+        return conn
+
+    def _materialise(self, key: FlowKey, packed: bytes, record: bytes) -> Connection:
+        """The full connection of a compact attempt: its segments fed through the same code as
+        when they were read (and each packet to ``replay``), with the id, stamps and reused_from
+        the attempt got when it was opened."""
+        ident, opened_at, reused_from = attempts.header(record)
+        segs = attempts.segments(packed, record)
+        first = segs[0]
+        client, server, guessed, midstream = _sides(first)
+        conn = Connection(ident, client, server, first.ts, first.ts, guessed, midstream)
+        conn.source_index = first.source_index
+        conn.opened_at = opened_at
+        if reused_from >= 0:
+            conn.reused_from = reused_from
+        replay = self.replay
+        for seg in segs:
+            self._attach(key, conn, seg)
+            if replay is not None:
+                replay(conn, conn.packets[-1])
         return conn
 
     def _split_idle(self, key: FlowKey, old: Connection, seg: Segment) -> Connection:
@@ -613,21 +702,7 @@ class Tracker:
 
     def _open(self, key: FlowKey, seg: Segment) -> Connection:
         flags = seg.flags
-        guessed = False
-        midstream = False
-        if flags & SYN and not flags & ACK:
-            client = Side(seg.src, seg.sport)
-            server = Side(seg.dst, seg.dport)
-        elif flags & SYN:  # SYN-ACK first: the sender is the server
-            client = Side(seg.dst, seg.dport)
-            server = Side(seg.src, seg.sport)
-        else:
-            midstream = True
-            guessed = True
-            if _looks_like_server(seg.sport, seg.dport):
-                client, server = Side(seg.dst, seg.dport), Side(seg.src, seg.sport)
-            else:
-                client, server = Side(seg.src, seg.sport), Side(seg.dst, seg.dport)
+        client, server, guessed, midstream = _sides(seg)
         if self.max_conns is not None and len(self.table) >= self.max_conns:
             self._evict_oldest()
         position = self.stamp >> 1
@@ -714,7 +789,7 @@ class Tracker:
     def attach_icmp(self, err: IcmpError) -> Connection | None:
         """Attach an ICMP error to the connection whose packet it quotes (None if not tracked)."""
         key = segment_key(err)
-        conn = self.table.get(key)
+        conn = self.held(key)
         if conn is None:
             # kept for whoever reports them (watch drains the list); bounded, so an ICMP
             # flood about unknown connections cannot grow memory
@@ -839,7 +914,23 @@ class Tracker:
         for c in rest:
             c.retired_at = self.stamp
             c.retire_clock = self.clock
-        yield from rest
+        # compact attempts, in id order already, merged in; each made a full connection only when
+        # its turn comes, so one at a time is held in full
+        held, self.attempts = self.attempts, {}
+        i = 0
+        for packed, record in held.items():
+            # its record is let go at once (a value replaced: allowed while iterating), so what the
+            # reports hold on to next (retry linking, findings) takes the memory it freed
+            held[packed] = b""
+            ident = attempts.ident_of(record)
+            while i < len(rest) and rest[i].id < ident:
+                yield rest[i]
+                i += 1
+            conn = self._materialise(attempts.unpack_key(packed), packed, record)
+            conn.retired_at = self.stamp
+            conn.retire_clock = self.clock
+            yield conn
+        yield from rest[i:]
 
 
 def _agree_scale(me: Side, peer: Side, options: Any, truncated: bool) -> None:
@@ -859,6 +950,18 @@ def _agree_scale(me: Side, peer: Side, options: Any, truncated: bool) -> None:
         me.win_scale = peer.win_scale = SCALE_UNKNOWN
     else:
         me.win_scale = peer.win_scale = SCALE_NONE
+
+
+def _sides(seg: Segment) -> tuple[Side, Side, bool, bool]:
+    """(client, server, roles guessed, mid-stream) of a connection opened by this segment."""
+    flags = seg.flags
+    if flags & SYN and not flags & ACK:
+        return Side(seg.src, seg.sport), Side(seg.dst, seg.dport), False, False
+    if flags & SYN:  # SYN-ACK first: the sender is the server
+        return Side(seg.dst, seg.dport), Side(seg.src, seg.sport), False, False
+    if _looks_like_server(seg.sport, seg.dport):
+        return Side(seg.dst, seg.dport), Side(seg.src, seg.sport), True, True
+    return Side(seg.src, seg.sport), Side(seg.dst, seg.dport), True, True
 
 
 def _first(pair: tuple[int, Connection]) -> int:

@@ -1,0 +1,160 @@
+"""Compact records of half-open connection attempts (a SYN, its retransmissions, the SYN-ACK).
+
+A SYN flood opens a million attempts that never get a third kind of packet; as full
+:class:`~synscope.read.tracker.Connection` records (two sides, packet records, segments, the
+analysis state) each costs about 4.5 KB until the end of the capture. The tracker keeps such an
+attempt as one ``bytes`` record instead, under a packed flow key, and makes the full connection
+from it (:func:`segments` rebuilds its segments as the decoder made them, and the tracker feeds
+them through its own code) when a packet that is not one of these arrives, or when it is
+reported. Nothing here decides anything about TCP: it only stores and gives back segments.
+
+Record layout: a header (id, opened_at, reused_from or -1), then per frame a fixed part
+(:data:`_FRAME`) and the TCP options as captured.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from synscope.core.model import ACK, FIN, RST, SYN, Segment
+
+# Frames of one attempt kept compact at most (a SYN sent 6 times and a few SYN-ACKs): the next
+# one makes it a full connection
+MAX_FRAMES: Final = 8
+# id, opened_at, reused_from (-1: none)
+_HEAD: Final = struct.Struct("<qqq")
+HEAD_SIZE: Final = 24
+# ts, frame, seq, ack, flags, win, ttl, ip_id, ecn, pkttype, source_index, bits, csum, options length
+_FRAME: Final = struct.Struct("<dqIIHHBHBbIBBB")
+FRAME_SIZE: Final = 40
+_PORTS: Final = struct.Struct(">HH")
+# bits of a frame
+_FROM_FIRST: Final = 1  # sent by the first endpoint of the flow key
+_TRUNCATED: Final = 2
+_FRAGMENT: Final = 4
+_KINDS: Final = SYN | ACK | FIN | RST
+
+
+def pack_key(key: tuple) -> bytes:  # type: ignore[type-arg]
+    """A 4-tuple flow key as one short bytes object (both addresses, then both ports): a third of
+    the memory of the tuple with its own address and port objects."""
+    return key[0] + key[2] + _PORTS.pack(key[1], key[3])
+
+
+def from_first(seg: Segment, packed: bytes) -> bool:
+    """Was ``seg`` sent by the first endpoint of the flow key packed as ``packed``?"""
+    n = len(seg.src)
+    return seg.src == packed[:n] and seg.sport == _PORTS.unpack_from(packed, 2 * n)[0]
+
+
+def storable(seg: Segment) -> bool:
+    """A segment a compact record can hold exactly: no payload, no encapsulation, fields in the
+    record's ranges."""
+    return (
+        seg.length == 0
+        and not seg.payload
+        and seg.encap is None
+        and -128 <= seg.pkttype <= 127
+        and 0 <= seg.source_index <= 0xFFFFFFFF
+        and 0 <= seg.frame
+        and len(seg.raw_options) <= 255
+        and 0 <= seg.flags <= 0xFFFF
+        and 0 <= seg.ecn <= 255
+        and 0 <= seg.csum <= 255
+    )
+
+
+def opening(seg: Segment) -> bool:
+    """A bare SYN that a compact record may start with."""
+    return seg.flags & _KINDS == SYN and storable(seg)
+
+
+def new_record(ident: int, opened_at: int, reused_from: int | None, seg: Segment, first: bool) -> bytes:
+    """The record of an attempt opened by ``seg`` (``first``: see :func:`from_first`)."""
+    return _HEAD.pack(ident, opened_at, -1 if reused_from is None else reused_from) + _frame(seg, first)
+
+
+def _frame(seg: Segment, first: bool) -> bytes:
+    bits = (_FROM_FIRST if first else 0) | (_TRUNCATED if seg.truncated else 0) | (_FRAGMENT if seg.fragment else 0)
+    options = seg.raw_options
+    fixed = _FRAME.pack(
+        seg.ts, seg.frame, seg.seq, seg.ack, seg.flags, seg.win, seg.ttl, seg.ip_id, seg.ecn, seg.pkttype, seg.source_index, bits, seg.csum, len(options)
+    )
+    return fixed + options
+
+
+def header(record: bytes) -> tuple[int, int, int]:
+    """(id, opened_at, reused_from or -1) of a record."""
+    ident, opened_at, reused = _HEAD.unpack_from(record, 0)
+    return int(ident), int(opened_at), int(reused)
+
+
+def ident_of(record: bytes) -> int:
+    """The connection id of a record."""
+    return int(_HEAD.unpack_from(record, 0)[0])
+
+
+def extended(record: bytes, seg: Segment, first: bool) -> bytes | None:
+    """The record with ``seg`` added, if it is one more of the same attempt that a compact record
+    may hold: the client's SYN again with the same ISN, or the other side's SYN-ACK (again with the
+    ISN of its first one); None for anything else (the tracker makes the full connection then)."""
+    if not storable(seg):
+        return None
+    kind = seg.flags & _KINDS
+    offset = HEAD_SIZE
+    frames = 0
+    client_first = True
+    client_isn = -1
+    server_isn = -1
+    size = len(record)
+    while offset < size:
+        _ts, _frame_no, seq, _ack, flags, _win, _ttl, _ip_id, _ecn, _pkttype, _index, bits, _csum, optlen = _FRAME.unpack_from(record, offset)
+        if frames == 0:
+            client_first = bool(bits & _FROM_FIRST)
+            client_isn = int(seq)
+        elif int(flags) & _KINDS == SYN | ACK and server_isn < 0:
+            server_isn = int(seq)
+        frames += 1
+        offset += FRAME_SIZE + int(optlen)
+    if frames >= MAX_FRAMES:
+        return None
+    if first == client_first:
+        if kind != SYN or seg.seq != client_isn:
+            return None
+    elif kind != SYN | ACK or (server_isn >= 0 and seg.seq != server_isn):
+        return None
+    return record + _frame(seg, first)
+
+
+def segments(packed: bytes, record: bytes) -> list[Segment]:
+    """The segments of a record, as the decoder made them, in capture order."""
+    n = (len(packed) - 4) // 2
+    a = packed[:n]
+    b = packed[n : 2 * n]
+    port_a, port_b = _PORTS.unpack_from(packed, 2 * n)
+    out: list[Segment] = []
+    offset = HEAD_SIZE
+    size = len(record)
+    while offset < size:
+        ts, frame, seq, ack, flags, win, ttl, ip_id, ecn, pkttype, index, bits, csum, optlen = _FRAME.unpack_from(record, offset)
+        offset += FRAME_SIZE
+        options = record[offset : offset + optlen]
+        offset += optlen
+        if bits & _FROM_FIRST:
+            src, sport, dst, dport = a, port_a, b, port_b
+        else:
+            src, sport, dst, dport = b, port_b, a, port_a
+        truncated = bool(bits & _TRUNCATED)
+        fragment = bool(bits & _FRAGMENT)
+        seg = Segment(frame, ts, src, dst, sport, dport, seq, ack, flags, win, 0, ttl, ip_id, options, truncated, fragment, b"", ecn, pkttype, index)
+        seg.csum = csum
+        out.append(seg)
+    return out
+
+
+def unpack_key(packed: bytes) -> tuple:  # type: ignore[type-arg]
+    """The flow key tuple that :func:`pack_key` packed."""
+    n = (len(packed) - 4) // 2
+    port_a, port_b = _PORTS.unpack_from(packed, 2 * n)
+    return (packed[:n], int(port_a), packed[n : 2 * n], int(port_b))
