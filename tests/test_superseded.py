@@ -57,6 +57,8 @@ def test_lone_syn_superseded_is_not_a_capture_that_ended(tmp_path: Path) -> None
     assert "47.8 ms later" in v.explanation and "frame 2" in v.explanation
     assert [e.frames for e in v.evidence] == [(1,), (2,)]  # the SYN and the one that replaced it
     assert second.conn.reused_from == first.conn.id  # the link the next step points at
+    # the client opened a new connection from the same port: not still in SYN-SENT on this attempt
+    assert first.client_state() == "CLOSED" and second.client_state() == "SYN-SENT"
 
 
 def test_synack_then_new_syn_is_not_a_capture_that_ended(tmp_path: Path) -> None:

@@ -191,6 +191,7 @@ class Connection:
     # its frame. The record ends there, not with the capture (0.0 / 0: it was not superseded)
     superseded_at: float = 0.0
     superseded_frame: int = 0
+    superseded_by_client: bool = False  # ... and that SYN came from this connection's client
 
     # Written out (dataclass keeps it), as on Side
     def __init__(
@@ -230,6 +231,7 @@ class Connection:
         self.clock_steps = None
         self.superseded_at = 0.0
         self.superseded_frame = 0
+        self.superseded_by_client = False
 
     def side(self, direction: int) -> Side:
         """Sender side of a packet in this direction."""
@@ -404,6 +406,10 @@ class Connection:
         if self.midstream and not side.packets:
             return "unknown"  # picked up mid-stream and silent: the capture cannot tell it has a socket at all
         if side.rst_ts is not None or peer.rst_ts is not None:
+            return "CLOSED"
+        if side is self.client and self.superseded_by_client and not self.established:
+            # it opened a new connection from the same port: a host holds one socket per 4-tuple,
+            # so this attempt's was gone (or its address was forged and there never was one)
             return "CLOSED"
         if side.fin_seq is not None and peer.fin_seq is not None:
             if self.simultaneous_close:  # FIN-WAIT-1 -> CLOSING -> TIME-WAIT on both sides
@@ -612,6 +618,7 @@ class Tracker:
             old = conn
             old.superseded_at = ts
             old.superseded_frame = seg.frame
+            old.superseded_by_client = seg.src == old.client.ip and seg.sport == old.client.port
             self._retire(key)
             conn = self._open(key, seg)
             conn.reused_from = old.id
