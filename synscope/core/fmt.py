@@ -70,27 +70,25 @@ def short_gap(seconds: float) -> str:
 
 def size(n: float) -> str:
     """Byte count: ``512 B``, ``1.5 KB``, ``3.2 MB`` (powers of 1000, as throughput is quoted)."""
-    # (a chain of tests, not a loop over a table of pairs: compiled, each pair was unpacked through
-    # the iterator protocol, for a sentence of most connections)
-    if n >= 1e9:
-        return fixed(n / 1e9, 1) + " GB"
-    if n >= 1e6:
-        return fixed(n / 1e6, 1) + " MB"
-    if n >= 1e3:
-        return fixed(n / 1e3, 1) + " KB"
-    return fixed(n, 0) + " B"
+    return _scaled(n, " GB", " MB", " KB", " B")
 
 
 def rate(bytes_per_s: float) -> str:
     """Throughput in bits per second, as links are quoted."""
-    bits = bytes_per_s * 8
-    if bits >= 1e9:
-        return fixed(bits / 1e9, 1) + " Gbit/s"
-    if bits >= 1e6:
-        return fixed(bits / 1e6, 1) + " Mbit/s"
-    if bits >= 1e3:
-        return fixed(bits / 1e3, 1) + " kbit/s"
-    return fixed(bits, 0) + " bit/s"
+    return _scaled(bytes_per_s * 8, " Gbit/s", " Mbit/s", " kbit/s", " bit/s")
+
+
+def _scaled(x: float, giga: str, mega: str, kilo: str, one: str) -> str:
+    """``x`` in powers of 1000 with the unit of its size, one decimal (whole units: none)."""
+    # (a chain of tests, not a loop over a table of pairs: compiled, each pair was unpacked through
+    # the iterator protocol, for a sentence of most connections)
+    if x >= 1e9:
+        return fixed(x / 1e9, 1) + giga
+    if x >= 1e6:
+        return fixed(x / 1e6, 1) + mega
+    if x >= 1e3:
+        return fixed(x / 1e3, 1) + kilo
+    return fixed(x, 0) + one
 
 
 def percent(x: float) -> str:
