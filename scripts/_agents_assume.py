@@ -23,8 +23,10 @@ import time
 REQUEST = b"GET /upload-or-request HTTP/1.0\r\n\r\n"
 
 
-def _listen(a: argparse.Namespace) -> socket.socket:
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _listen(a: argparse.Namespace, proto: int = 0) -> socket.socket:
+    """Listen on --addr/--port (``proto``: the socket's protocol, IPPROTO_MPTCP for MPTCP), say
+    "ready", and return the first connection accepted."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.addr, a.port))
     ls.listen(4)
@@ -133,13 +135,7 @@ def _mptcp_info(c: socket.socket) -> dict:
 
 
 def mserver(a: argparse.Namespace) -> dict:
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((a.addr, a.port))
-    ls.listen(4)
-    print("ready", flush=True)
-    c, _ = ls.accept()
-    ls.close()
+    c = _listen(a, IPPROTO_MPTCP)
     n = len(c.recv(65536))
     time.sleep(a.gap)  # the second subflow joins meanwhile
     c.sendall(b"m" * a.chunk)
