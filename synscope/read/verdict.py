@@ -627,7 +627,7 @@ def judge(
         first = "client" if (c.fin_ts or 0) <= (s.fin_ts or 0) else "server"
         summary = f"{first} closed first"
         explanation = (
-            "Normal connection: handshake,"
+            _opening_words(conn)
             + ("" if state.counts_only else f" {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received,")
             + f" closed with FIN by both sides, the {first} first."
         )
@@ -638,6 +638,10 @@ def judge(
         ok = True
         rule = "closed"
         evidence = _fin_evidence(conn)
+        if conn.midstream:
+            # the close is in the packets, but which side was the client rests on a port guess
+            confidence = LIKELY
+            evidence = (_midstream_evidence(conn), *evidence)
     elif cs in ("S2", "S3", "SHR"):
         who = "client" if cs == "S2" else "server"
         other = "server" if cs == "S2" else "client"
@@ -664,7 +668,7 @@ def judge(
         ok = not (c.rst_ts or s.rst_ts)
         # the roles rest on a port-number guess
         rule, confidence = "midstream", LIKELY
-        evidence = (Evidence("first packet, no SYN before it", (conn.packets[0].seg.frame,) if conn.packets else ()),)
+        evidence = (_midstream_evidence(conn),)
     else:  # S1: established, not terminated
         outcome = "established"
         if conn.handshake_ack_ts is None and s.syn_count:
@@ -1543,9 +1547,28 @@ def _simultaneous_close(conn: Connection, state: ConnAnalysis) -> _Cause:
     """Rule simultaneous-close: both FINs sent before either side saw the other's."""
     fc, fs = state.facts
     fins = _fin_packets(conn)
-    explanation = f"Normal connection: handshake, {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received. " + _SIMULTANEOUS_CLOSE_TEXT
-    evidence = (Evidence("each FIN's ACK number stops short of the other side's FIN", _frame_numbers(fins)),)
+    explanation = f"{_opening_words(conn)} {fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received. " + _SIMULTANEOUS_CLOSE_TEXT
+    evidence: tuple[Evidence, ...] = (Evidence("each FIN's ACK number stops short of the other side's FIN", _frame_numbers(fins)),)
+    if conn.midstream:
+        # both sides closing at once does not depend on which side was the client
+        evidence = (_midstream_evidence(conn), *evidence)
     return _Cause("closed", "simultaneous close", explanation, "", "simultaneous-close", CERTAIN, evidence, ok=True, side="")
+
+
+def _opening_words(conn: Connection) -> str:
+    """How a closed connection's explanation begins: with the handshake it had, or, for one picked
+    up mid-stream, with what the capture did not see (no handshake, roles guessed from the ports)."""
+    if not conn.midstream:
+        return "Normal connection: handshake,"
+    return (
+        "Picked up mid-stream (the capture starts after the handshake; client and server were guessed from the"
+        f" ports, {fmt_ip(conn.client.ip)}:{conn.client.port} taken as the client): in the capture"
+    )
+
+
+def _midstream_evidence(conn: Connection) -> Evidence:
+    """The first packet of a connection picked up mid-stream (no SYN before it)."""
+    return Evidence("first packet, no SYN before it", (conn.packets[0].seg.frame,) if conn.packets else ())
 
 
 def _keepalive_timeout(conn: Connection) -> _Cause | None:
