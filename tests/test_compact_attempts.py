@@ -116,6 +116,15 @@ def _edge_cases() -> list[tuple[float, bytes]]:
     # 40014: the SYN captured twice within a millisecond (loopback-like copy): a duplicate of a compact attempt
     frames += [_syn(t + 1.4, 40014, 14000, client="127.0.0.1", server="127.0.0.2")] * 1
     frames.append(_syn(t + 1.4002, 40014, 14000, client="127.0.0.1", server="127.0.0.2"))
+    # 40016: SYN and SYN-ACK, a new SYN (another ISN) on the same ports, then the SYN-ACK
+    # retransmitted for the first attempt (a straggler), and one answering the new ISN
+    frames += [_syn(t + 0.05, 40016, 16000), _synack(t + 0.0502, 40016, 26000, 16001), _syn(t + 0.1, 40016, 16500)]
+    frames += [_synack(t + 1.0502, 40016, 26000, 16001), _synack(t + 1.2, 40016, 26600, 16501)]
+    # 40017: SYN, SYN-ACK, the client's RST (lost past the capture point: the server retransmits
+    # its SYN-ACK 1 s and 3 s later), and in between a new SYN from the same port (held compact,
+    # reused_from)
+    frames += [_syn(t + 0.06, 40017, 17000), _synack(t + 0.0602, 40017, 27000, 17001), _from_client(t + 0.07, 40017, 17001, 0, RST)]
+    frames += [_synack(t + 1.0602, 40017, 27000, 17001), _syn(t + 2.5, 40017, 17500), _synack(t + 3.0602, 40017, 27000, 17001)]
     # 40015: many unanswered SYNs from other clients (a small flood), some retransmitted
     for i in range(200):
         client = f"198.18.{i // 250}.{i % 250 + 1}"

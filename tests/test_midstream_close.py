@@ -1,4 +1,5 @@
-"""A connection the capture picked up after its handshake, then closed by both sides.
+"""Connections whose start the capture did not see: picked up mid-stream and closed by both sides,
+or first seen at the server's SYN-ACK.
 
 CRAFTED: the frames of ``craft.conversation`` (handshake, request, response, the client's FIN
 first) with the first three, the handshake, left out: the capture started after it. That is the
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synscope.read.evidence import CERTAIN, LIKELY
-from tests.craft import ACK, FIN, MAC_CLIENT, MAC_SERVER, PcapWriter, conversation, ether, ipv4_tcp
+from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE
+from tests.craft import ACK, FIN, MAC_CLIENT, MAC_SERVER, SYN, PcapWriter, conversation, ether, ipv4_tcp
 from tests.helpers import analyse_paths
 
 CLIENT, SERVER = "198.18.1.2", "198.18.2.2"
@@ -75,3 +76,19 @@ def test_simultaneous_close_midstream_claims_no_handshake(tmp_path: Path) -> Non
     assert v.rule == "simultaneous-close"
     assert "handshake," not in v.explanation and v.explanation.startswith("Picked up mid-stream")
     assert "no SYN" in v.evidence[0].fact
+
+
+def test_lone_synack_names_the_missing_syn_not_a_port_guess(tmp_path: Path) -> None:
+    """A SYN-ACK is the first packet (the SYN was not captured): its sender is the server, so
+    nothing is guessed from the ports; what the capture lacks is the SYN. The old verdict read
+    "picked up mid-stream, roles guessed from ports ... the capture starts after the handshake"."""
+    t = 1_000_000.0
+    synack = ether(ipv4_tcp(SERVER, CLIENT, SPORT, CPORT, 7000, 1001, SYN | ACK), src=MAC_SERVER, dst=MAC_CLIENT)
+    later = ether(ipv4_tcp(CLIENT, SERVER, CPORT + 1, SPORT, 5000, 0, SYN), src=MAC_CLIENT, dst=MAC_SERVER)
+    r, _ = analyse_paths(_write(tmp_path / "lone.pcap", [(t, synack), (t + 3.0, later)]))
+    v = r.verdict
+    assert v.rule == "synack-without-syn" and v.confidence == POSSIBLE
+    assert "guessed" not in v.explanation and not r.conn.roles_guessed
+    assert "asymmetric routing" in v.explanation
+    assert (r.conn.client.ip, r.conn.client.port) == (r.conn.packets[0].seg.dst, CPORT)
+    assert v.evidence[0].frames == (1,)

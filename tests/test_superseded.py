@@ -90,3 +90,44 @@ def test_the_text_view_names_the_new_connection(tmp_path: Path) -> None:
     out = cli("read", str(tmp_path / "x.pcap")).stdout
     assert "new SYN on these ports 47.8 ms later" in out
     assert "too soon to call" not in out.split("#3 ")[0]  # (only the last port's SYN is cut by the end)
+
+
+# A SYN-ACK retransmitted for the attempt the new SYN superseded carries the old ISN + 1 in its ACK
+# number: it answers the old attempt, never the new one (a server in SYN-RECEIVED for the old
+# ISN retransmits on its own timer, 1 s then 3 s on Linux)
+
+
+def _late_synack_capture(tmp_path: Path, answer_ack: int) -> list[ConnReport]:
+    """SYN (ISN 1000), its SYN-ACK, a new SYN (ISN 90000) on the same ports 50 ms later, a SYN-ACK
+    acknowledging ``answer_ack`` 1 s after the first, and the capture running on to 5 s."""
+    frames = [
+        (T0, _syn(40000, 1000)),
+        (T0 + 0.0002, _synack(40000, 7000, 1001)),
+        (T0 + 0.05, _syn(40000, 90000)),
+        (T0 + 1.0002, _synack(40000, 7000 if answer_ack == 1001 else 8000, answer_ack)),
+        (T0 + 5.0, _syn(40001, 5000)),
+    ]
+    return analyse_paths(_write(tmp_path / "late.pcap", frames))
+
+
+def test_late_synack_of_the_superseded_attempt_is_not_the_new_attempts_answer(tmp_path: Path) -> None:
+    first, second, _last = _late_synack_capture(tmp_path, answer_ack=1001)
+    assert [p.seg.frame for p in first.conn.packets] == [1, 2]
+    # the new attempt got no answer: the old verdict said "The server answered with SYN-ACK, but
+    # no ACK from the client is in the capture", blaming the client or the path for an answer the
+    # server never sent to this SYN
+    assert [p.seg.frame for p in second.conn.packets] == [3]
+    assert second.verdict.outcome == "no-answer" and "SYN-ACK" not in second.verdict.summary
+    assert second.conn.server.syn_count == 0
+
+
+def test_late_synack_is_counted_as_a_straggler(tmp_path: Path) -> None:
+    _late_synack_capture(tmp_path, answer_ack=1001)
+    err = cli("read", str(tmp_path / "late.pcap")).stderr
+    assert "1 late packets of connections that had already ended" in err
+
+
+def test_counterpart_a_synack_for_the_new_isn_answers_the_new_attempt(tmp_path: Path) -> None:
+    _first, second, _last = _late_synack_capture(tmp_path, answer_ack=90001)
+    assert [p.seg.frame for p in second.conn.packets] == [3, 4]
+    assert second.verdict.outcome == "handshake-incomplete"

@@ -153,6 +153,28 @@ def segments(packed: bytes, record: bytes) -> list[Segment]:
     return out
 
 
+def answers_earlier(record: bytes, seg: Segment, first: bool) -> bool:
+    """Is ``seg`` (a SYN-ACK; ``first``: see :func:`from_first`), for the attempt in ``record``, an
+    answer to an earlier attempt on its ports (see ``Tracker._answers_earlier``)? The record names
+    one (reused_from), holds no SYN-ACK yet, and ``seg`` comes from the other side than the SYN and
+    does not acknowledge it (a record's SYN has no data: ISN + 1)."""
+    if _HEAD.unpack_from(record, 0)[2] < 0:
+        return False
+    offset = HEAD_SIZE
+    size = len(record)
+    client_first = True
+    client_isn = 0
+    while offset < size:
+        _ts, _frame_no, seq, _ack, flags, _win, _ttl, _ip_id, _ecn, _pkttype, _index, bits, _csum, optlen = _FRAME.unpack_from(record, offset)
+        if offset == HEAD_SIZE:
+            client_first = bool(bits & _FROM_FIRST)
+            client_isn = int(seq)
+        elif int(flags) & _KINDS == SYN | ACK:
+            return False
+        offset += FRAME_SIZE + int(optlen)
+    return first != client_first and seg.ack != (client_isn + 1) & 0xFFFFFFFF
+
+
 def unpack_key(packed: bytes) -> tuple:  # type: ignore[type-arg]
     """The flow key tuple that :func:`pack_key` packed."""
     n = (len(packed) - 4) // 2

@@ -593,8 +593,10 @@ class Tracker:
         ts = seg.ts
         if ts > self.clock:
             self.clock = ts
-        conn = self.table.get(key)
         flags = seg.flags
+        if flags & (SYN | ACK | FIN | RST) == SYN | ACK and self._answers_earlier(key, seg):
+            return None
+        conn = self.table.get(key)
         packed = b""
         if conn is None and self.compacting and len(key) == 4 and (self.attempts or len(self.table) >= self.compact_after):
             packed = attempts.pack_key(key)
@@ -625,6 +627,35 @@ class Tracker:
             self.reused += 1
         self._attach(key, conn, seg)
         return conn
+
+    def _answers_earlier(self, key: FlowKey, seg: Segment) -> bool:
+        """Is ``seg`` (a SYN-ACK) an answer to an earlier attempt on these ports, not to the one held?
+
+        The attempt held has a reused_from (another connection on this 4-tuple was handed on before
+        it), no SYN-ACK yet, and ``seg`` does not acknowledge its SYN (ISN + 1, + the SYN's data):
+        typically a server retransmitting its SYN-ACK for the attempt a new SYN (another ISN)
+        superseded. It is then a straggler of a connection already reported; attached to the held
+        attempt it would read as the server answering a SYN it never answered. Without an earlier
+        connection on the ports the SYN-ACK stays with the attempt (what else it could be, the
+        packets do not say)."""
+        conn = self.table.get(key)
+        if conn is not None:
+            client = conn.client
+            if conn.reused_from is None or client.isn is None or conn.server.isn is not None or (seg.src == client.ip and seg.sport == client.port):
+                return False
+            first = conn.packets[0].seg if conn.packets else None
+            data = first.length if first is not None and first.flags & SYN else 0
+            if ((seg.ack - client.isn - 1) & MASK) <= data:
+                return False
+        else:
+            if not self.attempts or len(key) != 4:
+                return False
+            packed = attempts.pack_key(key)
+            record = self.attempts.get(packed)
+            if record is None or not attempts.answers_earlier(record, seg, attempts.from_first(seg, packed)):
+                return False
+        self.stragglers += 1
+        return True
 
     def _attach(self, key: FlowKey, conn: Connection, seg: Segment) -> None:
         """Add a segment to its connection's packets and sides."""

@@ -654,6 +654,30 @@ def judge(
         ok = True
         rule = "half-closed"
         evidence = _fin_evidence(conn)
+    elif cs == "OTH" and not conn.midstream and conn.packets and conn.packets[0].seg.flags & (SYN | ACK) == SYN | ACK:
+        # the first packet is a SYN-ACK: the roles are known (its sender is the server), the SYN is
+        # what the capture lacks
+        outcome = "midstream"
+        synacks = _frames(conn, 1, SYN | ACK)
+        summary = "SYN-ACK without the SYN it answers"
+        explanation = (
+            f"The capture has the server's SYN-ACK (frame {synacks[0]}) but not the client's SYN before it:"
+            " the capture started after the SYN was sent, or the SYN took a path this capture point does not see"
+            " (asymmetric routing)."
+        )
+        if not c.packets:
+            explanation += " Nothing from the client followed in the capture."
+        next_step = "If the capture began before this connection, capture where both directions pass: the SYN and the SYN-ACK take different paths."
+        if conn.reused_from is not None:
+            # an attempt on these ports was handed on before (superseded, evicted, timed out):
+            # a server retransmits its SYN-ACK for 1 s, 3 s, 7 s... after the SYN
+            explanation += (
+                f" An earlier connection on these ports (#{conn.reused_from}) was handed on before it:"
+                " this may be the server sending that attempt's SYN-ACK again."
+            )
+            next_step = f"Compare with connection #{conn.reused_from}: a SYN-ACK that acknowledges its SYN belongs to it."
+        rule, confidence, side = "synack-without-syn", POSSIBLE, "capture"
+        evidence = (Evidence("SYN-ACK, no SYN before it", synacks),)
     elif cs == "OTH":
         outcome = "midstream"
         summary = "picked up mid-stream, roles guessed from ports"
