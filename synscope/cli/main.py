@@ -356,7 +356,7 @@ def _read_split(
     # the merge waits for a worker (so they stream without a system call per line)
     out.flush()
     raw = getattr(out, "buffer", None)
-    write: Callable[[bytes | bytearray], object] = raw.write if raw is not None else (lambda line: out.write(line.decode("ascii")))
+    write: Callable[[bytes | memoryview], object] = raw.write if raw is not None else (lambda data: out.write(bytes(data).decode("ascii")))
     fd = _fileno(out)
     if fd is not None:  # (the merge's pieces of a megabyte go to the file itself: see write_all)
         write = partial(write_all, fd)

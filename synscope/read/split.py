@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import io
 import os
 import pickle
 import select
@@ -71,6 +72,38 @@ OUT_BYTES: Final = 1 << 20
 HOLD_BYTES: Final = 4 << 20
 # what the parent counts as held for one connection of the text view (a brief, a row at times)
 TEXT_ITEM_BYTES: Final = 100
+
+
+class _Output:
+    """The merge's JSON text on its way to ``write``: put in a buffer of OUT_BYTES in place and
+    written when it is full (a bytearray grown again after every write cost page faults)."""
+
+    def __init__(self, write: Callable[[memoryview], object]) -> None:
+        self.write = write
+        self.buffer = bytearray(OUT_BYTES)
+        self.view = memoryview(self.buffer)  # (a bytearray's slice assignment copies a memoryview first)
+        self.used = 0
+
+    def put(self, data: bytes | memoryview) -> None:
+        """Add ``data`` (written at once when it is bigger than the buffer)."""
+        size = len(data)
+        at = self.used
+        if at + size > OUT_BYTES:
+            self.flush()
+            at = 0
+            if size > OUT_BYTES:
+                with memoryview(data) as view:
+                    self.write(view)
+                return
+        self.view[at : at + size] = data
+        self.used = at + size
+
+    def flush(self) -> None:
+        """Write what the buffer holds."""
+        if self.used:
+            with self.view[: self.used] as held:
+                self.write(held)
+            self.used = 0
 
 
 class TextShare(Protocol):
@@ -127,15 +160,18 @@ class SplitRun:
         self.interrupted = False
         self._pids: list[int] = []
         self._fds: list[int] = []
-        self._buffers = [bytearray() for _ in range(workers)]
+        # what each worker sent that is not taken yet: read into its buffer (never shrunk), up to _filled
+        self._buffers = [bytearray(PIPE_BYTES) for _ in range(workers)]
+        self._filled = [0] * workers
+        self._inputs: list[io.FileIO] = []
         self._queues: list[deque] = [deque() for _ in range(workers)]
         # the JSON text of each worker's queued connections: one bytes per message, in order, and
         # where the first queued connection's line starts in the first of them
-        self._texts: list[deque[bytes]] = [deque() for _ in range(workers)]
+        self._texts: list[deque[memoryview]] = [deque() for _ in range(workers)]
         self._cursor = [0] * workers
-        # what the merge has to write (see pour) and has not yet
-        self._out = bytearray()
-        self._write: Callable[[bytearray], object] | None = None
+        # the merge's JSON text on its way out (pour), or to the line iterating gives (_line)
+        self._line = bytearray()
+        self._output: _Output | None = None
         # of the connection merged last: the single run's id it names as reused_from, its retry link
         self._named: int | None = None
         self._linked: tuple[int, int] | None = None
@@ -176,6 +212,7 @@ class SplitRun:
             os.close(w)
             self._pids.append(pid)
             self._fds.append(r)
+            self._inputs.append(io.FileIO(r, "r", closefd=False))  # (readinto: no new bytes per read)
             if share is not None:
                 os.close(asked)
                 self._requests.append(ask)
@@ -189,30 +226,25 @@ class SplitRun:
                 return
             yield self._merged(w, self._queues[w].popleft())
 
-    def pour(self, write: Callable[[bytearray], object]) -> None:
-        """Merge every JSON line into ``write`` in pieces of about OUT_BYTES, and whenever the
-        merge has to wait for a worker (then ``on_wait`` too): what iterating gives, without an
-        object per line. ``write`` must not keep the bytearray it is given."""
-        self._write = write
+    def pour(self, write: Callable[[memoryview], object]) -> None:
+        """Merge every JSON line into ``write``, in pieces of up to OUT_BYTES: when they are full
+        and whenever the merge has to wait for a worker (then ``on_wait`` too). What iterating
+        gives, without an object per line. ``write`` must not keep the memoryview it is given."""
+        out = self._output = _Output(write)
         queues = self._queues
-        out = self._out
         while True:
             w = self._next()
             if w < 0:
                 break
             item = queues[w].popleft()
             self._put_line(w, item, self._settle(w, item), out)
-            if len(out) >= OUT_BYTES:
-                write(out)
-                out.clear()
         self._flush_out()
-        self._write = None
+        self._output = None
 
     def _flush_out(self) -> None:
         """Write what the merge holds (pour) and let the caller flush its output."""
-        if self._write is not None and self._out:
-            self._write(self._out)
-            self._out.clear()
+        if self._output is not None:
+            self._output.flush()
         if self.on_wait is not None:
             self.on_wait()
 
@@ -294,8 +326,8 @@ class SplitRun:
         self._named = self._nameable[w].pop(reused_from) if reused_from is not None else None
         return cid
 
-    def _put_line(self, w: int, item: tuple, cid: int, out: bytearray) -> None:
-        """Append the JSON line of worker ``w``'s connection just settled to ``out``: the worker's
+    def _put_line(self, w: int, item: tuple, cid: int, out: _Output) -> None:
+        """Put the JSON line of worker ``w``'s connection just settled in ``out``: the worker's
         text with the single run's id in front (and its links, when it names other connections)."""
         size: int = item[6]
         texts = self._texts[w]
@@ -307,18 +339,17 @@ class SplitRun:
             self._cursor[w] = 0
         else:
             self._cursor[w] = end
-        out += _HEAD_START
-        out += str(cid).encode("ascii")
+        out.put(f"{HEAD_START}{cid}".encode("ascii"))
         named, linked = self._named, self._linked
         if named is None and linked is None:  # the usual case: only the id to put in
-            out += text[start:end]
+            out.put(text[start:end])
             return
         # (links are data beside the verdict's text, which no stage edits: see pipeline.link_sentences)
         cut: int = start + item[7]
-        out += text[start:cut]
+        out.put(text[start:cut])
         retry_of, retry_number = linked if linked is not None else (None, None)
-        out += links_text(named, retry_of, retry_number).encode("ascii")
-        out += text[cut + len(links_text(item[2], None, None)) : end]
+        out.put(links_text(named, retry_of, retry_number).encode("ascii"))
+        out.put(text[cut + len(links_text(item[2], None, None)) : end])
 
     def _merged(self, w: int, item: tuple) -> tuple[int, Any]:
         """Worker ``w``'s connection ``item``, just taken off its queue, merged: (id, its JSON line
@@ -327,9 +358,13 @@ class SplitRun:
         cid = self._settle(w, item)
         if self.text:
             return cid, (w, item[1], item[7], self._named, self._linked)
-        line = bytearray()
-        self._put_line(w, item, cid, line)
-        return cid, bytes(line)
+        if self._output is None:  # (iterating: the line is put together in _line)
+            self._output = _Output(self._line.extend)
+        self._put_line(w, item, cid, self._output)
+        self._output.flush()
+        line = bytes(self._line)
+        self._line.clear()
+        return cid, line
 
     def _receive(self, need: int) -> None:
         """Read until a message from worker ``need`` is in; meanwhile take what the others
@@ -347,33 +382,40 @@ class SplitRun:
 
     def _take(self, w: int) -> int:
         """Read what worker ``w`` sent (one read) and act on each message it completes; how many."""
-        chunk = os.read(self._fds[w], PIPE_BYTES)
-        if not chunk:
+        buf = self._buffers[w]
+        filled = self._filled[w]
+        with memoryview(buf) as view:
+            got = self._inputs[w].readinto(view[filled:])
+        if not got:
             self._progress[w] = _DONE
             status = self._reap(w)
             raise WorkerFailed(f"worker {w + 1} of {self.workers} ended without finishing ({status})")
-        buf = self._buffers[w]
-        buf += chunk
-        taken = 0
+        filled += got
         start = 0
-        available = len(buf)
+        need = 0
         messages: list[tuple] = []
+        texts = self._texts[w]
         with memoryview(buf) as view:  # (unpickled in place: no copy of the message)
-            while available - start >= _HEADER.size:
+            while filled - start >= _HEADER.size:
                 size, text_size = _HEADER.unpack_from(buf, start)
                 text_at = start + _HEADER.size + size
                 end = text_at + text_size
-                if available < end:
+                if filled < end:
+                    need = end - start
                     break
                 messages.append(pickle.loads(view[start + _HEADER.size : text_at]))
                 if text_size:
-                    self._texts[w].append(bytes(view[text_at:end]))
+                    texts.append(memoryview(view[text_at:end].tobytes()))  # (a line is a slice of it)
                 start = end
-        del buf[:start]  # (once per read: the rest moves down once)
+        if start:  # what is left of a message goes to the front
+            buf[: filled - start] = buf[start:filled]
+            filled -= start
+        if need > len(buf):  # a message bigger than the buffer (a connection of many packets)
+            buf.extend(bytes(need - len(buf)))
+        self._filled[w] = filled
         for message in messages:
             self._message(w, message)
-            taken += 1
-        return taken
+        return len(messages)
 
     def _message(self, w: int, message: tuple) -> None:
         kind, *rest = message
@@ -451,6 +493,7 @@ class SplitRun:
                 self._requests[w] = -1
         for w, fd in enumerate(self._fds):
             if fd >= 0:
+                self._inputs[w].close()  # (closefd=False: the descriptor is closed below)
                 os.close(fd)
                 self._fds[w] = -1
         for w, pid in enumerate(self._pids):
@@ -663,7 +706,7 @@ def _send(out: BinaryIO, message: tuple, text: bytes = b"") -> None:
         write_all(fd, text)
 
 
-def write_all(fd: int, data: bytes | bytearray) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of ``data`` to ``fd``. A write to a pipe that a signal interrupts (the user's
     Ctrl-C, a worker's SIGUSR1) may write only part of it, and io.BufferedWriter then loses the
     rest of a write bigger than its buffer (CPython 3.11, tests/test_parallel.py's Ctrl-C test
