@@ -64,7 +64,6 @@ _LEN: Final = struct.Struct("<Q")
 # a worker's message: the size of its pickled part, then of the JSON text after it
 _HEADER: Final = struct.Struct("<QQ")
 _DONE: Final = 1 << 63  # progress of a worker that has sent everything
-_HEAD_START: Final = HEAD_START.encode("ascii")
 # the parent's output is written in pieces of about this size (and whenever it waits for a worker)
 OUT_BYTES: Final = 1 << 20
 # JSON text the parent holds from a worker that is ahead of the merge, before it stops reading
@@ -165,8 +164,8 @@ class SplitRun:
         self._filled = [0] * workers
         self._inputs: list[io.FileIO] = []
         self._queues: list[deque] = [deque() for _ in range(workers)]
-        # the JSON text of each worker's queued connections: one bytes per message, in order, and
-        # where the first queued connection's line starts in the first of them
+        # the JSON text of each worker's queued connections: one per message, in order, and where
+        # the first queued connection's line starts in the first of them
         self._texts: list[deque[memoryview]] = [deque() for _ in range(workers)]
         self._cursor = [0] * workers
         # the merge's JSON text on its way out (pour), or to the line iterating gives (_line)
