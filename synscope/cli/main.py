@@ -9,6 +9,7 @@ import contextlib
 import gc
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import NoReturn, TextIO
 
 import click
@@ -346,7 +347,7 @@ def _read_split(
 ) -> bool:
     """``read --json`` over several processes (synscope.read.split); True if interrupted."""
     from synscope.core.exit_codes import fail
-    from synscope.read.split import SplitRun, WorkerFailed
+    from synscope.read.split import SplitRun, WorkerFailed, write_all
 
     split = SplitRun([r.path for r in readers], [r.size for r in readers], make_pipeline, workers, absolute)  # type: ignore[arg-type]
     split.findings = findings  # type: ignore[assignment]  # fed in the merged order, as one process would
@@ -355,16 +356,21 @@ def _read_split(
     # the merge waits for a worker (so they stream without a system call per line)
     out.flush()
     raw = getattr(out, "buffer", None)
-    write: Callable[[bytes], object] = raw.write if raw is not None else (lambda line: out.write(line.decode("ascii")))
+    write: Callable[[bytes | memoryview], object] = raw.write if raw is not None else (lambda data: out.write(bytes(data).decode("ascii")))
+    fd = _fileno(out)
+    if fd is not None:  # (the merge's pieces of a megabyte go to the file itself: see write_all)
+        write = partial(write_all, fd)
     split.on_wait = raw.flush if raw is not None else out.flush
     try:
-        for cid, line in split:
-            if conn_ids:
+        if not conn_ids:
+            split.pour(write)  # (the merge writes in big pieces: no object per line)
+        else:
+            for cid, line in split:
                 all_ids.add(cid)
                 if cid not in conn_ids:
                     continue
                 seen_ids.add(cid)
-            write(line)
+                write(line)
         split.on_wait()
     except WorkerFailed as e:
         split.close()
@@ -376,6 +382,14 @@ def _read_split(
         split.close()
     split.totals(pipeline, readers)  # type: ignore[arg-type]
     return split.interrupted
+
+
+def _fileno(out: TextIO) -> int | None:
+    """The file descriptor under ``out`` (None: it has none, as under click's test runner)."""
+    try:
+        return out.fileno()
+    except (AttributeError, OSError, ValueError):  # (io.UnsupportedOperation is both of the last)
+        return None
 
 
 class _TextSplit:

@@ -225,8 +225,7 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
-        f'"reused_from":{_int_text(c.reused_from)},"retry_of":{_int_text(r.retry_of)},'
-        f'"retry_number":{_int_text(r.retry_number if r.retry_of is not None else None)},'
+        f"{links_text(c.reused_from, r.retry_of, r.retry_number)},"
         f'"findings":{SCAN_FINDINGS if r.scan else "[]"},"icmp":[{icmp}],'
         f'"ecn":{_ecn_text(r.analysis, client.syn_count > 0)},"bad_checksums":[{bad_text}],'
         f'"c2s":{_direction_text(fc, r.analysis.loss[0], client, server, absolute)},'
@@ -335,6 +334,13 @@ LOSS_NAMES: Final = ("lost_upstream", "lost_downstream", "spurious_resends", "re
 _NO_LOSS_COUNTS: Final = "," + ",".join([f'"{name}":0' for name in LOSS_NAMES])
 # the members from "bytes" to the loss counts of a direction that sent no data and nothing again
 _NO_DATA: Final = '"bytes":0,"data_segments":0,' + _NO_LOSSES + _NO_LOSS_COUNTS
+
+
+def links_text(reused_from: int | None, retry_of: int | None, retry_number: int | None) -> str:
+    """The members that name other connections (``"reused_from":…,"retry_of":…,"retry_number":…``):
+    a split run's parent writes them in (its ids are the single run's), the rest of the line as
+    the worker rendered it. ``retry_number`` counts only with ``retry_of``."""
+    return f'"reused_from":{_int_text(reused_from)},"retry_of":{_int_text(retry_of)},"retry_number":{_int_text(retry_number if retry_of is not None else None)}'
 
 
 def _int_text(x: int | None) -> str:

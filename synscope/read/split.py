@@ -21,7 +21,11 @@ differ from one worker is made not to:
 
 ``tests/test_parallel.py`` checks the output is byte for byte the single-worker one.
 Workers are forked (they inherit the compiled --filter and the options) and talk
-to the parent over a pipe, one pickled message per batch of about a thousand frames.
+to the parent over a pipe, one message per batch of about a thousand frames: what the
+parent needs to merge, pickled, then the batch's JSON text as raw bytes. The parent
+never parses or re-encodes a line: it writes the worker's bytes with the id in front,
+and with the members that name other connections rewritten at the offset the worker
+gave (:func:`synscope.read.jsonl.links_text`) in the rare lines that have any.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
-import json
+import io
 import os
 import pickle
 import select
@@ -43,7 +47,7 @@ from itertools import islice
 from typing import Any, BinaryIO, Final, Protocol
 
 from synscope.read.findings import FindingsEngine, facts_of
-from synscope.read.jsonl import HEAD_START, head_text, join_line, packets_text
+from synscope.read.jsonl import HEAD_START, head_text, links_text, packets_text
 from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, is_attempt
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import MAX_ORPHAN_ICMP
@@ -57,15 +61,48 @@ SEND_ITEMS: Final = 128
 PIPE_BYTES: Final = 1 << 20
 F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Python 3.10+ on Linux), spelled out for older ones
 _LEN: Final = struct.Struct("<Q")
+# a worker's message: the size of its pickled part, then of the JSON text after it
+_HEADER: Final = struct.Struct("<QQ")
 _DONE: Final = 1 << 63  # progress of a worker that has sent everything
-_HEAD_START: Final = HEAD_START.encode("ascii")
-_PACKETS_START: Final = b',"packets":['
-_LINE_END: Final = b"]}\n"
+# the parent's output is written in pieces of about this size (and whenever it waits for a worker)
+OUT_BYTES: Final = 1 << 20
 # JSON text the parent holds from a worker that is ahead of the merge, before it stops reading
 # from that worker (which then waits on its pipe): the parent's memory stays bounded
 HOLD_BYTES: Final = 4 << 20
 # what the parent counts as held for one connection of the text view (a brief, a row at times)
 TEXT_ITEM_BYTES: Final = 100
+
+
+class _Output:
+    """The merge's JSON text on its way to ``write``: put in a buffer of OUT_BYTES in place and
+    written when it is full (a bytearray grown again after every write cost page faults)."""
+
+    def __init__(self, write: Callable[[memoryview], object]) -> None:
+        self.write = write
+        self.buffer = bytearray(OUT_BYTES)
+        self.view = memoryview(self.buffer)  # (a bytearray's slice assignment copies a memoryview first)
+        self.used = 0
+
+    def put(self, data: bytes | memoryview) -> None:
+        """Add ``data`` (written at once when it is bigger than the buffer)."""
+        size = len(data)
+        at = self.used
+        if at + size > OUT_BYTES:
+            self.flush()
+            at = 0
+            if size > OUT_BYTES:
+                with memoryview(data) as view:
+                    self.write(view)
+                return
+        self.view[at : at + size] = data
+        self.used = at + size
+
+    def flush(self) -> None:
+        """Write what the buffer holds."""
+        if self.used:
+            with self.view[: self.used] as held:
+                self.write(held)
+            self.used = 0
 
 
 class TextShare(Protocol):
@@ -122,8 +159,21 @@ class SplitRun:
         self.interrupted = False
         self._pids: list[int] = []
         self._fds: list[int] = []
-        self._buffers = [bytearray() for _ in range(workers)]
+        # what each worker sent that is not taken yet: read into its buffer (never shrunk), up to _filled
+        self._buffers = [bytearray(PIPE_BYTES) for _ in range(workers)]
+        self._filled = [0] * workers
+        self._inputs: list[io.FileIO] = []
         self._queues: list[deque] = [deque() for _ in range(workers)]
+        # the JSON text of each worker's queued connections: one per message, in order, and where
+        # the first queued connection's line starts in the first of them
+        self._texts: list[deque[memoryview]] = [deque() for _ in range(workers)]
+        self._cursor = [0] * workers
+        # the merge's JSON text on its way out (pour), or to the line iterating gives (_line)
+        self._line = bytearray()
+        self._output: _Output | None = None
+        # of the connection merged last: the single run's id it names as reused_from, its retry link
+        self._named: int | None = None
+        self._linked: tuple[int, int] | None = None
         self._progress = [0] * workers
         self._held = [0] * workers  # bytes of JSON text queued per worker
         # Ids: a worker numbers connections by the position of the frame that opened them; the
@@ -161,6 +211,7 @@ class SplitRun:
             os.close(w)
             self._pids.append(pid)
             self._fds.append(r)
+            self._inputs.append(io.FileIO(r, "r", closefd=False))  # (readinto: no new bytes per read)
             if share is not None:
                 os.close(asked)
                 self._requests.append(ask)
@@ -168,36 +219,71 @@ class SplitRun:
 
     # ------------------------------------------------------------------ merging
     def __iter__(self) -> Iterator[tuple[int, Any]]:
+        while True:
+            w = self._next()
+            if w < 0:
+                return
+            yield self._merged(w, self._queues[w].popleft())
+
+    def pour(self, write: Callable[[memoryview], object]) -> None:
+        """Merge every JSON line into ``write``, in pieces of up to OUT_BYTES: when they are full
+        and whenever the merge has to wait for a worker (then ``on_wait`` too). What iterating
+        gives, without an object per line. ``write`` must not keep the memoryview it is given."""
+        out = self._output = _Output(write)
+        queues = self._queues
+        while True:
+            w = self._next()
+            if w < 0:
+                break
+            item = queues[w].popleft()
+            self._put_line(w, item, self._settle(w, item), out)
+        self._flush_out()
+        self._output = None
+
+    def _flush_out(self) -> None:
+        """Write what the merge holds (pour) and let the caller flush its output."""
+        if self._output is not None:
+            self._output.flush()
+        if self.on_wait is not None:
+            self.on_wait()
+
+    def _next(self) -> int:
+        """The worker whose first queued connection is the next in the merged order, receiving
+        from the workers until it is known; -1 when every worker has sent everything."""
         # (plain loops: closures in compiled code make reference cycles, and gc is off)
         queues = self._queues
         progress = self._progress
+        workers = self.workers
         while True:
             best = -1
-            for w, q in enumerate(queues):
-                if q and (best < 0 or q[0][:2] < queues[best][0][:2]):
-                    best = w
+            best_stamp = best_opened = 0
+            for w in range(workers):
+                q = queues[w]
+                if q:
+                    head = q[0]
+                    stamp: int = head[0]
+                    opened: int = head[1]
+                    if best < 0 or stamp < best_stamp or (stamp == best_stamp and opened < best_opened):
+                        best, best_stamp, best_opened = w, stamp, opened
             if best < 0:
                 lagging = 0
-                for w in range(self.workers):
+                for w in range(workers):
                     if progress[w] < progress[lagging]:
                         lagging = w
                 if progress[lagging] == _DONE:
-                    return
+                    return -1
                 self._receive(lagging)
                 continue
-            stamp = queues[best][0][0]
             # every other worker must have sent all it has up to this stamp
             waiting = -1
-            for w, q in enumerate(queues):
-                if w != best and not q and progress[w] < stamp:
+            for w in range(workers):
+                if w != best and not queues[w] and progress[w] < best_stamp:
                     waiting = w
                     break
             if waiting >= 0:
                 self._receive(waiting)
                 continue
-            item = queues[best].popleft()
-            self._held[best] -= _held_bytes(item)
-            yield self._merged(best, item)
+            return best
 
     def _number_through(self, position: int) -> None:
         """Give single-run ids to every opening up to ``position``, in position order over all
@@ -214,8 +300,13 @@ class SplitRun:
             self._numbered += 1
             self._ids[first][unnumbered[first].popleft()] = self._numbered
 
-    def _merged(self, w: int, item: tuple) -> tuple[int, Any]:
-        _stamp, opened_at, reused_from, retire_clock, link, head_rest, packets, facts = item
+    def _settle(self, w: int, item: tuple) -> int:
+        """Take worker ``w``'s first queued connection into the merge: its single-run id (returned),
+        the id it names as reused_from and its retry link (``_named``, ``_linked``), the findings."""
+        opened_at: int = item[1]
+        reused_from: int | None = item[2]
+        size: int = item[6]
+        self._held[w] -= size if size else TEXT_ITEM_BYTES
         self._number_through(opened_at)
         cid = self._ids[w].pop(opened_at)
         if opened_at in self._released_early[w]:
@@ -223,33 +314,63 @@ class SplitRun:
         else:
             self._nameable[w][opened_at] = cid
         if self.findings is not None:
-            self.findings.feed_facts(cid, facts)
+            self.findings.feed_facts(cid, item[5])
         linked = None
+        link = item[4]
         if link is not None:
             key, syn_ts, failed, _client_port, failed_at = link
-            linked = self._linker.link(key, cid, syn_ts, failed, retire_clock, failed_at)
-        if self.text:
-            # (the ids its timeline names, as in the JSON below: the single run's)
-            named = self._nameable[w].pop(reused_from) if reused_from is not None else None
-            return cid, (w, opened_at, packets, named, linked)
-        if reused_from is None and linked is None:  # the usual case: only the id to put in
-            return cid, b"".join((_HEAD_START, str(cid).encode(), head_rest, _PACKETS_START, packets, _LINE_END))
-        head = json.loads(_HEAD_START + b"0" + head_rest + b"}")
-        head["id"] = cid
+            linked = self._linker.link(key, cid, syn_ts, failed, item[3], failed_at)
+        self._linked = linked
+        # (the ids its line or timeline names, as in a single run; named once: the tracker let go of it then)
+        self._named = self._nameable[w].pop(reused_from) if reused_from is not None else None
+        return cid
+
+    def _put_line(self, w: int, item: tuple, cid: int, out: _Output) -> None:
+        """Put the JSON line of worker ``w``'s connection just settled in ``out``: the worker's
+        text with the single run's id in front (and its links, when it names other connections)."""
+        size: int = item[6]
+        texts = self._texts[w]
+        text = texts[0]
+        start = self._cursor[w]
+        end = start + size
+        if end == len(text):
+            texts.popleft()
+            self._cursor[w] = 0
+        else:
+            self._cursor[w] = end
+        out.put(f"{HEAD_START}{cid}".encode("ascii"))
+        named, linked = self._named, self._linked
+        if named is None and linked is None:  # the usual case: only the id to put in
+            out.put(text[start:end])
+            return
         # (links are data beside the verdict's text, which no stage edits: see pipeline.link_sentences)
-        if reused_from is not None:
-            head["reused_from"] = self._nameable[w].pop(reused_from)  # (named once: the tracker let go of it then)
-        if linked is not None:
-            head["retry_of"], head["retry_number"] = linked
-        return cid, (join_line(head, packets.decode("ascii")) + "\n").encode("ascii")
+        cut: int = start + item[7]
+        out.put(text[start:cut])
+        retry_of, retry_number = linked if linked is not None else (None, None)
+        out.put(links_text(named, retry_of, retry_number).encode("ascii"))
+        out.put(text[cut + len(links_text(item[2], None, None)) : end])
+
+    def _merged(self, w: int, item: tuple) -> tuple[int, Any]:
+        """Worker ``w``'s connection ``item``, just taken off its queue, merged: (id, its JSON line
+        as ASCII bytes, newline included), or for the text view (id, (worker, position, what
+        ``share.item`` gave, reused_from, (retry_of, retry_number) or None))."""
+        cid = self._settle(w, item)
+        if self.text:
+            return cid, (w, item[1], item[7], self._named, self._linked)
+        if self._output is None:  # (iterating: the line is put together in _line)
+            self._output = _Output(self._line.extend)
+        self._put_line(w, item, cid, self._output)
+        self._output.flush()
+        line = bytes(self._line)
+        self._line.clear()
+        return cid, line
 
     def _receive(self, need: int) -> None:
         """Read until a message from worker ``need`` is in; meanwhile take what the others
         sent, so they do not wait on a full pipe, unless the parent already holds HOLD_BYTES
         of theirs (then a worker far ahead of the merge waits until it catches up)."""
         got = False
-        if self.on_wait is not None:
-            self.on_wait()
+        self._flush_out()
         while not got:
             open_fds = [fd for w, fd in enumerate(self._fds) if self._progress[w] != _DONE and (w == need or self._held[w] < HOLD_BYTES)]
             ready, _, _ = select.select(open_fds, [], [])
@@ -260,25 +381,40 @@ class SplitRun:
 
     def _take(self, w: int) -> int:
         """Read what worker ``w`` sent (one read) and act on each message it completes; how many."""
-        chunk = os.read(self._fds[w], PIPE_BYTES)
-        if not chunk:
+        buf = self._buffers[w]
+        filled = self._filled[w]
+        with memoryview(buf) as view:
+            got = self._inputs[w].readinto(view[filled:])
+        if not got:
             self._progress[w] = _DONE
             status = self._reap(w)
             raise WorkerFailed(f"worker {w + 1} of {self.workers} ended without finishing ({status})")
-        buf = self._buffers[w]
-        buf += chunk
-        taken = 0
-        while len(buf) >= _LEN.size:
-            size = _LEN.unpack_from(buf)[0]
-            end = _LEN.size + size
-            if len(buf) < end:
-                break
-            with memoryview(buf) as view:  # (unpickled in place: no copy of the message)
-                message = pickle.loads(view[_LEN.size : end])
-            del buf[:end]
+        filled += got
+        start = 0
+        need = 0
+        messages: list[tuple] = []
+        texts = self._texts[w]
+        with memoryview(buf) as view:  # (unpickled in place: no copy of the message)
+            while filled - start >= _HEADER.size:
+                size, text_size = _HEADER.unpack_from(buf, start)
+                text_at = start + _HEADER.size + size
+                end = text_at + text_size
+                if filled < end:
+                    need = end - start
+                    break
+                messages.append(pickle.loads(view[start + _HEADER.size : text_at]))
+                if text_size:
+                    texts.append(memoryview(view[text_at:end].tobytes()))  # (a line is a slice of it)
+                start = end
+        if start:  # what is left of a message goes to the front
+            buf[: filled - start] = buf[start:filled]
+            filled -= start
+        if need > len(buf):  # a message bigger than the buffer (a connection of many packets)
+            buf.extend(bytes(need - len(buf)))
+        self._filled[w] = filled
+        for message in messages:
             self._message(w, message)
-            taken += 1
-        return taken
+        return len(messages)
 
     def _message(self, w: int, message: tuple) -> None:
         kind, *rest = message
@@ -294,7 +430,8 @@ class SplitRun:
             self._queues[w].extend(items)
             held = 0
             for item in items:
-                held += _held_bytes(item)
+                size: int = item[6]
+                held += size if size else TEXT_ITEM_BYTES
             self._held[w] += held
             self._progress[w] = progress
             if w == 0 and self.on_progress is not None and frames:
@@ -355,6 +492,7 @@ class SplitRun:
                 self._requests[w] = -1
         for w, fd in enumerate(self._fds):
             if fd >= 0:
+                self._inputs[w].close()  # (closefd=False: the descriptor is closed below)
                 os.close(fd)
                 self._fds[w] = -1
         for w, pid in enumerate(self._pids):
@@ -469,8 +607,10 @@ def _run_worker(
         piece = list(islice(pending, per_message))
         while True:
             following = list(islice(pending, per_message))
-            items = [_item(r, absolute) for r in piece] if share is None else [_text_item(r, share) for r in piece]
-            _send(out, ("batch", sent_progress[0] if following else progress, opened[:], released[:], items, source, frames, bytes_read))
+            lines: list[str] = []
+            items = [_item(r, absolute, lines) for r in piece] if share is None else [_text_item(r, share) for r in piece]
+            message = ("batch", sent_progress[0] if following else progress, opened[:], released[:], items, source, frames, bytes_read)
+            _send(out, message, "".join(lines).encode("ascii"))
             opened.clear()
             released.clear()
             if not following:
@@ -519,38 +659,30 @@ def _retry_facts(report: Any) -> tuple | None:
     return ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed_attempt(conn, report.verdict), conn.client.port, conn.last_ts)
 
 
-def _item(report: Any, absolute: bool) -> tuple:
-    """What the parent needs of one connection: merge key, ids to renumber, retry facts, JSON."""
+def _item(report: Any, absolute: bool, lines: list[str]) -> tuple:
+    """What the parent needs of one connection: merge key, ids to renumber, retry facts, findings
+    facts, and how its JSON line goes (appended to ``lines``: the line after its id, newline
+    included, and where in it the members that name other connections start)."""
     conn = report.conn
     link = _retry_facts(report)
-    # the object without packets, as JSON text after its id (the parent puts in the final id)
     head = head_text(report, absolute)
     start = f"{HEAD_START}{conn.id},"
     if not head.startswith(start):  # the schema's first members moved: fail loudly, not wrongly
         raise AssertionError(f"JSON object starts {head[:40]!r}, expected {start!r}")
-    # (ASCII bytes: the parent joins them into the line it writes, without decoding or encoding)
-    return (
-        conn.retired_at,
-        conn.opened_at,
-        conn.reused_from,
-        conn.retire_clock,
-        link,
-        head[len(start) - 1 :].encode("ascii"),
-        packets_text(report, absolute).encode("ascii"),
-        facts_of(report),
-    )
+    # (the worker links no retries: the parent does, in the merged order, and writes them in)
+    links = links_text(conn.reused_from, None, None)
+    cut = head.find(f",{links},", len(start) - 1) + 1 - (len(start) - 1)
+    if cut <= 0:
+        raise AssertionError(f"JSON object without {links!r}")
+    line = f'{head[len(start) - 1 :]},"packets":[{packets_text(report, absolute)}]}}\n'
+    lines.append(line)
+    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link, facts_of(report), len(line), cut)
 
 
 def _text_item(report: Any, share: TextShare) -> tuple:
     """:func:`_item` for the text view: what ``share`` takes of the connection instead of its JSON."""
     conn = report.conn
-    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, _retry_facts(report), b"", share.item(report), facts_of(report))
-
-
-def _held_bytes(item: tuple) -> int:
-    """About how much of the parent's memory a connection waiting to be merged takes."""
-    text = item[6]
-    return len(item[5]) + len(text) if isinstance(text, bytes) else TEXT_ITEM_BYTES
+    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, _retry_facts(report), facts_of(report), 0, share.item(report))
 
 
 def _answer(share: TextShare, asked: int, out: BinaryIO) -> None:
@@ -563,11 +695,27 @@ def _answer(share: TextShare, asked: int, out: BinaryIO) -> None:
     _send(out, ("answer", share.render(request)))
 
 
-def _send(out: BinaryIO, message: tuple) -> None:
+def _send(out: BinaryIO, message: tuple, text: bytes = b"") -> None:
+    """One message to the parent: ``message`` pickled, then ``text`` (a batch's JSON lines) as is."""
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_LEN.pack(len(body)))
-    out.write(body)
-    out.flush()
+    out.flush()  # (nothing is left in it: every message goes out whole, here)
+    fd = out.fileno()
+    write_all(fd, _HEADER.pack(len(body), len(text)) + body)
+    if text:
+        write_all(fd, text)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to ``fd``. A write to a pipe that a signal interrupts (the user's
+    Ctrl-C, a worker's SIGUSR1) may write only part of it, and io.BufferedWriter then loses the
+    rest of a write bigger than its buffer (CPython 3.11, tests/test_parallel.py's Ctrl-C test
+    caught it): the merge's big pieces and the workers' messages go around it."""
+    written = os.write(fd, data)
+    if written == len(data):  # (the usual case: no slice)
+        return
+    with memoryview(data) as view:
+        while written < len(data):
+            written += os.write(fd, view[written:])
 
 
 def _die_with_parent() -> None:
