@@ -159,6 +159,16 @@ class _RecentSegments:
         # a copy of this flow's packets was proven (same non-zero IP ID): it is captured twice
         self.proven = False
 
+    def restart(self, forward: bool, seg: Segment, generation: int) -> None:
+        """Start over as a new entry would (an expired one is reused: no object, no lists made)."""
+        self.forward = forward
+        self.segments.clear()
+        self.segments.append(seg)
+        self.options.clear()
+        self.options.append(seg.raw_options)
+        self.generation = generation
+        self.proven = False
+
     def add(self, seg: Segment) -> None:
         """Remember one more segment; with DUPLICATE_HISTORY of them, only this one."""
         if len(self.segments) >= DUPLICATE_HISTORY:
@@ -406,8 +416,11 @@ class Pipeline(FrameSink):
         generation = self._generation
         entry = self._recent.get(flow)
         # an entry counts if touched in this generation of the window or the one before
-        if entry is None or entry.generation < generation - 1:
+        if entry is None:
             self._recent[flow] = _RecentSegments(forward, seg, generation)  # first packet (lately)
+            return False
+        if entry.generation < generation - 1:
+            entry.restart(forward, seg, generation)  # first packet lately (its entry not purged yet)
             return False
         entry.generation = generation
         if entry.forward != forward:  # the other side spoke: start over
