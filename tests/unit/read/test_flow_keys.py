@@ -8,7 +8,7 @@ bytes objects), and that a flow's key is the same object again while it keeps it
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from synscope.read.analysis.engine import SACK_KIND, SACKLESS_OPTIONS, may_hold_sack
@@ -55,6 +55,11 @@ def test_same_flow_same_tuple_and_collisions() -> None:
         assert keys.key(ADDRESSES[i % 4], 80, ADDRESSES[5 - i % 2], 40000 + i) == key == flow_key(ADDRESSES[i % 4], 80, ADDRESSES[5 - i % 2], 40000 + i)
 
 
+@example(b"\x05")
+@example(b"\x01\x05")
+@example(b"\x01\x01\x05")
+@example(b"\x01\x01\x01\x05")  # a SACK kind past the first three bytes, 4 bytes in all: no
+@example(bytes(SACKLESS_OPTIONS + 1))
 @given(st.binary(max_size=20))
 def test_may_hold_sack_by_definition(raw: bytes) -> None:
     assert may_hold_sack(raw) == (len(raw) > SACKLESS_OPTIONS or SACK_KIND in raw[:3])
