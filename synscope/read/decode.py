@@ -133,9 +133,8 @@ class Decoder:
         # checksums of every segment (--verify-checksums); otherwise of SYN, FIN and RST segments only
         self.verify_all = verify_checksums
         self._addresses: dict[bytes, bytes] = {}
-        # IPv4 addresses read as integers → their shared bytes object, direct-mapped: a hit
-        # costs no bytes object and no dict lookup
-        self._v4_keys: list[int] = [-1] * _V4_CACHE
+        # IPv4 addresses → their shared bytes object, direct-mapped by their value: a hit costs
+        # no bytes object and no dict lookup (b"": an empty slot)
         self._v4_addresses: list[bytes] = [b""] * _V4_CACHE
         # encapsulation descriptions → their shared Encap; tunnels (direction-free) → key id
         self._encaps: dict[tuple[Layer, ...], Encap] = {}
@@ -610,13 +609,15 @@ class Decoder:
 
     def _v4_address(self, buf: bytes, at: int) -> bytes:
         """The shared bytes object of the IPv4 address at ``buf[at:at + 4]``."""
-        value = buf[at] << 24 | buf[at + 1] << 16 | buf[at + 2] << 8 | buf[at + 3]
+        b0, b1, b2, b3 = buf[at], buf[at + 1], buf[at + 2], buf[at + 3]
+        value = b0 << 24 | b1 << 16 | b2 << 8 | b3
         slot = (value ^ (value >> 10) ^ (value >> 20)) & (_V4_CACHE - 1)
-        keys = self._v4_keys
-        if keys[slot] == value:
-            return self._v4_addresses[slot]
+        # the cached address compared byte by byte (compiled, native reads), not by a number kept
+        # beside it: a list holds its numbers as objects, and most addresses are over 2**30
+        cached = self._v4_addresses[slot]
+        if len(cached) == 4 and cached[3] == b3 and cached[2] == b2 and cached[1] == b1 and cached[0] == b0:
+            return cached
         address = self._intern(buf[at : at + 4])
-        keys[slot] = value
         self._v4_addresses[slot] = address
         return address
 
@@ -625,7 +626,7 @@ class Decoder:
         intern = self._addresses
         if len(intern) >= MAX_INTERNED:  # a spoofed flood: start over
             intern.clear()
-            self._v4_keys = [-1] * _V4_CACHE
+            self._v4_addresses = [b""] * _V4_CACHE
         return intern.setdefault(address, address)
 
     def count_passed(self, buf: bytes, offset: int, caplen: int) -> None:
@@ -877,24 +878,39 @@ def checksum_state(data: bytes, ip: int, l4: int, end: int, src: bytes, dst: byt
     """CSUM_GOOD, CSUM_BAD or CSUM_PARTIAL for the segment at ``data[l4:end]`` (and the IPv4
     header at ``data[ip:l4]``; ``ip`` -1 for IPv6), whose bytes must all be there.
 
-    The one's-complement sum of 16-bit words is the big-endian integer of the bytes modulo
-    0xFFFF (2**16 is 1 modulo 0xFFFF): a valid header or segment sums to 0 there. PARTIAL: the
-    IPv4 header is valid and the TCP checksum field holds the pseudo-header's sum alone, what a
-    sender with TX checksum offload hands its NIC (and a capture on that sender records).
+    A one's-complement sum of 16-bit words is that sum modulo 0xFFFF (2**16 is 1 modulo 0xFFFF):
+    a valid header or segment sums to 0 there. PARTIAL: the IPv4 header is valid and the TCP
+    checksum field holds the pseudo-header's sum alone, what a sender with TX checksum offload
+    hands its NIC (and a capture on that sender records). The words are added where they lie
+    (see :func:`word_sum`): every SYN, FIN and RST is checked, and slices, joins and big
+    integers cost several objects each.
     """
-    if ip >= 0 and int.from_bytes(data[ip:l4], "big") % 0xFFFF:
+    if ip >= 0 and word_sum(data, ip, l4) % 0xFFFF:
         return CSUM_BAD
     length = end - l4
-    if len(src) == 4:
-        pseudo = src + dst + bytes((0, _PROTO_TCP, length >> 8, length & 0xFF))
-    else:
-        pseudo = src + dst + length.to_bytes(4, "big") + bytes((0, 0, 0, _PROTO_TCP))
-    segment = data[l4:end] if not length & 1 else data[l4:end] + b"\0"
-    if int.from_bytes(pseudo + segment, "big") % 0xFFFF == 0:
+    # the pseudo-header: addresses, then protocol and length (IPv4: 0, 6, 16-bit length; IPv6:
+    # 32-bit length, 0, 0, 0, 6), all in whole words
+    pseudo = word_sum(src, 0, len(src)) + word_sum(dst, 0, len(dst)) + _PROTO_TCP + (length >> 16) + (length & 0xFFFF)
+    # the segment padded with a zero byte to whole words
+    padded = word_sum(data, l4, end - (length & 1)) + (data[end - 1] << 8 if length & 1 else 0)
+    if (pseudo + padded) % 0xFFFF == 0:
         return CSUM_GOOD
-    if length >= TCP_MIN_HLEN and (data[l4 + TCP_CSUM] << 8 | data[l4 + TCP_CSUM + 1]) % 0xFFFF == int.from_bytes(pseudo, "big") % 0xFFFF:
+    if length >= TCP_MIN_HLEN and (data[l4 + TCP_CSUM] << 8 | data[l4 + TCP_CSUM + 1]) % 0xFFFF == pseudo % 0xFFFF:
         return CSUM_PARTIAL
     return CSUM_BAD
+
+
+def word_sum(data: bytes, start: int, stop: int) -> int:
+    """The sum of the big-endian 16-bit words of ``data[start:stop]``, aligned on ``stop`` as
+    ``int.from_bytes`` aligns them (an odd first byte stands alone): that integer and this sum
+    are equal modulo 0xFFFF. Read byte by byte: compiled, a native loop that makes no object."""
+    total = 0
+    if (stop - start) & 1:
+        total = data[start]
+        start += 1
+    for i in range(start, stop, 2):
+        total += data[i] << 8 | data[i + 1]
+    return total
 
 
 def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:

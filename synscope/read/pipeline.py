@@ -12,7 +12,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from synscope.capture.bpf import FrameFilter
 from synscope.core.headers import ETH_HLEN, IP4_MIN_HLEN, TCP_FLAGS
@@ -22,7 +22,7 @@ from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
 from synscope.read.scans import ScanWatch
-from synscope.read.tracker import CLOSED_LINGER, COMPACT_AFTER, Connection, FlowKey, Tracker, flow_key, segment_key
+from synscope.read.tracker import CLOSED_LINGER, COMPACT_AFTER, Connection, FlowKey, FlowKeys, Tracker, segment_key
 from synscope.read.verdict import Verdict, judge
 
 # The same segment seen again this soon is the capture seeing one packet twice
@@ -159,6 +159,16 @@ class _RecentSegments:
         # a copy of this flow's packets was proven (same non-zero IP ID): it is captured twice
         self.proven = False
 
+    def restart(self, forward: bool, seg: Segment, generation: int) -> None:
+        """Start over as a new entry would (an expired one is reused: no object, no lists made)."""
+        self.forward = forward
+        self.segments.clear()
+        self.segments.append(seg)
+        self.options.clear()
+        self.options.append(seg.raw_options)
+        self.generation = generation
+        self.proven = False
+
     def add(self, seg: Segment) -> None:
         """Remember one more segment; with DUPLICATE_HISTORY of them, only this one."""
         if len(self.segments) >= DUPLICATE_HISTORY:
@@ -234,6 +244,7 @@ class Pipeline(FrameSink):
         self._fed_at = 0  # stats.frames when feed() last had a frame
         self._copy_of = 0  # frame number of the first copy, when _seen_twice says True
         self.source_index = 0  # of the file being read, for frames taken by consume()
+        self._flow_keys = FlowKeys()  # the flow keys of frames taken by consume()
 
     def feed(self, frame: RawFrame, source_index: int = 0) -> None:
         """Push one captured frame through decode, tracking and analysis."""
@@ -322,7 +333,7 @@ class Pipeline(FrameSink):
         seg.source_index = self.source_index
         if seg.flags & (SYN | RST) and self.scans is not None:
             self.scans.saw(seg)
-        self._track(seg, flow_key(seg.src, seg.sport, seg.dst, seg.dport))
+        self._track(seg, self._flow_keys.key(seg.src, seg.sport, seg.dst, seg.dport))
         return True
 
     def _track(self, seg: Segment, key: FlowKey) -> None:
@@ -400,12 +411,16 @@ class Pipeline(FrameSink):
         packets twice: a cooked (``-i any``) capture, loopback, or a proven copy on the flow
         (the same non-zero IP ID: a connected socket numbers its packets).
         """
-        forward = flow[1] == seg.sport and flow[0] == seg.src
+        # (the port cast, not compared as an object: compiled, the int would be boxed first)
+        forward = cast(int, flow[1]) == seg.sport and flow[0] == seg.src
         generation = self._generation
         entry = self._recent.get(flow)
         # an entry counts if touched in this generation of the window or the one before
-        if entry is None or entry.generation < generation - 1:
+        if entry is None:
             self._recent[flow] = _RecentSegments(forward, seg, generation)  # first packet (lately)
+            return False
+        if entry.generation < generation - 1:
+            entry.restart(forward, seg, generation)  # first packet lately (its entry not purged yet)
             return False
         entry.generation = generation
         if entry.forward != forward:  # the other side spoke: start over

@@ -12,10 +12,10 @@ import builtins
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from synscope.core.encap import Encap
-from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment
+from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment, flow_mix
 from synscope.core.seqnum import MASK, SCALE_NONE, SCALE_UNKNOWN, UNSEEN, relative, seq_ge, seq_gt
 from synscope.read import attempts
 
@@ -495,9 +495,52 @@ def flow_key(src: bytes, sport: int, dst: bytes, dport: int, tunnel: int = 0) ->
     """Direction-free key of a 4-tuple: the lower (address, port) first; a fifth member,
     the :class:`~synscope.core.encap.Encap` key, for a flow inside an encapsulation (``tunnel``),
     so the same 4-tuple in two VLANs or VNIs is two flows (a plain frame's key is the 4-tuple)."""
-    if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport), without two tuples
+    if lower_first(src, sport, dst, dport):
         return (src, sport, dst, dport, tunnel) if tunnel else (src, sport, dst, dport)
     return (dst, dport, src, sport, tunnel) if tunnel else (dst, dport, src, sport)
+
+
+def lower_first(src: bytes, sport: int, dst: bytes, dport: int) -> bool:
+    """(src, sport) <= (dst, dport), without two tuples: the sender comes first in its flow key."""
+    return src < dst or (src == dst and sport <= dport)
+
+
+# slots of FlowKeys (a power of two): more than the flows a busy capture has going at once
+FLOW_KEY_SLOTS: Final = 4096
+
+
+class FlowKeys:
+    """:func:`flow_key` of plain frames (no tunnel), the tuple of a recent flow handed out again.
+
+    A key made per packet costs a tuple and two ints (ports over 256), and two dict lookups
+    that compare it member by member with the key stored in the table; the same tuple again costs
+    none of it and is found by identity. Direct-mapped by :func:`flow_mix`: a flow that lost its
+    slot gets a new (equal) tuple. Addresses are matched by identity: the decoder hands out one
+    bytes object per address, and a different one only means a new tuple.
+    """
+
+    def __init__(self) -> None:
+        # (an empty slot: a key no flow has; no len() test either, which would narrow a key to a
+        # fixed-length tuple type, and compiled, that is a C struct boxed into a new tuple when returned)
+        self._keys: list[FlowKey] = [(b"", -1, b"", -1)] * FLOW_KEY_SLOTS
+
+    def key(self, src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
+        """``flow_key(src, sport, dst, dport)``, the same tuple as last time for this flow if it still has its slot."""
+        if lower_first(src, sport, dst, dport):
+            lo, lo_port, hi, hi_port = src, sport, dst, dport
+        else:
+            lo, lo_port, hi, hi_port = dst, dport, src, sport
+        slot = flow_mix(lo_port, hi_port, lo[len(lo) - 1] if lo else 0, hi[len(hi) - 1] if hi else 0) & (FLOW_KEY_SLOTS - 1)
+        keys = self._keys
+        k = keys[slot]
+        # (ports cast, not compared as objects: compiled, an int compared with an object is boxed first)
+        if k[0] is lo and k[2] is hi and cast(int, k[1]) == lo_port and cast(int, k[3]) == hi_port:
+            return k
+        # (declared, so compiled it is one Python tuple: a variable narrowed to a fixed-length
+        # tuple type would be a C struct, boxed into a new tuple at each use)
+        fresh: FlowKey = (lo, lo_port, hi, hi_port)
+        keys[slot] = fresh
+        return fresh
 
 
 def segment_key(seg: Segment | IcmpError) -> FlowKey:
@@ -897,33 +940,39 @@ class Tracker:
         horizon = clock - self.closed_linger
         complete_horizon = clock - min(self.closed_linger, COMPLETE_LINGER)
         idle_timeout = self.idle_timeout if self.sweep_idle else None
-        done = []
+        # (id, key, connection): ids are unique, so keys and connections are never compared
+        done: list[tuple[int, FlowKey, Connection]] = []
         # without an idle timeout only closed connections can be due: look at those alone, so a
         # table of a million half-open connections costs nothing here
         for k, c in (self.table if idle_timeout is not None else self._closing).items():
+            if c.last_ts >= complete_horizon and idle_timeout is None:
+                continue  # (due neither way below: the common case, decided without c.closed)
             if c.closed:
                 if c.last_ts < horizon or (c.last_ts < complete_horizon and c.settled):
-                    done.append(k)
+                    done.append((c.id, k, c))
             elif idle_timeout is not None and idle_past(c.last_ts, clock, idle_timeout):
                 c.timed_out = True
                 self.timed_out += 1
-                done.append(k)
+                done.append((c.id, k, c))
             elif idle_timeout is not None and _gave_up(c, clock):
-                done.append(k)
-        table = self.table
-        done = [k for _, k in sorted([(table[k].id, k) for k in done])]  # ids are unique: keys never compared
+                done.append((c.id, k, c))
+        done.sort()
         recent = self._recent_closed
         remember_after = clock - CLOSED_LINGER
-        for k in done:
-            if table[k].last_ts >= remember_after and not table[k].timed_out:
-                recent[k] = table[k].last_ts + CLOSED_LINGER
+        for _, k, c in done:
+            if c.last_ts >= remember_after and not c.timed_out:
+                recent[k] = c.last_ts + CLOSED_LINGER
                 if len(recent) > MAX_RECENT_CLOSED:
                     del recent[next(iter(recent))]
             self._retire(k, clock)
-        while recent:  # roughly in expiry order: drop the expired from the front
-            k = next(iter(recent))
-            if recent[k] >= clock:
+        # roughly in expiry order: drop the expired from the front (the keys gathered in one pass:
+        # each new iterator would step again over the slots deleted at the front)
+        expired: list[FlowKey] = []
+        for k, until in recent.items():
+            if until >= clock:
                 break
+            expired.append(k)
+        for k in expired:
             del recent[k]
 
     def _absorb(self, key: FlowKey, seg: Segment) -> bool:

@@ -85,17 +85,20 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
     first_fin_dir: int | None = None
     # the last window each direction advertised (-1: none yet): a "keep-alive" sent into a zero
     # window is a zero-window probe (tshark labels Linux's probes keep_alive; its flag stays in JSON)
-    last_win = [-1, -1]
+    # (a variable per direction, not a list: compiled, they stay native, where a list would hold
+    # every packet's window as an object)
+    client_win = server_win = -1
     # per direction: its receive window was last seen closed (zero) or filled by the peer; only the
     # window update that reopens it is worth a note (on a growing window every ACK is one; the
     # flag itself stays in JSON's "analysis", as tshark sets it)
-    stalled = [False, False]
+    client_stalled = server_stalled = False
     for pkt in conn.packets:
         seg = pkt.seg
         flags = seg.flags
-        who = "client" if pkt.dir == C2S else "server"
-        other = "server" if pkt.dir == C2S else "client"
-        me = c if pkt.dir == C2S else s
+        from_client = pkt.dir == C2S
+        who = "client" if from_client else "server"
+        other = "server" if from_client else "client"
+        me = c if from_client else s
         if flags & SYN and conn.simultaneous_open and _open_note(conn, pkt, who, other):
             pass
         elif flags & SYN:
@@ -148,13 +151,23 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
             else:
                 pkt.note(f"FIN: {who} closes too")
         bits = pkt.analysis
-        if bits & F.A_WINDOW_FULL:
-            stalled[1 - pkt.dir] = True
-        _flag_notes(pkt, who, last_win[1 - pkt.dir] == 0, stalled[pkt.dir])
+        if bits:
+            if bits & F.A_WINDOW_FULL:  # the peer filled this sender's window
+                if from_client:
+                    server_stalled = True
+                else:
+                    client_stalled = True
+            _flag_notes(pkt, who, (server_win if from_client else client_win) == 0, client_stalled if from_client else server_stalled)
         if bits & F.A_ZERO_WINDOW:
-            stalled[pkt.dir] = True
-        elif pkt.seg.win and not flags & (SYN | RST) and pkt.seg.flags & ACK:
-            stalled[pkt.dir] = False
+            if from_client:
+                client_stalled = True
+            else:
+                server_stalled = True
+        elif seg.win and not flags & (SYN | RST) and flags & ACK:
+            if from_client:
+                client_stalled = False
+            else:
+                server_stalled = False
         if seg.length:
             decided = state.loss[pkt.dir].decided
             if decided:
@@ -162,7 +175,10 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
                 if code >= 0:
                     pkt.note(loss_note(code))
         if not flags & (SYN | RST):
-            last_win[pkt.dir] = seg.win
+            if from_client:
+                client_win = seg.win
+            else:
+                server_win = seg.win
 
 
 def _open_note(conn: Connection, pkt: Packet, who: str, other: str) -> bool:

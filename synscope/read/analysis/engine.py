@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from synscope.core.model import ACK, CSUM_GOOD, CSUM_PARTIAL, CWR, ECE, FIN, RST, SYN
-from synscope.core.seqnum import MASK, UNSEEN, scaled_window, seq_diff, seq_le
+from synscope.core.seqnum import MASK, UNSEEN, scaled_window, seq_diff, seq_le, seq_lt
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.ecn import EcnFacts, observe
 from synscope.read.analysis.loss import LossFacts, at_own_capture_point, dsack_block, first_sack_blocks, tsval_of
@@ -47,8 +47,12 @@ MAX_KEPT_PACKETS: Final = 5000
 def may_hold_sack(raw: bytes) -> bool:
     """Options that may carry SACK blocks (kept for the timeline): longer than NOP NOP TS, or
     a SACK kind within the first three bytes (NOP NOP SACK: one block, no timestamps).
-    A false yes costs only the bytes kept."""
-    return len(raw) > SACKLESS_OPTIONS or SACK_KIND in raw[:3]
+    A false yes costs only the bytes kept. (Bytes compared one by one: compiled, no slice is
+    made; it runs for every segment with options.)"""
+    n = len(raw)
+    if n > SACKLESS_OPTIONS:
+        return True
+    return (n > 0 and raw[0] == SACK_KIND) or (n > 1 and raw[1] == SACK_KIND) or (n > 2 and raw[2] == SACK_KIND)
 
 
 @dataclass(slots=True)
@@ -232,11 +236,16 @@ class Analyser:
         peer = conn.server if d == C2S else conn.client
         flags = seg.flags
         window = scaled_window(seg.win, flags, me.win_scale)
-        irtt = conn.handshake_rtt if conn.handshake_ack_ts is not None else None
         ts = seg.ts
+        seglen = seg.length
+        # the handshake RTT tells a segment out of order from one sent again, and only one below
+        # the highest seq sent (see F.classify_retransmission); worked out for those alone, yet
+        # before a clock step below is noted, which it depends on
+        irtt: float | None = None
+        if conn.handshake_ack_ts is not None and fwd.nextseq != UNSEEN and seq_lt(seg.seq, fwd.nextseq) and (seglen or flags & (SYN | FIN)):
+            irtt = conn.handshake_rtt
         if ts < conn.last_ts - CLOCK_STEP_MIN:
             self._clock_step(conn, state, seg.frame, ts)
-        seglen = seg.length
         if seg.csum > CSUM_GOOD:
             if seg.csum == CSUM_PARTIAL:
                 state.partial_checksums += 1
@@ -380,7 +389,10 @@ class Analyser:
         if not acked:
             return
         last = flight[acked - 1]
-        del flight[:acked]
+        if acked == n:
+            flight.clear()  # (all of it, the usual case: no slice made)
+        else:
+            del flight[:acked]
         # time going backwards gives no sample, nor does a span across a backwards step of the clock
         if not last.again and ts >= last.ts and not (conn.clock_steps is not None and conn.spans_clock_step(last.ts, ts)):
             sample = ts - last.ts
