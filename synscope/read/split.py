@@ -61,6 +61,8 @@ _DONE: Final = 1 << 63  # progress of a worker that has sent everything
 _HEAD_START: Final = HEAD_START.encode("ascii")
 _PACKETS_START: Final = b',"packets":['
 _LINE_END: Final = b"]}\n"
+# a connection's retry members as a worker writes them (it links nothing: the parent does)
+_NO_RETRY: Final = b',"retry_of":null,"retry_number":null,'
 # JSON text the parent holds from a worker that is ahead of the merge, before it stops reading
 # from that worker (which then waits on its pipe): the parent's memory stays bounded
 HOLD_BYTES: Final = 4 << 20
@@ -233,6 +235,11 @@ class SplitRun:
             named = self._nameable[w].pop(reused_from) if reused_from is not None else None
             return cid, (w, opened_at, packets, named, linked)
         if reused_from is None and linked is None:  # the usual case: only the id to put in
+            return cid, b"".join((_HEAD_START, str(cid).encode(), head_rest, _PACKETS_START, packets, _LINE_END))
+        if reused_from is None and linked is not None and _NO_RETRY in head_rest:
+            # a retry (in a SYN flood, most attempts from a source seen before): its two members
+            # written into the text, not the object decoded and encoded again
+            head_rest = head_rest.replace(_NO_RETRY, b',"retry_of":%d,"retry_number":%d,' % linked, 1)
             return cid, b"".join((_HEAD_START, str(cid).encode(), head_rest, _PACKETS_START, packets, _LINE_END))
         head = json.loads(_HEAD_START + b"0" + head_rest + b"}")
         head["id"] = cid
