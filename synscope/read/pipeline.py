@@ -531,6 +531,10 @@ class RetryLinker:
         # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
         # entries were deleted from its front (5 % of a run in ReuseDetector.add)
         self._latest: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
+        # the failure time of _failed's first entry, while _front_known (else that entry changed:
+        # look again). Most links then skip the walk to the front for expired failures.
+        self._front_at = 0.0
+        self._front_known = False
 
     def link(
         self, key: tuple[bytes, bytes, int], conn_id: int, syn_ts: float, failed_attempt: bool, clock: float, failed_at: float | None = None
@@ -542,24 +546,30 @@ class RetryLinker:
         failed = self._failed
         # (taken before the expired ones go: several files in one run need not be in time
         # order, and the capture clock is the latest of them)
-        prev = failed.get(key)  # (get and del: no method call when, as mostly, it is not there)
+        prev = failed[key] if key in failed else None  # (not OrderedDict.get: a method call when compiled)
         if prev is not None:
             del failed[key]
+            self._front_known = False  # (it may have been the first)
         # forget failures too old to be retried by this SYN: by the SYN's own time, not only the
         # capture clock, which runs ahead when a newer file was read before this one
         horizon = min(clock, syn_ts) - RETRY_WINDOW
-        while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
-            first = next(iter(failed))
-            if failed[first][1] >= horizon:
-                break
-            del failed[first]
+        if not (self._front_known and horizon <= self._front_at):  # (else the first is not expired, so none is)
+            self._front_known = False
+            while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
+                first = next(iter(failed))
+                at = failed[first][1]
+                if at >= horizon:
+                    self._front_at = at
+                    self._front_known = True
+                    break
+                del failed[first]
         pair = (key[0], key[1])
         latests = self._latest
-        latest = latests.get(pair)
+        latest = latests[pair] if pair in latests else None
         if latest is None:
             latests[pair] = syn_ts
             if len(latests) > RETRY_PEERS:
-                latests.popitem(last=False)
+                latests.popitem(False)  # (the oldest; positional: a keyword costs more in the call)
         else:
             latests.move_to_end(pair)  # the dict stays in update order
             if syn_ts > latest:

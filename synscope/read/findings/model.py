@@ -321,13 +321,22 @@ def _first_closer(report: ConnReport) -> str:
     return "server" if sf is not None else ""
 
 
+def _earlier(a: float | None, b: float | None) -> float | None:
+    """The earlier of two times, either of which may be None (as min() over those that are not)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return b if b < a else a
+
+
 def _teardown(report: ConnReport) -> tuple[float, int]:
     """(time of the first FIN or RST or -1, packets from it on); walks back from the end."""
     c = report.conn
-    ends = [t for t in (c.client.fin_ts, c.server.fin_ts, c.client.rst_ts, c.server.rst_ts) if t is not None]
-    if not ends:
+    # (no list of the times: one per connection, and most connections of a flood have none)
+    first = _earlier(_earlier(_earlier(c.client.fin_ts, c.server.fin_ts), c.client.rst_ts), c.server.rst_ts)
+    if first is None:
         return -1.0, 0
-    first = min(ends)
     n = 0
     for pkt in reversed(c.packets):
         if pkt.seg.ts < first:

@@ -59,11 +59,17 @@ class _Pair:
         self.last = ts
         self.attempts = 0
         self.wide = False
-        self.last_use.clear()
-        self.gaps.clear()
+        # (cleared only when not empty: a flood's pairs are made anew at every attempt, and most
+        # were used once)
+        if self.last_use:
+            self.last_use.clear()
+        if self.gaps:
+            self.gaps.clear()
         self.reuses = 0
-        self.ids.clear()
-        self.frames.clear()
+        if self.ids:
+            self.ids.clear()
+        if self.frames:
+            self.frames.clear()
 
 
 class PortExhaustionDetector:
@@ -83,12 +89,12 @@ class PortExhaustionDetector:
         ts = f.syn_ts if f.syn_ts is not None else f.first_ts
         key = (f.client_ip, f.server_ip, f.server_port)
         pairs = self._pairs
-        p = pairs.get(key)
+        p = pairs[key] if key in pairs else None  # (not OrderedDict.get: a method call when compiled)
         if p is not None:
             pairs.move_to_end(key)  # the dict's order is least recently used first
         else:
             if len(pairs) >= self.slots:
-                p = pairs.popitem(last=False)[1]  # the least recently used pair makes room
+                p = pairs.popitem(False)[1]  # the least recently used pair makes room (positional: cheaper)
                 p.reset(ts)
                 self.evicted += 1
             else:

@@ -110,7 +110,7 @@ class ReuseDetector:
         """Take one connection into account (in any order of the incarnations)."""
         key = (f.client_ip, f.client_port, f.server_ip, f.server_port)
         lives = self._lives
-        old = lives.get(key)
+        old = lives[key] if key in lives else None  # (not OrderedDict.get: a method call when compiled)
         if old is not None:
             # whichever came first is the previous incarnation
             new = _Life(cid, f)
@@ -123,7 +123,7 @@ class ReuseDetector:
                 return  # keep the newest incarnation
             del lives[key]
         elif len(lives) >= self.tuple_slots:
-            new = lives.popitem(last=False)[1]  # the oldest incarnation makes room (its record is reused)
+            new = lives.popitem(False)[1]  # the oldest incarnation makes room (its record is reused; positional: cheaper)
             new.fill(cid, f)
             self.forgotten += 1
         else:

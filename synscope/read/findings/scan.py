@@ -18,12 +18,15 @@ still below the threshold; a pair counted again from scratch after a slow start 
 and is not followed when every pair is confirmed. The candidates are kept in a queue of their own,
 in the table's order, so finding the oldest costs O(1) (not a walk of the table past the confirmed
 pairs and the deleted slots at its front on every new pair, which was 14 % of a SYN flood's run).
+The queue is a deque of the pairs themselves: a pair confirmed stays in it and is passed over
+when it comes to the front (an OrderedDict of keys cost a hash and a linked node per new pair,
+and a flood of spoofed sources makes a new pair per attempt).
 A pair keeps each target's state exactly up to :data:`TARGETS_EXACT` targets, then counts only.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from typing import Final
 
 from synscope.core import fmt
@@ -61,6 +64,7 @@ class _Pair:
     a SYN flood of spoofed sources is every connection, and a compiled dataclass runs its
     generated ``__init__`` as Python."""
 
+    key: tuple  # its key in the detector's table
     first: float
     last: float
     extra_count: int
@@ -75,19 +79,22 @@ class _Pair:
         self.targets: dict[int | bytes, int] = {}  # target -> best state seen
         self.extra: dict[int, int] | None = None  # state -> probes past TARGETS_EXACT (made when needed)
         self.ids: list[int] = []
+        self.key = ()
         self.reset(ts, example_frame)
 
     def reset(self, ts: float, example_frame: int) -> None:
         """Count again from scratch, from a probe at ``ts`` (the containers are reused)."""
         self.first = ts
         self.last = ts
-        self.targets.clear()
+        if self.targets:
+            self.targets.clear()
         self.extra = None
         self.extra_count = 0  # sum of extra's values
         self.probes = 0
         self.connected = 0  # open, and the client completed the handshake (connect scan)
         self.half_open = 0  # open, and the client did not complete it (SYN scan)
-        self.ids.clear()
+        if self.ids:
+            self.ids.clear()
         self.example_frame = example_frame
         self.icmp = 0
         self.confirmed = False  # the threshold was reached within SCAN_WINDOW
@@ -112,9 +119,10 @@ class ScanDetector:
         self.slots = candidate_slots + scan_slots  # pairs per table
         self._vertical: dict[tuple[bytes, bytes], _Pair] = {}
         self._horizontal: dict[tuple[bytes, int], _Pair] = {}
-        # the keys of each table's candidates (pairs below the threshold), in the table's order
-        self._vertical_waiting: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
-        self._horizontal_waiting: OrderedDict[tuple[bytes, int], None] = OrderedDict()
+        # each table's candidates (pairs below the threshold), in the table's order; a pair
+        # confirmed since is passed over when it comes to the front (see _oldest_candidate)
+        self._vertical_waiting: deque[_Pair] = deque()
+        self._horizontal_waiting: deque[_Pair] = deque()
         self.dropped = 0  # pairs past the threshold not followed (SCAN_SLOTS)
 
     def add(self, cid: int, f: ConnFacts) -> None:
@@ -126,21 +134,22 @@ class ScanDetector:
         self._add(self._vertical, self._vertical_waiting, (f.client_ip, f.server_ip), f.server_port, state, cid, ts, f, SCAN_MIN_PORTS)
         self._add(self._horizontal, self._horizontal_waiting, (f.client_ip, f.server_port), f.server_ip, state, cid, ts, f, SCAN_MIN_HOSTS)
 
-    def _add(self, table: dict, waiting: OrderedDict, key: tuple, target: int | bytes, state: int, cid: int, ts: float, f: ConnFacts, threshold: int) -> None:
+    def _add(self, table: dict, waiting: deque[_Pair], key: tuple, target: int | bytes, state: int, cid: int, ts: float, f: ConnFacts, threshold: int) -> None:
         p: _Pair | None = table.get(key)
         if p is None:
             if len(table) >= self.slots:
-                if not waiting:  # every pair is past the threshold (followed pairs stay)
+                # make room: the oldest pair still below the threshold goes (its object is reused)
+                p = _oldest_candidate(waiting)
+                if p is None:  # every pair is past the threshold (followed pairs stay)
                     self.dropped += 1
                     return
-                # make room: the oldest pair still below the threshold goes (its object is reused)
-                oldest = waiting.popitem(last=False)[0]
-                p = table.pop(oldest)
+                del table[p.key]
                 p.reset(ts, f.first_frame)
             else:
                 p = _Pair(ts, f.first_frame)
+            p.key = key
             table[key] = p
-            waiting[key] = None
+            waiting.append(p)
         elif ts > p.last + SCAN_WINDOW or ts < p.first - SCAN_WINDOW or (not p.confirmed and ts - p.first > SCAN_WINDOW):
             if p.confirmed:
                 return  # long after (or before: another file) a scan found: not part of it (one scan per pair)
@@ -172,17 +181,16 @@ class ScanDetector:
             p.extra[state] = p.extra.get(state, 0) + 1
             p.extra_count += 1
         if not p.confirmed and p.count() >= threshold:
-            p.confirmed = True
-            del waiting[key]
+            p.confirmed = True  # (no longer a candidate: passed over in waiting)
 
     def forget(self, before: float) -> None:
         """Drop the pairs whose last probe was before ``before`` (watch's window; their slots are free again)."""
         for key in [k for k, p in self._vertical.items() if p.last < before]:
             del self._vertical[key]
-            self._vertical_waiting.pop(key, None)
         for hkey in [k for k, p in self._horizontal.items() if p.last < before]:
             del self._horizontal[hkey]
-            self._horizontal_waiting.pop(hkey, None)
+        self._vertical_waiting = _candidates(self._vertical, self._vertical_waiting)
+        self._horizontal_waiting = _candidates(self._horizontal, self._horizontal_waiting)
 
     def findings(self) -> list[Finding]:
         """Every scan found (a horizontal one only where no vertical one covers the same client)."""
@@ -196,6 +204,25 @@ class ScanDetector:
             if client not in scanners and p.confirmed and looks_like_scan(p.count(), p.states()[OPEN], horizontal=True):
                 out.append(_finding(client, b"", port, p))
         return out
+
+
+def _oldest_candidate(waiting: deque[_Pair]) -> _Pair | None:
+    """Take the oldest pair still below the threshold off the front of ``waiting`` (None: there
+    is none); the confirmed pairs before it go too."""
+    while waiting:
+        p = waiting.popleft()
+        if not p.confirmed:
+            return p
+    return None
+
+
+def _candidates(table: dict, waiting: deque[_Pair]) -> deque[_Pair]:
+    """``waiting`` without the pairs no longer in ``table`` or confirmed (in its order)."""
+    out: deque[_Pair] = deque()
+    for p in waiting:
+        if not p.confirmed and table.get(p.key) is p:
+            out.append(p)
+    return out
 
 
 def _ports_text(ports: list[int]) -> str:

@@ -41,7 +41,8 @@ import heapq
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from heapq import heapify, heappop, heappush
+from typing import Any, Final
 
 from synscope.core.addr import fmt_ip
 from synscope.read.evidence import CERTAIN, Evidence
@@ -77,6 +78,10 @@ RATE_BUCKETS = 3600
 EXACT_SOURCES = 4096
 # HyperLogLog registers: 2^12 of them, standard error 1.04 / sqrt(4096) = 1.6 %
 HLL_BITS = 12
+# A SpaceSaving heap entry's tie takes the low bits of its int (2^40 updates before ties could
+# collide with counts: a million a second for twelve days)
+TIE_BITS: Final = 40
+TIE_MASK: Final = (1 << TIE_BITS) - 1
 
 
 class SpaceSaving:
@@ -87,9 +92,15 @@ class SpaceSaving:
     at most its recorded error; any item seen more than ``total / capacity``
     times is guaranteed to be in the table. O(log capacity) per update (a heap
     with lazily discarded stale entries).
+
+    A heap entry is one int, ``count << TIE_BITS | tie`` (ties are unique, so the ints order
+    as the pairs (count, tie) do: of equal counts the oldest entry comes first), with its item
+    in ``_items`` under the tie: ints compare several times faster than tuples, and a SYN
+    flood's spoofed sources replace an entry per attempt. Entries are appended unordered
+    until one has to be popped (a table that never fills never orders its entries).
     """
 
-    __slots__ = ("_errors", "_heap", "_tie", "capacity", "counts", "total")
+    __slots__ = ("_errors", "_heap", "_heaped", "_items", "_tie", "capacity", "counts", "total")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -97,7 +108,9 @@ class SpaceSaving:
         self.capacity = capacity
         self.counts: dict[Hashable, int] = {}
         self._errors: dict[Hashable, int] = {}
-        self._heap: list[tuple[int, int, Hashable]] = []  # (count, tie, item); stale when count differs
+        self._heap: list[int] = []  # count << TIE_BITS | tie; stale when the item's count differs
+        self._heaped = True  # _heap is in heap order (False: appended to since it last was)
+        self._items: dict[int, Hashable] = {}  # tie -> item, for every entry in _heap
         self._tie = 0  # the next entry's tie-break: entries of equal counts pop oldest first
         self.total = 0
 
@@ -106,14 +119,22 @@ class SpaceSaving:
         self.total += n
         victim = None
         counts = self.counts
+        heap = self._heap
+        items = self._items
         c = counts.get(item)
         if c is None:
             if len(counts) < self.capacity:
                 c, err = n, 0
             else:
-                heap = self._heap
+                if not self._heaped:
+                    heapify(heap)
+                    self._heaped = True
                 while True:  # the smallest up-to-date entry is the minimum
-                    low, _, victim = heapq.heappop(heap)
+                    entry = heappop(heap)
+                    tie = entry & TIE_MASK
+                    victim = items[tie]
+                    del items[tie]
+                    low = entry >> TIE_BITS
                     if counts.get(victim) == low:
                         break
                 del counts[victim]
@@ -124,15 +145,21 @@ class SpaceSaving:
             c += n
         counts[item] = c
         tie = self._tie
-        heapq.heappush(self._heap, (c, tie, item))
+        if self._heaped:
+            heappush(heap, c << TIE_BITS | tie)  # (names imported: no module attribute looked up per call)
+        else:
+            heap.append(c << TIE_BITS | tie)
+        items[tie] = item
         tie += 1
-        if len(self._heap) > 4 * self.capacity + 64:  # drop the stale entries
-            fresh: list[tuple[int, int, Hashable]] = []
+        if len(heap) > 4 * self.capacity + 64:  # drop the stale entries
+            fresh: list[int] = []
+            items.clear()
             for k, v in counts.items():
-                fresh.append((v, tie, k))
+                fresh.append(v << TIE_BITS | tie)
+                items[tie] = k
                 tie += 1
-            heapq.heapify(fresh)
             self._heap = fresh
+            self._heaped = False
         self._tie = tie
         return victim
 
@@ -155,6 +182,8 @@ class DistinctCounter:
     __slots__ = ("_bits", "_exact", "_limit", "_regs")
 
     def __init__(self, exact: int = EXACT_SOURCES, bits: int = HLL_BITS) -> None:
+        if not 4 <= bits <= 24:
+            raise ValueError("bits must be from 4 to 24")
         self._limit = exact
         self._bits = bits
         self._exact: set[bytes] | None = set()
@@ -181,11 +210,17 @@ class DistinctCounter:
     def _hll_add(self, item: bytes) -> None:
         regs = self._regs
         assert regs is not None
-        h = int.from_bytes(hashlib.blake2b(item, digest_size=8).digest(), "big")
+        # the 64-bit blake2b of the item, read from its bytes (an int of 64 bits would be a
+        # Python long, whose every operation is a call): the register is its top ``bits`` bits,
+        # the rank the place of the first 1 bit after them (all zero: one past the last bit)
+        h = hashlib.blake2b(item, digest_size=8).digest()
         b = self._bits
-        idx = h >> (64 - b)
-        rest = h & ((1 << (64 - b)) - 1)
-        rank = (64 - b) - rest.bit_length() + 1
+        idx = (h[0] << 16 | h[1] << 8 | h[2]) >> (24 - b)
+        rank = 1
+        pos = b
+        while pos < 64 and not (h[pos >> 3] >> (7 - (pos & 7))) & 1:
+            rank += 1
+            pos += 1
         if rank > regs[idx]:
             regs[idx] = rank
 
@@ -229,6 +264,8 @@ class _Target:
     sources: SpaceSaving | None = None
     distinct: DistinctCounter | None = None
     buckets: dict[int, int] | None = None
+    second: int = 0  # the bucket counted last; its count is second_count (in buckets when another is counted)
+    second_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,12 +411,19 @@ class FloodDetector:
             elif answered:
                 t.synack_retrans += f.server_syns - 1
             second = int(ts) if ts == ts and abs(ts) < 1e18 else 0  # NaN / absurd stamps share a bucket
-            buckets = t.buckets
-            assert buckets is not None
-            n = buckets.get(second, 0) + 1
-            if n == 1 and len(buckets) >= RATE_BUCKETS:
-                del buckets[min(buckets)]
-            buckets[second] = n
+            if t.second_count and second == t.second:  # the second of the attempt before (attempts mostly come in time order)
+                n = t.second_count + 1
+            else:
+                buckets = t.buckets
+                assert buckets is not None
+                if t.second_count:  # that second's count goes into the table only now
+                    buckets[t.second] = t.second_count
+                n = buckets.get(second, 0) + 1
+                if n == 1 and len(buckets) >= RATE_BUCKETS:
+                    del buckets[min(buckets)]
+                buckets[second] = n
+                t.second = second
+            t.second_count = n
             if n > t.peak:
                 t.peak = n
         if f.evicted:
