@@ -7,7 +7,6 @@ ISN, port reuse and application retries, IPv6, several option layouts), kept com
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -176,15 +175,6 @@ def _reports_of_one_file() -> list[ConnReport]:
             for ts, frame in _attempts(9, 20):
                 writer.write(ts, frame)
         return _reports(path, True)
-
-
-def test_json_string_is_the_encoders_text() -> None:
-    rnd = random.Random(5)
-    alphabet = 'ab ~"\\/\t\n\x00\x1f\x7f\x80µü€😀'
-    texts = ["", "plain words", 'a "quoted" fact', "back\\slash", "tab\there", "del\x7f", "12 µs", "~ !#$%&()*+,-./:;<=>?@[]^_`{|}"]
-    texts += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12))) for _ in range(2000)]
-    for text in texts:
-        assert jsonl.json_string(text) == json.dumps(text)
 
 
 # the members of a direction and a value each that the direction of an attempt's silent server

@@ -196,13 +196,13 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     v = r.verdict
     fc, fs = r.analysis.facts
     client, server = c.client, c.server
-    # (word_text and json_string called by name, not through local aliases: compiled, a call
-    # through a variable is a generic Python call)
+    # (word_text called by name, not through a local alias: compiled, a call through a variable
+    # is a generic Python call)
     icmp = ""  # (most connections: no ICMP error, no bad checksum, no list to build)
     if c.icmp:
         icmp = ",".join(
             [
-                f'{{"from":{json_string(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{json_string(e.name)},'
+                f'{{"from":{_STRING(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{_STRING(e.name)},'
                 f'"t":{ts_text(e.ts)},"frame":{_json(e.frame)},"ttl":{_json(e.ttl)},"mtu":{_json(e.mtu)}}}'
                 for e in c.icmp
             ]
@@ -217,11 +217,11 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     # (an f-string is one allocation when compiled; a chain of + is one per member)
     return (
         f'{HEAD_START}{c.id},"source":{word_text(r.source_name)},'
-        f'"client":{{"ip":{json_string(fmt_ip(client.ip))},"port":{client.port}}},'
-        f'"server":{{"ip":{json_string(fmt_ip(server.ip))},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
+        f'"client":{{"ip":{_STRING(fmt_ip(client.ip))},"port":{client.port}}},'
+        f'"server":{{"ip":{_STRING(fmt_ip(server.ip))},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{start},"end":{end},'
         f'"state":{word_text(v.conn_state)},"history":{word_text(v.history)},"outcome":{word_text(v.outcome)},'
-        f'"ok":{"true" if v.ok else "false"},"verdict":{json_string(v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{_STRING(v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
         f'"confidence":{word_text(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{next_step},'
         f'"client_state":{word_text(r.client_state())},"server_state":{word_text(r.server_state())},'
         f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
@@ -387,17 +387,6 @@ _ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 _STRING: Final = json.encoder.encode_basestring_ascii
 
 
-def json_string(s: str) -> str:
-    """``_STRING(s)``: the JSON text of a string. Most of the texts written (verdicts, notes) are
-    printable ASCII with no quote or backslash, which the encoder leaves as they are: those are
-    only put in quotes, without the encoder's pass over every character (a verdict's sentences
-    are a few hundred). ``isascii`` and ``isprintable`` together are the range the encoder leaves
-    alone (space to ``~``)."""
-    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
-        return '"' + s + '"'
-    return _STRING(s)
-
-
 def compact(obj: Any) -> str:
     """``json.dumps(obj, ensure_ascii=True, separators=(",", ":"))``."""
     return _ENCODER.encode(obj)
@@ -443,7 +432,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         seq = relative(seg.seq, my_base)
         ack = shown_ack(seg.ack, fl, peer_base)
         win = scaled_window(seg.win, fl, shift)
-        note = "null" if not pkt.notes else json_string("; ".join(pkt.notes))
+        note = "null" if not pkt.notes else _STRING("; ".join(pkt.notes))
         # (no !r or format spec in the f-string: compiled, those make it a str.format call)
         text = (
             f'{{"frame":{seg.frame},"t":{ts_text(seg.ts)},"dir":{dir_text},"flags":{flags_text},'
