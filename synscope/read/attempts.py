@@ -90,11 +90,6 @@ def header(record: bytes) -> tuple[int, int, int]:
     return int(ident), int(opened_at), int(reused)
 
 
-def ident_of(record: bytes) -> int:
-    """The connection id of a record."""
-    return int(_HEAD.unpack_from(record, 0)[0])
-
-
 def extended(record: bytes, seg: Segment, first: bool) -> bytes | None:
     """The record with ``seg`` added, if it is one more of the same attempt that a compact record
     may hold: the client's SYN again with the same ISN, or the other side's SYN-ACK (again with the

@@ -186,10 +186,6 @@ def _json(x: object) -> str:
 _INF: Final = float("inf")
 
 
-def _opt_text(s: str | None) -> str:
-    return "null" if s is None else _STRING(s)
-
-
 def head_text(r: ConnReport, absolute: bool = False) -> str:
     """:func:`compact` of :func:`connection_object` without packets, minus its closing brace.
 
@@ -200,28 +196,34 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     v = r.verdict
     fc, fs = r.analysis.facts
     client, server = c.client, c.server
-    string, word = _STRING, word_text
+    # (word_text called by name, not through a local alias: compiled, a call through a variable
+    # is a generic Python call)
     icmp = ""  # (most connections: no ICMP error, no bad checksum, no list to build)
     if c.icmp:
         icmp = ",".join(
             [
-                f'{{"from":{string(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{string(e.name)},'
+                f'{{"from":{_STRING(fmt_ip(e.router))},"type":{_json(e.type)},"code":{_json(e.code)},"name":{_STRING(e.name)},'
                 f'"t":{ts_text(e.ts)},"frame":{_json(e.frame)},"ttl":{_json(e.ttl)},"mtu":{_json(e.mtu)}}}'
                 for e in c.icmp
             ]
         )
     bad = r.analysis.bad_checksums
     bad_text = ",".join([str(n) for n in bad]) if bad else ""
+    start = float_text(c.first_ts)
+    # (a connection of one packet, as most failed attempts: its end is its start, written once;
+    # not for zero, whose sign the text shows and equality ignores)
+    end = start if c.last_ts == c.first_ts and c.first_ts != 0.0 else float_text(c.last_ts)
+    next_step = word_text(v.next_step) if v.next_step else "null"
     # (an f-string is one allocation when compiled; a chain of + is one per member)
     return (
-        f'{HEAD_START}{c.id},"source":{word(r.source_name)},'
-        f'"client":{{"ip":{string(fmt_ip(client.ip))},"port":{client.port}}},'
-        f'"server":{{"ip":{string(fmt_ip(server.ip))},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
-        f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{float_text(c.first_ts)},"end":{float_text(c.last_ts)},'
-        f'"state":{word(v.conn_state)},"history":{word(v.history)},"outcome":{word(v.outcome)},'
-        f'"ok":{"true" if v.ok else "false"},"verdict":{string(v.explanation)},"rule":{word(v.rule) if v.rule else "null"},'
-        f'"confidence":{word(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{_opt_text(v.next_step or None)},'
-        f'"client_state":{word(r.client_state())},"server_state":{word(r.server_state())},'
+        f'{HEAD_START}{c.id},"source":{word_text(r.source_name)},'
+        f'"client":{{"ip":{_STRING(fmt_ip(client.ip))},"port":{client.port}}},'
+        f'"server":{{"ip":{_STRING(fmt_ip(server.ip))},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
+        f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{start},"end":{end},'
+        f'"state":{word_text(v.conn_state)},"history":{word_text(v.history)},"outcome":{word_text(v.outcome)},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{_STRING(v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
+        f'"confidence":{word_text(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{next_step},'
+        f'"client_state":{word_text(r.client_state())},"server_state":{word_text(r.server_state())},'
         f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
@@ -255,7 +257,7 @@ def _frames_text(frames: tuple[int, ...]) -> str:
 
 
 # JSON text of the strings drawn from small sets (states, histories, outcomes, rules, confidences,
-# evidence facts, the source's name): looked up rather than escaped again for every connection.
+# evidence facts, next steps, the source's name): looked up rather than escaped again for every connection.
 # Emptied when full, so strings that vary (a fact with a count in it) cannot grow it without bound.
 _WORDS: Final[dict[str, str]] = {}
 MAX_WORDS: Final = 4096
@@ -273,6 +275,8 @@ def word_text(s: str) -> str:
 
 def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, absolute: bool) -> str:
     """:func:`compact` of :func:`_direction`."""
+    if _untouched(f, lf, side):
+        return _UNTOUCHED
     rtt = f.rtt_summary()
     opts = side.syn_options
     if rtt is None:
@@ -311,6 +315,29 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
     )
 
 
+def _untouched(f: DirectionFacts, lf: LossFacts, side: Side) -> bool:
+    """Every input of a direction's member as it is before the direction sends anything (the
+    server's side of most attempts of a SYN flood): its text is then :data:`_UNTOUCHED`."""
+    return (
+        side.isn is None
+        and side.next_seq == UNSEEN
+        and side.highest_ack == UNSEEN
+        and side.syn_options is None
+        and side.win_scale < 0
+        and f.packets == 0
+        and not (f.payload_bytes or f.data_segments or f.retransmitted_segments or f.retransmitted_bytes)
+        and not (f.fast_retransmissions or f.out_of_order or f.duplicate_acks or any(lf.counts))
+        and not f.rtt_samples
+        and _plain_zero(f.zero_window_time)
+        and _plain_zero(f.max_idle)
+    )
+
+
+def _plain_zero(x: float) -> bool:
+    """0.0, not -0.0 (whose text differs)."""
+    return x == 0.0 and math.copysign(1.0, x) > 0
+
+
 def _losses_text(f: DirectionFacts, counts: list[int], sent_again: bool) -> str:
     """The members of a direction from "retransmitted_segments" to the loss counts."""
     if sent_again:
@@ -341,6 +368,14 @@ def links_text(reused_from: int | None, retry_of: int | None, retry_number: int 
     a split run's parent writes them in (its ids are the single run's), the rest of the line as
     the worker rendered it. ``retry_number`` counts only with ``retry_of``."""
     return f'"reused_from":{_int_text(reused_from)},"retry_of":{_int_text(retry_of)},"retry_number":{_int_text(retry_number if retry_of is not None else None)}'
+
+
+# the text of a direction that sent nothing (see _untouched)
+_UNTOUCHED: Final = (
+    '{"isn":null,"next_seq":null,"highest_ack":null,"mss":null,"win_scale":null,"sack_permitted":null,"packets":0,'
+    + _NO_DATA
+    + ',"zero_window_time":0.0,"max_idle":0.0,"throughput_bps":0.0,"rtt":null}'
+)
 
 
 def _int_text(x: int | None) -> str:
@@ -384,7 +419,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     shift: int
     dir_text: str
     out = []
-    dumps, string = json.dumps, _STRING
+    dumps = json.dumps
     flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
     for pkt in c.timeline():
         seg = pkt.seg
@@ -403,7 +438,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         seq = relative(seg.seq, my_base)
         ack = shown_ack(seg.ack, fl, peer_base)
         win = scaled_window(seg.win, fl, shift)
-        note = "null" if not pkt.notes else string("; ".join(pkt.notes))
+        note = "null" if not pkt.notes else _STRING("; ".join(pkt.notes))
         # (no !r or format spec in the f-string: compiled, those make it a str.format call)
         text = (
             f'{{"frame":{seg.frame},"t":{ts_text(seg.ts)},"dir":{dir_text},"flags":{flags_text},'

@@ -334,6 +334,8 @@ class Connection:
     def handshake_rtt(self) -> float | None:
         """The answered SYN → the ACK completing the handshake, at the capture point (None if
         unknown or nonsense)."""
+        if self.handshake_ack_ts is None:  # (most failed attempts: nothing to measure to)
+            return None
         start = self.answered_syn_ts
         if self.synack_before_syn or self.spans_clock_step(start, self.handshake_ack_ts):
             return None
@@ -342,6 +344,8 @@ class Connection:
     @property
     def server_leg(self) -> float | None:
         """The answered SYN → the first SYN-ACK after it: capture point to the server and back."""
+        if self.synack_ts is None and not self.server.syn_times:  # (no answer: nothing to measure to)
+            return None
         start = self.answered_syn_ts
         synack = self._synacks_between(start, self.handshake_ack_ts)[0]
         if synack is None:
@@ -353,6 +357,8 @@ class Connection:
     @property
     def client_leg(self) -> float | None:
         """The last SYN-ACK before the handshake's ACK → that ACK: capture point to the client and back."""
+        if self.handshake_ack_ts is None:  # (most failed attempts: nothing to measure to)
+            return None
         synack = self._synacks_between(self.answered_syn_ts, self.handshake_ack_ts)[1]
         if synack is None:
             synack = self.synack_ts
@@ -725,15 +731,15 @@ class Tracker:
     def _promote(self, key: FlowKey, packed: bytes, record: bytes) -> Connection:
         """A compact attempt becomes a full connection in the table (a packet it cannot hold came)."""
         del self.attempts[packed]
-        conn = self._materialise(key, packed, record)
+        ident, opened_at, reused_from = attempts.header(record)
+        conn = self._materialise(key, packed, record, ident, opened_at, reused_from)
         self.table[key] = conn
         return conn
 
-    def _materialise(self, key: FlowKey, packed: bytes, record: bytes) -> Connection:
+    def _materialise(self, key: FlowKey, packed: bytes, record: bytes, ident: int, opened_at: int, reused_from: int) -> Connection:
         """The full connection of a compact attempt: its segments fed through the same code as
         when they were read (and each packet to ``replay``), with the id, stamps and reused_from
-        the attempt got when it was opened."""
-        ident, opened_at, reused_from = attempts.header(record)
+        the attempt got when it was opened (``attempts.header`` of its record: the caller has them)."""
         segs = attempts.segments(packed, record)
         first = segs[0]
         client, server, guessed, midstream = _sides(first)
@@ -1009,15 +1015,20 @@ class Tracker:
             # its record is let go at once (a value replaced: allowed while iterating), so what the
             # reports hold on to next (retry linking, findings) takes the memory it freed
             held[packed] = b""
-            ident = attempts.ident_of(record)
+            ident, opened_at, reused_from = attempts.header(record)
             while i < len(rest) and rest[i].id < ident:
                 yield rest[i]
                 i += 1
-            conn = self._materialise(attempts.unpack_key(packed), packed, record)
+            # (no flow key: _attach looks at it only for a FIN or an RST, which a compact record never holds)
+            conn = self._materialise(_NO_KEY, packed, record, ident, opened_at, reused_from)
             conn.retired_at = self.stamp
             conn.retire_clock = self.clock
             yield conn
         yield from rest[i:]
+
+
+# The flow key given for a compact attempt made a full connection at drain (see Tracker.drain)
+_NO_KEY: Final[FlowKey] = ()
 
 
 def _agree_scale(me: Side, peer: Side, options: Any, truncated: bool) -> None:

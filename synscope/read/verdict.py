@@ -159,6 +159,8 @@ def conn_state(conn: Connection, zeek: ZeekWalk | None = None) -> str:
 
 # history letters that repeat logarithmically (1st, 10th, 100th ...)
 _LOG_LETTERS: Final = "tgw"
+# _History.seen of a letter written without a sequence number (sequence numbers are 0 .. 2**32 - 1)
+_NO_SEQ: Final = -1
 
 
 class _History:
@@ -166,23 +168,28 @@ class _History:
 
     def __init__(self) -> None:
         self.out: list[str] = []
-        self.once: set[str] = set()
-        self.last_seq: dict[str, int | None] = {}
-        self.counts: dict[str, int] = {}
+        # per letter as written (case gives the direction): for "adiqr" that it was written, for
+        # "fhs" the sequence number it was last written with (_NO_SEQ: none), for "tgw" how often
+        # it came. One dict, not a set and two (each letter is in one group): a history is made
+        # for every connection, most of them a letter or two long
+        self.seen: dict[str, int] = {}
 
     def add(self, letter: str, d: int, seq: int | None = None) -> None:
         ch = letter.upper() if d == C2S else letter
+        seen = self.seen
         if letter in "adiqr":  # r: an abort's echo RSTs (other seq) add no letter (Zeek: once)
-            if ch in self.once:
+            if ch in seen:
                 return
-            self.once.add(ch)
+            seen[ch] = 0
         elif letter in "fhs":
-            if ch in self.last_seq and self.last_seq[ch] == seq:
+            last = seen.get(ch)
+            now = _NO_SEQ if seq is None else seq
+            if last is not None and last == now:
                 return
-            self.last_seq[ch] = seq
+            seen[ch] = now
         elif letter in _LOG_LETTERS:
-            n = self.counts.get(ch, 0) + 1
-            self.counts[ch] = n
+            n = seen.get(ch, 0) + 1
+            seen[ch] = n
             if n not in (1, 10, 100, 1000, 10000, 100000):
                 return
         self.out.append(ch)
@@ -195,8 +202,10 @@ def history(conn: Connection, zeek: ZeekWalk | None = None) -> str:
     showed, with both endpoints established or cleanly closing: ``zeek_state.walk``), added
     after the letters of the acknowledging packet, 1st, 10th, 100th... time."""
     w = zeek if zeek is not None and zeek.with_gaps else walk(conn)
-    gaps: dict[int, list[int]] = {}
+    gaps: dict[int, list[int]] | None = None  # (most connections: no gap, no dict)
     for index, d in w.gaps:
+        if gaps is None:
+            gaps = {}
         gaps.setdefault(index, []).append(d)
     h = _History()
     out = h.out
@@ -227,7 +236,7 @@ def history(conn: Connection, zeek: ZeekWalk | None = None) -> str:
             h.add("t", d)
         if pkt.analysis & F.A_ZERO_WINDOW:
             h.add("w", d)
-        if gaps and index in gaps:
+        if gaps is not None and index in gaps:
             for gd in gaps[index]:
                 h.add("g", gd)
     return "".join(out)

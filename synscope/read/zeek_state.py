@@ -186,7 +186,9 @@ def walk(conn: Connection, gaps: bool = True) -> ZeekWalk:
     history ``G``/``g`` when both endpoints are established or cleanly closing), then the data."""
     orig, resp = Endpoint(), Endpoint()
     found: list[tuple[int, int]] = []
-    streams = (_Stream(conn.client.base), _Stream(conn.server.base))
+    # made at the first packet that moves one (an ACK, data or a FIN): a bare SYN moves neither,
+    # and most connections of a SYN flood are nothing else
+    streams: tuple[_Stream, ...] | None = None
     partial = False
     seen = [False, False]
     for index, pkt in enumerate(conn.packets):
@@ -218,8 +220,10 @@ def walk(conn: Connection, gaps: bool = True) -> ZeekWalk:
             elif st == CLOSED:  # UpdateClosedState: an RST after both FINs changes nothing
                 if flags & RST and peer.state != CLOSED:
                     ep.set(RESET)
-        if not gaps:
+        if not gaps or not flags & (ACK | FIN) and not seg.length:
             continue
+        if streams is None:
+            streams = (_Stream(conn.client.base), _Stream(conn.server.base))
         mine, theirs = streams[d], streams[1 - d]
         if flags & FIN:
             mine.fin_end = mine.rel(seg.seq) + seg.length + 1 + (1 if flags & SYN else 0)
