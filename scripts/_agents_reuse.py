@@ -11,7 +11,8 @@ client:  two sockets, A then B, each bound to the same source port --sport (SO_R
          --mode closed: A's connect completes, A exchanges a request and closes after the
            server; then B connect()s from the same port.
          B exchanges a request and reads to EOF. TCP_INFO state of each socket before it is closed;
-         B's ISNs from its own socket (TCP_REPAIR queue sequences, read before any data is sent).
+         the ISNs from the sockets themselves (TCP_REPAIR queue sequences, read before any data is
+         sent; A's own ISN only while it connects), repair mode left without a window probe.
 Each prints one JSON line with what the application saw. Bounded by --timeout and alarm().
 """
 
@@ -60,6 +61,7 @@ def isns(s: socket.socket, peer: bool = True) -> dict:
         s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, queue)
         out[name] = (struct.unpack("I", s.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, 4))[0] - 1) & 0xFFFFFFFF
     s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+    out["read_with"] = "TCP_REPAIR on, TCP_REPAIR_QUEUE + getsockopt TCP_QUEUE_SEQ, TCP_REPAIR_OFF_NO_WP (no packet sent)"
     return out
 
 

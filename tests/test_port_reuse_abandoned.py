@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from synscope.core.model import ACK, FIN, RST, SYN, Segment
+from synscope.core.model import ACK, FIN, PSH, RST, SYN, Segment
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser
 from synscope.read.evidence import LIKELY
@@ -105,15 +105,16 @@ def test_the_healthy_counterpart_claims_no_such_cause() -> None:
 CLI_IP, SRV_IP = bytes([198, 18, 1, 2]), bytes([198, 18, 2, 2])
 
 
-def _seg(frame: int, t: float, from_client: bool, seq: int, ack: int, flags: int) -> Segment:
+def _seg(frame: int, t: float, from_client: bool, seq: int, ack: int, flags: int, length: int = 0) -> Segment:
     if from_client:
-        return Segment(frame, t, CLI_IP, SRV_IP, 40000, 80, seq, ack, flags, 64000, 0, ttl=64)
-    return Segment(frame, t, SRV_IP, CLI_IP, 80, 40000, seq, ack, flags, 64000, 0, ttl=63)
+        return Segment(frame, t, CLI_IP, SRV_IP, 40000, 80, seq, ack, flags, 64000, length, ttl=64)
+    return Segment(frame, t, SRV_IP, CLI_IP, 80, 40000, seq, ack, flags, 64000, length, ttl=63)
 
 
-def _judge(rst_seq: int):
+def _judge(rst_seq: int, server_resets: bool = False):
     """A SYN (ISN 1000) answered by an ACK of an old connection (ack 501), the client's RST with
-    ``rst_seq``, the SYN again, a handshake and a close: the verdict."""
+    ``rst_seq``, the SYN again, a handshake and a close (``server_resets``: the server's RST
+    instead of the FINs): the connection and its verdict."""
     tracker, analyser = Tracker(), Analyser()
     segments = [
         _seg(1, 0.0, True, 1000, 0, SYN),
@@ -126,6 +127,8 @@ def _judge(rst_seq: int):
         _seg(8, 0.0201, True, 1001, 7002, FIN | ACK),
         _seg(9, 0.0202, False, 7002, 1002, ACK),
     ]
+    if server_resets:
+        segments[6:] = [_seg(7, 0.02, True, 1001, 7001, PSH | ACK, 10), _seg(8, 0.03, False, 7001, 1011, RST | ACK)]
     for seg in segments:
         conn = tracker.feed(seg)
         assert conn is not None
@@ -141,3 +144,8 @@ def test_only_an_rst_carrying_the_stale_acks_number_is_taken_for_its_answer() ->
     assert stale_ack_reset(conn) is not None and (v.outcome, v.ok) == ("closed", True) and conn.client.rst_ts is None
     conn, v = _judge(1001)  # another seq: not that answer; it stays a reset
     assert stale_ack_reset(conn) is None and v.outcome == "reset-by-client" and conn.client.rst_ts is not None
+
+
+def test_a_later_reset_keeps_its_sender() -> None:
+    conn, v = _judge(501, server_resets=True)
+    assert stale_ack_reset(conn) is not None and v.outcome == "reset-by-server"
