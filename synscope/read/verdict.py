@@ -797,12 +797,12 @@ def judge(
         ok = False
     if c.syn_count > 1 and conn.established and stale is not None:
         ack, rst = stale
-        earlier = f" (#{conn.reused_from})" if conn.reused_from is not None else ""
+        # (no connection id here: a split run numbers the connections after judging)
         resent = [p for p in conn.packets if p.dir == C2S and p.seg.flags & SYN and p.seg.ts > rst.seg.ts]
         again = f" and sent its SYN again {fmt.duration(resent[0].seg.ts - rst.seg.ts)} later" if resent else ""
         notes.append(
             f"the client sent {c.syn_count} SYNs: the server answered the first with an ACK for another connection's sequence numbers"
-            f" (frame {ack.seg.frame}): it still held an earlier attempt on these ports{earlier}. The client's kernel answered that ACK"
+            f" (frame {ack.seg.frame}): it still held an earlier attempt on these ports. The client's kernel answered that ACK"
             f" with RST (frame {rst.seg.frame}, seq = its ACK number), which resets the earlier attempt,{again}: nothing was lost"
         )
         summary += f"; {c.syn_count} SYNs"
