@@ -676,11 +676,10 @@ def judge(
         if conn.reused_from is not None:
             # an attempt on these ports was handed on before (superseded, evicted, timed out):
             # a server retransmits its SYN-ACK for 1 s, 3 s, 7 s... after the SYN
-            explanation += (
-                f" An earlier connection on these ports (#{conn.reused_from}) was handed on before it:"
-                " this may be the server sending that attempt's SYN-ACK again."
-            )
-            next_step = f"Compare with connection #{conn.reused_from}: a SYN-ACK that acknowledges its SYN belongs to it."
+            # (no connection id in the words: a split run numbers the connections after judging;
+            # the link sentence names it)
+            explanation += " An earlier connection on these ports was handed on before it: this may be the server sending that attempt's SYN-ACK again."
+            next_step = "Compare with the earlier connection on these ports: a SYN-ACK that acknowledges its SYN belongs to it."
         rule, confidence, side = "synack-without-syn", POSSIBLE, "capture"
         evidence = (Evidence("SYN-ACK, no SYN before it", synacks),)
     elif cs == "OTH":
