@@ -185,13 +185,14 @@ def test_rtt_column_names_the_leg() -> None:
 
 def test_every_verdict_names_its_rule_and_its_frames_exist() -> None:
     """Over every bundled capture: each verdict comes from a named rule with a known confidence,
-    and each evidence frame is a packet (or ICMP error) of that very connection."""
+    and each evidence frame is a packet (or ICMP error) of that very connection, or the SYN that
+    superseded it (the first packet of the next connection on its ports)."""
     names = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng") and p.name != "busy.pcap")
     for name in names:
         for r in analyse(name):
             v = r.verdict
             assert v.rule, (name, r.conn.id, v.outcome)
             assert v.confidence in ("certain", "likely", "possible")
-            frames = {p.seg.frame for p in r.conn.packets} | {e.frame for e in r.conn.icmp}
+            frames = {p.seg.frame for p in r.conn.packets} | {e.frame for e in r.conn.icmp} | ({r.conn.superseded_frame} - {0})
             for e in v.evidence:
                 assert set(e.frames) <= frames, (name, r.conn.id, e)

@@ -623,7 +623,9 @@ def link_sentences(report: ConnReport) -> str:
     elif report.conn.reused_from is not None:
         out.append(f"This 4-tuple was used before by connection #{report.conn.reused_from} (port reuse).")
     if report.retry_of is not None and report.conn.client.port != 0:
-        out.append(f"This is attempt {report.retry_number + 1} by the application (new source port), after connection #{report.retry_of} failed.")
+        # the retry linker links by client and service; the same 4-tuple is a reuse, not a new port
+        port = "the same source port" if report.retry_of == report.conn.reused_from else "new source port"
+        out.append(f"This is attempt {report.retry_number + 1} by the application ({port}), after connection #{report.retry_of} failed.")
     if report.rounds > 1:
         out.append(f"(Round {report.round_no + 1} of {report.rounds} of --count.)")
     return " ".join(out)

@@ -555,6 +555,39 @@ def segment_key(seg: Segment | IcmpError) -> FlowKey:
     return flow_key(seg.src, seg.sport, seg.dst, seg.dport, 0 if encap is None else encap.key)
 
 
+def stale_ack_reset(conn: Connection) -> tuple[Packet, Packet] | None:
+    """The server's ACK that answered the client's SYN for another connection's sequence numbers,
+    and the client's RST that answered that ACK, or None.
+
+    A server that still holds an earlier attempt on the same 4-tuple (a request in SYN-RECV, a
+    socket in TIME-WAIT) answers a SYN with another ISN with an ACK of the old connection (Linux
+    tcp_check_req: out of window). A client in SYN-SENT answers an ACK that does not acknowledge
+    its SYN with RST, seq = that ACK's number (RFC 9293 3.10.7.3), which resets the server's old
+    attempt, and sends its SYN again. The two are part of opening this connection, not an abort of
+    it: before any SYN-ACK, only the client's SYN(s) before them, the RST without ACK."""
+    isn = conn.client.isn
+    if isn is None or conn.simultaneous_open:
+        return None
+    ack: Packet | None = None
+    end = 0
+    for pkt in conn.packets:
+        seg = pkt.seg
+        flags = seg.flags
+        if pkt.dir == C2S:
+            if flags & RST:
+                if ack is not None and not flags & ACK and seg.seq == ack.seg.ack:
+                    return ack, pkt
+                return None
+            if ack is not None or not flags & SYN or flags & ACK:
+                return None
+            end = max(end, seg.length)
+        elif ack is None and flags & (SYN | RST | ACK) == ACK and ((seg.ack - isn - 1) & MASK) > end:
+            ack = pkt
+        else:
+            return None
+    return None
+
+
 class Tracker:
     """Assigns segments to connections and keeps each side's handshake and teardown facts."""
 
@@ -851,8 +884,10 @@ class Tracker:
             me.fin_ts = seg.ts
             if flags & ACK:
                 me.fin_ack = seg.ack
-        if flags & RST:
-            if me.rst_ts is None:
+        if flags & RST and me.rst_ts is None:
+            # (not the client's RST to an ACK for an earlier attempt, before this one opened)
+            stale = stale_ack_reset(conn) if pkt.dir == C2S and conn.server.isn is None else None
+            if stale is None or stale[1] is not pkt:
                 me.rst_ts = seg.ts
                 me.rst_frame = seg.frame
         if flags & ACK:

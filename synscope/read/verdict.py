@@ -16,7 +16,7 @@ from synscope.read.analysis.ecn import ACCECN, DECLINED, NEGOTIATED, NONSTANDARD
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
 from synscope.read.analysis.loss import BY_IPID, BY_OVERLAP, BY_POSITION, BY_TSVAL, COPY, DOWNSTREAM, REORDERED, SPURIOUS, UNDECIDED, UPSTREAM, LossFacts
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE, Evidence, hedge
-from synscope.read.tracker import C2S, Connection, Packet
+from synscope.read.tracker import C2S, Connection, Packet, stale_ack_reset
 from synscope.read.zeek_state import INACTIVE as Z_INACTIVE
 from synscope.read.zeek_state import PARTIAL as Z_PARTIAL
 from synscope.read.zeek_state import RESET as Z_RESET
@@ -520,7 +520,12 @@ def judge(
     """
     c, s = conn.client, conn.server
     zeek = walk(conn)  # (one pass for both)
-    cs = conn_state(conn, zeek)
+    code = cs = conn_state(conn, zeek)
+    stale = stale_ack_reset(conn)
+    if stale is not None and cs == "RSTO":
+        # Zeek's code keeps the RST; the verdict reads the connection without it: the client's RST
+        # answered an ACK for an earlier attempt before this one opened (see stale_ack_reset)
+        cs = _code_without_stale_reset(conn)
     hist = history(conn, zeek)
     server = _server_addr(conn)
     port = s.port
@@ -680,11 +685,10 @@ def judge(
         if conn.reused_from is not None:
             # an attempt on these ports was handed on before (superseded, evicted, timed out):
             # a server retransmits its SYN-ACK for 1 s, 3 s, 7 s... after the SYN
-            explanation += (
-                f" An earlier connection on these ports (#{conn.reused_from}) was handed on before it:"
-                " this may be the server sending that attempt's SYN-ACK again."
-            )
-            next_step = f"Compare with connection #{conn.reused_from}: a SYN-ACK that acknowledges its SYN belongs to it."
+            # (no connection id in the words: a split run numbers the connections after judging;
+            # the link sentence names it)
+            explanation += " An earlier connection on these ports was handed on before it: this may be the server sending that attempt's SYN-ACK again."
+            next_step = "Compare with the earlier connection on these ports: a SYN-ACK that acknowledges its SYN belongs to it."
         rule, confidence, side = "synack-without-syn", POSSIBLE, "capture"
         evidence = (Evidence("SYN-ACK, no SYN before it", synacks),)
     elif cs == "OTH":
@@ -730,6 +734,26 @@ def judge(
                 side = "path"
                 rule, confidence = "superseded-synack", POSSIBLE
                 evidence = (*evidence, _superseded_evidence(conn, replaced))
+                ttls = _captured_at_client(conn)
+                if ttls is not None and conn.superseded_by_client:
+                    # the SYN-ACK arrived where the client's own packets are captured: not lost on
+                    # the way back; the client host made the new SYN from the same port
+                    explanation = (
+                        f"The server answered with SYN-ACK{' ' + str(n) + ' times' if n > 1 else ''}, and it reached the client's host:"
+                        f" the capture is on the client's host or link (the client's SYN still has its initial TTL {ttls[0]},"
+                        f" the SYN-ACK arrives with TTL {ttls[1]}). {fmt.duration(replaced)} later the client sent a SYN with another"
+                        f" sequence number from the same port (frame {conn.superseded_frame}) instead of the ACK: the SYN-ACK never reached"
+                        f" the socket that sent the SYN. {hedge(LIKELY)}the application closed the connecting socket and bound the port"
+                        " again (a short connect timeout, a cancelled attempt), or the client host dropped the SYN-ACK after the capture"
+                        " point (an input firewall rule, rp_filter) and the application then gave up and tried again."
+                    )
+                    next_step = (
+                        f"On the client {fmt_ip(c.ip)}: check the application's connect timeout and retries (it binds source port {c.port}),"
+                        f" and input rules dropping packets from {fmt_ip(s.ip)}:{port} (nft list ruleset, iptables -S INPUT)."
+                    )
+                    side = "client"
+                    confidence = LIKELY
+                    evidence = (*evidence, Evidence(f"client SYN TTL {ttls[0]} (not routed yet), SYN-ACK TTL {ttls[1]}", ttls[2]))
             elif n == 1 and quiet is not None and quiet < SYN_RTO_INITIAL:
                 # the client's ACK is one trip away; the server re-sends its SYN-ACK only after about 1 s
                 summary = f"capture ends {fmt.duration(quiet)} after the SYN-ACK"
@@ -779,7 +803,20 @@ def judge(
         summary += f"; SYN-ACK sent {s.syn_count}x"
         next_step = next_step or (f"Check the return path from {server} to the client: loss, asymmetric routing, or a stateful firewall dropping SYN-ACKs.")
         ok = False
-    if c.syn_count > 1 and conn.established and outcome not in ("refused", "no-answer"):
+    if c.syn_count > 1 and conn.established and stale is not None:
+        ack, rst = stale
+        # (no connection id here: a split run numbers the connections after judging)
+        resent = [p for p in conn.packets if p.dir == C2S and p.seg.flags & SYN and p.seg.ts > rst.seg.ts]
+        again = f" and sent its SYN again {fmt.duration(resent[0].seg.ts - rst.seg.ts)} later" if resent else ""
+        notes.append(
+            f"the client sent {c.syn_count} SYNs: the server answered the first with an ACK for another connection's sequence numbers"
+            f" (frame {ack.seg.frame}): it still held an earlier attempt on these ports. The client's kernel answered that ACK"
+            f" with RST (frame {rst.seg.frame}, seq = its ACK number), which resets the earlier attempt,{again}: nothing was lost"
+        )
+        summary += f"; {c.syn_count} SYNs"
+        answered = Evidence("the server's ACK for an earlier attempt on these ports, the client's RST answering it", (ack.seg.frame, rst.seg.frame))
+        evidence = (*evidence, answered)
+    elif c.syn_count > 1 and conn.established and outcome not in ("refused", "no-answer"):
         notes.append(
             f"the client sent {c.syn_count} SYNs before the handshake completed (gaps {gaps_text(syn_times)}): "
             + (
@@ -854,7 +891,22 @@ def judge(
         rule, confidence, evidence = ecn.rule, ecn.confidence, (*evidence, *ecn.evidence)
         side = side or "path"
         next_step = next_step or ecn.next_step
-    return Verdict(outcome, cs, hist, summary, explanation, next_step, ok, side, rule, confidence, evidence)
+    return Verdict(outcome, code, hist, summary, explanation, next_step, ok, side, rule, confidence, evidence)
+
+
+def _code_without_stale_reset(conn: Connection) -> str:
+    """The conn_state code of a connection whose client RST answered an ACK for an earlier attempt
+    (:func:`stale_ack_reset`), as if that RST were not there: RSTO when another RST came (the
+    tracker's rst_ts leaves that one out) or the handshake never completed; else SF, S2, S3 or S1
+    by which sides sent FIN."""
+    c, s = conn.client, conn.server
+    if c.rst_ts is not None or s.rst_ts is not None or not conn.established:
+        return "RSTO"
+    if c.fin_seq is not None and s.fin_seq is not None:
+        return "SF"
+    if c.fin_seq is not None:
+        return "S2"
+    return "S3" if s.fin_seq is not None else "S1"
 
 
 def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
@@ -1653,6 +1705,16 @@ def _keepalive_timeout(conn: Connection) -> _Cause | None:
 
 def _initial_ttl(ttl: int | None) -> bool:
     return ttl is not None and ttl in INITIAL_TTLS
+
+
+def _captured_at_client(conn: Connection) -> tuple[int, int, tuple[int, int]] | None:
+    """(client SYN TTL, SYN-ACK TTL, their frames) when the capture sits on the client's host or
+    link: its first SYN still carries an initial TTL, the server's first SYN-ACK a decremented one."""
+    syn = next((p for p in conn.packets if p.dir == C2S and p.seg.flags & (SYN | ACK) == SYN), None)
+    synack = next((p for p in conn.packets if p.dir != C2S and p.seg.flags & (SYN | ACK) == SYN | ACK), None)
+    if syn is None or synack is None or not _initial_ttl(syn.seg.ttl) or _initial_ttl(synack.seg.ttl):
+        return None
+    return syn.seg.ttl, synack.seg.ttl, (syn.seg.frame, synack.seg.frame)
 
 
 def _synack_dropped_on_client(conn: Connection) -> _Cause | None:

@@ -9,7 +9,7 @@ from synscope.core.model import ACK, FIN, RST, SYN, TcpOptions
 from synscope.read.analysis import flags as F
 from synscope.read.analysis.engine import ConnAnalysis
 from synscope.read.analysis.loss import note as loss_note
-from synscope.read.tracker import C2S, Connection, Packet
+from synscope.read.tracker import C2S, Connection, Packet, stale_ack_reset
 
 # Two gaps are "the same" when within this ratio; "doubled" when the ratio is 2 within it.
 GAP_TOLERANCE: Final = 0.3
@@ -92,6 +92,7 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
     # window update that reopens it is worth a note (on a growing window every ACK is one; the
     # flag itself stays in JSON's "analysis", as tshark sets it)
     client_stalled = server_stalled = False
+    stale = stale_ack_reset(conn)
     for pkt in conn.packets:
         seg = pkt.seg
         flags = seg.flags
@@ -130,7 +131,11 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
                 if server_leg is not None and client_leg is not None:
                     legs = f": {fmt.duration(server_leg)} to the server and back, {fmt.duration(client_leg)} to the client and back"
                 pkt.note(f"handshake RTT {fmt.duration(rtt)}{legs}")
-        if flags & RST:
+        if stale is not None and pkt is stale[0]:
+            pkt.note("ACK for another connection's sequence numbers, not for this SYN: the server still holds an earlier attempt on these ports")
+        elif stale is not None and pkt is stale[1]:
+            pkt.note("RST from client: its kernel answers that ACK (seq = its ACK number), which clears the server's earlier attempt")
+        elif flags & RST:
             if me.rst_ts is not None and seg.ts > me.rst_ts:
                 # the socket is gone: the kernel answers each segment still in flight
                 pkt.note(f"RST echo: {who}'s kernel answers a segment for the aborted connection")
