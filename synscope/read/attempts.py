@@ -97,6 +97,20 @@ def extended(record: bytes, seg: Segment, first: bool) -> bytes | None:
     if not storable(seg):
         return None
     kind = seg.flags & _KINDS
+    frames, client_first, client_isn, server_isn = _attempt(record)
+    if frames >= MAX_FRAMES:
+        return None
+    if first == client_first:
+        if kind != SYN or seg.seq != client_isn:
+            return None
+    elif kind != SYN | ACK or (server_isn >= 0 and seg.seq != server_isn):
+        return None
+    return record + _frame(seg, first)
+
+
+def _attempt(record: bytes) -> tuple[int, bool, int, int]:
+    """(frames, client first (see :func:`from_first`), client ISN, ISN of the first SYN-ACK or -1)
+    of a record: what :func:`extended` and :func:`answers_earlier` decide on."""
     offset = HEAD_SIZE
     frames = 0
     client_first = True
@@ -112,14 +126,7 @@ def extended(record: bytes, seg: Segment, first: bool) -> bytes | None:
             server_isn = int(seq)
         frames += 1
         offset += FRAME_SIZE + int(optlen)
-    if frames >= MAX_FRAMES:
-        return None
-    if first == client_first:
-        if kind != SYN or seg.seq != client_isn:
-            return None
-    elif kind != SYN | ACK or (server_isn >= 0 and seg.seq != server_isn):
-        return None
-    return record + _frame(seg, first)
+    return frames, client_first, client_isn, server_isn
 
 
 def segments(packed: bytes, record: bytes) -> list[Segment]:
@@ -155,18 +162,9 @@ def answers_earlier(record: bytes, seg: Segment, first: bool) -> bool:
     does not acknowledge it (a record's SYN has no data: ISN + 1)."""
     if _HEAD.unpack_from(record, 0)[2] < 0:
         return False
-    offset = HEAD_SIZE
-    size = len(record)
-    client_first = True
-    client_isn = 0
-    while offset < size:
-        _ts, _frame_no, seq, _ack, flags, _win, _ttl, _ip_id, _ecn, _pkttype, _index, bits, _csum, optlen = _FRAME.unpack_from(record, offset)
-        if offset == HEAD_SIZE:
-            client_first = bool(bits & _FROM_FIRST)
-            client_isn = int(seq)
-        elif int(flags) & _KINDS == SYN | ACK:
-            return False
-        offset += FRAME_SIZE + int(optlen)
+    _frames, client_first, client_isn, server_isn = _attempt(record)
+    if server_isn >= 0:
+        return False
     return first != client_first and seg.ack != (client_isn + 1) & 0xFFFFFFFF
 
 
