@@ -436,6 +436,11 @@ class Connection:
             if side.syn_count and self.aborted_by_icmp():
                 return "CLOSED"  # Linux aborts connect() on an ICMP error in SYN-SENT (EHOSTUNREACH, ECONNREFUSED)
             return "SYN-SENT" if side.syn_count else "unknown"
+        if side.syn_count and not peer.packets and not peer.syn_count and self.reused_from is None:
+            # a SYN-ACK and nothing ever from the client on these ports: its SYN went another
+            # way (or before the capture), and so may its ACK (asymmetric-open.pcap: the server
+            # had accepted the connection)
+            return "unknown"
         if side.syn_count:
             return "SYN-RECEIVED"
         # nothing came from the server: whether its port has a listener the capture cannot tell

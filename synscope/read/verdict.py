@@ -698,14 +698,26 @@ def judge(
             "The capture starts after this connection's handshake, so client and server were guessed from the ports"
             f" ({fmt_ip(c.ip)}:{c.port} taken as the client)."
         )
-        if c.rst_ts or s.rst_ts:
-            explanation += " It ended with RST."
-        elif c.fin_seq is not None and s.fin_seq is not None:
+        if c.fin_seq is not None and s.fin_seq is not None and not (c.rst_ts or s.rst_ts):
             explanation += " It closed with FIN from both sides."
         ok = not (c.rst_ts or s.rst_ts)
         # the roles rest on a port-number guess
         rule, confidence = "midstream", LIKELY
         evidence = (_midstream_evidence(conn),)
+        if not ok:
+            # the RST's sender is its source address, whatever the roles: name it and read why
+            # from the packets before it, as for an established connection (midstream-reset.pcap)
+            by_client = c.rst_ts is not None and (s.rst_ts is None or c.rst_ts <= s.rst_ts)
+            who, me = ("client", c) if by_client else ("server", s)
+            rst_ts = (c.rst_ts if by_client else s.rst_ts) or conn.last_ts
+            forged = _forged_rst(conn, C2S if by_client else 1, rst_ts)
+            why, next_step, why_confidence, why_evidence = _reset_context(conn, by_client, rst_ts, forged)
+            amount = "an unknown amount of data" if state.counts_only else f"{fmt.size(fc.payload_bytes)} sent and {fmt.size(fs.payload_bytes)} received"
+            explanation += f" {fmt_ip(me.ip)}:{me.port} (the {who}) aborted it with RST, after {amount} in the capture. " + why
+            summary = f"picked up mid-stream; RST from {who}"
+            side = who if forged is None else "path"
+            confidence = POSSIBLE if why_confidence == POSSIBLE else LIKELY
+            evidence = (*evidence, *why_evidence)
     else:  # S1: established, not terminated
         outcome = "established"
         if conn.handshake_ack_ts is None and s.syn_count:

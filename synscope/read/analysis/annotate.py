@@ -149,6 +149,10 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
                 peer = s if pkt.dir == C2S else c
                 if kept_sending(conn, pkt.dir, seg.ts):
                     pkt.note(f"FIN: {who} half-closes; the {other} keeps sending")
+                elif peer.fin_seq is None and conn.one_sided():
+                    # the other direction is not in the capture: its FIN may well have come
+                    # (asymmetric-route.pcap: the server's last ACK covers the client's FIN)
+                    pkt.note(f"FIN: {who} closes its side; the {other}'s direction is not in the capture")
                 elif peer.fin_seq is None:
                     pkt.note(f"FIN: {who} closes its side; no FIN back from the {other}")
                 else:
