@@ -1,7 +1,7 @@
 """Real-kernel captures, with truth, of a capture started mid-connection and of a SYN that took
 another path (asymmetric routing). Agents: scripts/_agents_truth.py.
 
-midstream-close.pcap   client 198.18.1.2:43000 -- router -- server 198.18.2.2:8084. The client
+midstream-close.pcap   client 198.18.1.2:43001 -- router -- server 198.18.2.2:8084. The client
                        connects; only then does tcpdump start on the client's veth c0 (the script
                        waits for connect() to return, starts tcpdump, then lets the client go).
                        Request 1500 B in 3 pieces, answer 4000 B in 3 pieces; the SERVER closes
@@ -31,7 +31,9 @@ from types import ModuleType
 from typing import Any
 
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_agents_truth.py")
-PORT, SPORT = 8084, 43000
+PORT = 8084
+# the client's source port, one per capture: all bundled captures read in one run stay apart
+SPORTS = {"midstream-close": 43001, "midstream-reset": 43002, "asymmetric-route": 43003, "symmetric-route": 43004, "asymmetric-open": 43005}
 REQUEST, ANSWER, CHUNKS = 1500, 4000, 3
 # the second router of the asymmetric scenarios and its links
 R2_A0, R2_A1, C_C1, S_S1 = "198.18.3.1", "198.18.4.1", "198.18.3.2", "198.18.4.2"
@@ -123,7 +125,7 @@ def register(mk: ModuleType) -> list[str]:
         lab.three()
         before = {n: counters(n) for n in (mk.CLI, mk.SRV)}
         srv = spawn(lab, mk.SRV, "server", "--ending", ending, token="ready")
-        cli = spawn(lab, mk.CLI, "client", "--ending", ending, "--sport", SPORT, "--go", go, token="connected")
+        cli = spawn(lab, mk.CLI, "client", "--ending", ending, "--sport", SPORTS[name], "--go", go, token="connected")
         connected_seen = time.time()  # connect() has returned: the handshake is over
         cap = lab.tcpdump(mk.CLI, "c0", out)
         capture_listening = time.time()
@@ -147,7 +149,7 @@ def register(mk: ModuleType) -> list[str]:
                 "tcpdump_listening_at": capture_listening,
                 "first_frame_at": frames[0]["t"],
             },
-            "client": f"{mk.C4}:{SPORT}",
+            "client": f"{mk.C4}:{SPORTS[name]}",
             "server": f"{mk.S4}:{PORT}",
             "done": {
                 "ending": ending,
@@ -220,7 +222,7 @@ def register(mk: ModuleType) -> list[str]:
         srv = spawn(lab, mk.SRV, "server", "--ending", "server-closes", token="ready")
         cap = lab.tcpdump(mk.RTR, "r1", out)
         capture_listening = time.time()
-        cli = spawn(lab, mk.CLI, "client", "--ending", "server-closes", "--sport", SPORT, "--go", go, token="connected")
+        cli = spawn(lab, mk.CLI, "client", "--ending", "server-closes", "--sport", SPORTS[name], "--go", go, token="connected")
         if capture_handshake_only:
             lab.end_capture(cap)  # connect() has returned: the capture ends before any data
             capture_ended = time.time()
@@ -245,7 +247,7 @@ def register(mk: ModuleType) -> list[str]:
                 "ended": "after connect() returned, before any data was sent" if capture_handshake_only else "after both applications finished",
                 "tcpdump_stopped_at": capture_ended,
             },
-            "client": f"{mk.C4}:{SPORT}",
+            "client": f"{mk.C4}:{SPORTS[name]}",
             "server": f"{mk.S4}:{PORT}",
             "done": {
                 "topology": "client c0 == r0 r1 r1 == s0 server, and client c1 == a0 r2 a1 == s1 server",

@@ -1,7 +1,7 @@
 """A capture started mid-connection, on real kernels, against the truth that
 scripts/scenarios_truth.py wrote beside each capture (see pcaps/README.md).
 
-midstream-close.pcap: client 198.18.1.2:43000 connects to 198.18.2.2:8084; only after connect()
+midstream-close.pcap: client 198.18.1.2:43001 connects to 198.18.2.2:8084; only after connect()
 returned did tcpdump start on the client's veth. Request and answer follow; the server closes
 first. midstream-reset.pcap: the same start, then the client aborts (SO_LINGER {1, 0}) and the
 server's recv() gets ECONNRESET. (tests/test_midstream_close.py holds the crafted cases.)
