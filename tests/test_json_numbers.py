@@ -84,3 +84,16 @@ def test_fixed_point_text_is_what_format_writes() -> None:
         for places in range(7):
             assert fixed(x, places) == format(x, f".{places}f"), (repr(x), places)
     assert fixed(1536, 0) == "1536"  # an int, as byte counts come
+
+
+def test_addresses_are_written_as_the_encoder_writes_them() -> None:
+    """The client and server addresses of a connection's object: the encoder's text of the printed
+    address, also for one seen before and after the table of recurring ones was emptied."""
+    from synscope.core.addr import fmt_ip
+    from synscope.read.jsonl import MAX_WORDS, ip_text
+
+    rng = random.Random(4)
+    addresses = [bytes(4), b"\xff" * 4, bytes(16), bytes(15) + b"\x01", bytes(10) + b"\xff\xff\xc0\x00\x02\x0a", b"\x01\x02"]
+    addresses += [rng.randbytes(rng.choice((4, 16))) for _ in range(3 * MAX_WORDS)]
+    for packed in addresses + addresses[:50]:
+        assert ip_text(packed) == ENCODE(fmt_ip(packed)), packed.hex()

@@ -155,6 +155,9 @@ def read(
     from synscope.read.findings import FindingsEngine
 
     findings = FindingsEngine()  # (JSON; the text view's RunSummary has its own)
+    # (imported once here, not in take(): an import statement runs the import machinery on every
+    # call, about 3 % of a SYN flood's run at one call per connection)
+    from synscope.read.jsonl import connection_line
 
     # Lines from a pipe (tcpdump -w - | synscope read --json -) are flushed one by one: the next
     # frames may be long in coming. From files, every thousand frames or so (see on_frames).
@@ -168,8 +171,6 @@ def read(
         if conn_ids:
             seen_ids.add(report.conn.id)  # type: ignore[attr-defined]
         if as_json:
-            from synscope.read.jsonl import connection_line
-
             findings.feed(report)  # type: ignore[arg-type]
             out.write(connection_line(report, absolute) + "\n")  # type: ignore[arg-type]
             if flush_each_line:

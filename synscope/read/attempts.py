@@ -86,8 +86,13 @@ def _frame(seg: Segment, first: bool) -> bytes:
 
 def header(record: bytes) -> tuple[int, int, int]:
     """(id, opened_at, reused_from or -1) of a record."""
+    # (locals of declared types: compiled, each value is checked once and stays native; int() of
+    # an untyped value is a generic call)
+    ident: int
+    opened_at: int
+    reused: int
     ident, opened_at, reused = _HEAD.unpack_from(record, 0)
-    return int(ident), int(opened_at), int(reused)
+    return ident, opened_at, reused
 
 
 def extended(record: bytes, seg: Segment, first: bool) -> bytes | None:
@@ -117,15 +122,20 @@ def _attempt(record: bytes) -> tuple[int, bool, int, int]:
     client_isn = -1
     server_isn = -1
     size = len(record)
+    # (declared types, as in header())
+    seq: int
+    flags: int
+    bits: int
+    optlen: int
     while offset < size:
         _ts, _frame_no, seq, _ack, flags, _win, _ttl, _ip_id, _ecn, _pkttype, _index, bits, _csum, optlen = _FRAME.unpack_from(record, offset)
         if frames == 0:
             client_first = bool(bits & _FROM_FIRST)
-            client_isn = int(seq)
-        elif int(flags) & _KINDS == SYN | ACK and server_isn < 0:
-            server_isn = int(seq)
+            client_isn = seq
+        elif flags & _KINDS == SYN | ACK and server_isn < 0:
+            server_isn = seq
         frames += 1
-        offset += FRAME_SIZE + int(optlen)
+        offset += FRAME_SIZE + optlen
     return frames, client_first, client_isn, server_isn
 
 
@@ -134,10 +144,28 @@ def segments(packed: bytes, record: bytes) -> list[Segment]:
     n = (len(packed) - 4) // 2
     a = packed[:n]
     b = packed[n : 2 * n]
+    port_a: int
+    port_b: int
     port_a, port_b = _PORTS.unpack_from(packed, 2 * n)
     out: list[Segment] = []
     offset = HEAD_SIZE
     size = len(record)
+    # (declared types, as in header(): compiled, the bit tests and the slice below are then native
+    # operations, not generic ones on objects)
+    ts: float
+    frame: int
+    seq: int
+    ack: int
+    flags: int
+    win: int
+    ttl: int
+    ip_id: int
+    ecn: int
+    pkttype: int
+    index: int
+    bits: int
+    csum: int
+    optlen: int
     while offset < size:
         ts, frame, seq, ack, flags, win, ttl, ip_id, ecn, pkttype, index, bits, csum, optlen = _FRAME.unpack_from(record, offset)
         offset += FRAME_SIZE

@@ -9,7 +9,7 @@ from typing import Any, Final, TextIO
 from synscope.core.addr import fmt_ip
 from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
-from synscope.core.model import SYN, Segment, flag_string
+from synscope.core.model import SYN, Segment, TcpOptions, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
 from synscope.read.analysis.ecn import EcnFacts, negotiation
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
@@ -167,7 +167,8 @@ def _direction(f: Any, lf: LossFacts, side: Any, peer: Any, absolute: bool) -> d
 def connection_line(r: ConnReport, absolute: bool = False) -> str:
     """One JSON line for a connection: the same text as :func:`compact` of
     :func:`connection_object`, written directly (on big captures it is half the work of a run)."""
-    return head_text(r, absolute) + ',"packets":[' + packets_text(r, absolute) + "]}"
+    # (one f-string: compiled, the line is built once, not copied by each +)
+    return f'{head_text(r, absolute)},"packets":[{packets_text(r, absolute)}]}}'
 
 
 def _json(x: object) -> str:
@@ -217,14 +218,14 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     # (an f-string is one allocation when compiled; a chain of + is one per member)
     return (
         f'{HEAD_START}{c.id},"source":{word_text(r.source_name)},'
-        f'"client":{{"ip":{_STRING(fmt_ip(client.ip))},"port":{client.port}}},'
-        f'"server":{{"ip":{_STRING(fmt_ip(server.ip))},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
+        f'"client":{{"ip":{ip_text(client.ip)},"port":{client.port}}},'
+        f'"server":{{"ip":{ip_text(server.ip)},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{start},"end":{end},'
         f'"state":{word_text(v.conn_state)},"history":{word_text(v.history)},"outcome":{word_text(v.outcome)},'
         f'"ok":{"true" if v.ok else "false"},"verdict":{_STRING(v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
         f'"confidence":{word_text(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{next_step},'
         f'"client_state":{word_text(r.client_state())},"server_state":{word_text(r.server_state())},'
-        f'"syn_retransmissions":{max(client.syn_count - 1, 0)},"synack_retransmissions":{max(server.syn_count - 1, 0)},'
+        f'"syn_retransmissions":{_again(client.syn_count)},"synack_retransmissions":{_again(server.syn_count)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
         f"{links_text(c.reused_from, r.retry_of, r.retry_number)},"
@@ -237,6 +238,27 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
 
 # The "findings" member of a connection that is part of a port scan
 SCAN_FINDINGS: Final = '["port-scan"]'
+
+
+def _again(sent: int) -> int:
+    """``max(sent - 1, 0)``: how often a SYN was sent again (compiled, max() is a generic call)."""
+    return sent - 1 if sent > 1 else 0
+
+
+# JSON text of the addresses that recur (a flood's server, a busy client), by packed address;
+# emptied when full
+_IP_TEXT: Final[dict[bytes, str]] = {}
+
+
+def ip_text(packed: bytes) -> str:
+    """``_STRING(fmt_ip(packed))``: an address as a JSON string. Its text (digits, hex letters, dots
+    and colons) needs no escaping, and the text of an address seen before is looked up."""
+    text = _IP_TEXT.get(packed)
+    if text is None:
+        if len(_IP_TEXT) >= MAX_WORDS:
+            _IP_TEXT.clear()
+        text = _IP_TEXT[packed] = '"' + fmt_ip(packed) + '"'
+    return text
 
 
 def _encap_text(encap: Encap | None) -> str:
@@ -278,7 +300,8 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
     if _untouched(f, lf, side):
         return _UNTOUCHED
     rtt = f.rtt_summary()
-    opts = side.syn_options
+    # (typed: compiled, its members are then read natively; Side.syn_options is untyped)
+    opts: TcpOptions | None = side.syn_options
     if rtt is None:
         rtt_text = "null"
     elif rtt[0] == rtt[2] and rtt[0] != 0.0:  # one sample, or all alike: one number written once (0.0 may be -0.0)
@@ -299,7 +322,7 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
         sack = "true" if opts.sack_permitted else "false"
     counts = lf.counts
     sent_again = bool(f.retransmitted_segments or f.retransmitted_bytes or f.fast_retransmissions or f.out_of_order or f.duplicate_acks)
-    if not (f.payload_bytes or f.data_segments or sent_again or any(counts)):
+    if not (f.payload_bytes or f.data_segments or sent_again or _nonzero(counts)):
         # most directions of failed attempts: no data, nothing sent again, a constant run of members
         middle = _NO_DATA
         throughput = "0.0"  # (no bytes over any span)
@@ -326,11 +349,19 @@ def _untouched(f: DirectionFacts, lf: LossFacts, side: Side) -> bool:
         and side.win_scale < 0
         and f.packets == 0
         and not (f.payload_bytes or f.data_segments or f.retransmitted_segments or f.retransmitted_bytes)
-        and not (f.fast_retransmissions or f.out_of_order or f.duplicate_acks or any(lf.counts))
+        and not (f.fast_retransmissions or f.out_of_order or f.duplicate_acks or _nonzero(lf.counts))
         and not f.rtt_samples
         and _plain_zero(f.zero_window_time)
         and _plain_zero(f.max_idle)
     )
+
+
+def _nonzero(counts: list[int]) -> bool:
+    """``any(counts)`` (compiled, any() of a list is a generic call; this is a native loop)."""
+    for n in counts:
+        if n:
+            return True
+    return False
 
 
 def _plain_zero(x: float) -> bool:
@@ -348,7 +379,7 @@ def _losses_text(f: DirectionFacts, counts: list[int], sent_again: bool) -> str:
         )
     else:  # most directions: nothing sent again (and so a rate of 0.0)
         losses = _NO_LOSSES
-    if any(counts):
+    if _nonzero(counts):
         return losses + "," + ",".join([f'"{name}":{n}' for name, n in zip(LOSS_NAMES, counts, strict=True)])
     return losses + _NO_LOSS_COUNTS
 
@@ -419,7 +450,6 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     shift: int
     dir_text: str
     out = []
-    dumps = json.dumps
     flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
     for pkt in c.timeline():
         seg = pkt.seg
@@ -430,11 +460,11 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         fl = seg.flags
         flags_text = flags_texts.get(fl)
         if flags_text is None:
-            flags_text = flags_texts[fl] = dumps(flag_string(fl))
+            flags_text = flags_texts[fl] = json.dumps(flag_string(fl))
         bits = pkt.analysis
         names = analysis_texts.get(bits)
         if names is None:
-            names = analysis_texts[bits] = dumps(flag_names(bits), separators=(",", ":"))
+            names = analysis_texts[bits] = json.dumps(flag_names(bits), separators=(",", ":"))
         seq = relative(seg.seq, my_base)
         ack = shown_ack(seg.ack, fl, peer_base)
         win = scaled_window(seg.win, fl, shift)
@@ -498,10 +528,11 @@ def _micros_text(x: float) -> str | None:
     # double nearest micros / 10**6, so that decimal is its shortest form
     if micros / 1000000 != x:
         return None
-    frac = micros % 1000000
-    if frac:
-        return str(micros // 1000000) + "." + str(frac + 1000000)[1:].rstrip("0")
-    return str(micros // 1000000) + ".0"
+    # one decimal conversion: from 2**23 s on, micros has 13 digits or more, the last six of them
+    # the fraction
+    digits = str(micros)
+    frac = digits[-6:].rstrip("0")
+    return digits[:-6] + "." + (frac if frac else "0")
 
 
 def ts_text(ts: float) -> str:

@@ -595,7 +595,7 @@ def judge(
         rule, confidence = "client-abandoned-syn", LIKELY
         evidence = (Evidence("client RST before the first SYN retransmission was due", (*_frames(conn, C2S, SYN, ACK), *_frames(conn, C2S, RST))[:4]),)
     elif cs in ("S0", "SH", "RSTOS0") and not conn.icmp:
-        cause = _no_answer(conn, cs, host_up)
+        cause = _no_answer(conn, cs, server, host_up)
         outcome, summary, explanation, next_step = cause.outcome, cause.summary, cause.explanation, cause.next_step
         rule, confidence, evidence = cause.rule, cause.confidence, cause.evidence
         side = "capture" if rule == "capture-ends-after-syn" else "path"
@@ -921,11 +921,11 @@ def _code_without_stale_reset(conn: Connection) -> str:
     return "S3" if s.fin_seq is not None else "S1"
 
 
-def _no_answer(conn: Connection, cs: str, host_up: bool = False) -> _Cause:
+def _no_answer(conn: Connection, cs: str, server: str, host_up: bool = False) -> _Cause:
     """SYNs and silence: dropped on the way or a dead host (the packets cannot tell which), unless
-    the capture ends before the client would even have tried again."""
+    the capture ends before the client would even have tried again. (``server``: its address, as
+    :func:`_server_addr` writes it: the judge has it already.)"""
     c = conn.client
-    server = _server_addr(conn)
     port = conn.server.port
     syn_times = c.syn_times
     quiet = capture_quiet_after(conn, syn_times[-1] if syn_times else None)

@@ -78,9 +78,10 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
     """Attach bracketed notes to the packets of a finished connection (``host_ttl``: the TTL
     of the server host's own SYN-ACKs elsewhere in the capture, 0 when unknown)."""
     c, s = conn.client, conn.server
-    # per direction (C2S, then 1): SYNs seen so far, and when the last one was
-    syn_no = [0, 0]
-    prev_syn_ts = [0.0, 0.0]
+    # per direction: SYNs seen so far, and when the last one was (a variable per direction, not a
+    # list: compiled, they stay native)
+    client_syns = server_syns = 0
+    client_syn_ts = server_syn_ts = 0.0
     handshake_noted = False
     first_fin_dir: int | None = None
     # the last window each direction advertised (-1: none yet): a "keep-alive" sent into a zero
@@ -103,10 +104,10 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
         if flags & SYN and conn.simultaneous_open and _open_note(conn, pkt, who, other):
             pass
         elif flags & SYN:
-            n = syn_no[pkt.dir]
+            n = client_syns if from_client else server_syns
             if n:
                 kind = "SYN" if not flags & ACK else "SYN-ACK"
-                gap = seg.ts - prev_syn_ts[pkt.dir]
+                gap = seg.ts - (client_syn_ts if from_client else server_syn_ts)
                 pkt.note(
                     f"{kind} retransmission #{n}, +{fmt.duration(gap)} after #{n - 1 if n > 1 else 'original'}"
                     if n > 1
@@ -114,8 +115,12 @@ def annotate(conn: Connection, state: ConnAnalysis, host_ttl: int = 0) -> None:
                 )
             elif flags & ACK and conn.syn_ts is not None and seg.ts >= conn.syn_ts:
                 pkt.note(f"server answers {fmt.duration(seg.ts - conn.syn_ts)} after the SYN")
-            syn_no[pkt.dir] = n + 1
-            prev_syn_ts[pkt.dir] = seg.ts
+            if from_client:
+                client_syns = n + 1
+                client_syn_ts = seg.ts
+            else:
+                server_syns = n + 1
+                server_syn_ts = seg.ts
         elif (
             not handshake_noted
             and not conn.simultaneous_open
