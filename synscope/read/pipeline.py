@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from synscope.capture.bpf import FrameFilter
-from synscope.core.headers import ETH_HLEN, IP4_MIN_HLEN, TCP_FLAGS
+from synscope.core.headers import ETH_HLEN, IP4_DST, IP4_MIN_HLEN, IP4_SRC, IP4_TTL, TCP_DPORT, TCP_FLAGS, TCP_SPORT
 from synscope.core.icmp import capture_filter as icmp_capture_filter
 from synscope.core.model import RST, SYN, FrameSink, IcmpError, RawFrame, Segment, flow_mix
 from synscope.read.analysis.annotate import annotate
@@ -318,12 +318,12 @@ class Pipeline(FrameSink):
             mix = plain_tcp_flow_mix(buf, offset, caplen)
             if mix < 0:
                 return False
-            if buf[offset + ETH_HLEN + IP4_MIN_HLEN + TCP_FLAGS] & (SYN | RST) and self.scans is not None:
-                return False  # feed() shows it to the scan watch, in every worker
             if mix % workers != self._shard_index:
                 self._count_frame(ts)
                 self.decoder.count_passed(buf, offset, caplen)
                 self._clock_tick(ts, True)
+                if buf[offset + ETH_HLEN + IP4_MIN_HLEN + TCP_FLAGS] & (SYN | RST) and self.scans is not None:
+                    self._scan_passed(buf, offset + ETH_HLEN, ts, frame)  # (every worker sees every one)
                 return True
         seg = self.decoder.decode_plain(buf, offset, caplen, frame, ts, pkttype)
         if seg is None:
@@ -335,6 +335,22 @@ class Pipeline(FrameSink):
             self.scans.saw(seg)
         self._track(seg, self._flow_keys.key(seg.src, seg.sport, seg.dst, seg.dport))
         return True
+
+    def _scan_passed(self, buf: bytes, ip: int, ts: float, frame: int) -> None:
+        """Show the scan watch a SYN, SYN-ACK or RST passed over (consume), its fields read from the
+        IPv4 header at ``buf[ip:]`` as Decoder.decode_plain reads them: no Segment, no checksum."""
+        tcp = ip + IP4_MIN_HLEN
+        if self.scans is not None:
+            self.scans.saw_fields(
+                buf[tcp + TCP_FLAGS],
+                buf[ip + IP4_SRC : ip + IP4_SRC + 4],
+                buf[ip + IP4_DST : ip + IP4_DST + 4],
+                buf[tcp + TCP_SPORT] << 8 | buf[tcp + TCP_SPORT + 1],
+                buf[tcp + TCP_DPORT] << 8 | buf[tcp + TCP_DPORT + 1],
+                ts,
+                buf[ip + IP4_TTL],
+                frame,
+            )
 
     def _track(self, seg: Segment, key: FlowKey) -> None:
         """A segment of this worker's connections: duplicate check, tracking, analysis."""

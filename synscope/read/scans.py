@@ -108,24 +108,28 @@ class ScanWatch:
 
     def saw(self, seg: Segment) -> None:
         """One segment; only SYN, SYN-ACK and RST count (call for those alone, cheaply)."""
-        flags = seg.flags
+        self.saw_fields(seg.flags, seg.src, seg.dst, seg.sport, seg.dport, seg.ts, seg.ttl, seg.frame)
+
+    def saw_fields(self, flags: int, src: bytes, dst: bytes, sport: int, dport: int, ts: float, ttl: int, frame: int) -> None:
+        """:meth:`saw`, given the segment's fields: a worker of a split run reads them from the
+        frames it passes over (another worker tracks their connection) without decoding them."""
         if flags & SYN and not flags & ACK:
-            _add(self._by_host, (seg.src, seg.dst), seg.dport, seg.ts, SCAN_MIN_PORTS, self._ended, 0)
-            _add(self._by_port, (seg.src, seg.dport), seg.dst, seg.ts, SCAN_MIN_HOSTS, self._ended, 1)
+            _add(self._by_host, (src, dst), dport, ts, SCAN_MIN_PORTS, self._ended, 0)
+            _add(self._by_port, (src, dport), dst, ts, SCAN_MIN_HOSTS, self._ended, 1)
             return
         if flags & SYN:  # SYN-ACK: the port is open
-            if seg.src not in self._synack_ttl and seg.ttl > 0:
+            if src not in self._synack_ttl and ttl > 0:
                 if len(self._synack_ttl) >= ANSWER_HOSTS:
                     del self._synack_ttl[next(iter(self._synack_ttl))]
-                self._synack_ttl[seg.src] = (seg.ttl, seg.frame)
-            p = self._by_host.get((seg.dst, seg.src))
+                self._synack_ttl[src] = (ttl, frame)
+            p = self._by_host.get((dst, src))
             if p is not None:
-                p.mark_open(seg.sport)
-            q = self._by_port.get((seg.dst, seg.sport))
+                p.mark_open(sport)
+            q = self._by_port.get((dst, sport))
             if q is not None:
-                q.mark_open(seg.src)
+                q.mark_open(src)
         if flags & (SYN | RST):
-            self._answer(seg.src, seg.sport)
+            self._answer(src, sport)
 
     def _answer(self, host: bytes, port: int) -> None:
         answered = self._answered

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, BinaryIO, Final, Protocol
 
-from synscope.read.findings import FindingsEngine, facts_of
+from synscope.read.findings import ConnFacts, FindingsEngine, facts_of
 from synscope.read.jsonl import HEAD_START, head_text, links_text, packets_text
 from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, is_attempt
 from synscope.read.sources.pcap import open_capture
@@ -71,6 +71,10 @@ OUT_BYTES: Final = 1 << 20
 HOLD_BYTES: Final = 4 << 20
 # what the parent counts as held for one connection of the text view (a brief, a row at times)
 TEXT_ITEM_BYTES: Final = 100
+# what a connection is to the retry linker (sent with its facts, which hold the rest)
+NOT_ATTEMPT: Final = 0
+ATTEMPT: Final = 1
+FAILED_ATTEMPT: Final = 2
 
 
 class _Output:
@@ -308,18 +312,24 @@ class SplitRun:
         size: int = item[6]
         self._held[w] -= size if size else TEXT_ITEM_BYTES
         self._number_through(opened_at)
-        cid = self._ids[w].pop(opened_at)
-        if opened_at in self._released_early[w]:
-            self._released_early[w].discard(opened_at)
+        ids = self._ids[w]
+        cid = ids[opened_at]
+        del ids[opened_at]  # (not dict.pop: a method call when compiled)
+        early = self._released_early[w]
+        if early and opened_at in early:
+            early.discard(opened_at)
         else:
             self._nameable[w][opened_at] = cid
+        facts: ConnFacts = item[5]
         if self.findings is not None:
-            self.findings.feed_facts(cid, item[5])
+            self.findings.feed_facts(cid, facts)
         linked = None
-        link = item[4]
-        if link is not None:
-            key, syn_ts, failed, _client_port, failed_at = link
-            linked = self._linker.link(key, cid, syn_ts, failed, item[3], failed_at)
+        attempt: int = item[4]
+        if attempt != NOT_ATTEMPT:
+            syn_ts = facts.syn_ts
+            assert syn_ts is not None  # (an attempt has a SYN)
+            key = (facts.client_ip, facts.server_ip, facts.server_port)
+            linked = self._linker.link(key, cid, syn_ts, attempt == FAILED_ATTEMPT, item[3], facts.last_ts)
         self._linked = linked
         # (the ids its line or timeline names, as in a single run; named once: the tracker let go of it then)
         self._named = self._nameable[w].pop(reused_from) if reused_from is not None else None
@@ -651,12 +661,12 @@ def _run_worker(
     )
 
 
-def _retry_facts(report: Any) -> tuple | None:
-    """What RetryLinker needs of a connection, linked by the parent in the merged order."""
-    conn = report.conn
+def _attempt(report: Any) -> int:
+    """What RetryLinker needs of a connection beyond its facts (its SYN time, 4-tuple and last
+    packet are there), linked by the parent in the merged order: NOT_ATTEMPT, ATTEMPT or FAILED_ATTEMPT."""
     if not is_attempt(report):
-        return None
-    return ((conn.client.ip, conn.server.ip, conn.server.port), conn.syn_ts, failed_attempt(conn, report.verdict), conn.client.port, conn.last_ts)
+        return NOT_ATTEMPT
+    return FAILED_ATTEMPT if failed_attempt(report.conn, report.verdict) else ATTEMPT
 
 
 def _item(report: Any, absolute: bool, lines: list[str]) -> tuple:
@@ -664,7 +674,6 @@ def _item(report: Any, absolute: bool, lines: list[str]) -> tuple:
     facts, and how its JSON line goes (appended to ``lines``: the line after its id, newline
     included, and where in it the members that name other connections start)."""
     conn = report.conn
-    link = _retry_facts(report)
     head = head_text(report, absolute)
     start = f"{HEAD_START}{conn.id},"
     if not head.startswith(start):  # the schema's first members moved: fail loudly, not wrongly
@@ -676,13 +685,13 @@ def _item(report: Any, absolute: bool, lines: list[str]) -> tuple:
         raise AssertionError(f"JSON object without {links!r}")
     line = f'{head[len(start) - 1 :]},"packets":[{packets_text(report, absolute)}]}}\n'
     lines.append(line)
-    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, link, facts_of(report), len(line), cut)
+    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, _attempt(report), facts_of(report), len(line), cut)
 
 
 def _text_item(report: Any, share: TextShare) -> tuple:
     """:func:`_item` for the text view: what ``share`` takes of the connection instead of its JSON."""
     conn = report.conn
-    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, _retry_facts(report), facts_of(report), 0, share.item(report))
+    return (conn.retired_at, conn.opened_at, conn.reused_from, conn.retire_clock, _attempt(report), facts_of(report), 0, share.item(report))
 
 
 def _answer(share: TextShare, asked: int, out: BinaryIO) -> None:
