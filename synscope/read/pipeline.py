@@ -529,9 +529,9 @@ class RetryLinker:
         self._failed: dict[tuple[bytes, bytes, int], tuple] = {}
         # _failed's keys and values as they were put in (the oldest from _failed_front on), so the
         # oldest is found in O(1): a dict's first key costs O(n) once many were deleted from its
-        # front (a SYN flood's failed attempts expire from it all the time), and an OrderedDict's
-        # every insertion cost a third of the linker. An entry whose value is no longer the key's
-        # in _failed is stale (the key was updated or expired since).
+        # front (a SYN flood's failed attempts expire from it all the time), and OrderedDicts
+        # cost more (a SYN flood's links: 5,300 instructions each with them, 4,900 without). An
+        # entry whose value is no longer the key's in _failed is stale (updated or expired since).
         self._failed_keys: list[tuple[bytes, bytes, int]] = []
         self._failed_values: list[tuple] = []
         self._failed_front = 0

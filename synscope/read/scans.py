@@ -161,9 +161,9 @@ class ScanWatch:
 
 class _Pairs:
     """Pairs followed, the oldest first: a dict, and its keys in the order they came in a list
-    read from a front index (the oldest is taken in O(1), without an OrderedDict, whose every
-    insertion, two per SYN of a SYN flood, cost a third of the scan watch). A pair is dropped
-    only as the oldest, so the list holds exactly the dict's keys, in its order."""
+    read from a front index (the oldest is taken in O(1) without an OrderedDict, whose
+    insertions, two per SYN of a SYN flood, cost more). A pair is dropped only as the oldest,
+    so the list holds exactly the dict's keys, in its order."""
 
     def __init__(self) -> None:
         self.probed: dict[tuple, _Probed] = {}

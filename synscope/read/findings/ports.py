@@ -14,6 +14,7 @@ errno itself is not in the capture. Confidence ``likely``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Final
 
 from synscope.core import fmt
@@ -44,12 +45,8 @@ class _Pair:
     attempts: int
     wide: bool  # more than NARROW_MAX ports: not narrow, ports no longer followed
     reuses: int
-    key: tuple[bytes, bytes, int]  # its key in the detector's table
-    at: int  # where its latest entry is in the detector's list by last use (-1: out of the table)
 
     def __init__(self, ts: float) -> None:
-        self.key = (b"", b"", 0)
-        self.at = -1
         self.last_use: dict[int, float] = {}  # port -> SYN time of its last use
         self.gaps: list[float] = []
         self.ids: list[int] = []
@@ -80,15 +77,9 @@ class PortExhaustionDetector:
 
     def __init__(self, slots: int = PAIR_SLOTS) -> None:
         self.slots = slots
-        self._pairs: dict[tuple[bytes, bytes, int], _Pair] = {}
-        # the pairs by last use, least recently first (from _front on; _base + index is an
-        # entry's position): a pair used is appended again, and its earlier entry is stale (its
-        # `at` names the latest). The least recently used pair is found in O(1) without an
-        # OrderedDict, whose every insertion (one per connection of a SYN flood) cost a quarter
-        # of this detector; a dict's first key costs O(n) once many were deleted from its front.
-        self._order: list[_Pair] = []
-        self._front = 0
-        self._base = 0
+        # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
+        # entries were deleted from its front (5 % of a run in ReuseDetector.add)
+        self._pairs: OrderedDict[tuple[bytes, bytes, int], _Pair] = OrderedDict()
         self.evicted = 0  # pairs dropped to make room (their counts are lost)
 
     def add(self, cid: int, f: ConnFacts) -> None:
@@ -98,25 +89,17 @@ class PortExhaustionDetector:
         ts = f.syn_ts if f.syn_ts is not None else f.first_ts
         key = (f.client_ip, f.server_ip, f.server_port)
         pairs = self._pairs
-        p = pairs.get(key)
-        if p is None:
+        p = pairs[key] if key in pairs else None  # (not OrderedDict.get: a method call when compiled)
+        if p is not None:
+            pairs.move_to_end(key)  # the dict's order is least recently used first
+        else:
             if len(pairs) >= self.slots:
-                p = self._take_least_recent()  # the least recently used pair makes room
+                p = pairs.popitem(False)[1]  # the least recently used pair makes room (positional: cheaper)
                 p.reset(ts)
                 self.evicted += 1
             else:
                 p = _Pair(ts)
-            p.key = key
             pairs[key] = p
-        order = self._order
-        p.at = self._base + len(order)
-        order.append(p)
-        if len(order) - self._front > 2 * len(pairs) + 1024:  # mostly stale entries: drop them
-            self._order = self._by_last_use()
-            self._front = 0
-            self._base = 0
-            for i, q in enumerate(self._order):
-                q.at = i
         if ts < p.first:
             p.first = ts
         if ts > p.last:
@@ -141,41 +124,15 @@ class PortExhaustionDetector:
         if len(p.ids) < MAX_IDS:
             p.ids.append(cid)
 
-    def _take_least_recent(self) -> _Pair:
-        """Take the least recently used pair out of the table (there is one)."""
-        order = self._order
-        front = self._front
-        base = self._base
-        p = order[front]
-        while p.at != base + front:  # (stale: the pair was used again since)
-            front += 1
-            p = order[front]
-        front += 1
-        if front >= 4096 and 2 * front >= len(order):  # the list's consumed front goes (amortized O(1))
-            del order[:front]
-            self._base = base + front
-            front = 0
-        self._front = front
-        del self._pairs[p.key]
-        p.at = -1
-        return p
-
-    def _by_last_use(self) -> list[_Pair]:
-        """The pairs in the table, least recently used first."""
-        base = self._base
-        order = self._order
-        return [order[i] for i in range(self._front, len(order)) if order[i].at == base + i]
-
     def forget(self, before: float) -> None:
         """Drop the pairs last seen before ``before`` (watch's window)."""
         for key in [k for k, p in self._pairs.items() if p.last < before]:
-            self._pairs.pop(key).at = -1
+            del self._pairs[key]
 
     def findings(self) -> list[Finding]:
-        """Every pair that cycled through a narrow range of ports (least recently used first)."""
+        """Every pair that cycled through a narrow range of ports."""
         out = []
-        for p in self._by_last_use():
-            key = p.key
+        for key, p in self._pairs.items():
             ports = len(p.last_use)
             if p.wide or p.attempts < MIN_ATTEMPTS or ports < 2 or p.attempts < MIN_USES * ports:
                 continue

@@ -18,6 +18,7 @@ TIME-WAIT), ``likely`` beyond.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -55,13 +56,9 @@ class _Life:
     first_frame: int  # its first packet (the SYN)
     answer_frame: int  # the server's answer to the SYN (0: none)
     reused: bool  # the tracker linked it to an earlier connection on its 4-tuple
-    key: tuple[bytes, int, bytes, int]  # its 4-tuple (its key in the detector's table)
-    gone: bool  # taken out of the table (a later incarnation replaced it; forgotten)
 
     def __init__(self, cid: int, f: ConnFacts) -> None:
         self.fill(cid, f)
-        self.key = (b"", 0, b"", 0)
-        self.gone = False
 
     def fill(self, cid: int, f: ConnFacts) -> None:
         """Take connection ``cid``'s facts (all of them: an old incarnation's are overwritten)."""
@@ -102,14 +99,9 @@ class ReuseDetector:
     def __init__(self, tuple_slots: int = TUPLE_SLOTS, group_slots: int = GROUP_SLOTS) -> None:
         self.tuple_slots = tuple_slots
         self.group_slots = group_slots
-        self._lives: dict[tuple[bytes, int, bytes, int], _Life] = {}
-        # _lives' records in the order they were put in (the oldest first, from _front on), so the
-        # oldest is found in O(1): a dict's first key costs O(n) once many entries were deleted
-        # from its front, and an OrderedDict's every insertion (one per connection of a SYN flood)
-        # cost a third of this detector. A record taken out of _lives stays here, gone, until
-        # it comes to the front (or the list is compacted).
-        self._order: list[_Life] = []
-        self._front = 0
+        # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
+        # entries were deleted from its front (5 % of a run in ReuseDetector.add)
+        self._lives: OrderedDict[tuple[bytes, int, bytes, int], _Life] = OrderedDict()
         self._groups: dict[tuple[bytes, int, str], _Group] = {}
         self.forgotten = 0  # incarnations dropped from the table (TUPLE_SLOTS)
         self.ungrouped = 0  # reuses not counted (GROUP_SLOTS)
@@ -118,7 +110,7 @@ class ReuseDetector:
         """Take one connection into account (in any order of the incarnations)."""
         key = (f.client_ip, f.client_port, f.server_ip, f.server_port)
         lives = self._lives
-        old = lives.get(key)
+        old = lives[key] if key in lives else None  # (not OrderedDict.get: a method call when compiled)
         if old is not None:
             # whichever came first is the previous incarnation
             new = _Life(cid, f)
@@ -130,37 +122,13 @@ class ReuseDetector:
             if later is old:
                 return  # keep the newest incarnation
             del lives[key]
-            old.gone = True
         elif len(lives) >= self.tuple_slots:
-            new = self._take_oldest()  # the oldest incarnation makes room (its record is reused)
+            new = lives.popitem(False)[1]  # the oldest incarnation makes room (its record is reused; positional: cheaper)
             new.fill(cid, f)
             self.forgotten += 1
         else:
             new = _Life(cid, f)
-        new.key = key
-        new.gone = False
         lives[key] = new
-        order = self._order
-        order.append(new)
-        if len(order) - self._front > 2 * len(lives) + 1024:  # mostly gone records: drop them
-            self._order = [life for life in order[self._front :] if not life.gone]
-            self._front = 0
-
-    def _take_oldest(self) -> _Life:
-        """Take the oldest record out of the table (there is one)."""
-        order = self._order
-        front = self._front
-        life = order[front]
-        while life.gone:
-            front += 1
-            life = order[front]
-        front += 1
-        if front >= 4096 and 2 * front >= len(order):  # the list's consumed front goes (amortized O(1))
-            del order[:front]
-            front = 0
-        self._front = front
-        del self._lives[life.key]
-        return life
 
     def _reuse(self, f: ConnFacts, earlier: _Life, later: _Life) -> None:
         if not earlier.holder or not later.reused or later.client_syns == 0 or later.syn_ts < 0:
@@ -198,7 +166,7 @@ class ReuseDetector:
     def forget(self, before: float) -> None:
         """Drop the incarnations and groups last seen before ``before`` (watch's window)."""
         for key in [k for k, life in self._lives.items() if life.last_ts < before]:
-            self._lives.pop(key).gone = True
+            del self._lives[key]
         for gkey in [k for k, g in self._groups.items() if g.last < before]:
             del self._groups[gkey]
 
