@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, cast
@@ -521,27 +522,15 @@ class RetryLinker:
     merging, so the numbers are the same as one worker's.
     """
 
-    def __init__(self, peers: int = RETRY_PEERS) -> None:
-        self.peers = peers  # (client, server) pairs whose latest SYN is remembered
+    def __init__(self) -> None:
         # (client ip, server ip, server port) -> (id, failure time, retry number, gap before it),
-        # oldest first (an update re-inserts)
-        # (values typed as a bare tuple: an object, so the lists below hold the very same ones)
-        self._failed: dict[tuple[bytes, bytes, int], tuple] = {}
-        # _failed's keys and values as they were put in (the oldest from _failed_front on), so the
-        # oldest is found in O(1): a dict's first key costs O(n) once many were deleted from its
-        # front (a SYN flood's failed attempts expire from it all the time), and OrderedDicts
-        # cost more (a SYN flood's links: 5,300 instructions each with them, 4,900 without). An
-        # entry whose value is no longer the key's in _failed is stale (updated or expired since).
-        self._failed_keys: list[tuple[bytes, bytes, int]] = []
-        self._failed_values: list[tuple] = []
-        self._failed_front = 0
-        # (client ip, server ip) -> (latest SYN time of any connection handed on, its place in
-        # _peers): the pairs by last use, least recently first, as above (an entry is stale when
-        # its pair's place is another; _peers_base + index is an entry's place)
-        self._latest: dict[tuple[bytes, bytes], tuple[float, int]] = {}
-        self._peers: list[tuple[bytes, bytes]] = []
-        self._peers_front = 0
-        self._peers_base = 0
+        # oldest first; an OrderedDict for the same reason as _latest below (a SYN flood's failed
+        # attempts expire from its front all the time)
+        self._failed: OrderedDict[tuple[bytes, bytes, int], tuple[int, float, int, float]] = OrderedDict()
+        # (client ip, server ip) -> latest SYN time of any connection handed on, oldest first
+        # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
+        # entries were deleted from its front (5 % of a run in ReuseDetector.add)
+        self._latest: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
         # the failure time of _failed's first entry, while _front_known (else that entry changed:
         # look again). Most links then skip the walk to the front for expired failures.
         self._front_at = 0.0
@@ -557,7 +546,7 @@ class RetryLinker:
         failed = self._failed
         # (taken before the expired ones go: several files in one run need not be in time
         # order, and the capture clock is the latest of them)
-        prev = failed.get(key)
+        prev = failed[key] if key in failed else None  # (not OrderedDict.get: a method call when compiled)
         if prev is not None:
             del failed[key]
             self._front_known = False  # (it may have been the first)
@@ -566,42 +555,25 @@ class RetryLinker:
         horizon = min(clock, syn_ts) - RETRY_WINDOW
         if not (self._front_known and horizon <= self._front_at):  # (else the first is not expired, so none is)
             self._front_known = False
-            keys = self._failed_keys
-            values = self._failed_values
-            front = self._failed_front
-            while front < len(keys):  # kept in time order (updates re-insert), so the expired ones are at the front
-                first = keys[front]
-                value = values[front]
-                if failed.get(first) is value:
-                    at: float = value[1]
-                    if at >= horizon:
-                        self._front_at = at
-                        self._front_known = True
-                        break
-                    del failed[first]
-                front += 1
-            if front >= 4096 and 2 * front >= len(keys):  # the lists' consumed front goes (amortized O(1))
-                del keys[:front]
-                del values[:front]
-                front = 0
-            self._failed_front = front
+            while failed:  # kept in time order (updates re-insert), so the expired ones are at the front
+                first = next(iter(failed))
+                at = failed[first][1]
+                if at >= horizon:
+                    self._front_at = at
+                    self._front_known = True
+                    break
+                del failed[first]
         pair = (key[0], key[1])
         latests = self._latest
-        peers = self._peers
-        place = self._peers_base + len(peers)
-        known = latests.get(pair)
-        latest: float | None = None
-        if known is None:
-            latests[pair] = (syn_ts, place)
-            peers.append(pair)
-            if len(latests) > self.peers:
-                self._forget_least_recent_peer()
+        latest = latests[pair] if pair in latests else None
+        if latest is None:
+            latests[pair] = syn_ts
+            if len(latests) > RETRY_PEERS:
+                latests.popitem(False)  # (the oldest; positional: a keyword costs more in the call)
         else:
-            latest = known[0]  # the pair goes to the back (most recently used)
-            latests[pair] = (syn_ts if syn_ts > latest else latest, place)
-            peers.append(pair)
-            if len(peers) - self._peers_front > 2 * len(latests) + 1024:  # mostly stale entries: drop them
-                self._compact_peers()
+            latests.move_to_end(pair)  # the dict stays in update order
+            if syn_ts > latest:
+                latests[pair] = syn_ts
         linked = None
         gap = 0.0
         # another connection from this client to this server started after the failure: not a retry
@@ -613,52 +585,8 @@ class RetryLinker:
             if RETRY_MIN_GAP <= gap <= RETRY_WINDOW and regular:
                 linked = (prev[0], prev[2] + 1)
         if failed_attempt:
-            failure: tuple = (conn_id, syn_ts if failed_at is None else failed_at, linked[1] if linked else 0, gap)
-            failed[key] = failure
-            keys = self._failed_keys
-            keys.append(key)
-            self._failed_values.append(failure)
-            if len(keys) - self._failed_front > 2 * len(failed) + 1024:  # mostly stale entries: drop them
-                self._failed_keys = list(failed)  # (the dict's order is theirs: an update re-inserts)
-                self._failed_values = list(failed.values())
-                self._failed_front = 0
+            failed[key] = (conn_id, syn_ts if failed_at is None else failed_at, linked[1] if linked else 0, gap)
         return linked
-
-    def _forget_least_recent_peer(self) -> None:
-        """Drop the (client, server) pair used least recently (there is one)."""
-        peers = self._peers
-        latests = self._latest
-        front = self._peers_front
-        base = self._peers_base
-        while True:
-            pair = peers[front]
-            known = latests.get(pair)
-            front += 1
-            if known is not None and known[1] == base + front - 1:
-                del latests[pair]
-                break
-        if front >= 4096 and 2 * front >= len(peers):  # the list's consumed front goes (amortized O(1))
-            del peers[:front]
-            base += front
-            front = 0
-        self._peers_front = front
-        self._peers_base = base
-
-    def _compact_peers(self) -> None:
-        """_peers without its stale entries (in its order)."""
-        peers = self._peers
-        latests = self._latest
-        base = self._peers_base
-        live: list[tuple[bytes, bytes]] = []
-        for i in range(self._peers_front, len(peers)):
-            pair = peers[i]
-            known = latests.get(pair)
-            if known is not None and known[1] == base + i:
-                latests[pair] = (known[0], len(live))  # (a value replaced: the dict's order stays)
-                live.append(pair)
-        self._peers = live
-        self._peers_front = 0
-        self._peers_base = 0
 
 
 def is_attempt(report: ConnReport) -> bool:
