@@ -9,6 +9,8 @@ rejected, never from synscope.
 from __future__ import annotations
 
 import json
+import random
+from collections import OrderedDict
 
 import pytest
 
@@ -163,3 +165,23 @@ def test_detector_memory_is_bounded() -> None:
     for i in range(max(SCAN_PAIRS, ANSWER_HOSTS) + 100):
         watch.saw(Segment(i, float(i), i.to_bytes(4, "big"), b"\xc6\x12\x02\x02", 40000, 80, 0, 0, SYN, 1024, 0))
     assert len(watch._by_host) <= SCAN_PAIRS and len(watch._by_port) <= SCAN_PAIRS
+
+
+def test_watch_drops_the_oldest_pair_first() -> None:
+    """The watch's tables (a dict and its keys in a list) drop the pair that came first, as an
+    OrderedDict's popitem(last=False) did: clients coming back to a host (kept in their place)
+    among new ones."""
+    rng = random.Random(3)
+    watch = ScanWatch()
+    ref: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+    clients = [i.to_bytes(4, "big") for i in range(3 * SCAN_PAIRS)]
+    for i in range(6 * SCAN_PAIRS):
+        client = rng.choice(clients[:50]) if rng.random() < 0.3 else rng.choice(clients)
+        host = bytes([198, 18, 2, rng.randrange(2)])
+        watch.saw(Segment(i, float(i) / 1000, client, host, 40000, 80 + rng.randrange(3), 0, 0, SYN, 1024, 0))
+        if (client, host) not in ref:
+            if len(ref) >= SCAN_PAIRS:
+                ref.popitem(last=False)
+            ref[(client, host)] = None
+    assert list(watch._by_host.probed) == list(ref)
+    assert watch._by_host.keys[watch._by_host.front :] == list(ref)

@@ -95,8 +95,8 @@ class ScanWatch:
     """Scans and answering hosts, from the SYN, SYN-ACK and RST segments read so far (bounded)."""
 
     def __init__(self) -> None:
-        self._by_host: OrderedDict[tuple[bytes, bytes], _Probed] = OrderedDict()  # (client, host) -> ports
-        self._by_port: OrderedDict[tuple[bytes, int], _Probed] = OrderedDict()  # (client, port) -> hosts
+        self._by_host = _Pairs()  # (client, host) -> ports
+        self._by_port = _Pairs()  # (client, port) -> hosts
         self._answered: OrderedDict[bytes, tuple[int, ...]] = OrderedDict()  # host -> up to two ports it answered on
         # the latest scan of a pair that ended (a connection of it may be handed on later)
         # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
@@ -122,10 +122,10 @@ class ScanWatch:
                 if len(self._synack_ttl) >= ANSWER_HOSTS:
                     del self._synack_ttl[next(iter(self._synack_ttl))]
                 self._synack_ttl[src] = (ttl, frame)
-            p = self._by_host.get((dst, src))
+            p = self._by_host.probed.get((dst, src))
             if p is not None:
                 p.mark_open(sport)
-            q = self._by_port.get((dst, sport))
+            q = self._by_port.probed.get((dst, sport))
             if q is not None:
                 q.mark_open(src)
         if flags & (SYN | RST):
@@ -154,28 +154,57 @@ class ScanWatch:
         """Do ``client``'s probes so far of ``host`` (or of ``port`` on many hosts) look like a scan,
         and was a connection that started at ``ts`` made during it?"""
         ended = self._ended
-        for p in (self._by_host.get((client, host)), ended.get((0, (client, host)))):
+        for p in (self._by_host.probed.get((client, host)), ended.get((0, (client, host)))):
             if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), p.open_count()):
                 return True
-        for p in (self._by_port.get((client, port)), ended.get((1, (client, port)))):
+        for p in (self._by_port.probed.get((client, port)), ended.get((1, (client, port)))):
             if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), p.open_count(), horizontal=True):
                 return True
         return False
+
+
+class _Pairs:
+    """Pairs followed, the oldest first: a dict, and its keys in the order they came in a list
+    read from a front index (the oldest is taken in O(1) without an OrderedDict, whose
+    insertions, two per SYN of a SYN flood, cost more). A pair is dropped only as the oldest,
+    so the list holds exactly the dict's keys, in its order."""
+
+    def __init__(self) -> None:
+        self.probed: dict[tuple, _Probed] = {}
+        self.keys: list[tuple] = []
+        self.front = 0
+
+    def __len__(self) -> int:
+        return len(self.probed)
+
+    def take_oldest(self) -> _Probed:
+        """Take the oldest pair out (there is one)."""
+        keys = self.keys
+        front = self.front
+        key = keys[front]
+        front += 1
+        if front >= 4096 and 2 * front >= len(keys):  # the list's consumed front goes (amortized O(1))
+            del keys[:front]
+            front = 0
+        self.front = front
+        return self.probed.pop(key)
 
 
 def _during(p: _Probed, ts: float) -> bool:
     return p.start - SCAN_WINDOW <= ts <= p.last + SCAN_WINDOW
 
 
-def _add(table: OrderedDict, key: tuple, target: int | bytes, ts: float, threshold: int, ended: OrderedDict, kind: int) -> None:
+def _add(pairs: _Pairs, key: tuple, target: int | bytes, ts: float, threshold: int, ended: OrderedDict, kind: int) -> None:
+    table = pairs.probed
     p = table.get(key)
     if p is None:
         if len(table) >= SCAN_PAIRS:
-            p = table.popitem(last=False)[1]  # the oldest pair makes room (its record is reused)
+            p = pairs.take_oldest()  # the oldest pair makes room (its record is reused)
             p.reset(ts)
         else:
             p = _Probed(ts)
         table[key] = p
+        pairs.keys.append(key)
     elif ts > p.last + SCAN_WINDOW or ts < p.start - SCAN_WINDOW or (not p.confirmed and ts - p.start > SCAN_WINDOW):
         # too slow to be a scan so far, or long after (or before: another file) the scan: count again from here
         if p.confirmed:

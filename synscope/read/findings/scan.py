@@ -18,15 +18,15 @@ still below the threshold; a pair counted again from scratch after a slow start 
 and is not followed when every pair is confirmed. The candidates are kept in a queue of their own,
 in the table's order, so finding the oldest costs O(1) (not a walk of the table past the confirmed
 pairs and the deleted slots at its front on every new pair, which was 14 % of a SYN flood's run).
-The queue is a deque of the pairs themselves: a pair confirmed stays in it and is passed over
-when it comes to the front (an OrderedDict of keys cost a hash and a linked node per new pair,
-and a flood of spoofed sources makes a new pair per attempt).
+The queue is a list of the pairs themselves, read from a front index: a pair confirmed stays in
+it and is passed over when it comes to the front (an OrderedDict of keys cost a hash and a linked
+node per new pair, and a flood of spoofed sources makes a new pair per attempt; a deque's
+methods are calls by name from compiled code, a list's append and index are not).
 A pair keeps each target's state exactly up to :data:`TARGETS_EXACT` targets, then counts only.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Final
 
 from synscope.core import fmt
@@ -120,9 +120,9 @@ class ScanDetector:
         self._vertical: dict[tuple[bytes, bytes], _Pair] = {}
         self._horizontal: dict[tuple[bytes, int], _Pair] = {}
         # each table's candidates (pairs below the threshold), in the table's order; a pair
-        # confirmed since is passed over when it comes to the front (see _oldest_candidate)
-        self._vertical_waiting: deque[_Pair] = deque()
-        self._horizontal_waiting: deque[_Pair] = deque()
+        # confirmed since is passed over when it comes to the front (see _Candidates.oldest)
+        self._vertical_waiting = _Candidates()
+        self._horizontal_waiting = _Candidates()
         self.dropped = 0  # pairs past the threshold not followed (SCAN_SLOTS)
 
     def add(self, cid: int, f: ConnFacts) -> None:
@@ -134,12 +134,12 @@ class ScanDetector:
         self._add(self._vertical, self._vertical_waiting, (f.client_ip, f.server_ip), f.server_port, state, cid, ts, f, SCAN_MIN_PORTS)
         self._add(self._horizontal, self._horizontal_waiting, (f.client_ip, f.server_port), f.server_ip, state, cid, ts, f, SCAN_MIN_HOSTS)
 
-    def _add(self, table: dict, waiting: deque[_Pair], key: tuple, target: int | bytes, state: int, cid: int, ts: float, f: ConnFacts, threshold: int) -> None:
+    def _add(self, table: dict, waiting: _Candidates, key: tuple, target: int | bytes, state: int, cid: int, ts: float, f: ConnFacts, threshold: int) -> None:
         p: _Pair | None = table.get(key)
         if p is None:
             if len(table) >= self.slots:
                 # make room: the oldest pair still below the threshold goes (its object is reused)
-                p = _oldest_candidate(waiting)
+                p = waiting.oldest()
                 if p is None:  # every pair is past the threshold (followed pairs stay)
                     self.dropped += 1
                     return
@@ -149,7 +149,7 @@ class ScanDetector:
                 p = _Pair(ts, f.first_frame)
             p.key = key
             table[key] = p
-            waiting.append(p)
+            waiting.pairs.append(p)
         elif ts > p.last + SCAN_WINDOW or ts < p.first - SCAN_WINDOW or (not p.confirmed and ts - p.first > SCAN_WINDOW):
             if p.confirmed:
                 return  # long after (or before: another file) a scan found: not part of it (one scan per pair)
@@ -169,7 +169,7 @@ class ScanDetector:
         if len(p.ids) < MAX_IDS:
             p.ids.append(cid)
         targets = p.targets
-        old = targets.get(target)
+        old = targets.get(target) if targets else None  # (a new pair's is empty: no lookup)
         if old is not None:
             if state > old:
                 targets[target] = state
@@ -206,22 +206,41 @@ class ScanDetector:
         return out
 
 
-def _oldest_candidate(waiting: deque[_Pair]) -> _Pair | None:
-    """Take the oldest pair still below the threshold off the front of ``waiting`` (None: there
-    is none); the confirmed pairs before it go too."""
-    while waiting:
-        p = waiting.popleft()
-        if not p.confirmed:
-            return p
-    return None
+class _Candidates:
+    """A table's pairs below the threshold, in the table's order (the oldest at ``front``); a
+    pair confirmed since it was put here is passed over when it comes to the front."""
+
+    def __init__(self) -> None:
+        self.pairs: list[_Pair] = []
+        self.front = 0
+
+    def oldest(self) -> _Pair | None:
+        """Take the oldest pair still below the threshold off the front (None: there is none);
+        the confirmed pairs before it go too."""
+        pairs = self.pairs
+        front = self.front
+        found = None
+        while front < len(pairs):
+            p = pairs[front]
+            front += 1
+            if not p.confirmed:
+                found = p
+                break
+        if front >= 4096 and 2 * front >= len(pairs):  # the list's consumed front goes (amortized O(1))
+            del pairs[:front]
+            front = 0
+        self.front = front
+        return found
 
 
-def _candidates(table: dict, waiting: deque[_Pair]) -> deque[_Pair]:
+def _candidates(table: dict, waiting: _Candidates) -> _Candidates:
     """``waiting`` without the pairs no longer in ``table`` or confirmed (in its order)."""
-    out: deque[_Pair] = deque()
-    for p in waiting:
+    out = _Candidates()
+    pairs = waiting.pairs
+    for i in range(waiting.front, len(pairs)):
+        p = pairs[i]
         if not p.confirmed and table.get(p.key) is p:
-            out.append(p)
+            out.pairs.append(p)
     return out
 
 

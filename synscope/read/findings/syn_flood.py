@@ -93,70 +93,92 @@ class SpaceSaving:
     times is guaranteed to be in the table. O(log capacity) per update (a heap
     with lazily discarded stale entries).
 
-    A heap entry is one int, ``count << TIE_BITS | tie`` (ties are unique, so the ints order
-    as the pairs (count, tie) do: of equal counts the oldest entry comes first), with its item
-    in ``_items`` under the tie: ints compare several times faster than tuples, and a SYN
-    flood's spoofed sources replace an entry per attempt. Entries are appended unordered
-    until one has to be popped (a table that never fills never orders its entries).
+    Each item has a slot (its count, error and latest tie in lists: a SYN flood's spoofed
+    sources replace an entry per attempt, and list stores cost a fraction of the dict updates
+    that keyed these by item and by tie). A heap entry is one int, ``(count << TIE_BITS | tie)
+    << slot_bits | slot``: ties are unique, so the ints order as the pairs (count, tie) do (of
+    equal counts the oldest entry comes first), and ints compare several times faster than
+    tuples. An entry is stale when its tie is not its slot's latest (the item was counted
+    again, or replaced). Entries are appended unordered until one has to be popped (a table
+    that never fills never orders its entries).
     """
 
-    __slots__ = ("_errors", "_heap", "_heaped", "_items", "_tie", "capacity", "counts", "total")
+    __slots__ = ("_counts", "_errors", "_heap", "_heaped", "_items", "_slot_bits", "_slots", "_tie", "_ties", "capacity", "total")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self.counts: dict[Hashable, int] = {}
-        self._errors: dict[Hashable, int] = {}
-        self._heap: list[int] = []  # count << TIE_BITS | tie; stale when the item's count differs
+        self._slots: dict[Hashable, int] = {}  # item -> its slot, in the order the items came into the table
+        self._items: list[Hashable] = []  # slot -> item
+        self._counts: list[int] = []  # slot -> count
+        self._errors: list[int] = []  # slot -> how much the count may overstate it
+        self._ties: list[int] = []  # slot -> tie of its latest heap entry (its other entries are stale)
+        self._slot_bits = capacity.bit_length()
+        self._heap: list[int] = []  # (count << TIE_BITS | tie) << _slot_bits | slot
         self._heaped = True  # _heap is in heap order (False: appended to since it last was)
-        self._items: dict[int, Hashable] = {}  # tie -> item, for every entry in _heap
         self._tie = 0  # the next entry's tie-break: entries of equal counts pop oldest first
         self.total = 0
 
+    @property
+    def counts(self) -> dict[Hashable, int]:
+        """Item -> count, in the order the items came into the table."""
+        counts = self._counts
+        return {item: counts[slot] for item, slot in self._slots.items()}
+
     def add(self, item: Hashable, n: int = 1) -> Hashable | None:
-        """Count ``n`` more occurrences of ``item``; returns the item it replaced, if any."""
+        """Count ``n`` (at least 1) more occurrences of ``item``; returns the item it replaced, if any."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
         self.total += n
         victim = None
-        counts = self.counts
+        slots = self._slots
+        counts = self._counts
+        ties = self._ties
         heap = self._heap
-        items = self._items
-        c = counts.get(item)
-        if c is None:
-            if len(counts) < self.capacity:
-                c, err = n, 0
+        bits = self._slot_bits
+        slot = slots.get(item)
+        if slot is None:
+            if len(slots) < self.capacity:
+                slot = len(self._items)
+                c = n
+                self._items.append(item)
+                counts.append(c)
+                self._errors.append(0)
+                ties.append(0)
             else:
                 if not self._heaped:
                     heapify(heap)
                     self._heaped = True
+                mask = (1 << bits) - 1
                 while True:  # the smallest up-to-date entry is the minimum
                     entry = heappop(heap)
-                    tie = entry & TIE_MASK
-                    victim = items[tie]
-                    del items[tie]
-                    low = entry >> TIE_BITS
-                    if counts.get(victim) == low:
+                    slot = entry & mask
+                    if ties[slot] & TIE_MASK == (entry >> bits) & TIE_MASK:
                         break
-                del counts[victim]
-                del self._errors[victim]
-                c, err = low + n, low
-            self._errors[item] = err
+                victim = self._items[slot]
+                del slots[victim]
+                low = counts[slot]
+                c = low + n
+                counts[slot] = c
+                self._errors[slot] = low
+                self._items[slot] = item
+            slots[item] = slot
         else:
-            c += n
-        counts[item] = c
+            c = counts[slot] + n
+            counts[slot] = c
         tie = self._tie
+        ties[slot] = tie
         if self._heaped:
-            heappush(heap, c << TIE_BITS | tie)  # (names imported: no module attribute looked up per call)
+            heappush(heap, (c << TIE_BITS | tie) << bits | slot)  # (names imported: no module attribute looked up per call)
         else:
-            heap.append(c << TIE_BITS | tie)
-        items[tie] = item
+            heap.append((c << TIE_BITS | tie) << bits | slot)
         tie += 1
         if len(heap) > 4 * self.capacity + 64:  # drop the stale entries
             fresh: list[int] = []
-            items.clear()
-            for k, v in counts.items():
-                fresh.append(v << TIE_BITS | tie)
-                items[tie] = k
+            for s in slots.values():
+                ties[s] = tie
+                fresh.append((counts[s] << TIE_BITS | tie) << bits | s)
                 tie += 1
             self._heap = fresh
             self._heaped = False
@@ -165,15 +187,20 @@ class SpaceSaving:
 
     def error(self, item: Hashable) -> int:
         """How much ``item``'s count may overstate it (0 when it was counted from its first occurrence)."""
-        return self._errors.get(item, 0)
+        slot = self._slots.get(item)
+        return self._errors[slot] if slot is not None else 0
 
     def top(self, k: int) -> list[tuple[Hashable, int, int]]:
         """The ``k`` largest as (item, count, error), largest first."""
         best = heapq.nlargest(k, self.counts.items(), key=lambda kv: kv[1])
-        return [(item, count, self._errors[item]) for item, count in best]
+        return [(item, count, self.error(item)) for item, count in best]
 
     def __len__(self) -> int:
-        return len(self.counts)
+        return len(self._slots)
+
+
+# The HyperLogLog hash: 64-bit blake2b (copied, then fed one item)
+_BLAKE2B_64: Final = hashlib.blake2b(digest_size=8)
 
 
 class DistinctCounter:
@@ -213,7 +240,10 @@ class DistinctCounter:
         # the 64-bit blake2b of the item, read from its bytes (an int of 64 bits would be a
         # Python long, whose every operation is a call): the register is its top ``bits`` bits,
         # the rank the place of the first 1 bit after them (all zero: one past the last bit)
-        h = hashlib.blake2b(item, digest_size=8).digest()
+        # (a copy of a hasher made once: the constructor's keyword arguments cost more than the hash)
+        hasher = _BLAKE2B_64.copy()
+        hasher.update(item)
+        h = hasher.digest()
         b = self._bits
         idx = (h[0] << 16 | h[1] << 8 | h[2]) >> (24 - b)
         rank = 1
