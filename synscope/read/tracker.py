@@ -665,12 +665,15 @@ class Tracker:
         return conn
 
     # ----------------------------------------------------------------- segments
-    def feed(self, seg: Segment, key: FlowKey | None = None) -> Connection | None:
+    def feed(self, seg: Segment, key: FlowKey | None = None, held: Connection | None = None) -> Connection | None:
         """Attach one segment to its connection; returns the connection (the new packet record is
         its last packet), or None for a straggler of a connection already handed on (counted in
         ``stragglers``). (One value: compiled, a pair would be a new tuple per packet.)
 
-        ``key``: the segment's :func:`flow_key`, when the caller has it already.
+        ``key``: the segment's :func:`flow_key`, when the caller has it already; ``held``: the
+        connection this tracker holds for ``key`` (``table[key]``), when the caller knows it (it
+        was given for the flow before and has not been handed on since): not looked up again.
+        None: looked up.
         """
         if key is None:
             key = segment_key(seg)
@@ -680,7 +683,7 @@ class Tracker:
         flags = seg.flags
         if flags & (SYN | ACK | FIN | RST) == SYN | ACK and self._answers_earlier(key, seg):
             return None
-        conn = self.table.get(key)
+        conn = held if held is not None else self.table.get(key)
         packed = b""
         if conn is None and self.compacting and len(key) == 4 and (self.attempts or len(self.table) >= self.compact_after):
             packed = attempts.pack_key(key)
