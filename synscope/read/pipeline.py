@@ -444,10 +444,11 @@ class Pipeline(FrameSink):
         packets twice: a cooked (``-i any``) capture, loopback, or a proven copy on the flow
         (the same non-zero IP ID: a connected socket numbers its packets).
         """
-        # (the port cast, not compared as an object: compiled, the int would be boxed first; the
-        # address by identity first: the decoder hands out one bytes object per address)
+        # (the port and address cast, not compared as objects: compiled, the int would be boxed
+        # first, and an object comparison gives an object, so "forward" would be one too; the address
+        # by identity first: the decoder hands out one bytes object per address)
         src = seg.src
-        forward = cast(int, flow[1]) == seg.sport and (flow[0] is src or flow[0] == src)
+        forward = cast(int, flow[1]) == seg.sport and (flow[0] is src or cast(bytes, flow[0]) == src)
         generation = self._generation
         # the entry consume() kept for this flow is the one in _recent while the last purge kept it
         # (it kept those touched in the generation before it or later; an entry is touched only

@@ -538,8 +538,9 @@ class FlowKeys:
         """``flow_key(src, sport, dst, dport)``, the same tuple as last time for this flow if it still has its slot."""
         # the slot from a direction-free mix (sums and exclusive ors of both ends), so a flow's key is
         # found in either direction before working out which end comes first
-        src_last = src[len(src) - 1] if src else 0
-        dst_last = dst[len(dst) - 1] if dst else 0
+        # (len() tested, not the bytes: compiled, a truth test of bytes is a generic call)
+        src_last = src[len(src) - 1] if len(src) else 0
+        dst_last = dst[len(dst) - 1] if len(dst) else 0
         slot = flow_mix(sport + dport, sport ^ dport, src_last + dst_last, src_last ^ dst_last) & (FLOW_KEY_SLOTS - 1)
         keys = self._keys
         k = keys[slot]
