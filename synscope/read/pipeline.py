@@ -22,7 +22,7 @@ from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
 from synscope.read.scans import ScanWatch
-from synscope.read.tracker import CLOSED_LINGER, COMPACT_AFTER, FLOW_KEY_SLOTS, Connection, FlowKey, FlowKeys, Tracker, segment_key
+from synscope.read.tracker import CLOSED_LINGER, COMPACT_AFTER, Connection, FlowKey, FlowKeys, Tracker, segment_key
 from synscope.read.verdict import Verdict, judge
 
 # The same segment seen again this soon is the capture seeing one packet twice
@@ -251,12 +251,8 @@ class Pipeline(FrameSink):
         self._consumes = self.selection.frame_filter is None and not self.selection.hosts and not self.selection.ports
         self._fed_at = 0  # stats.frames when feed() last had a frame
         self._copy_of = 0  # frame number of the first copy, when _seen_twice says True
-        # the flow's entry _seen_twice looked at or made
+        # the flow's entry _seen_twice looked at or made (set whenever it says False)
         self._entry: _RecentSegments | None = None
-        # ... and the one it may take without looking it up (see _seen_twice): consume() keeps the
-        # entry of each flow it handled in the slot of the flow's key (FlowKeys), while the key keeps it
-        self._known: _RecentSegments | None = None
-        self._slot_entries: list[_RecentSegments | None] = [None] * FLOW_KEY_SLOTS
         self.source_index = 0  # of the file being read, for frames taken by consume()
         self._flow_keys = FlowKeys()  # the flow keys of frames taken by consume()
 
@@ -347,14 +343,7 @@ class Pipeline(FrameSink):
         seg.source_index = self.source_index
         if seg.flags & (SYN | RST) and self.scans is not None:
             self.scans.saw(seg)
-        flow_keys = self._flow_keys
-        key = flow_keys.key(seg.src, seg.sport, seg.dst, seg.dport)
-        slot = flow_keys.slot
-        # the duplicate window's entry for this flow, kept beside its key (see _seen_twice)
-        if self.dedup:
-            self._known = None if flow_keys.fresh else self._slot_entries[slot]
-        self._track(seg, key)
-        self._slot_entries[slot] = self._entry
+        self._track(seg, self._flow_keys.key(seg.src, seg.sport, seg.dst, seg.dport))
         return True
 
     def _track(self, seg: Segment, key: FlowKey) -> None:
@@ -450,13 +439,7 @@ class Pipeline(FrameSink):
         src = seg.src
         forward = cast(int, flow[1]) == seg.sport and (flow[0] is src or cast(bytes, flow[0]) == src)
         generation = self._generation
-        # the entry consume() kept for this flow is the one in _recent while the last purge kept it
-        # (it kept those touched in the generation before it or later; an entry is touched only
-        # through _recent or this way, and a flow gets a new entry only when it has none there)
-        entry = self._known
-        self._known = None
-        if entry is None or entry.generation < self._purged_at - 1:
-            entry = self._recent.get(flow)
+        entry = self._recent.get(flow)
         # an entry counts if touched in this generation of the window or the one before
         if entry is None:
             entry = _RecentSegments(forward, seg, generation)  # first packet (lately)

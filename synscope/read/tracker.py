@@ -529,10 +529,6 @@ class FlowKeys:
         # (an empty slot: a key no flow has; no len() test either, which would narrow a key to a
         # fixed-length tuple type, and compiled, that is a C struct boxed into a new tuple when returned)
         self._keys: list[FlowKey] = [(b"", -1, b"", -1)] * FLOW_KEY_SLOTS
-        # where the last key handed out lives, and whether it was made new there (the slot held
-        # another flow's key, or none): a caller may keep its own state per slot beside the key
-        self.slot = 0
-        self.fresh = True
 
     def key(self, src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
         """``flow_key(src, sport, dst, dport)``, the same tuple as last time for this flow if it still has its slot."""
@@ -545,14 +541,10 @@ class FlowKeys:
         keys = self._keys
         k = keys[slot]
         # (ports cast, not compared as objects: compiled, an int compared with an object is boxed first)
-        self.slot = slot
         if k[0] is src and k[2] is dst and cast(int, k[1]) == sport and cast(int, k[3]) == dport:
-            self.fresh = False
             return k
         if k[0] is dst and k[2] is src and cast(int, k[1]) == dport and cast(int, k[3]) == sport:
-            self.fresh = False
             return k
-        self.fresh = True
         # (declared, so compiled it is one Python tuple: a variable narrowed to a fixed-length
         # tuple type would be a C struct, boxed into a new tuple at each use)
         fresh: FlowKey = (src, sport, dst, dport) if lower_first(src, sport, dst, dport) else (dst, dport, src, sport)
