@@ -6,8 +6,8 @@
   within and outside the window, IP ID 0 and not, loopback and cooked captures, both directions,
   full histories, idle flows).
 - The pipeline hands the tracker the connection it gave for a flow last time (no second lookup
-  of the flow key), and a file read takes each flow's duplicate-window entry from beside its key
-  (no lookup at all): the reports must be those of a pipeline that looks every one up. Checked on
+  of the flow key), fed frame by frame or reading a file (Pipeline.consume): the reports must be
+  those of a pipeline that looks every one up. Checked on
   random captures with port reuse, superseded attempts, closes and sweeps, compact attempts,
   eviction, idle splits, capture copies and idle spells (the window's purges).
 """
