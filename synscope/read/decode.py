@@ -581,6 +581,8 @@ class Decoder:
         self.stats.frames += 1
         src = self._v4_address(buf, ip + IP4_SRC)
         dst = self._v4_address(buf, ip + IP4_DST)
+        # (a field's later bytes at "tcp + (TCP_SEQ + 1)": compiled, the constants in parentheses are
+        # added at build time, so each byte's offset costs one addition, not two)
         return self._segment(
             frame_no,
             ts,
@@ -588,19 +590,19 @@ class Decoder:
             offset,
             caplen,
             _PLAIN_L4,
-            ETH_HLEN + (buf[ip + IP4_TOTAL_LEN] << 8 | buf[ip + IP4_TOTAL_LEN + 1]),
+            ETH_HLEN + (buf[ip + IP4_TOTAL_LEN] << 8 | buf[ip + (IP4_TOTAL_LEN + 1)]),
             hlen,
             src,
             dst,
-            (buf[tcp + TCP_SPORT] << 8 | buf[tcp + TCP_SPORT + 1]),
-            (buf[tcp + TCP_DPORT] << 8 | buf[tcp + TCP_DPORT + 1]),
-            (buf[tcp + TCP_SEQ] << 24 | buf[tcp + TCP_SEQ + 1] << 16 | buf[tcp + TCP_SEQ + 2] << 8 | buf[tcp + TCP_SEQ + 3]),
-            (buf[tcp + TCP_ACK] << 24 | buf[tcp + TCP_ACK + 1] << 16 | buf[tcp + TCP_ACK + 2] << 8 | buf[tcp + TCP_ACK + 3]),
+            (buf[tcp + TCP_SPORT] << 8 | buf[tcp + (TCP_SPORT + 1)]),
+            (buf[tcp + TCP_DPORT] << 8 | buf[tcp + (TCP_DPORT + 1)]),
+            (buf[tcp + TCP_SEQ] << 24 | buf[tcp + (TCP_SEQ + 1)] << 16 | buf[tcp + (TCP_SEQ + 2)] << 8 | buf[tcp + (TCP_SEQ + 3)]),
+            (buf[tcp + TCP_ACK] << 24 | buf[tcp + (TCP_ACK + 1)] << 16 | buf[tcp + (TCP_ACK + 2)] << 8 | buf[tcp + (TCP_ACK + 3)]),
             buf[tcp + TCP_DOFF],
             buf[tcp + TCP_FLAGS],
-            (buf[tcp + TCP_WIN] << 8 | buf[tcp + TCP_WIN + 1]),
+            (buf[tcp + TCP_WIN] << 8 | buf[tcp + (TCP_WIN + 1)]),
             buf[ip + IP4_TTL],
-            (buf[ip + IP4_ID] << 8 | buf[ip + IP4_ID + 1]),
+            (buf[ip + IP4_ID] << 8 | buf[ip + (IP4_ID + 1)]),
             buf[ip + IP4_TOS] & ECN_MASK,
             pkttype,
             False,
@@ -920,14 +922,14 @@ def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:
     if caplen < _PLAIN_L4 + TCP_MIN_HLEN:
         return -1
     ip = o + ETH_HLEN
-    hlen = (buf[ip + IP4_MIN_HLEN + TCP_DOFF] >> 4) * 4
+    hlen = (buf[ip + (IP4_MIN_HLEN + TCP_DOFF)] >> 4) * 4
     if (
-        (buf[o + ETH_TYPE] << 8 | buf[o + ETH_TYPE + 1]) != _ETH_IPV4
+        (buf[o + ETH_TYPE] << 8 | buf[o + (ETH_TYPE + 1)]) != _ETH_IPV4
         or buf[ip] != IP4_NO_OPTIONS
         or buf[ip + IP4_PROTO] != _PROTO_TCP
-        or (buf[ip + IP4_FRAG] << 8 | buf[ip + IP4_FRAG + 1]) & (IP4_MORE_FRAGMENTS | IP4_OFFSET_MASK)
+        or (buf[ip + IP4_FRAG] << 8 | buf[ip + (IP4_FRAG + 1)]) & (IP4_MORE_FRAGMENTS | IP4_OFFSET_MASK)
         or hlen < TCP_MIN_HLEN
-        or hlen + IP4_MIN_HLEN > (buf[ip + IP4_TOTAL_LEN] << 8 | buf[ip + IP4_TOTAL_LEN + 1])
+        or hlen + IP4_MIN_HLEN > (buf[ip + IP4_TOTAL_LEN] << 8 | buf[ip + (IP4_TOTAL_LEN + 1)])
     ):
         return -1
     return hlen

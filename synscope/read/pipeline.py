@@ -146,36 +146,44 @@ class Selection:
 
 
 class _RecentSegments:
-    """One direction's segments seen lately on a flow, for duplicate detection."""
+    """One direction's segments seen lately on a flow, for duplicate detection.
 
-    __slots__ = ("forward", "segments", "options", "generation", "proven")
+    ``segments[:count]`` and ``options[:count]`` are the ones remembered: the lists keep
+    DUPLICATE_HISTORY slots, so starting over sets ``count`` alone (no list is cleared or grown
+    per packet; a slot past ``count`` still refers to an old segment until it is written again).
+    """
+
+    __slots__ = ("forward", "segments", "options", "count", "generation", "proven", "conn")
 
     def __init__(self, forward: bool, seg: Segment, generation: int) -> None:
         self.forward = forward
-        self.segments: list[Segment] = [seg]
+        self.segments: list[Segment] = [seg] * DUPLICATE_HISTORY
         # their TCP options as captured (the analyser drops a segment's options once it is done)
-        self.options: list[bytes] = [seg.raw_options]
+        self.options: list[bytes] = [seg.raw_options] * DUPLICATE_HISTORY
+        self.count = 1
         self.generation = generation  # of the duplicate window when last touched (see _seen_twice)
         # a copy of this flow's packets was proven (same non-zero IP ID): it is captured twice
         self.proven = False
+        # the connection the tracker last gave for this flow (see Pipeline._track); None: look it up
+        self.conn: Connection | None = None
 
     def restart(self, forward: bool, seg: Segment, generation: int) -> None:
         """Start over as a new entry would (an expired one is reused: no object, no lists made)."""
         self.forward = forward
-        self.segments.clear()
-        self.segments.append(seg)
-        self.options.clear()
-        self.options.append(seg.raw_options)
+        self.segments[0] = seg
+        self.options[0] = seg.raw_options
+        self.count = 1
         self.generation = generation
         self.proven = False
 
     def add(self, seg: Segment) -> None:
         """Remember one more segment; with DUPLICATE_HISTORY of them, only this one."""
-        if len(self.segments) >= DUPLICATE_HISTORY:
-            self.segments.clear()
-            self.options.clear()
-        self.segments.append(seg)
-        self.options.append(seg.raw_options)
+        count = self.count
+        if count >= DUPLICATE_HISTORY:
+            count = 0
+        self.segments[count] = seg
+        self.options[count] = seg.raw_options
+        self.count = count + 1
 
 
 def _copies_expected(seg: Segment) -> bool:
@@ -243,6 +251,8 @@ class Pipeline(FrameSink):
         self._consumes = self.selection.frame_filter is None and not self.selection.hosts and not self.selection.ports
         self._fed_at = 0  # stats.frames when feed() last had a frame
         self._copy_of = 0  # frame number of the first copy, when _seen_twice says True
+        # the flow's entry _seen_twice looked at or made (set whenever it says False)
+        self._entry: _RecentSegments | None = None
         self.source_index = 0  # of the file being read, for frames taken by consume()
         self._flow_keys = FlowKeys()  # the flow keys of frames taken by consume()
 
@@ -354,13 +364,25 @@ class Pipeline(FrameSink):
 
     def _track(self, seg: Segment, key: FlowKey) -> None:
         """A segment of this worker's connections: duplicate check, tracking, analysis."""
-        if self.dedup and self._seen_twice(seg, key):
-            self.stats.duplicates += 1
-            conn = self.tracker.held(key)
-            if conn is not None:  # listed with its connection, not analysed
-                conn.add_duplicate(seg, self._copy_of)
-            return
-        conn = self.tracker.feed(seg, key)
+        entry: _RecentSegments | None = None
+        if self.dedup:
+            if self._seen_twice(seg, key):
+                self.stats.duplicates += 1
+                conn = self.tracker.held(key)
+                if conn is not None:  # listed with its connection, not analysed
+                    conn.add_duplicate(seg, self._copy_of)
+                return
+            entry = self._entry
+        # the flow's connection as the tracker gave it last time, while it is still held (never
+        # handed on: retired_at unset): the tracker need not hash the key again to find it
+        held = None
+        if entry is not None:
+            held = entry.conn
+            if held is not None and held.retired_at != 0:
+                held = None
+        conn = self.tracker.feed(seg, key, held)
+        if entry is not None:
+            entry.conn = conn
         if conn is None:  # a late packet of a connection already handed on: counted
             return
         self.analyser.on_packet(conn, conn.packets[-1])
@@ -427,28 +449,35 @@ class Pipeline(FrameSink):
         packets twice: a cooked (``-i any``) capture, loopback, or a proven copy on the flow
         (the same non-zero IP ID: a connected socket numbers its packets).
         """
-        # (the port cast, not compared as an object: compiled, the int would be boxed first)
-        forward = cast(int, flow[1]) == seg.sport and flow[0] == seg.src
+        # (the port and address cast, not compared as objects: compiled, the int would be boxed
+        # first, and an object comparison gives an object, so "forward" would be one too; the address
+        # by identity first: the decoder hands out one bytes object per address)
+        src = seg.src
+        forward = cast(int, flow[1]) == seg.sport and (flow[0] is src or cast(bytes, flow[0]) == src)
         generation = self._generation
         entry = self._recent.get(flow)
         # an entry counts if touched in this generation of the window or the one before
         if entry is None:
-            self._recent[flow] = _RecentSegments(forward, seg, generation)  # first packet (lately)
+            entry = _RecentSegments(forward, seg, generation)  # first packet (lately)
+            self._recent[flow] = entry
+            self._entry = entry
             return False
+        self._entry = entry
         if entry.generation < generation - 1:
             entry.restart(forward, seg, generation)  # first packet lately (its entry not purged yet)
             return False
         entry.generation = generation
         if entry.forward != forward:  # the other side spoke: start over
             entry.forward = forward
-            entry.segments.clear()
-            entry.options.clear()
-            entry.add(seg)
+            entry.segments[0] = seg
+            entry.options[0] = seg.raw_options
+            entry.count = 1
             return False
         segments = entry.segments
         options = entry.options
+        count = entry.count
         # the same segment: ports (the flow), seq, ack, flags, length, window, IP ID and options
-        for i in range(len(segments)):
+        for i in range(count):
             prev = segments[i]
             if (
                 prev.seq == seg.seq
@@ -471,7 +500,7 @@ class Pipeline(FrameSink):
                     # no sign of recording packets twice: two packets that happen to match
                     segments[i] = seg
                     return False
-                if len(segments) < DUPLICATE_HISTORY:
+                if count < DUPLICATE_HISTORY:
                     segments[i] = seg  # the same one again, later: remembered from now
                     return False
                 break  # (a full history starts over with it, as with any other)

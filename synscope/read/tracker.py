@@ -537,19 +537,22 @@ class FlowKeys:
 
     def key(self, src: bytes, sport: int, dst: bytes, dport: int) -> FlowKey:
         """``flow_key(src, sport, dst, dport)``, the same tuple as last time for this flow if it still has its slot."""
-        if lower_first(src, sport, dst, dport):
-            lo, lo_port, hi, hi_port = src, sport, dst, dport
-        else:
-            lo, lo_port, hi, hi_port = dst, dport, src, sport
-        slot = flow_mix(lo_port, hi_port, lo[len(lo) - 1] if lo else 0, hi[len(hi) - 1] if hi else 0) & (FLOW_KEY_SLOTS - 1)
+        # the slot from a direction-free mix (sums and exclusive ors of both ends), so a flow's key is
+        # found in either direction before working out which end comes first
+        # (len() tested, not the bytes: compiled, a truth test of bytes is a generic call)
+        src_last = src[len(src) - 1] if len(src) else 0
+        dst_last = dst[len(dst) - 1] if len(dst) else 0
+        slot = flow_mix(sport + dport, sport ^ dport, src_last + dst_last, src_last ^ dst_last) & (FLOW_KEY_SLOTS - 1)
         keys = self._keys
         k = keys[slot]
         # (ports cast, not compared as objects: compiled, an int compared with an object is boxed first)
-        if k[0] is lo and k[2] is hi and cast(int, k[1]) == lo_port and cast(int, k[3]) == hi_port:
+        if k[0] is src and k[2] is dst and cast(int, k[1]) == sport and cast(int, k[3]) == dport:
+            return k
+        if k[0] is dst and k[2] is src and cast(int, k[1]) == dport and cast(int, k[3]) == sport:
             return k
         # (declared, so compiled it is one Python tuple: a variable narrowed to a fixed-length
         # tuple type would be a C struct, boxed into a new tuple at each use)
-        fresh: FlowKey = (lo, lo_port, hi, hi_port)
+        fresh: FlowKey = (src, sport, dst, dport) if lower_first(src, sport, dst, dport) else (dst, dport, src, sport)
         keys[slot] = fresh
         return fresh
 
@@ -668,12 +671,15 @@ class Tracker:
         return conn
 
     # ----------------------------------------------------------------- segments
-    def feed(self, seg: Segment, key: FlowKey | None = None) -> Connection | None:
+    def feed(self, seg: Segment, key: FlowKey | None = None, held: Connection | None = None) -> Connection | None:
         """Attach one segment to its connection; returns the connection (the new packet record is
         its last packet), or None for a straggler of a connection already handed on (counted in
         ``stragglers``). (One value: compiled, a pair would be a new tuple per packet.)
 
-        ``key``: the segment's :func:`flow_key`, when the caller has it already.
+        ``key``: the segment's :func:`flow_key`, when the caller has it already; ``held``: the
+        connection this tracker holds for ``key`` (``table[key]``), when the caller knows it (it
+        was given for the flow before and has not been handed on since): not looked up again.
+        None: looked up.
         """
         if key is None:
             key = segment_key(seg)
@@ -683,7 +689,7 @@ class Tracker:
         flags = seg.flags
         if flags & (SYN | ACK | FIN | RST) == SYN | ACK and self._answers_earlier(key, seg):
             return None
-        conn = self.table.get(key)
+        conn = held if held is not None else self.table.get(key)
         packed = b""
         if conn is None and self.compacting and len(key) == 4 and (self.attempts or len(self.table) >= self.compact_after):
             packed = attempts.pack_key(key)

@@ -308,7 +308,7 @@ class Analyser:
                 dsack = dsack_block(seg.ack, first_sack_blocks(seg.raw_options))
                 if dsack is not None:
                     state.loss[1 - d].on_dsack(dsack[0], dsack[1])
-        if not flags & SYN and seg.raw_options and not may_hold_sack(seg.raw_options):
+        if not flags & SYN and len(seg.raw_options) and not may_hold_sack(seg.raw_options):  # (len(): see FlowKeys.key)
             # only SYN options and SACK blocks are shown later; dropping the rest (NOP NOP TS)
             # saves a bytes object per packet
             seg.raw_options = b""
