@@ -74,3 +74,5 @@ def test_reset_midstream_names_the_side_that_reset() -> None:
     assert (f"RST from the {who}", (t["observed"]["first_rst"]["frame"],)) in [(e.fact, e.frames) for e in v.evidence]
     assert v.next_step.startswith(f"Check the {who} application's logs")
     assert f"RST from {who}" in notes(r)[t["observed"]["first_rst"]["frame"]]
+    # the abort the application really made is among the causes offered
+    assert "SO_LINGER {1, 0}" in t["applications"][who]["closed_with"] and "SO_LINGER 0" in v.explanation

@@ -1269,7 +1269,7 @@ def _reset_context(conn: Connection, by_client: bool, rst_ts: float, forged: tup
         if pkt.seg.length and pkt.seg.ts <= rst_ts:
             last_data = pkt
     if last_data is not None and rst_ts - last_data.seg.ts < 0.5:
-        why = f"Data was still flowing. {hedge(POSSIBLE)}an application closing with unread data, a crash, or a middlebox cutting it."
+        why = f"Data was still flowing. {hedge(POSSIBLE)}an application closing with unread data or with SO_LINGER 0, a crash, or a middlebox cutting it."
     else:
         why = f"The connection was idle before it. {hedge(POSSIBLE)}an application abort (SO_LINGER 0), a crash, or an idle timeout on a firewall or NAT."
     if conn.client.fin_ts is None and conn.server.fin_ts is None:
