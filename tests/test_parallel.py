@@ -268,9 +268,11 @@ for workers in (2, 3):
         split.close()
     # what the parent keeps to number connections is bounded by the workers' tables, not the file.
     # With several files out of time order a worker's releases reach the parent late (merged in time
-    # order, behind connections of another file): up to a table more. Measured: 6 with every
-    # bundled capture, still 6 with ports-narrow.pcap (five 4-tuples reused 30 times) read 3 more times
-    assert split.most_nameable <= 2 * tracker.MAX_RECENT_CLOSED, split.most_nameable
+    # order, behind connections of another file): up to a table more, and which worker gets which
+    # reused 4-tuples moves it by a few. Measured: 6 with every bundled capture with connections
+    # hashed to workers, 8 (2 workers) and 7 (3) with them dealt by load (Pipeline._tracks); the
+    # same with ports-narrow.pcap (five 4-tuples reused 30 times) read 3 more times
+    assert split.most_nameable <= 3 * tracker.MAX_RECENT_CLOSED, split.most_nameable
     assert not any(split._ids) and not any(split._unnumbered) and not any(split._released_early)
     print(split.checked, split.reused)
 """

@@ -58,6 +58,8 @@ PURGE_GENERATIONS: Final = 64
 # decoded: exactly the messages the decoder reads (one definition, synscope.core.icmp)
 ICMP_ERRORS_FILTER: Final = icmp_capture_filter()
 ETHERNET: Final = 1
+# A split run deals out connections by the 16 bits of flow_mix of their 4-tuple: this many buckets
+SHARD_BUCKETS: Final = 1 << 16
 # A failed attempt followed this soon by another to the same server port may be an application retry
 RETRY_WINDOW: Final = 120.0
 # ... but only if the next attempt came at least this long after the failure: a client that
@@ -243,9 +245,12 @@ class Pipeline(FrameSink):
         self._icmp_filter: FrameFilter | None = None
         self._quote_decoder: Decoder | None = None
         self.source_names: list[str] = []
-        # a split run (see share()): this worker's index and the number of workers (0: no split)
+        # a split run (see share()): this worker's index and the number of workers (0: no split);
+        # which worker each flow_mix bucket was dealt to (-1: none yet), frames dealt to each worker
         self._shard_index = 0
         self._shard_count = 0
+        self._bucket_worker: list[int] = []
+        self._shard_frames: list[int] = []
         # consume() takes frames from a reader: not with --filter, --host or --port (it would
         # have to apply them to frames it never makes RawFrames, or never decodes)
         self._consumes = self.selection.frame_filter is None and not self.selection.hosts and not self.selection.ports
@@ -282,12 +287,12 @@ class Pipeline(FrameSink):
             if item.flags & (SYN | RST) and self.scans is not None:  # (every worker: before the shard test)
                 self.scans.saw(item)
             key = segment_key(item)
-            if workers and shard_of(key, workers) != self._shard_index:
+            if workers and not self._tracks(shard_mix(key)):
                 return
             self._track(item, key)
         else:
             item.source_index = source_index
-            if workers and shard_of(segment_key(item), workers) != self._shard_index:
+            if workers and not self._tracks(shard_mix(segment_key(item))):
                 return
             self.tracker.attach_icmp(item)
 
@@ -328,13 +333,16 @@ class Pipeline(FrameSink):
             mix = plain_tcp_flow_mix(buf, offset, caplen)
             if mix < 0:
                 return False
-            if mix % workers != self._shard_index:
+            if not self._tracks(mix):
                 self._count_frame(ts)
                 self.decoder.count_passed(buf, offset, caplen)
                 self._clock_tick(ts, True)
                 if buf[offset + ETH_HLEN + IP4_MIN_HLEN + TCP_FLAGS] & (SYN | RST) and self.scans is not None:
                     self._scan_passed(buf, offset + ETH_HLEN, ts, frame)  # (every worker sees every one)
                 return True
+        # (declines exactly the frames plain_tcp_flow_mix declines, one test for both: a frame
+        # dealt above is never handed to feed() to be dealt again, which would put this worker's
+        # count of dealt frames apart from the others')
         seg = self.decoder.decode_plain(buf, offset, caplen, frame, ts, pkttype)
         if seg is None:
             return False
@@ -426,9 +434,33 @@ class Pipeline(FrameSink):
         self._purged_at = self._generation
 
     def share(self, index: int, workers: int) -> None:
-        """Track only the connections whose flow_key hashes to worker ``index`` of ``workers``
-        (a split run)."""
+        """Track only the connections dealt to worker ``index`` of ``workers`` (a split run; see
+        :meth:`_tracks`)."""
         self._shard_index, self._shard_count = index, workers
+        self._bucket_worker = [-1] * SHARD_BUCKETS
+        self._shard_frames = [0] * workers
+
+    def _tracks(self, mix: int) -> bool:
+        """Does this worker track the connections whose 4-tuple mixes to ``mix`` (:func:`shard_mix`)?
+
+        Each of the SHARD_BUCKETS values of ``mix`` is dealt, at its first frame, to the worker
+        that has been dealt the fewest frames so far, and stays with it (a 4-tuple's connections,
+        its reuses and ICMP errors quoting it stay in one worker). Every worker sees every frame
+        that gets here, in the same order, so all deal alike with no word between them. Dealt by
+        ``mix % workers`` instead, a few long flows decided the split: big.pcap's 8 bulk flows put
+        61 % of its frames on one of two workers, which then ran a sixth longer than the other.
+        """
+        buckets = self._bucket_worker
+        worker = buckets[mix]
+        frames = self._shard_frames
+        if worker < 0:
+            worker = 0
+            for w in range(1, len(frames)):
+                if frames[w] < frames[worker]:
+                    worker = w
+            buckets[mix] = worker
+        frames[worker] += 1
+        return worker == self._shard_index
 
     def _seen_twice(self, seg: Segment, flow: FlowKey) -> bool:
         """The same segment again within DUPLICATE_WINDOW, with nothing from the other side
@@ -676,11 +708,11 @@ def link_sentences(report: ConnReport) -> str:
     return " ".join(out)
 
 
-def shard_of(key: FlowKey, workers: int) -> int:
-    """Which worker of a split run tracks the connections of this flow_key (stable across processes):
-    by the 4-tuple alone, so both directions of a tunnelled flow (whose outer headers differ) and the
+def shard_mix(key: FlowKey) -> int:
+    """The bucket a split run deals the connections of this flow_key by (``Pipeline._tracks``): by
+    the 4-tuple alone, so both directions of a tunnelled flow (whose outer headers differ) and the
     frames passed over undecoded (plain_tcp_flow_mix) agree."""
-    return flow_mix(key[1], key[3], key[0][-1], key[2][-1]) % workers
+    return flow_mix(key[1], key[3], key[0][-1], key[2][-1])
 
 
 def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFrame]:

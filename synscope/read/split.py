@@ -1,7 +1,7 @@
 """``read`` on several cores: workers split the connections, the parent merges.
 
 Every worker reads the whole input but decodes, tracks and analyses only the
-connections whose 4-tuple hashes to it (:func:`synscope.read.pipeline.shard_of`),
+connections dealt to it by their 4-tuple (``Pipeline._tracks``),
 and renders their JSON; the usual frames of other workers' connections are
 passed over undecoded (``Pipeline.consume``). For the text view a worker sends what
 the parent's end-of-run summary counts of each connection instead (a :class:`TextShare`
