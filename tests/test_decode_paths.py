@@ -14,8 +14,9 @@ import struct
 
 import pytest
 
-from synscope.core.model import RawFrame, Segment, flow_mix
+from synscope.core.model import RawFrame, Segment
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
+from synscope.read.pipeline import shard_mix
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import flow_key
 from tests.craft import ACK, PSH, SYN, ether, ipv4, ipv4_tcp, tcp_options
@@ -94,7 +95,7 @@ def test_fast_and_general_paths_read_the_same_fields(source: str) -> None:
         for name in FIELDS:
             assert getattr(fast, name) == getattr(slow, name), f"frame {frame.frame}: {name}"
         key = flow_key(slow.src, slow.sport, slow.dst, slow.dport)
-        assert plain_tcp_flow_mix(data, 0, len(data)) == flow_mix(key[1], key[3], key[0][-1], key[2][-1])
+        assert plain_tcp_flow_mix(data, 0, len(data)) == shard_mix(key)
     # most bundled frames are the usual kind; of the crafted ones, all but the IP-options one
     assert fast_decoded >= (1000 if source == "bundled" else 3)
 

@@ -40,11 +40,18 @@ def flag_string(flags: int) -> str:
 
 
 def flow_mix(low_port: int, high_port: int, low_last: int, high_last: int) -> int:
-    """A 16-bit hash of a direction-free 4-tuple (ports, last address bytes, the lower
-    (address, port) first): which worker of a split run tracks its connections."""
+    """A 16-bit hash of four numbers of a 4-tuple (ports, last address bytes)."""
     # multiplied, not summed: Linux gives connect() even ports, so parities alone split badly;
     # factors under 2**30, which compiled code multiplies natively (larger ones go through PyLong)
     return ((low_port * 0x1E3779B1 + high_port * 0x05EBCA77 + low_last * 0x02B2AE3D + high_last * 0x27D4EB2F) & 0xFFFFFFFF) >> 16
+
+
+def ends_mix(port_a: int, port_b: int, last_a: int, last_b: int) -> int:
+    """:func:`flow_mix` of a 4-tuple's two ends (port, last byte of the address) in either order:
+    the bucket a split run deals the 4-tuple's connections by. Exclusive or first and sum second,
+    the other way round from the tracker's FlowKeys slot, so a worker's buckets do not pick its
+    slots."""
+    return flow_mix(port_a ^ port_b, port_a + port_b, last_a ^ last_b, last_a + last_b)
 
 
 class FrameSink:

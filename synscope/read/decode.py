@@ -45,7 +45,7 @@ from synscope.core.headers import (
     TCP_WIN,
 )
 from synscope.core.icmp import V4_FRAG_NEEDED, V4_UNREACH, V6_PACKET_TOO_BIG, quotes_tcp
-from synscope.core.model import CSUM_BAD, CSUM_GOOD, CSUM_PARTIAL, DecodeStats, IcmpError, RawFrame, Segment, flow_mix
+from synscope.core.model import CSUM_BAD, CSUM_GOOD, CSUM_PARTIAL, DecodeStats, IcmpError, RawFrame, Segment, ends_mix
 
 _U16: Final = struct.Struct("!H")
 _U16_LE: Final = struct.Struct("<H")
@@ -936,23 +936,20 @@ def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:
 
 
 def plain_tcp_flow_mix(buf: bytes, offset: int, caplen: int) -> int:
-    """:func:`~synscope.core.model.flow_mix` of the 4-tuple of an Ethernet frame that
+    """:func:`~synscope.read.pipeline.shard_mix` of the 4-tuple of an Ethernet frame that
     :meth:`Decoder.decode_plain` decodes, read without decoding it; -1 for any other frame.
 
-    It runs for every frame a worker of a split run passes over: the bytes it needs are read
-    where they lie, addresses as integers, nothing built.
+    It runs for every frame a worker of a split run passes over: only the bytes it needs are
+    read where they lie (the ports and the last byte of each address: the mix takes the ends in
+    either order, so neither address is read whole to put them in order), nothing built.
     """
     if _plain_tcp_header(buf, offset, caplen) < 0:
         return -1
     ip = offset + ETH_HLEN
-    src = buf[ip + IP4_SRC] << 24 | buf[ip + IP4_SRC + 1] << 16 | buf[ip + IP4_SRC + 2] << 8 | buf[ip + IP4_SRC + 3]
-    dst = buf[ip + IP4_DST] << 24 | buf[ip + IP4_DST + 1] << 16 | buf[ip + IP4_DST + 2] << 8 | buf[ip + IP4_DST + 3]
     tcp = ip + IP4_MIN_HLEN
     sport = buf[tcp + TCP_SPORT] << 8 | buf[tcp + TCP_SPORT + 1]
     dport = buf[tcp + TCP_DPORT] << 8 | buf[tcp + TCP_DPORT + 1]
-    if src < dst or (src == dst and sport <= dport):  # flow_key's order: big-endian ints compare as the bytes do
-        return flow_mix(sport, dport, src & 0xFF, dst & 0xFF)
-    return flow_mix(dport, sport, dst & 0xFF, src & 0xFF)
+    return ends_mix(sport, dport, buf[ip + IP4_SRC + 3], buf[ip + IP4_DST + 3])
 
 
 def _skip_v6_ext(data: bytes, off: int, nxt: int) -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ from typing import Final, cast
 from synscope.capture.bpf import FrameFilter
 from synscope.core.headers import ETH_HLEN, IP4_DST, IP4_MIN_HLEN, IP4_SRC, IP4_TTL, TCP_DPORT, TCP_FLAGS, TCP_SPORT
 from synscope.core.icmp import capture_filter as icmp_capture_filter
-from synscope.core.model import RST, SYN, FrameSink, IcmpError, RawFrame, Segment, flow_mix
+from synscope.core.model import RST, SYN, FrameSink, IcmpError, RawFrame, Segment, ends_mix
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
 from synscope.read.decode import Decoder, plain_tcp_flow_mix
@@ -58,7 +58,7 @@ PURGE_GENERATIONS: Final = 64
 # decoded: exactly the messages the decoder reads (one definition, synscope.core.icmp)
 ICMP_ERRORS_FILTER: Final = icmp_capture_filter()
 ETHERNET: Final = 1
-# A split run deals out connections by the 16 bits of flow_mix of their 4-tuple: this many buckets
+# A split run deals out connections by the 16 bits of shard_mix of their 4-tuple: this many buckets
 SHARD_BUCKETS: Final = 1 << 16
 # A failed attempt followed this soon by another to the same server port may be an application retry
 RETRY_WINDOW: Final = 120.0
@@ -246,7 +246,7 @@ class Pipeline(FrameSink):
         self._quote_decoder: Decoder | None = None
         self.source_names: list[str] = []
         # a split run (see share()): this worker's index and the number of workers (0: no split);
-        # which worker each flow_mix bucket was dealt to (-1: none yet), frames dealt to each worker
+        # which worker each shard_mix bucket was dealt to (-1: none yet), frames dealt to each worker
         self._shard_index = 0
         self._shard_count = 0
         self._bucket_worker: list[int] = []
@@ -712,7 +712,7 @@ def shard_mix(key: FlowKey) -> int:
     """The bucket a split run deals the connections of this flow_key by (``Pipeline._tracks``): by
     the 4-tuple alone, so both directions of a tunnelled flow (whose outer headers differ) and the
     frames passed over undecoded (plain_tcp_flow_mix) agree."""
-    return flow_mix(key[1], key[3], key[0][-1], key[2][-1])
+    return ends_mix(key[1], key[3], key[0][-1], key[2][-1])
 
 
 def time_ordered(frames: Iterable[RawFrame], stats: RunStats) -> Iterator[RawFrame]:
