@@ -147,6 +147,15 @@ class Selection:
         return not (self.ports and item.sport not in self.ports and item.dport not in self.ports)
 
 
+class _Dealt:
+    """Frames dealt to one worker of a split run (see ``Pipeline._tracks``). A native count in an
+    object, not an int in a list: compiled, the count is added to in place, where a list's int
+    is unboxed, added to and boxed anew on every frame."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+
 class _RecentSegments:
     """One direction's segments seen lately on a flow, for duplicate detection.
 
@@ -250,7 +259,7 @@ class Pipeline(FrameSink):
         self._shard_index = 0
         self._shard_count = 0
         self._bucket_worker: list[int] = []
-        self._shard_frames: list[int] = []
+        self._shard_frames: list[_Dealt] = []
         # consume() takes frames from a reader: not with --filter, --host or --port (it would
         # have to apply them to frames it never makes RawFrames, or never decodes)
         self._consumes = self.selection.frame_filter is None and not self.selection.hosts and not self.selection.ports
@@ -438,7 +447,7 @@ class Pipeline(FrameSink):
         :meth:`_tracks`)."""
         self._shard_index, self._shard_count = index, workers
         self._bucket_worker = [-1] * SHARD_BUCKETS
-        self._shard_frames = [0] * workers
+        self._shard_frames = [_Dealt() for _ in range(workers)]
 
     def _tracks(self, mix: int) -> bool:
         """Does this worker track the connections whose 4-tuple mixes to ``mix`` (:func:`shard_mix`)?
@@ -452,14 +461,14 @@ class Pipeline(FrameSink):
         """
         buckets = self._bucket_worker
         worker = buckets[mix]
-        frames = self._shard_frames
+        dealt = self._shard_frames
         if worker < 0:
             worker = 0
-            for w in range(1, len(frames)):
-                if frames[w] < frames[worker]:
+            for w in range(1, len(dealt)):
+                if dealt[w].frames < dealt[worker].frames:
                     worker = w
             buckets[mix] = worker
-        frames[worker] += 1
+        dealt[worker].frames += 1
         return worker == self._shard_index
 
     def _seen_twice(self, seg: Segment, flow: FlowKey) -> bool:
