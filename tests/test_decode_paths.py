@@ -15,7 +15,7 @@ import struct
 import pytest
 
 from synscope.core.model import RawFrame, Segment
-from synscope.read.decode import Decoder, plain_tcp_flow_mix
+from synscope.read.decode import Decoder, plain_tcp_header, plain_tcp_mix
 from synscope.read.pipeline import shard_mix
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import flow_key
@@ -95,7 +95,7 @@ def test_fast_and_general_paths_read_the_same_fields(source: str) -> None:
         for name in FIELDS:
             assert getattr(fast, name) == getattr(slow, name), f"frame {frame.frame}: {name}"
         key = flow_key(slow.src, slow.sport, slow.dst, slow.dport)
-        assert plain_tcp_flow_mix(data, 0, len(data)) == shard_mix(key)
+        assert plain_tcp_header(data, 0, len(data)) >= 0 and plain_tcp_mix(data, 0) == shard_mix(key)
     # most bundled frames are the usual kind; of the crafted ones, all but the IP-options one
     assert fast_decoded >= (1000 if source == "bundled" else 3)
 
@@ -104,6 +104,6 @@ def test_frames_the_fast_path_passes_over_are_decoded_in_general() -> None:
     """IPv4 options (or anything else unusual) leave the fast path, and the general path takes them."""
     frame = _crafted_frames()[2]
     assert Decoder().decode_plain(frame.data, 0, len(frame.data), 1, 0.0, -1) is None
-    assert plain_tcp_flow_mix(frame.data, 0, len(frame.data)) == -1
+    assert plain_tcp_header(frame.data, 0, len(frame.data)) == -1
     seg = Decoder().decode(frame)
     assert isinstance(seg, Segment) and (seg.sport, seg.dport, seg.seq, seg.ack) == (40002, 80, 7, 8)

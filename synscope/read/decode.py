@@ -67,7 +67,7 @@ _V6_EXT: Final = frozenset({0, 43, 60, 135, 139, 140})
 _V6_FRAG: Final = 44
 _V6_AH: Final = 51
 _NULL_AF_INET6: Final = frozenset({10, 24, 28, 30})
-# where TCP starts in the usual frame (Ethernet, IPv4 without options): see _plain_tcp_header
+# where TCP starts in the usual frame (Ethernet, IPv4 without options): see plain_tcp_header
 _PLAIN_L4: Final = ETH_HLEN + IP4_MIN_HLEN
 # segments whose checksums are always verified (the rest with --verify-checksums)
 _CONTROL: Final = 0x07  # SYN, FIN, RST
@@ -565,17 +565,18 @@ class Decoder:
             encap = self._encaps[description] = Encap(key, description)
         return encap
 
-    def decode_plain(self, buf: bytes, offset: int, caplen: int, frame_no: int, ts: float, pkttype: int) -> Segment | None:
-        """The usual frame (see :func:`_plain_tcp_header`) decoded from ``buf[offset:offset +
+    def decode_plain(self, buf: bytes, offset: int, caplen: int, frame_no: int, ts: float, pkttype: int, hlen: int = -1) -> Segment | None:
+        """The usual frame (see :func:`plain_tcp_header`) decoded from ``buf[offset:offset +
         caplen]`` where it lies (a reader's buffer, or a frame's bytes); None, with nothing
         counted, for any other frame (:meth:`decode` takes those).
 
         Fields are read byte by byte: compiled, that is a few native operations each, where a
         ``struct`` unpack makes an object of every field (and of the tuple).
         """
-        hlen = _plain_tcp_header(buf, offset, caplen)
-        if hlen < 0:
-            return None
+        if hlen < 0:  # (``hlen``: plain_tcp_header's answer, when the caller has it already)
+            hlen = plain_tcp_header(buf, offset, caplen)
+            if hlen < 0:
+                return None
         ip = offset + ETH_HLEN
         tcp = ip + IP4_MIN_HLEN
         self.stats.frames += 1
@@ -632,7 +633,7 @@ class Decoder:
         return intern.setdefault(address, address)
 
     def count_passed(self, buf: bytes, offset: int, caplen: int) -> None:
-        """Count a frame :func:`plain_tcp_flow_mix` read and the caller passed over, as
+        """Count a frame :func:`plain_tcp_mix` read and the caller passed over, as
         :meth:`decode` would have counted it (a TCP segment; truncated if the snaplen cut its IP packet)."""
         stats = self.stats
         stats.frames += 1
@@ -915,7 +916,7 @@ def word_sum(data: bytes, start: int, stop: int) -> int:
     return total
 
 
-def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:
+def plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:
     """The TCP header length of the usual frame at ``buf[o:o + caplen]`` -- Ethernet, IPv4
     without options, not a fragment, TCP with its whole header captured and inside the IP
     packet -- or -1 for any other frame."""
@@ -935,16 +936,14 @@ def _plain_tcp_header(buf: bytes, o: int, caplen: int) -> int:
     return hlen
 
 
-def plain_tcp_flow_mix(buf: bytes, offset: int, caplen: int) -> int:
+def plain_tcp_mix(buf: bytes, offset: int) -> int:
     """:func:`~synscope.read.pipeline.shard_mix` of the 4-tuple of an Ethernet frame that
-    :meth:`Decoder.decode_plain` decodes, read without decoding it; -1 for any other frame.
+    :func:`plain_tcp_header` accepted, read without decoding it.
 
     It runs for every frame a worker of a split run passes over: only the bytes it needs are
     read where they lie (the ports and the last byte of each address: the mix takes the ends in
     either order, so neither address is read whole to put them in order), nothing built.
     """
-    if _plain_tcp_header(buf, offset, caplen) < 0:
-        return -1
     ip = offset + ETH_HLEN
     tcp = ip + IP4_MIN_HLEN
     sport = buf[tcp + TCP_SPORT] << 8 | buf[tcp + TCP_SPORT + 1]

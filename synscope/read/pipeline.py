@@ -20,7 +20,7 @@ from synscope.core.icmp import capture_filter as icmp_capture_filter
 from synscope.core.model import RST, SYN, FrameSink, IcmpError, RawFrame, Segment, ends_mix
 from synscope.read.analysis.annotate import annotate
 from synscope.read.analysis.engine import Analyser, ConnAnalysis
-from synscope.read.decode import Decoder, plain_tcp_flow_mix
+from synscope.read.decode import Decoder, plain_tcp_header, plain_tcp_mix
 from synscope.read.scans import ScanWatch
 from synscope.read.tracker import CLOSED_LINGER, COMPACT_AFTER, Connection, FlowKey, FlowKeys, Tracker, segment_key
 from synscope.read.verdict import Verdict, judge
@@ -338,21 +338,22 @@ class Pipeline(FrameSink):
         if stats.frames - self._fed_at >= CHECKPOINT - 1:
             return False
         workers = self._shard_count
+        hlen = -1
         if workers:
-            mix = plain_tcp_flow_mix(buf, offset, caplen)
-            if mix < 0:
+            hlen = plain_tcp_header(buf, offset, caplen)
+            if hlen < 0:
                 return False
-            if not self._tracks(mix):
+            if not self._tracks(plain_tcp_mix(buf, offset)):
                 self._count_frame(ts)
                 self.decoder.count_passed(buf, offset, caplen)
                 self._clock_tick(ts, True)
                 if buf[offset + ETH_HLEN + IP4_MIN_HLEN + TCP_FLAGS] & (SYN | RST) and self.scans is not None:
                     self._scan_passed(buf, offset + ETH_HLEN, ts, frame)  # (every worker sees every one)
                 return True
-        # (declines exactly the frames plain_tcp_flow_mix declines, one test for both: a frame
-        # dealt above is never handed to feed() to be dealt again, which would put this worker's
-        # count of dealt frames apart from the others')
-        seg = self.decoder.decode_plain(buf, offset, caplen, frame, ts, pkttype)
+        # (with the header's length found above, it decodes every frame dealt here: none is handed
+        # to feed() to be dealt again, which would put this worker's count of dealt frames apart
+        # from the others')
+        seg = self.decoder.decode_plain(buf, offset, caplen, frame, ts, pkttype, hlen)
         if seg is None:
             return False
         self._count_frame(ts)
@@ -720,7 +721,7 @@ def link_sentences(report: ConnReport) -> str:
 def shard_mix(key: FlowKey) -> int:
     """The bucket a split run deals the connections of this flow_key by (``Pipeline._tracks``): by
     the 4-tuple alone, so both directions of a tunnelled flow (whose outer headers differ) and the
-    frames passed over undecoded (plain_tcp_flow_mix) agree."""
+    frames passed over undecoded (plain_tcp_mix) agree."""
     return ends_mix(key[1], key[3], key[0][-1], key[2][-1])
 
 
