@@ -9,7 +9,7 @@ from typing import Any, Final, TextIO
 from synscope.core.addr import fmt_ip
 from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
-from synscope.core.model import SYN, Segment, TcpOptions, flag_string
+from synscope.core.model import SYN, Segment, TcpOptions, describe_key, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
 from synscope.read.analysis.ecn import EcnFacts, negotiation
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
@@ -222,7 +222,7 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"server":{{"ip":{ip_text(server.ip)},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{start},"end":{end},'
         f'"state":{word_text(v.conn_state)},"history":{word_text(v.history)},"outcome":{word_text(v.outcome)},'
-        f'"ok":{"true" if v.ok else "false"},"verdict":{_STRING(v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{remembered_text(_SENTENCES, v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
         f'"confidence":{word_text(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{next_step},'
         f'"client_state":{word_text(r.client_state())},"server_state":{word_text(r.server_state())},'
         f'"syn_retransmissions":{_again(client.syn_count)},"synack_retransmissions":{_again(server.syn_count)},'
@@ -235,6 +235,10 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )
 
+
+# JSON text of the verdicts' explanations that recur (most connections of a capture are alike,
+# and their explanation, a few sentences long, is costly to escape); emptied when full
+_SENTENCES: Final[dict[str, str]] = {}
 
 # The "findings" member of a connection that is part of a port scan
 SCAN_FINDINGS: Final = '["port-scan"]'
@@ -451,6 +455,9 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     dir_text: str
     out = []
     flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
+    # the time's whole seconds as text (with the point), kept while the packets stay in one second
+    last_secs = -1
+    secs_text = ""
     for pkt in c.timeline():
         seg = pkt.seg
         if pkt.dir == C2S:
@@ -465,46 +472,110 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         names = analysis_texts.get(bits)
         if names is None:
             names = analysis_texts[bits] = json.dumps(flag_names(bits), separators=(",", ":"))
+        # The time, ts_text(seg.ts), in three pieces written straight into the line: for a time
+        # that is a whole number of microseconds (see _micros_text), its seconds (repeated from
+        # the packet before) and its fraction from tables, with no number converted to text
+        ts = seg.ts
+        t_ms = t_us = ""
+        micros = int(ts * 1e6 + 0.5) if _MICROS_LO <= ts < _MICROS_HI else -1
+        if micros >= 0 and micros / 1000000 == ts:
+            secs = micros // 1000000
+            if secs != last_secs:
+                last_secs = secs
+                secs_text = f"{secs}."
+            t_secs = secs_text
+            frac = micros - secs * 1000000
+            ms = frac // 1000
+            us = frac - ms * 1000
+            if us:
+                t_ms = _MS_DIGITS[ms]
+                t_us = _US_DIGITS[us]
+            else:
+                t_ms = _MS_FRACTION[ms]
+        else:
+            t_secs = ts_text(ts)
         seq = relative(seg.seq, my_base)
         ack = shown_ack(seg.ack, fl, peer_base)
         win = scaled_window(seg.win, fl, shift)
-        note = "null" if not pkt.notes else _STRING("; ".join(pkt.notes))
-        # (no !r or format spec in the f-string: compiled, those make it a str.format call)
-        text = (
-            f'{{"frame":{seg.frame},"t":{ts_text(seg.ts)},"dir":{dir_text},"flags":{flags_text},'
-            f'"seq":{seq},"ack":{ack},"len":{seg.length},"win":{win},"analysis":{names},"note":{note}'
-        )
+        notes = pkt.notes
+        note = "null" if not notes else _note_text(notes)
+        # the members most packets lack, after the note (one piece of the line: no string is
+        # copied to append them)
+        extra = ""
         if fl & SYN:
-            text += ',"options":' + _options_text(seg)
+            extra = ',"options":' + _options_text(seg)
         if pkt.dupack_num:
-            text += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
+            extra += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
         if pkt.rto is not None:
-            text += ',"rto":' + rounded_text(pkt.rto)
+            extra += ',"rto":' + rounded_text(pkt.rto)
         if pkt.in_flight is not None:
-            text += f',"in_flight":{pkt.in_flight}'
+            extra += f',"in_flight":{pkt.in_flight}'
         if pkt.duplicate_of:
-            text += f',"duplicate_of":{pkt.duplicate_of}'
-        out.append(text + "}")
+            extra += f',"duplicate_of":{pkt.duplicate_of}'
+        # (no !r or format spec in the f-string: compiled, those make it a str.format call)
+        out.append(
+            f'{{"frame":{seg.frame},"t":{t_secs}{t_ms}{t_us},"dir":{dir_text},"flags":{flags_text},'
+            f'"seq":{_count_text(seq)},"ack":{_count_text(ack)},"len":{_count_text(seg.length)},"win":{win},'
+            f'"analysis":{names},"note":{note}{extra}}}'
+        )
     return out
 
 
-# JSON text of the options of SYNs too short to hold a timestamp (a flood's crafted SYNs; a
-# timestamp makes every SYN's bytes differ), by their bytes; emptied when full
+# the text of the whole numbers below this (lengths, relative numbers early in a connection)
+# from a table: str() of an int makes a new string every time
+SMALL_COUNTS: Final = 2048
+_COUNTS: Final = tuple([str(n) for n in range(SMALL_COUNTS)])
+
+
+def _count_text(n: int) -> str:
+    """``str(n)``, from a table for small whole numbers."""
+    if 0 <= n < SMALL_COUNTS:
+        return _COUNTS[n]
+    return str(n)
+
+
+# a time's decimals after the point from its milliseconds and the microseconds beyond them:
+# three digits each, and the microseconds' without their trailing zeros (never empty: only
+# for a nonzero number of microseconds); for a whole number of milliseconds, the
+# milliseconds' digits without trailing zeros ("0" for none)
+_MS_DIGITS: Final = tuple([f"{n:03d}" for n in range(1000)])
+_US_DIGITS: Final = tuple([f"{n:03d}".rstrip("0") for n in range(1000)])
+_MS_FRACTION: Final = tuple([f"{n:03d}".rstrip("0") or "0" for n in range(1000)])
+
+# JSON text of the notes that recur (constant ones, "FIN: client closes first", and ones with
+# numbers that repeat); emptied when full
+_NOTES: Final[dict[str, str]] = {}
+
+
+def _note_text(notes: list[str]) -> str:
+    """A packet's notes joined by "; ", as a JSON string."""
+    note = notes[0] if len(notes) == 1 else "; ".join(notes)
+    return remembered_text(_NOTES, note)
+
+
+def remembered_text(table: dict[str, str], s: str) -> str:
+    """``_STRING(s)``, remembered in ``table`` (emptied when it holds MAX_WORDS strings)."""
+    text = table.get(s)
+    if text is None:
+        if len(table) >= MAX_WORDS:
+            table.clear()
+        text = table[s] = _STRING(s)
+    return text
+
+
+# JSON text of the options of SYNs, by their bytes with the timestamps' values zeroed (they make
+# every SYN's bytes differ, and the text shows only that a timestamp is there); emptied when full
 _OPTIONS_TEXT: Final[dict[bytes, str]] = {}
-# longest options remembered: MSS + window scale + SACK-permitted fit, a timestamp (10 bytes) does not
-MAX_REMEMBERED_OPTIONS: Final = 9
 
 
 def _options_text(seg: Segment) -> str:
     """The "options" member's value of a SYN: its options described, as a JSON string."""
-    raw = seg.raw_options
-    if len(raw) > MAX_REMEMBERED_OPTIONS:
-        return _STRING(seg.options.describe())
-    text = _OPTIONS_TEXT.get(raw)
+    key = describe_key(seg.raw_options)
+    text = _OPTIONS_TEXT.get(key)
     if text is None:
         if len(_OPTIONS_TEXT) >= MAX_WORDS:
             _OPTIONS_TEXT.clear()
-        text = _OPTIONS_TEXT[raw] = _STRING(seg.options.describe())
+        text = _OPTIONS_TEXT[key] = _STRING(seg.options.describe())
     return text
 
 
@@ -528,11 +599,14 @@ def _micros_text(x: float) -> str | None:
     # double nearest micros / 10**6, so that decimal is its shortest form
     if micros / 1000000 != x:
         return None
-    # one decimal conversion: from 2**23 s on, micros has 13 digits or more, the last six of them
-    # the fraction
-    digits = str(micros)
-    frac = digits[-6:].rstrip("0")
-    return digits[:-6] + "." + (frac if frac else "0")
+    # the fraction's digits from tables (see _packet_texts, which writes packet times this way)
+    secs = micros // 1000000
+    frac = micros - secs * 1000000
+    ms = frac // 1000
+    us = frac - ms * 1000
+    if us:
+        return f"{secs}.{_MS_DIGITS[ms]}{_US_DIGITS[us]}"
+    return f"{secs}.{_MS_FRACTION[ms]}"
 
 
 def ts_text(ts: float) -> str:
