@@ -168,7 +168,8 @@ def _random_time(rng: random.Random, second: int) -> float:
 @pytest.mark.parametrize("seed", range(4))
 def test_packet_members_as_the_object_writes_them(seed: int) -> None:
     """Each packet's members are written as the object's: times in and out of the microsecond
-    form, repeating seconds and new ones, small and large numbers, notes and options."""
+    form, repeating seconds and new ones, small and large numbers, repeating windows, any flags
+    and analysis, notes and options."""
     rng = random.Random(seed)
     report = _report()
     notes = [None, ["FIN: client closes first"], ["server answers 36 µs after the SYN"], ['a "quoted" note', "tab\there"], [f"dup ACK #{seed}"]]
@@ -180,5 +181,8 @@ def test_packet_members_as_the_object_writes_them(seed: int) -> None:
             seg.length = rng.choice((0, 1, 1460, 2047, 2048, 65535))
             seg.seq = rng.randrange(2**32)
             seg.ack = rng.randrange(2**32)
+            seg.flags = rng.choice((seg.flags, rng.randrange(0x200), 0x400 | SYN))  # beyond 9 bits too
+            seg.win = rng.choice((seg.win, seg.win, 0, rng.randrange(65536)))
+            pkt.analysis = rng.choice((0, 0, 1, rng.randrange(1 << 15)))
             pkt.notes = rng.choice(notes)
         _same(report)

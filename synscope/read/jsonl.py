@@ -438,8 +438,32 @@ def packets_text(r: ConnReport, absolute: bool = False) -> str:
     return ",".join(_packet_texts(r, absolute))
 
 
-_FLAGS_TEXT: Final[dict[int, str]] = {}
+# The pieces of a packet's line around its direction and flags, and around its analysis and
+# note, by what they show (the flags and direction as ``flags << 1 | is_s2c``, the analysis bits):
+# each is one piece of the line instead of four, looked up rather than written (None: not yet)
+DIR_FLAGS_SLOTS: Final = 1024  # the 9 bits of TCP flags (NS included), both directions
+_DIR_FLAGS_TEXT: Final[list[str | None]] = [None] * DIR_FLAGS_SLOTS
 _ANALYSIS_TEXT: Final[dict[int, str]] = {}
+# the analysis and the key of the note of a packet without analysis
+_NO_ANALYSIS: Final = ',"analysis":[],"note":'
+
+
+def _dir_flags_text(fl: int, s2c: int) -> str:
+    """``,"dir":…,"flags":…,"seq":``: the members between a packet's time and its sequence
+    number (``s2c``: 1 from the server, 0 from the client)."""
+    text = ',"dir":' + ('"s2c"' if s2c else '"c2s"') + ',"flags":' + json.dumps(flag_string(fl)) + ',"seq":'
+    slot = fl * 2 + s2c
+    if 0 <= slot < DIR_FLAGS_SLOTS:
+        _DIR_FLAGS_TEXT[slot] = text
+    return text
+
+
+def _analysis_text(bits: int) -> str:
+    """``,"analysis":[…],"note":``: the members between a packet's window and its note."""
+    text = _ANALYSIS_TEXT.get(bits)
+    if text is None:
+        text = _ANALYSIS_TEXT[bits] = ',"analysis":' + json.dumps(flag_names(bits), separators=(",", ":")) + ',"note":'
+    return text
 
 
 def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
@@ -452,26 +476,28 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     my_base: int
     peer_base: int
     shift: int
-    dir_text: str
     out = []
-    flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
+    dir_flags_texts = _DIR_FLAGS_TEXT
     # the time's whole seconds as text (with the point), kept while the packets stay in one second
     last_secs = -1
     secs_text = ""
+    # each direction's last window and its text: windows repeat from packet to packet
+    c_win = s_win = -1
+    c_win_text = s_win_text = ""
     for pkt in c.timeline():
         seg = pkt.seg
-        if pkt.dir == C2S:
-            my_base, peer_base, shift, dir_text = cbase, sbase, client.win_scale, '"c2s"'
+        s2c = 0 if pkt.dir == C2S else 1
+        if s2c:
+            my_base, peer_base, shift = sbase, cbase, server.win_scale
         else:
-            my_base, peer_base, shift, dir_text = sbase, cbase, server.win_scale, '"s2c"'
+            my_base, peer_base, shift = cbase, sbase, client.win_scale
         fl = seg.flags
-        flags_text = flags_texts.get(fl)
-        if flags_text is None:
-            flags_text = flags_texts[fl] = json.dumps(flag_string(fl))
+        slot = fl * 2 + s2c
+        dir_flags = dir_flags_texts[slot] if 0 <= slot < DIR_FLAGS_SLOTS else None
+        if dir_flags is None:
+            dir_flags = _dir_flags_text(fl, s2c)
         bits = pkt.analysis
-        names = analysis_texts.get(bits)
-        if names is None:
-            names = analysis_texts[bits] = json.dumps(flag_names(bits), separators=(",", ":"))
+        analysis = _NO_ANALYSIS if not bits else _analysis_text(bits)
         # The time, ts_text(seg.ts), in three pieces written straight into the line: for a time
         # that is a whole number of microseconds (see _micros_text), its seconds (repeated from
         # the packet before) and its fraction from tables, with no number converted to text
@@ -497,6 +523,14 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         seq = relative(seg.seq, my_base)
         ack = shown_ack(seg.ack, fl, peer_base)
         win = scaled_window(seg.win, fl, shift)
+        if s2c:
+            if win != s_win:
+                s_win, s_win_text = win, _count_text(win)
+            win_text = s_win_text
+        else:
+            if win != c_win:
+                c_win, c_win_text = win, _count_text(win)
+            win_text = c_win_text
         notes = pkt.notes
         note = "null" if not notes else _note_text(notes)
         # the members most packets lack, after the note (one piece of the line: no string is
@@ -513,10 +547,11 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         if pkt.duplicate_of:
             extra += f',"duplicate_of":{pkt.duplicate_of}'
         # (no !r or format spec in the f-string: compiled, those make it a str.format call)
+        # (each piece of an f-string is copied on its own: the members' keys are in the pieces
+        # looked up above)
         out.append(
-            f'{{"frame":{seg.frame},"t":{t_secs}{t_ms}{t_us},"dir":{dir_text},"flags":{flags_text},'
-            f'"seq":{_count_text(seq)},"ack":{_count_text(ack)},"len":{_count_text(seg.length)},"win":{win},'
-            f'"analysis":{names},"note":{note}{extra}}}'
+            f'{{"frame":{seg.frame},"t":{t_secs}{t_ms}{t_us}{dir_flags}{_count_text(seq)},"ack":{_count_text(ack)},'
+            f'"len":{_count_text(seg.length)},"win":{win_text}{analysis}{note}{extra}}}'
         )
     return out
 
