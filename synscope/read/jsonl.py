@@ -261,8 +261,17 @@ def ip_text(packed: bytes) -> str:
     if text is None:
         if len(_IP_TEXT) >= MAX_WORDS:
             _IP_TEXT.clear()
-        text = _IP_TEXT[packed] = '"' + fmt_ip(packed) + '"'
+        if len(packed) == 4:  # (an IPv4 address's octets from a table: fmt_ip is a call through Python)
+            octets = _OCTETS
+            text = f'"{octets[packed[0]]}.{octets[packed[1]]}.{octets[packed[2]]}.{octets[packed[3]]}"'
+        else:
+            text = '"' + fmt_ip(packed) + '"'
+        _IP_TEXT[packed] = text
     return text
+
+
+# the decimal text of the octets of an IPv4 address
+_OCTETS: Final = tuple([str(n) for n in range(256)])
 
 
 def _encap_text(encap: Encap | None) -> str:
