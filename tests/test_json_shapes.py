@@ -168,8 +168,8 @@ def _random_time(rng: random.Random, second: int) -> float:
 @pytest.mark.parametrize("seed", range(4))
 def test_packet_members_as_the_object_writes_them(seed: int) -> None:
     """Each packet's members are written as the object's: times in and out of the microsecond
-    form, repeating seconds and new ones, small and large numbers, repeating windows, any flags
-    and analysis, notes and options."""
+    form, repeating seconds and new ones, frame numbers with their thousands repeated or not,
+    small and large numbers, repeating windows, any flags and analysis, notes and options."""
     rng = random.Random(seed)
     report = _report()
     notes = [None, ["FIN: client closes first"], ["server answers 36 µs after the SYN"], ['a "quoted" note', "tab\there"], [f"dup ACK #{seed}"]]
@@ -178,6 +178,7 @@ def test_packet_members_as_the_object_writes_them(seed: int) -> None:
         for pkt in report.conn.timeline():
             seg = pkt.seg
             seg.ts = _random_time(rng, second + rng.randrange(2))
+            seg.frame = rng.choice((seg.frame, rng.randrange(1000, 1100), rng.randrange(2**20), 999_999, 1_000_000))
             seg.length = rng.choice((0, 1, 1460, 2047, 2048, 65535))
             seg.seq = rng.randrange(2**32)
             seg.ack = rng.randrange(2**32)

@@ -331,7 +331,8 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
     if opts is None:
         mss = sack = "null"
     else:
-        mss = _int_text(opts.mss)
+        mss_value = opts.mss
+        mss = "null" if mss_value is None else _count_text(mss_value)
         sack = "true" if opts.sack_permitted else "false"
     counts = lf.counts
     sent_again = bool(f.retransmitted_segments or f.retransmitted_bytes or f.fast_retransmissions or f.out_of_order or f.duplicate_acks)
@@ -344,7 +345,7 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
         throughput = float_text(f.throughput() * 8, 1)
     return (
         f'{{"isn":{_int_text(side.isn)},"next_seq":{next_seq},"highest_ack":{highest_ack},'
-        f'"mss":{mss},"win_scale":{side.win_scale if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
+        f'"mss":{mss},"win_scale":{_count_text(side.win_scale) if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
         f'"packets":{f.packets},{middle},'
         f'"zero_window_time":{float_text(f.zero_window_time)},"max_idle":{float_text(f.max_idle)},'
         f'"throughput_bps":{throughput},"rtt":{rtt_text}}}'
@@ -490,6 +491,9 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     # the time's whole seconds as text (with the point), kept while the packets stay in one second
     last_secs = -1
     secs_text = ""
+    # the thousands of the last frame number as text: a connection's frames lie close together
+    last_thousands = -1
+    thousands_text = ""
     # each direction's last window and its text: windows repeat from packet to packet
     c_win = s_win = -1
     c_win_text = s_win_text = ""
@@ -507,6 +511,17 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
             dir_flags = _dir_flags_text(fl, s2c)
         bits = pkt.analysis
         analysis = _NO_ANALYSIS if not bits else _analysis_text(bits)
+        # the frame number: its thousands (as the packet before's, mostly) and its last three digits
+        frame = seg.frame
+        if frame >= 1000:
+            thousands = frame // 1000
+            if thousands != last_thousands:
+                last_thousands, thousands_text = thousands, str(thousands)
+            f_high = thousands_text
+            f_low = _MS_DIGITS[frame - thousands * 1000]
+        else:
+            f_high = _count_text(frame)
+            f_low = ""
         # The time, ts_text(seg.ts), in three pieces written straight into the line: for a time
         # that is a whole number of microseconds (see _micros_text), its seconds (repeated from
         # the packet before) and its fraction from tables, with no number converted to text
@@ -559,7 +574,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
         # (each piece of an f-string is copied on its own: the members' keys are in the pieces
         # looked up above)
         out.append(
-            f'{{"frame":{seg.frame},"t":{t_secs}{t_ms}{t_us}{dir_flags}{_count_text(seq)},"ack":{_count_text(ack)},'
+            f'{{"frame":{f_high}{f_low},"t":{t_secs}{t_ms}{t_us}{dir_flags}{_count_text(seq)},"ack":{_count_text(ack)},'
             f'"len":{_count_text(seg.length)},"win":{win_text}{analysis}{note}{extra}}}'
         )
     return out
