@@ -703,10 +703,32 @@ def float_text(x: float, places: int = 6) -> str:
             return text if text is not None else repr(round(x, places))
         if not places:
             return fixed(x, 0) + ".0"
+        if places == 6:  # (times and durations: most of the numbers)
+            six = _six_places_text(x)
+            if six is not None:
+                return six
         text = fixed(x, places).rstrip("0")
         return text + "0" if text[-1] == "." else text
     micros = _micros_text(x) if places == 6 else None
     return micros if micros is not None else _json(round(x, places))
+
+
+def _six_places_text(x: float) -> str | None:
+    """``fixed(x, 6)`` without its trailing zeros (one kept after the point), for a nonzero x:
+    the fraction's digits from the tables of packet times, not str() of a number, a slice and
+    rstrip(); None where fixed() would fall back to format()."""
+    negative = x < 0
+    n = scaled_round(-x if negative else x, 6)
+    if n < 0:
+        return None
+    units = n // 1000000
+    frac = n - units * 1000000
+    ms = frac // 1000
+    us = frac - ms * 1000
+    sign = "-" if negative else ""
+    if us:
+        return f"{sign}{_count_text(units)}.{_MS_DIGITS[ms]}{_US_DIGITS[us]}"
+    return f"{sign}{_count_text(units)}.{_MS_FRACTION[ms]}"
 
 
 def _tiny_text(x: float, places: int) -> str | None:
