@@ -356,3 +356,32 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
     opts.unknown = tuple(unknown)
     opts.kinds = tuple(kinds)
     return opts
+
+
+# what replaces a timestamp option's values in describe_key()
+_NO_TIMESTAMPS: Final = bytes(8)
+
+
+def describe_key(raw: bytes) -> bytes:
+    """``raw`` with the values of its timestamp options zeroed: options with the same key are
+    described alike (TcpOptions.describe() shows that a timestamp is there, not its values), so
+    the description of a SYN's options can be looked up by it. The options are walked as
+    parse_tcp_options() walks them; only bytes it reads as timestamp values are zeroed."""
+    key = raw
+    i, n = 0, len(raw)
+    while i < n:
+        kind = raw[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= n:
+            break
+        olen = raw[i + 1]
+        if olen < 2 or i + olen > n:
+            break
+        if kind == 8 and olen == 10:
+            key = key[: i + 2] + _NO_TIMESTAMPS + key[i + 10 :]
+        i += olen
+    return key

@@ -9,7 +9,7 @@ from typing import Any, Final, TextIO
 from synscope.core.addr import fmt_ip
 from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
-from synscope.core.model import SYN, Segment, TcpOptions, flag_string
+from synscope.core.model import SYN, Segment, TcpOptions, describe_key, flag_string
 from synscope.core.seqnum import UNSEEN, relative, scaled_window, shown_ack
 from synscope.read.analysis.ecn import EcnFacts, negotiation
 from synscope.read.analysis.engine import ConnAnalysis, DirectionFacts
@@ -222,7 +222,7 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"server":{{"ip":{ip_text(server.ip)},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{start},"end":{end},'
         f'"state":{word_text(v.conn_state)},"history":{word_text(v.history)},"outcome":{word_text(v.outcome)},'
-        f'"ok":{"true" if v.ok else "false"},"verdict":{_STRING(v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
+        f'"ok":{"true" if v.ok else "false"},"verdict":{remembered_text(_SENTENCES, v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
         f'"confidence":{word_text(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{next_step},'
         f'"client_state":{word_text(r.client_state())},"server_state":{word_text(r.server_state())},'
         f'"syn_retransmissions":{_again(client.syn_count)},"synack_retransmissions":{_again(server.syn_count)},'
@@ -235,6 +235,10 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )
 
+
+# JSON text of the verdicts' explanations that recur (most connections of a capture are alike,
+# and their explanation, a few sentences long, is costly to escape); emptied when full
+_SENTENCES: Final[dict[str, str]] = {}
 
 # The "findings" member of a connection that is part of a port scan
 SCAN_FINDINGS: Final = '["port-scan"]'
@@ -257,8 +261,17 @@ def ip_text(packed: bytes) -> str:
     if text is None:
         if len(_IP_TEXT) >= MAX_WORDS:
             _IP_TEXT.clear()
-        text = _IP_TEXT[packed] = '"' + fmt_ip(packed) + '"'
+        if len(packed) == 4:  # (an IPv4 address's octets from a table: fmt_ip is a call through Python)
+            octets = _OCTETS
+            text = f'"{octets[packed[0]]}.{octets[packed[1]]}.{octets[packed[2]]}.{octets[packed[3]]}"'
+        else:
+            text = '"' + fmt_ip(packed) + '"'
+        _IP_TEXT[packed] = text
     return text
+
+
+# the decimal text of the octets of an IPv4 address
+_OCTETS: Final = tuple([str(n) for n in range(256)])
 
 
 def _encap_text(encap: Encap | None) -> str:
@@ -318,7 +331,8 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
     if opts is None:
         mss = sack = "null"
     else:
-        mss = _int_text(opts.mss)
+        mss_value = opts.mss
+        mss = "null" if mss_value is None else _count_text(mss_value)
         sack = "true" if opts.sack_permitted else "false"
     counts = lf.counts
     sent_again = bool(f.retransmitted_segments or f.retransmitted_bytes or f.fast_retransmissions or f.out_of_order or f.duplicate_acks)
@@ -331,7 +345,7 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
         throughput = float_text(f.throughput() * 8, 1)
     return (
         f'{{"isn":{_int_text(side.isn)},"next_seq":{next_seq},"highest_ack":{highest_ack},'
-        f'"mss":{mss},"win_scale":{side.win_scale if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
+        f'"mss":{mss},"win_scale":{_count_text(side.win_scale) if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
         f'"packets":{f.packets},{middle},'
         f'"zero_window_time":{float_text(f.zero_window_time)},"max_idle":{float_text(f.max_idle)},'
         f'"throughput_bps":{throughput},"rtt":{rtt_text}}}'
@@ -434,8 +448,32 @@ def packets_text(r: ConnReport, absolute: bool = False) -> str:
     return ",".join(_packet_texts(r, absolute))
 
 
-_FLAGS_TEXT: Final[dict[int, str]] = {}
+# The pieces of a packet's line around its direction and flags, and around its analysis and
+# note, by what they show (the flags and direction as ``flags << 1 | is_s2c``, the analysis bits):
+# each is one piece of the line instead of four, looked up rather than written (None: not yet)
+DIR_FLAGS_SLOTS: Final = 1024  # the 9 bits of TCP flags (NS included), both directions
+_DIR_FLAGS_TEXT: Final[list[str | None]] = [None] * DIR_FLAGS_SLOTS
 _ANALYSIS_TEXT: Final[dict[int, str]] = {}
+# the analysis and the key of the note of a packet without analysis
+_NO_ANALYSIS: Final = ',"analysis":[],"note":'
+
+
+def _dir_flags_text(fl: int, s2c: int) -> str:
+    """``,"dir":…,"flags":…,"seq":``: the members between a packet's time and its sequence
+    number (``s2c``: 1 from the server, 0 from the client)."""
+    text = ',"dir":' + ('"s2c"' if s2c else '"c2s"') + ',"flags":' + json.dumps(flag_string(fl)) + ',"seq":'
+    slot = fl * 2 + s2c
+    if 0 <= slot < DIR_FLAGS_SLOTS:
+        _DIR_FLAGS_TEXT[slot] = text
+    return text
+
+
+def _analysis_text(bits: int) -> str:
+    """``,"analysis":[…],"note":``: the members between a packet's window and its note."""
+    text = _ANALYSIS_TEXT.get(bits)
+    if text is None:
+        text = _ANALYSIS_TEXT[bits] = ',"analysis":' + json.dumps(flag_names(bits), separators=(",", ":")) + ',"note":'
+    return text
 
 
 def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
@@ -448,63 +486,155 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
     my_base: int
     peer_base: int
     shift: int
-    dir_text: str
     out = []
-    flags_texts, analysis_texts = _FLAGS_TEXT, _ANALYSIS_TEXT
+    dir_flags_texts = _DIR_FLAGS_TEXT
+    # the time's whole seconds as text (with the point), kept while the packets stay in one second
+    last_secs = -1
+    secs_text = ""
+    # the thousands of the last frame number as text: a connection's frames lie close together
+    last_thousands = -1
+    thousands_text = ""
+    # each direction's last window and its text: windows repeat from packet to packet
+    c_win = s_win = -1
+    c_win_text = s_win_text = ""
     for pkt in c.timeline():
         seg = pkt.seg
-        if pkt.dir == C2S:
-            my_base, peer_base, shift, dir_text = cbase, sbase, client.win_scale, '"c2s"'
+        s2c = 0 if pkt.dir == C2S else 1
+        if s2c:
+            my_base, peer_base, shift = sbase, cbase, server.win_scale
         else:
-            my_base, peer_base, shift, dir_text = sbase, cbase, server.win_scale, '"s2c"'
+            my_base, peer_base, shift = cbase, sbase, client.win_scale
         fl = seg.flags
-        flags_text = flags_texts.get(fl)
-        if flags_text is None:
-            flags_text = flags_texts[fl] = json.dumps(flag_string(fl))
+        slot = fl * 2 + s2c
+        dir_flags = dir_flags_texts[slot] if 0 <= slot < DIR_FLAGS_SLOTS else None
+        if dir_flags is None:
+            dir_flags = _dir_flags_text(fl, s2c)
         bits = pkt.analysis
-        names = analysis_texts.get(bits)
-        if names is None:
-            names = analysis_texts[bits] = json.dumps(flag_names(bits), separators=(",", ":"))
+        analysis = _NO_ANALYSIS if not bits else _analysis_text(bits)
+        # the frame number: its thousands (as the packet before's, mostly) and its last three digits
+        frame = seg.frame
+        if frame >= 1000:
+            thousands = frame // 1000
+            if thousands != last_thousands:
+                last_thousands, thousands_text = thousands, str(thousands)
+            f_high = thousands_text
+            f_low = _MS_DIGITS[frame - thousands * 1000]
+        else:
+            f_high = _count_text(frame)
+            f_low = ""
+        # The time, ts_text(seg.ts), in three pieces written straight into the line: for a time
+        # that is a whole number of microseconds (see _micros_text), its seconds (repeated from
+        # the packet before) and its fraction from tables, with no number converted to text
+        ts = seg.ts
+        t_ms = t_us = ""
+        micros = int(ts * 1e6 + 0.5) if _MICROS_LO <= ts < _MICROS_HI else -1
+        if micros >= 0 and micros / 1000000 == ts:
+            secs = micros // 1000000
+            if secs != last_secs:
+                last_secs = secs
+                secs_text = f"{secs}."
+            t_secs = secs_text
+            frac = micros - secs * 1000000
+            ms = frac // 1000
+            us = frac - ms * 1000
+            if us:
+                t_ms = _MS_DIGITS[ms]
+                t_us = _US_DIGITS[us]
+            else:
+                t_ms = _MS_FRACTION[ms]
+        else:
+            t_secs = ts_text(ts)
         seq = relative(seg.seq, my_base)
         ack = shown_ack(seg.ack, fl, peer_base)
         win = scaled_window(seg.win, fl, shift)
-        note = "null" if not pkt.notes else _STRING("; ".join(pkt.notes))
-        # (no !r or format spec in the f-string: compiled, those make it a str.format call)
-        text = (
-            f'{{"frame":{seg.frame},"t":{ts_text(seg.ts)},"dir":{dir_text},"flags":{flags_text},'
-            f'"seq":{seq},"ack":{ack},"len":{seg.length},"win":{win},"analysis":{names},"note":{note}'
-        )
+        if s2c:
+            if win != s_win:
+                s_win, s_win_text = win, _count_text(win)
+            win_text = s_win_text
+        else:
+            if win != c_win:
+                c_win, c_win_text = win, _count_text(win)
+            win_text = c_win_text
+        notes = pkt.notes
+        note = "null" if not notes else _note_text(notes)
+        # the members most packets lack, after the note (one piece of the line: no string is
+        # copied to append them)
+        extra = ""
         if fl & SYN:
-            text += ',"options":' + _options_text(seg)
+            extra = ',"options":' + _options_text(seg)
         if pkt.dupack_num:
-            text += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
+            extra += f',"duplicate_ack_num":{pkt.dupack_num},"duplicate_ack_frame":{pkt.dupack_frame}'
         if pkt.rto is not None:
-            text += ',"rto":' + rounded_text(pkt.rto)
+            extra += ',"rto":' + rounded_text(pkt.rto)
         if pkt.in_flight is not None:
-            text += f',"in_flight":{pkt.in_flight}'
+            extra += f',"in_flight":{pkt.in_flight}'
         if pkt.duplicate_of:
-            text += f',"duplicate_of":{pkt.duplicate_of}'
-        out.append(text + "}")
+            extra += f',"duplicate_of":{pkt.duplicate_of}'
+        # (no !r or format spec in the f-string: compiled, those make it a str.format call)
+        # (each piece of an f-string is copied on its own: the members' keys are in the pieces
+        # looked up above)
+        out.append(
+            f'{{"frame":{f_high}{f_low},"t":{t_secs}{t_ms}{t_us}{dir_flags}{_count_text(seq)},"ack":{_count_text(ack)},'
+            f'"len":{_count_text(seg.length)},"win":{win_text}{analysis}{note}{extra}}}'
+        )
     return out
 
 
-# JSON text of the options of SYNs too short to hold a timestamp (a flood's crafted SYNs; a
-# timestamp makes every SYN's bytes differ), by their bytes; emptied when full
+# the text of the whole numbers below this (lengths, relative numbers early in a connection)
+# from a table: str() of an int makes a new string every time
+SMALL_COUNTS: Final = 2048
+_COUNTS: Final = tuple([str(n) for n in range(SMALL_COUNTS)])
+
+
+def _count_text(n: int) -> str:
+    """``str(n)``, from a table for small whole numbers."""
+    if 0 <= n < SMALL_COUNTS:
+        return _COUNTS[n]
+    return str(n)
+
+
+# a time's decimals after the point from its milliseconds and the microseconds beyond them:
+# three digits each, and the microseconds' without their trailing zeros (never empty: only
+# for a nonzero number of microseconds); for a whole number of milliseconds, the
+# milliseconds' digits without trailing zeros ("0" for none)
+_MS_DIGITS: Final = tuple([f"{n:03d}" for n in range(1000)])
+_US_DIGITS: Final = tuple([f"{n:03d}".rstrip("0") for n in range(1000)])
+_MS_FRACTION: Final = tuple([f"{n:03d}".rstrip("0") or "0" for n in range(1000)])
+
+# JSON text of the notes that recur (constant ones, "FIN: client closes first", and ones with
+# numbers that repeat); emptied when full
+_NOTES: Final[dict[str, str]] = {}
+
+
+def _note_text(notes: list[str]) -> str:
+    """A packet's notes joined by "; ", as a JSON string."""
+    note = notes[0] if len(notes) == 1 else "; ".join(notes)
+    return remembered_text(_NOTES, note)
+
+
+def remembered_text(table: dict[str, str], s: str) -> str:
+    """``_STRING(s)``, remembered in ``table`` (emptied when it holds MAX_WORDS strings)."""
+    text = table.get(s)
+    if text is None:
+        if len(table) >= MAX_WORDS:
+            table.clear()
+        text = table[s] = _STRING(s)
+    return text
+
+
+# JSON text of the options of SYNs, by their bytes with the timestamps' values zeroed (they make
+# every SYN's bytes differ, and the text shows only that a timestamp is there); emptied when full
 _OPTIONS_TEXT: Final[dict[bytes, str]] = {}
-# longest options remembered: MSS + window scale + SACK-permitted fit, a timestamp (10 bytes) does not
-MAX_REMEMBERED_OPTIONS: Final = 9
 
 
 def _options_text(seg: Segment) -> str:
     """The "options" member's value of a SYN: its options described, as a JSON string."""
-    raw = seg.raw_options
-    if len(raw) > MAX_REMEMBERED_OPTIONS:
-        return _STRING(seg.options.describe())
-    text = _OPTIONS_TEXT.get(raw)
+    key = describe_key(seg.raw_options)
+    text = _OPTIONS_TEXT.get(key)
     if text is None:
         if len(_OPTIONS_TEXT) >= MAX_WORDS:
             _OPTIONS_TEXT.clear()
-        text = _OPTIONS_TEXT[raw] = _STRING(seg.options.describe())
+        text = _OPTIONS_TEXT[key] = _STRING(seg.options.describe())
     return text
 
 
@@ -528,11 +658,14 @@ def _micros_text(x: float) -> str | None:
     # double nearest micros / 10**6, so that decimal is its shortest form
     if micros / 1000000 != x:
         return None
-    # one decimal conversion: from 2**23 s on, micros has 13 digits or more, the last six of them
-    # the fraction
-    digits = str(micros)
-    frac = digits[-6:].rstrip("0")
-    return digits[:-6] + "." + (frac if frac else "0")
+    # the fraction's digits from tables (see _packet_texts, which writes packet times this way)
+    secs = micros // 1000000
+    frac = micros - secs * 1000000
+    ms = frac // 1000
+    us = frac - ms * 1000
+    if us:
+        return f"{secs}.{_MS_DIGITS[ms]}{_US_DIGITS[us]}"
+    return f"{secs}.{_MS_FRACTION[ms]}"
 
 
 def ts_text(ts: float) -> str:
@@ -570,10 +703,32 @@ def float_text(x: float, places: int = 6) -> str:
             return text if text is not None else repr(round(x, places))
         if not places:
             return fixed(x, 0) + ".0"
+        if places == 6:  # (times and durations: most of the numbers)
+            six = _six_places_text(x)
+            if six is not None:
+                return six
         text = fixed(x, places).rstrip("0")
         return text + "0" if text[-1] == "." else text
     micros = _micros_text(x) if places == 6 else None
     return micros if micros is not None else _json(round(x, places))
+
+
+def _six_places_text(x: float) -> str | None:
+    """``fixed(x, 6)`` without its trailing zeros (one kept after the point), for a nonzero x:
+    the fraction's digits from the tables of packet times, not str() of a number, a slice and
+    rstrip(); None where fixed() would fall back to format()."""
+    negative = x < 0
+    n = scaled_round(-x if negative else x, 6)
+    if n < 0:
+        return None
+    units = n // 1000000
+    frac = n - units * 1000000
+    ms = frac // 1000
+    us = frac - ms * 1000
+    sign = "-" if negative else ""
+    if us:
+        return f"{sign}{_count_text(units)}.{_MS_DIGITS[ms]}{_US_DIGITS[us]}"
+    return f"{sign}{_count_text(units)}.{_MS_FRACTION[ms]}"
 
 
 def _tiny_text(x: float, places: int) -> str | None:
