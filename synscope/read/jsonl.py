@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any, Final, TextIO
 
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_ip, ip_string
 from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
 from synscope.core.model import SYN, Segment, TcpOptions, flag_string
@@ -257,7 +257,8 @@ def ip_text(packed: bytes) -> str:
     if text is None:
         if len(_IP_TEXT) >= MAX_WORDS:
             _IP_TEXT.clear()
-        text = _IP_TEXT[packed] = '"' + fmt_ip(packed) + '"'
+        # (not fmt_ip: its cache would only miss here, on every new source of a flood)
+        text = _IP_TEXT[packed] = f'"{ip_string(packed)}"'
     return text
 
 
