@@ -511,6 +511,14 @@ def flow_key(src: bytes, sport: int, dst: bytes, dport: int, tunnel: int = 0) ->
     return (dst, dport, src, sport, tunnel) if tunnel else (dst, dport, src, sport)
 
 
+def _plain(key: FlowKey) -> bool:
+    """A flow key of a plain frame (the 4-tuple, no encapsulation member): what a compact attempt
+    is kept under. (A function, not len() where it is asked: mypy narrows a key whose len() is
+    tested to a fixed-length tuple type, and compiled, that is a C struct, boxed into a new tuple
+    each time it is passed on, so the key handed to the tracker is not the one passed on.)"""
+    return len(key) == 4
+
+
 def lower_first(src: bytes, sport: int, dst: bytes, dport: int) -> bool:
     """(src, sport) <= (dst, dport), without two tuples: the sender comes first in its flow key."""
     return src < dst or (src == dst and sport <= dport)
@@ -651,10 +659,23 @@ class Tracker:
         self.compacting = compact_after is not None and max_conns is None and idle_timeout is None
         self.compact_after = 0 if compact_after is None else compact_after
         self.attempts: dict[bytes, bytes] = {}
+        self._packed_key: FlowKey = ()  # the key _pack() packed last, and what it made of it
+        self._packed = b""
         self.compacted = 0  # attempts opened as compact records (tests check the path is taken)
         # called with each packet of an attempt made a full connection from its compact record, as
         # the caller would have called it after feed() (the pipeline's per-packet analysis)
         self.replay: Callable[[Connection, Packet], None] | None = None
+
+    def _pack(self, key: FlowKey) -> bytes:
+        """``attempts.pack_key(key)``, kept for the key packed last: a SYN-ACK's key is packed to look
+        for its attempt in _answers_earlier and again in feed (the pipeline hands out one tuple per
+        flow, so the same key is the same object)."""
+        if key is self._packed_key:
+            return self._packed
+        packed = attempts.pack_key(key)
+        self._packed_key = key
+        self._packed = packed
+        return packed
 
     def open_count(self) -> int:
         """Connections held, compact attempts included."""
@@ -663,8 +684,8 @@ class Tracker:
     def held(self, key: FlowKey) -> Connection | None:
         """The connection held for this flow key (a compact attempt is made a full connection)."""
         conn = self.table.get(key)
-        if conn is None and self.attempts and len(key) == 4:
-            packed = attempts.pack_key(key)
+        if conn is None and self.attempts and _plain(key):
+            packed = self._pack(key)
             record = self.attempts.get(packed)
             if record is not None:
                 conn = self._promote(key, packed, record)
@@ -691,8 +712,8 @@ class Tracker:
             return None
         conn = held if held is not None else self.table.get(key)
         packed = b""
-        if conn is None and self.compacting and len(key) == 4 and (self.attempts or len(self.table) >= self.compact_after):
-            packed = attempts.pack_key(key)
+        if conn is None and self.compacting and _plain(key) and (self.attempts or len(self.table) >= self.compact_after):
+            packed = self._pack(key)
             record = self.attempts.get(packed) if self.attempts else None
             if record is not None:
                 more = attempts.extended(record, seg, attempts.from_first(seg, packed))
@@ -741,9 +762,9 @@ class Tracker:
             if ((seg.ack - client.isn - 1) & MASK) <= data:
                 return False
         else:
-            if not self.attempts or len(key) != 4:
+            if not self.attempts or not _plain(key):
                 return False
-            packed = attempts.pack_key(key)
+            packed = self._pack(key)
             record = self.attempts.get(packed)
             if record is None or not attempts.answers_earlier(record, seg, attempts.from_first(seg, packed)):
                 return False
