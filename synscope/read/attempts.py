@@ -175,14 +175,18 @@ def _attempt(record: bytes) -> tuple[int, bool, int, int]:
     return frames, client_first, client_isn, server_isn
 
 
-def segments(packed: bytes, record: bytes) -> list[Segment]:
-    """The segments of a record, as the decoder made them, in capture order."""
+def segments(packed: bytes, record: bytes, a: bytes | None = None, b: bytes | None = None) -> list[Segment]:
+    """The segments of a record, as the decoder made them, in capture order; ``a`` and ``b``: the
+    two addresses of the flow key (``packed``'s), when the caller has them as shared objects."""
     n = (len(packed) - 4) // 2
-    a = packed[:n]
-    b = packed[n : 2 * n]
-    port_a: int
-    port_b: int
-    port_a, port_b = _PORTS.unpack_from(packed, 2 * n)
+    if a is None:
+        a = packed[:n]
+    if b is None:
+        b = packed[n : 2 * n]
+    # (the ports read as _PORTS packs them, big-endian: compiled, native, where unpack_from is a
+    # method call and a tuple)
+    port_a = packed[2 * n] << 8 | packed[2 * n + 1]
+    port_b = packed[2 * n + 2] << 8 | packed[2 * n + 3]
     out: list[Segment] = []
     offset = HEAD_SIZE
     size = len(record)

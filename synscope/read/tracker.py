@@ -18,6 +18,7 @@ from synscope.core.encap import Encap
 from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment, flow_mix
 from synscope.core.seqnum import MASK, SCALE_NONE, SCALE_UNKNOWN, UNSEEN, relative, seq_ge, seq_gt
 from synscope.read import attempts
+from synscope.read.decode import Decoder
 
 C2S: Final = 0
 S2C: Final = 1
@@ -660,6 +661,9 @@ class Tracker:
         self.compact_after = 0 if compact_after is None else compact_after
         self.attempts: dict[bytes, bytes] = {}
         self._packed_key: FlowKey = ()  # the key _pack() packed last, and what it made of it
+        # the decoder whose segments are fed (None: any), for the shared objects of the addresses
+        # of attempts made full connections (see _materialise)
+        self.addresses: Decoder | None = None
         self._packed = b""
         self.compacted = 0  # attempts opened as compact records (tests check the path is taken)
         # called with each packet of an attempt made a full connection from its compact record, as
@@ -805,7 +809,14 @@ class Tracker:
         """The full connection of a compact attempt: its segments fed through the same code as
         when they were read (and each packet to ``replay``), with the id, stamps and reused_from
         the attempt got when it was opened (``attempts.header`` of its record: the caller has them)."""
-        segs = attempts.segments(packed, record)
+        # (the addresses as the objects the decoder handed out: a flood's server, one object, is
+        # then found by identity in every table keyed by it, not compared byte by byte)
+        addresses = self.addresses
+        if addresses is not None:
+            n = (len(packed) - 4) // 2
+            segs = attempts.segments(packed, record, addresses.address(packed, 0, n), addresses.address(packed, n, n))
+        else:
+            segs = attempts.segments(packed, record)
         first = segs[0]
         client, server, guessed, midstream = _sides(first)
         conn = Connection(ident, client, server, first.ts, first.ts, guessed, midstream)
