@@ -29,6 +29,8 @@ HEAD_SIZE: Final = 24
 _FRAME: Final = struct.Struct("<dqIIHHBHBbIBBB")
 FRAME_SIZE: Final = 40
 _PORTS: Final = struct.Struct(">HH")
+# a record's header and its first frame's fixed part (see new_record)
+_HEAD_FRAME: Final = struct.Struct("<qqqdqIIHHBHBbIBBB")
 # a frame's time, the first field of its fixed part
 _TS: Final = struct.Struct("<d")
 # a header field or a frame number (see _i64)
@@ -88,11 +90,40 @@ def opening(seg: Segment) -> bool:
 
 def new_record(ident: int, opened_at: int, reused_from: int | None, seg: Segment, first: bool) -> bytes:
     """The record of an attempt opened by ``seg`` (``first``: see :func:`from_first`)."""
-    return _HEAD.pack(ident, opened_at, -1 if reused_from is None else reused_from) + _frame(seg, first)
+    # (the header and the first frame's fixed part packed at once: _HEAD then _FRAME, no padding
+    # between them; one method call and one join fewer per attempt than packing them apart)
+    options = seg.raw_options
+    return (
+        _HEAD_FRAME.pack(
+            ident,
+            opened_at,
+            -1 if reused_from is None else reused_from,
+            seg.ts,
+            seg.frame,
+            seg.seq,
+            seg.ack,
+            seg.flags,
+            seg.win,
+            seg.ttl,
+            seg.ip_id,
+            seg.ecn,
+            seg.pkttype,
+            seg.source_index,
+            _bits(seg, first),
+            seg.csum,
+            len(options),
+        )
+        + options
+    )
+
+
+def _bits(seg: Segment, first: bool) -> int:
+    """The bits of a frame (_FROM_FIRST, _TRUNCATED, _FRAGMENT)."""
+    return (_FROM_FIRST if first else 0) | (_TRUNCATED if seg.truncated else 0) | (_FRAGMENT if seg.fragment else 0)
 
 
 def _frame(seg: Segment, first: bool) -> bytes:
-    bits = (_FROM_FIRST if first else 0) | (_TRUNCATED if seg.truncated else 0) | (_FRAGMENT if seg.fragment else 0)
+    bits = _bits(seg, first)
     options = seg.raw_options
     fixed = _FRAME.pack(
         seg.ts, seg.frame, seg.seq, seg.ack, seg.flags, seg.win, seg.ttl, seg.ip_id, seg.ecn, seg.pkttype, seg.source_index, bits, seg.csum, len(options)

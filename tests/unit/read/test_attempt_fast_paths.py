@@ -3,7 +3,8 @@
 - ``addr.ip_string`` writes an IPv4 address itself: as ``socket.inet_ntop`` does;
 - a compact record's fields read byte by byte (``attempts.header``, ``_attempt``, ``segments``,
   ``from_first``, ``pack_key``): what the record's struct formats unpack and pack;
-- ``ScanWatch.in_scan`` without its loops: what the loops over both candidates said.
+- ``ScanWatch.in_scan`` without its loops: what the loops over both candidates said;
+- ``attempts.new_record`` packing header and frame at once: the two packed apart.
 """
 
 from __future__ import annotations
@@ -197,3 +198,16 @@ def test_in_scan_as_the_loops(seed: int) -> None:
         assert got == _reference_in_scan(watch, client, host, port, q_ts)
         scans += got
     assert scans and watch._ended  # both kinds of candidate were tried
+
+
+def test_new_record_as_header_and_frame_packed_apart() -> None:
+    """``new_record`` packs the header and the first frame at once: the bytes of the two packed apart."""
+    rnd = random.Random(3)
+    for _ in range(500):
+        a, b = _address(rnd), _address(rnd)
+        first = rnd.random() < 0.5
+        syn = _segment(rnd, a, b, rnd.randrange(65536), rnd.randrange(65536), SYN, rnd.randrange(1 << 32))
+        ident, opened_at = rnd.randrange(1, 1 << 62), rnd.randrange(1 << 62)
+        reused = rnd.choice([None, 0, rnd.randrange(1 << 62)])
+        want = _HEAD.pack(ident, opened_at, -1 if reused is None else reused) + attempts._frame(syn, first)
+        assert attempts.new_record(ident, opened_at, reused, syn, first) == want
