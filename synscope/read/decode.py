@@ -610,6 +610,14 @@ class Decoder:
             ETH_HLEN,
         )
 
+    def address(self, buf: bytes, at: int, size: int) -> bytes:
+        """The shared bytes object of the address of ``size`` bytes (4 or 16) at ``buf[at:]``, the
+        one this decoder hands out in its segments (the tracker's compact attempts keep addresses
+        packed, and give their segments these again)."""
+        if size == 4:
+            return self._v4_address(buf, at)
+        return self._intern(buf[at : at + size])
+
     def _v4_address(self, buf: bytes, at: int) -> bytes:
         """The shared bytes object of the IPv4 address at ``buf[at:at + 4]``."""
         b0, b1, b2, b3 = buf[at], buf[at + 1], buf[at + 2], buf[at + 3]

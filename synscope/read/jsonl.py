@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any, Final, TextIO
 
-from synscope.core.addr import fmt_ip
+from synscope.core.addr import fmt_ip, ip_string
 from synscope.core.encap import Encap
 from synscope.core.fmt import fixed, scaled_round
 from synscope.core.model import SYN, Segment, TcpOptions, describe_key, flag_string
@@ -261,17 +261,9 @@ def ip_text(packed: bytes) -> str:
     if text is None:
         if len(_IP_TEXT) >= MAX_WORDS:
             _IP_TEXT.clear()
-        if len(packed) == 4:  # (an IPv4 address's octets from a table: fmt_ip is a call through Python)
-            octets = _OCTETS
-            text = f'"{octets[packed[0]]}.{octets[packed[1]]}.{octets[packed[2]]}.{octets[packed[3]]}"'
-        else:
-            text = '"' + fmt_ip(packed) + '"'
-        _IP_TEXT[packed] = text
+        # (not fmt_ip: its cache would only miss here, on every new source of a flood)
+        text = _IP_TEXT[packed] = f'"{ip_string(packed)}"'
     return text
-
-
-# the decimal text of the octets of an IPv4 address
-_OCTETS: Final = tuple([str(n) for n in range(256)])
 
 
 def _encap_text(encap: Encap | None) -> str:

@@ -230,6 +230,7 @@ class Pipeline(FrameSink):
         self.selection = selection or Selection()
         self.decoder = Decoder(keep_payload=keep_payload, verify_checksums=verify_checksums)
         self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout, sweep_idle=sweep_idle, compact_after=compact_after)
+        self.tracker.addresses = self.decoder
         self.prepare = prepare
         self.analyser = Analyser()
         # a compact half-open attempt made a full connection: its packets analysed as when read
@@ -613,23 +614,23 @@ class RetryLinker:
         # (client ip, server ip, server port) -> (id, failure time, retry number, gap before it),
         # oldest first; an OrderedDict for the same reason as _latest below (a SYN flood's failed
         # attempts expire from its front all the time)
-        self._failed: OrderedDict[tuple[bytes, bytes, int], tuple[int, float, int, float]] = OrderedDict()
+        # (keys of plain tuple types, here and below: compiled, a fixed-length tuple type is a C
+        # struct, made a new tuple object, hashed again, at each use as a key)
+        self._failed: OrderedDict[tuple, tuple[int, float, int, float]] = OrderedDict()
         # (client ip, server ip) -> latest SYN time of any connection handed on, oldest first
         # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
         # entries were deleted from its front (5 % of a run in ReuseDetector.add)
-        self._latest: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
+        self._latest: OrderedDict[tuple, float] = OrderedDict()
         # the failure time of _failed's first entry, while _front_known (else that entry changed:
         # look again). Most links then skip the walk to the front for expired failures.
         self._front_at = 0.0
         self._front_known = False
 
-    def link(
-        self, key: tuple[bytes, bytes, int], conn_id: int, syn_ts: float, failed_attempt: bool, clock: float, failed_at: float | None = None
-    ) -> tuple[int, int] | None:
+    def link(self, key: tuple, conn_id: int, syn_ts: float, failed_attempt: bool, clock: float, failed_at: float | None = None) -> tuple[int, int] | None:
         """(id of the failed attempt this one retries, retry number), or None. ``failed_attempt``:
         this connection never got established (a connection that worked, even with loss, is
         nothing to retry); ``clock``: the capture clock when it was handed on; ``failed_at``:
-        when it failed (its last packet; default its SYN)."""
+        when it failed (its last packet; default its SYN). ``key``: (client ip, server ip, server port)."""
         failed = self._failed
         # (taken before the expired ones go: several files in one run need not be in time
         # order, and the capture clock is the latest of them)
@@ -650,7 +651,7 @@ class RetryLinker:
                     self._front_known = True
                     break
                 del failed[first]
-        pair = (key[0], key[1])
+        pair: tuple = (key[0], key[1])  # (one tuple object: see __init__)
         latests = self._latest
         latest = latests[pair] if pair in latests else None
         if latest is None:

@@ -153,14 +153,18 @@ class ScanWatch:
     def in_scan(self, client: bytes, host: bytes, port: int, ts: float) -> bool:
         """Do ``client``'s probes so far of ``host`` (or of ``port`` on many hosts) look like a scan,
         and was a connection that started at ``ts`` made during it?"""
+        # (each candidate looked at in turn, not a loop over a tuple of them: compiled, that is a
+        # tuple and an iterator per connection; and the ended scans only when there are any)
         ended = self._ended
-        for p in (self._by_host.probed.get((client, host)), ended.get((0, (client, host)))):
-            if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), p.open_count()):
-                return True
-        for p in (self._by_port.probed.get((client, port)), ended.get((1, (client, port)))):
-            if p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), p.open_count(), horizontal=True):
-                return True
-        return False
+        vertical: tuple = (client, host)
+        if _scan_during(self._by_host.probed.get(vertical), ts, False):
+            return True
+        if len(ended) and _scan_during(ended.get((0, vertical)), ts, False):
+            return True
+        horizontal: tuple = (client, port)
+        if _scan_during(self._by_port.probed.get(horizontal), ts, True):
+            return True
+        return len(ended) > 0 and _scan_during(ended.get((1, horizontal)), ts, True)
 
 
 class _Pairs:
@@ -192,6 +196,11 @@ class _Pairs:
 
 def _during(p: _Probed, ts: float) -> bool:
     return p.start - SCAN_WINDOW <= ts <= p.last + SCAN_WINDOW
+
+
+def _scan_during(p: _Probed | None, ts: float, horizontal: bool) -> bool:
+    """Is ``p`` (if any) a confirmed scan that looks like one, and ``ts`` during it? (see ScanWatch.in_scan)"""
+    return p is not None and p.confirmed and _during(p, ts) and looks_like_scan(p.count(), p.open_count(), horizontal)
 
 
 def _add(pairs: _Pairs, key: tuple, target: int | bytes, ts: float, threshold: int, ended: OrderedDict, kind: int) -> None:

@@ -18,6 +18,7 @@ from synscope.core.encap import Encap
 from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment, flow_mix
 from synscope.core.seqnum import MASK, SCALE_NONE, SCALE_UNKNOWN, UNSEEN, relative, seq_ge, seq_gt
 from synscope.read import attempts
+from synscope.read.decode import Decoder
 
 C2S: Final = 0
 S2C: Final = 1
@@ -511,6 +512,14 @@ def flow_key(src: bytes, sport: int, dst: bytes, dport: int, tunnel: int = 0) ->
     return (dst, dport, src, sport, tunnel) if tunnel else (dst, dport, src, sport)
 
 
+def _plain(key: FlowKey) -> bool:
+    """A flow key of a plain frame (the 4-tuple, no encapsulation member): what a compact attempt
+    is kept under. (A function, not len() where it is asked: mypy narrows a key whose len() is
+    tested to a fixed-length tuple type, and compiled, that is a C struct, boxed into a new tuple
+    each time it is passed on, so the key handed to the tracker is not the one passed on.)"""
+    return len(key) == 4
+
+
 def lower_first(src: bytes, sport: int, dst: bytes, dport: int) -> bool:
     """(src, sport) <= (dst, dport), without two tuples: the sender comes first in its flow key."""
     return src < dst or (src == dst and sport <= dport)
@@ -651,10 +660,26 @@ class Tracker:
         self.compacting = compact_after is not None and max_conns is None and idle_timeout is None
         self.compact_after = 0 if compact_after is None else compact_after
         self.attempts: dict[bytes, bytes] = {}
+        self._packed_key: FlowKey = ()  # the key _pack() packed last, and what it made of it
+        # the decoder whose segments are fed (None: any), for the shared objects of the addresses
+        # of attempts made full connections (see _materialise)
+        self.addresses: Decoder | None = None
+        self._packed = b""
         self.compacted = 0  # attempts opened as compact records (tests check the path is taken)
         # called with each packet of an attempt made a full connection from its compact record, as
         # the caller would have called it after feed() (the pipeline's per-packet analysis)
         self.replay: Callable[[Connection, Packet], None] | None = None
+
+    def _pack(self, key: FlowKey) -> bytes:
+        """``attempts.pack_key(key)``, kept for the key packed last: a SYN-ACK's key is packed to look
+        for its attempt in _answers_earlier and again in feed (the pipeline hands out one tuple per
+        flow, so the same key is the same object)."""
+        if key is self._packed_key:
+            return self._packed
+        packed = attempts.pack_key(key)
+        self._packed_key = key
+        self._packed = packed
+        return packed
 
     def open_count(self) -> int:
         """Connections held, compact attempts included."""
@@ -663,8 +688,8 @@ class Tracker:
     def held(self, key: FlowKey) -> Connection | None:
         """The connection held for this flow key (a compact attempt is made a full connection)."""
         conn = self.table.get(key)
-        if conn is None and self.attempts and len(key) == 4:
-            packed = attempts.pack_key(key)
+        if conn is None and self.attempts and _plain(key):
+            packed = self._pack(key)
             record = self.attempts.get(packed)
             if record is not None:
                 conn = self._promote(key, packed, record)
@@ -691,8 +716,8 @@ class Tracker:
             return None
         conn = held if held is not None else self.table.get(key)
         packed = b""
-        if conn is None and self.compacting and len(key) == 4 and (self.attempts or len(self.table) >= self.compact_after):
-            packed = attempts.pack_key(key)
+        if conn is None and self.compacting and _plain(key) and (self.attempts or len(self.table) >= self.compact_after):
+            packed = self._pack(key)
             record = self.attempts.get(packed) if self.attempts else None
             if record is not None:
                 more = attempts.extended(record, seg, attempts.from_first(seg, packed))
@@ -741,9 +766,9 @@ class Tracker:
             if ((seg.ack - client.isn - 1) & MASK) <= data:
                 return False
         else:
-            if not self.attempts or len(key) != 4:
+            if not self.attempts or not _plain(key):
                 return False
-            packed = attempts.pack_key(key)
+            packed = self._pack(key)
             record = self.attempts.get(packed)
             if record is None or not attempts.answers_earlier(record, seg, attempts.from_first(seg, packed)):
                 return False
@@ -784,7 +809,14 @@ class Tracker:
         """The full connection of a compact attempt: its segments fed through the same code as
         when they were read (and each packet to ``replay``), with the id, stamps and reused_from
         the attempt got when it was opened (``attempts.header`` of its record: the caller has them)."""
-        segs = attempts.segments(packed, record)
+        # (the addresses as the objects the decoder handed out: a flood's server, one object, is
+        # then found by identity in every table keyed by it, not compared byte by byte)
+        addresses = self.addresses
+        if addresses is not None:
+            n = (len(packed) - 4) // 2
+            segs = attempts.segments(packed, record, addresses.address(packed, 0, n), addresses.address(packed, n, n))
+        else:
+            segs = attempts.segments(packed, record)
         first = segs[0]
         client, server, guessed, midstream = _sides(first)
         conn = Connection(ident, client, server, first.ts, first.ts, guessed, midstream)

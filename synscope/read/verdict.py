@@ -161,6 +161,8 @@ def conn_state(conn: Connection, zeek: ZeekWalk | None = None) -> str:
 _LOG_LETTERS: Final = "tgw"
 # _History.seen of a letter written without a sequence number (sequence numbers are 0 .. 2**32 - 1)
 _NO_SEQ: Final = -1
+# the originator's letter of each history letter
+_CAPITALS: Final = {letter: letter.upper() for letter in "abcdefghijklmnopqrstuvwxyz"}
 
 
 class _History:
@@ -174,8 +176,10 @@ class _History:
         # for every connection, most of them a letter or two long
         self.seen: dict[str, int] = {}
 
-    def add(self, letter: str, d: int, seq: int | None = None) -> None:
-        ch = letter.upper() if d == C2S else letter
+    def add(self, letter: str, d: int, seq: int = _NO_SEQ) -> None:
+        # (the capital looked up, and the number a plain int: compiled, upper() is a method call,
+        # and an int that may be None is a Python object, made anew for each sequence number)
+        ch = _CAPITALS[letter] if d == C2S else letter
         seen = self.seen
         if letter in "adiqr":  # r: an abort's echo RSTs (other seq) add no letter (Zeek: once)
             if ch in seen:
@@ -183,10 +187,9 @@ class _History:
             seen[ch] = 0
         elif letter in "fhs":
             last = seen.get(ch)
-            now = _NO_SEQ if seq is None else seq
-            if last is not None and last == now:
+            if last is not None and last == seq:
                 return
-            seen[ch] = now
+            seen[ch] = seq
         elif letter in _LOG_LETTERS:
             n = seen.get(ch, 0) + 1
             seen[ch] = n

@@ -87,7 +87,9 @@ class PortExhaustionDetector:
         if f.client_syns == 0:
             return
         ts = f.syn_ts if f.syn_ts is not None else f.first_ts
-        key = (f.client_ip, f.server_ip, f.server_port)
+        # (a plain tuple type: compiled, a fixed-length one is a C struct, made a new tuple object at
+        # each use as a key)
+        key: tuple = (f.client_ip, f.server_ip, f.server_port)
         pairs = self._pairs
         p = pairs[key] if key in pairs else None  # (not OrderedDict.get: a method call when compiled)
         if p is not None:

@@ -108,7 +108,9 @@ class ReuseDetector:
 
     def add(self, cid: int, f: ConnFacts) -> None:
         """Take one connection into account (in any order of the incarnations)."""
-        key = (f.client_ip, f.client_port, f.server_ip, f.server_port)
+        # (a plain tuple type: compiled, a fixed-length one is a C struct, made a new tuple object at
+        # each use as a key)
+        key: tuple = (f.client_ip, f.client_port, f.server_ip, f.server_port)
         lives = self._lives
         old = lives[key] if key in lives else None  # (not OrderedDict.get: a method call when compiled)
         if old is not None:

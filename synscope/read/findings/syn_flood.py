@@ -414,7 +414,9 @@ class FloodDetector:
     def add_facts(self, f: ConnFacts) -> None:
         """:meth:`add` from the findings stage's record of a connection."""
         self.reports += 1
-        key = (f.server_ip, f.server_port)
+        # (a plain tuple type: compiled, a fixed-length one is a C struct, made a new tuple object
+        # at each use as a key, three per attempt)
+        key: tuple = (f.server_ip, f.server_port)
         if f.client_syns == 0:
             # no SYN: a SYN-ACK whose attempt was evicted earlier, or a mid-stream pickup
             if f.server_syns:
@@ -466,7 +468,8 @@ class FloodDetector:
         t.sources.add(f.client_ip)
         t.distinct.add(f.client_ip)
 
-    def _slot(self, key: tuple[bytes, int]) -> _Target:
+    def _slot(self, key: tuple) -> _Target:
+        """The endpoint's record (made if new), counted in the endpoint sketch; ``key``: (ip, port)."""
         endpoints = self._endpoints
         targets = self._targets
         t = targets.get(key)
