@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from synscope.core.addr import MAX_INTERNED, AddressTable
 from synscope.core.encap import NO_ID, Encap, Layer, direction_free
 from synscope.core.headers import (
     ECN_MASK,
@@ -120,8 +121,6 @@ _NEXT_PPP: Final = 5  # a PPP frame (HDLC address and control optional)
 _NOT_TUNNEL: Final = -2
 
 PAYLOAD_PREVIEW: Final = 64  # payload bytes kept per segment for previews
-MAX_INTERNED: Final = 1 << 20  # distinct addresses shared before the table starts over (a spoofed flood)
-_V4_CACHE: Final = 1024  # slots of the IPv4 address cache (a power of two)
 
 
 class Decoder:
@@ -132,10 +131,8 @@ class Decoder:
         self.keep_payload = keep_payload
         # checksums of every segment (--verify-checksums); otherwise of SYN, FIN and RST segments only
         self.verify_all = verify_checksums
-        self._addresses: dict[bytes, bytes] = {}
-        # IPv4 addresses → their shared bytes object, direct-mapped by their value: a hit costs
-        # no bytes object and no dict lookup (b"": an empty slot)
-        self._v4_addresses: list[bytes] = [b""] * _V4_CACHE
+        # one bytes object per address (the pipeline shares the table with the tracker)
+        self.addresses = AddressTable()
         # encapsulation descriptions → their shared Encap; tunnels (direction-free) → key id
         self._encaps: dict[tuple[Layer, ...], Encap] = {}
         self._encap_keys: dict[tuple[tuple[str, int, bytes, bytes], ...], int] = {}
@@ -340,16 +337,16 @@ class Decoder:
             if proto not in _TUNNEL_PROTOS or _U16.unpack_from(data, off + 6)[0] & 0x1FFF:
                 return _NOT_TUNNEL  # (a later fragment of a tunnel packet has no tunnel header: _ipv4 counts it)
             l4 = off + (data[off] & 0x0F) * 4
-            src = self._intern(data[off + 12 : off + 16])
-            dst = self._intern(data[off + 16 : off + 20])
+            src = self.addresses.intern(data[off + 12 : off + 16])
+            dst = self.addresses.intern(data[off + 16 : off + 20])
         elif version == 6:
             if len(data) < off + 40:
                 return _NOT_TUNNEL
             l4, proto, fragmented = _skip_v6_ext(data, off + 40, data[off + 6])
             if l4 < 0 or proto not in _TUNNEL_PROTOS or fragmented == 2:
                 return _NOT_TUNNEL
-            src = self._intern(data[off + 8 : off + 24])
-            dst = self._intern(data[off + 24 : off + 40])
+            src = self.addresses.intern(data[off + 8 : off + 24])
+            dst = self.addresses.intern(data[off + 24 : off + 40])
         else:
             return _NOT_TUNNEL
         if proto == _PROTO_IPIP or proto == _PROTO_IPV6:
@@ -580,8 +577,8 @@ class Decoder:
         ip = offset + ETH_HLEN
         tcp = ip + IP4_MIN_HLEN
         self.stats.frames += 1
-        src = self._v4_address(buf, ip + IP4_SRC)
-        dst = self._v4_address(buf, ip + IP4_DST)
+        src = self.addresses.v4(buf, ip + IP4_SRC)
+        dst = self.addresses.v4(buf, ip + IP4_DST)
         # (a field's later bytes at "tcp + (TCP_SEQ + 1)": compiled, the constants in parentheses are
         # added at build time, so each byte's offset costs one addition, not two)
         return self._segment(
@@ -609,36 +606,6 @@ class Decoder:
             False,
             ETH_HLEN,
         )
-
-    def address(self, buf: bytes, at: int, size: int) -> bytes:
-        """The shared bytes object of the address of ``size`` bytes (4 or 16) at ``buf[at:]``, the
-        one this decoder hands out in its segments (the tracker's compact attempts keep addresses
-        packed, and give their segments these again)."""
-        if size == 4:
-            return self._v4_address(buf, at)
-        return self._intern(buf[at : at + size])
-
-    def _v4_address(self, buf: bytes, at: int) -> bytes:
-        """The shared bytes object of the IPv4 address at ``buf[at:at + 4]``."""
-        b0, b1, b2, b3 = buf[at], buf[at + 1], buf[at + 2], buf[at + 3]
-        value = b0 << 24 | b1 << 16 | b2 << 8 | b3
-        slot = (value ^ (value >> 10) ^ (value >> 20)) & (_V4_CACHE - 1)
-        # the cached address compared byte by byte (compiled, native reads), not by a number kept
-        # beside it: a list holds its numbers as objects, and most addresses are over 2**30
-        cached = self._v4_addresses[slot]
-        if len(cached) == 4 and cached[3] == b3 and cached[2] == b2 and cached[1] == b1 and cached[0] == b0:
-            return cached
-        address = self._intern(buf[at : at + 4])
-        self._v4_addresses[slot] = address
-        return address
-
-    def _intern(self, address: bytes) -> bytes:
-        """One bytes object per address, shared by every segment: a long capture holds millions."""
-        intern = self._addresses
-        if len(intern) >= MAX_INTERNED:  # a spoofed flood: start over
-            intern.clear()
-            self._v4_addresses = [b""] * _V4_CACHE
-        return intern.setdefault(address, address)
 
     def count_passed(self, buf: bytes, offset: int, caplen: int) -> None:
         """Count a frame :func:`plain_tcp_mix` read and the caller passed over, as
@@ -751,8 +718,8 @@ class Decoder:
             l4,
             end,
             hlen,
-            self._intern(src),
-            self._intern(dst),
+            self.addresses.intern(src),
+            self.addresses.intern(dst),
             sport,
             dport,
             seq,

@@ -230,7 +230,7 @@ class Pipeline(FrameSink):
         self.selection = selection or Selection()
         self.decoder = Decoder(keep_payload=keep_payload, verify_checksums=verify_checksums)
         self.tracker = Tracker(max_conns=max_conns, closed_linger=closed_linger, idle_timeout=idle_timeout, sweep_idle=sweep_idle, compact_after=compact_after)
-        self.tracker.addresses = self.decoder
+        self.tracker.addresses = self.decoder.addresses  # (one object per address, shared: see AddressTable)
         self.prepare = prepare
         self.analyser = Analyser()
         # a compact half-open attempt made a full connection: its packets analysed as when read

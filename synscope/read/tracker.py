@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
+from synscope.core.addr import AddressTable
 from synscope.core.encap import Encap
 from synscope.core.model import ACK, FIN, RST, SYN, IcmpError, Segment, flow_mix
 from synscope.core.seqnum import MASK, SCALE_NONE, SCALE_UNKNOWN, UNSEEN, relative, seq_ge, seq_gt
 from synscope.read import attempts
-from synscope.read.decode import Decoder
 
 C2S: Final = 0
 S2C: Final = 1
@@ -661,9 +661,9 @@ class Tracker:
         self.compact_after = 0 if compact_after is None else compact_after
         self.attempts: dict[bytes, bytes] = {}
         self._packed_key: FlowKey = ()  # the key _pack() packed last, and what it made of it
-        # the decoder whose segments are fed (None: any), for the shared objects of the addresses
-        # of attempts made full connections (see _materialise)
-        self.addresses: Decoder | None = None
+        # the address table of the decoder whose segments are fed (None: none shared), for the
+        # addresses of attempts made full connections (see _materialise)
+        self.addresses: AddressTable | None = None
         self._packed = b""
         self.compacted = 0  # attempts opened as compact records (tests check the path is taken)
         # called with each packet of an attempt made a full connection from its compact record, as
@@ -814,7 +814,7 @@ class Tracker:
         addresses = self.addresses
         if addresses is not None:
             n = (len(packed) - 4) // 2
-            segs = attempts.segments(packed, record, addresses.address(packed, 0, n), addresses.address(packed, n, n))
+            segs = attempts.segments(packed, record, addresses.at(packed, 0, n), addresses.at(packed, n, n))
         else:
             segs = attempts.segments(packed, record)
         first = segs[0]
