@@ -40,8 +40,10 @@ def fixed(x: float, places: int) -> str:
     if places == 0:
         return sign + str(n)
     scale = SCALES[places]
-    units = n // scale
-    return f"{sign}{units}.{str(n - units * scale + scale)[1:]}"
+    # (%, not n - units * scale: compiled, a product of a number of 2**30 or more is left to
+    # CPython, whose multiplication of such numbers checks for signals, and mypyc aborts the
+    # process ("fatal: out of memory") when it fails; a Ctrl-C during a run hit that)
+    return f"{sign}{n // scale}.{str(n % scale + scale)[1:]}"
 
 
 def duration(seconds: float | None) -> str:

@@ -510,7 +510,7 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
             if thousands != last_thousands:
                 last_thousands, thousands_text = thousands, str(thousands)
             f_high = thousands_text
-            f_low = _MS_DIGITS[frame - thousands * 1000]
+            f_low = _MS_DIGITS[frame % 1000]
         else:
             f_high = _count_text(frame)
             f_low = ""
@@ -526,9 +526,10 @@ def _packet_texts(r: ConnReport, absolute: bool) -> list[str]:
                 last_secs = secs
                 secs_text = f"{secs}."
             t_secs = secs_text
-            frac = micros - secs * 1000000
+            # (% for the parts, not products: see _micros_text)
+            frac = micros % 1000000
             ms = frac // 1000
-            us = frac - ms * 1000
+            us = frac % 1000
             if us:
                 t_ms = _MS_DIGITS[ms]
                 t_us = _US_DIGITS[us]
@@ -651,10 +652,11 @@ def _micros_text(x: float) -> str | None:
     if micros / 1000000 != x:
         return None
     # the fraction's digits from tables (see _packet_texts, which writes packet times this way)
+    # (% for the parts, not products: see fmt.fixed; seconds since 1970 are over 2**30)
     secs = micros // 1000000
-    frac = micros - secs * 1000000
+    frac = micros % 1000000
     ms = frac // 1000
-    us = frac - ms * 1000
+    us = frac % 1000
     if us:
         return f"{secs}.{_MS_DIGITS[ms]}{_US_DIGITS[us]}"
     return f"{secs}.{_MS_FRACTION[ms]}"
@@ -714,9 +716,9 @@ def _six_places_text(x: float) -> str | None:
     if n < 0:
         return None
     units = n // 1000000
-    frac = n - units * 1000000
+    frac = n % 1000000  # (not a product: see _micros_text)
     ms = frac // 1000
-    us = frac - ms * 1000
+    us = frac % 1000
     sign = "-" if negative else ""
     if us:
         return f"{sign}{_count_text(units)}.{_MS_DIGITS[ms]}{_US_DIGITS[us]}"

@@ -428,10 +428,10 @@ class Pipeline(FrameSink):
         if ts >= self._next_sweep and (tracker.idle_timeout is None or not tracker.sweep_idle or self._since_sweep >= SWEEP_WORK_RATIO * len(tracker.table)):
             self._next_sweep = ts + SWEEP_INTERVAL
             self._since_sweep = 0
-            tracker.stamp = 2 * position
+            tracker.stamp = position + position  # (a sum, not 2 * position: see fmt.fixed)
             tracker.sweep()
         self._since_sweep += 1
-        tracker.stamp = 2 * position + 1
+        tracker.stamp = position + position + 1
         if segment and self.dedup and (ts - self._recent_start > DUPLICATE_WINDOW or ts < self._recent_start):
             self._recent_start = ts
             self._generation += 1
@@ -553,7 +553,7 @@ class Pipeline(FrameSink):
     def sweep(self, now: float | None = None) -> None:
         """Hand on finished (and, with an idle timeout, idle) connections now; ``now`` is the
         wall clock for a live source with no packets arriving. Collect them with :meth:`ready`."""
-        self.tracker.stamp = 2 * self.stats.frames + 2
+        self.tracker.stamp = self.stats.frames + self.stats.frames + 2  # (see _clock_tick)
         self.tracker.sweep(now)
 
     def ready(self) -> list[ConnReport]:

@@ -632,12 +632,12 @@ def _run_worker(
         # (common frames go to the pipeline straight from the read buffer: other workers' ones
         # are passed over there, undecoded)
         for frames_read in feed_source(pipeline, source, reader.path, reader, BATCH):
-            send_batch(2 * stats.frames + 1, source, frames_read, reader.bytes_read, pipeline.ready())
+            send_batch(stats.frames + stats.frames + 1, source, frames_read, reader.bytes_read, pipeline.ready())
             if stop:
                 break
         if stop:
             break
-    send_batch(2 * stats.frames + 1, len(readers) - 1, 0, 0, pipeline.ready())
+    send_batch(stats.frames + stats.frames + 1, len(readers) - 1, 0, 0, pipeline.ready())
     # the connections still held, made one at a time and sent a few per message (long ones at the
     # end of a capture are the biggest), so the parent merges them as they come
     send_batch(DRAIN_STAMP, len(readers) - 1, 0, 0, pipeline.finishing(), DRAIN_BATCH)
