@@ -292,12 +292,7 @@ MAX_WORDS: Final = 4096
 
 def word_text(s: str) -> str:
     """``_STRING(s)`` (the JSON text of a string), remembered for strings that recur."""
-    text = _WORDS.get(s)
-    if text is None:
-        if len(_WORDS) >= MAX_WORDS:
-            _WORDS.clear()
-        text = _WORDS[s] = _STRING(s)
-    return text
+    return remembered_text(_WORDS, s)
 
 
 def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, absolute: bool) -> str:
