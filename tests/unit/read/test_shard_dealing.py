@@ -19,7 +19,7 @@ from synscope.read.jsonl import connection_line
 from synscope.read.pipeline import Pipeline, run, shard_mix
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import flow_key
-from tests.craft import PcapWriter, conversation
+from tests.craft import ACK, SYN, PcapWriter, conversation, ether, ipv4_tcp
 
 CLIENT = "198.18.0.1"
 SERVER = "198.19.0.1"
@@ -75,3 +75,41 @@ def test_workers_share_out_busy_flows_that_hashing_would_put_on_one(tmp_path: Pa
     tracked = [sum(len(line["packets"]) for line in share) for share in shares]
     assert sum(tracked) == total
     assert min(tracked) >= 0.4 * total, tracked
+
+
+def _bulk_flow(cport: int, t0: float, segments: int, gap: float) -> list[tuple[float, bytes]]:
+    """A long download: handshake, then ``segments`` data segments from the server, each ACKed."""
+    c, s = CLIENT, SERVER
+    frames = [
+        (t0, ether(ipv4_tcp(c, s, cport, 9000, 100, 0, SYN))),
+        (t0 + 0.001, ether(ipv4_tcp(s, c, 9000, cport, 500, 101, SYN | ACK))),
+        (t0 + 0.002, ether(ipv4_tcp(c, s, cport, 9000, 101, 501, ACK))),
+    ]
+    seq = 501
+    for n in range(segments):
+        t = t0 + 0.003 + n * gap
+        frames.append((t, ether(ipv4_tcp(s, c, 9000, cport, seq, 101, ACK, payload=b"x" * 100))))
+        seq += 100
+        frames.append((t + gap / 2, ether(ipv4_tcp(c, s, cport, 9000, 101, seq, ACK))))
+    return frames
+
+
+def test_the_worker_holding_a_long_flow_still_gets_its_share_of_connections(tmp_path: Path) -> None:
+    # A download of 2,000 frames and, over the same time, 200 short connections of ~10 frames:
+    # counted in frames alone the download's worker got none of them (its frames kept it ahead
+    # while the other worker took every new connection), though each connection costs a worker
+    # its verdict, findings and JSON head besides its frames (OPENING_WEIGHT).
+    frames = _bulk_flow(40000, T0, 1000, 0.01)
+    for n in range(200):
+        frames += conversation(CLIENT, SERVER, 30000 + n, 80, T0 + 0.02 + n * 0.05)
+    frames.sort(key=lambda f: f[0])
+    path = tmp_path / "bulk.pcap"
+    with path.open("wb") as out:
+        writer = PcapWriter(out)
+        for ts, frame in frames:
+            writer.write(ts, frame)
+    shares = [_lines(path, w, 2) for w in range(2)]
+    bulk_worker = next(w for w in range(2) if any(line["client"]["port"] == 40000 for line in shares[w]))
+    short = [sum(1 for line in share if line["client"]["port"] != 40000) for share in shares]
+    assert sum(short) == 200
+    assert short[bulk_worker] >= 40, short
