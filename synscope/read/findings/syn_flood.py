@@ -41,7 +41,7 @@ import heapq
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass
-from heapq import heapify, heappop, heappush
+from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any, Final
 
 from synscope.core.addr import fmt_ip
@@ -151,11 +151,12 @@ class SpaceSaving:
                     heapify(heap)
                     self._heaped = True
                 mask = (1 << bits) - 1
-                while True:  # the smallest up-to-date entry is the minimum
-                    entry = heappop(heap)
+                while True:  # the smallest up-to-date entry is the minimum (stale ones above it go)
+                    entry = heap[0]
                     slot = entry & mask
                     if ties[slot] & TIE_MASK == (entry >> bits) & TIE_MASK:
                         break
+                    heappop(heap)
                 victim = self._items[slot]
                 del slots[victim]
                 low = counts[slot]
@@ -163,6 +164,14 @@ class SpaceSaving:
                 counts[slot] = c
                 self._errors[slot] = low
                 self._items[slot] = item
+                slots[item] = slot
+                # the minimum's entry is replaced by the new one in one pass down the heap (a pop
+                # and a push hold the same entries: the order they pop in is the same)
+                tie = self._tie
+                ties[slot] = tie
+                heapreplace(heap, (c << TIE_BITS | tie) << bits | slot)
+                self._tie = tie + 1
+                return victim
             slots[item] = slot
         else:
             c = counts[slot] + n
