@@ -85,6 +85,20 @@ def test_space_saving_orders_its_entries_before_the_first_replacement() -> None:
     assert ss.counts == ref.counts and ss.counts["a"] == 100
 
 
+def test_space_saving_breaks_ties_as_the_heap_around_its_rebuilds() -> None:
+    """Equal counts last counted in another order than they came into the table: before the
+    heap's rebuild of its stale entries the one counted longer ago goes first, after it the one
+    that came in first. Around every point of the rebuild, the same victim as the heap."""
+    for capacity in (1, 2, 3, 5):
+        for rounds in range(0, 120):
+            ss, ref = SpaceSaving(capacity), _ReferenceSpaceSaving(capacity)
+            items = list(range(capacity))
+            adds = items + [x for _ in range(rounds) for x in reversed(items)] + [100, 101, 102] + items
+            for x in adds:
+                assert ss.add(x) == ref.add(x), (capacity, rounds)
+            assert list(ss.counts.items()) == list(ref.counts.items())
+
+
 def test_space_saving_of_a_flood_of_spoofed_sources() -> None:
     """Mostly new items, some again, a full table of equal counts: every victim as before."""
     rng = random.Random(5)
