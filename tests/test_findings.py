@@ -8,14 +8,16 @@ refused-retry.pcap are made by scripts/make-pcaps with fixed parameters (see pca
 
 from __future__ import annotations
 
+import ast
 import json
 import pickle
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from synscope.read.findings import ConnFacts, FindingsEngine
+from synscope.read.findings import ConnFacts, FindingsEngine, model
 from synscope.read.findings import accept_queue as aq
 from synscope.read.findings import failures as fl
 from synscope.read.findings.model import MAX_IDS
@@ -175,6 +177,28 @@ def test_facts_survive_pickling_every_field() -> None:
     )  # fmt: skip
     back = pickle.loads(pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL))
     assert back == facts and back is not facts
+
+
+def test_facts_pickle_without_their_trailing_defaults() -> None:
+    """__reduce__ leaves out the arguments that end at their defaults (model._DEFAULTS, held
+    here to ConnFacts.__init__'s signature), and each field comes back, whichever ends it."""
+    # (read from the source: a compiled class has no signature to inspect)
+    module = ast.parse((Path(__file__).parents[1] / "synscope/read/findings/model.py").read_text())
+    (cls,) = [n for n in module.body if isinstance(n, ast.ClassDef) and n.name == "ConnFacts"]
+    (tree,) = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+    assert tuple(ast.literal_eval(d) for d in tree.args.defaults) == model._DEFAULTS
+    assert len(BASE.__reduce__()[1]) == len(tree.args.args) - 1 - len(model._DEFAULTS)
+    names = [a.arg for a in tree.args.args[-len(model._DEFAULTS) :]]
+    others = {"packets": 7, "client_bytes": 8, "server_bytes": 9, "handshake_s": 0.5, "teardown_ts": 3.0, "teardown_packets": 2,
+              "first_closer": "client", "reset": True, "syn_timestamps": True, "answer": "synack", "answer_frame": 5,
+              "rule": "keepalive-timeout", "keepalive_probes": 3, "keepalive_interval": 1.5, "silent_since": 2.0,
+              "prober_is_client": False, "probe_frames": (1, 2), "reused": True, "scan": True}  # fmt: skip
+    assert sorted(others) == sorted(names)
+    for i, name in enumerate(names):
+        facts = replace(BASE, **{name: others[name]})
+        assert len(facts.__reduce__()[1]) == len(tree.args.args) - len(model._DEFAULTS) + i
+        back = pickle.loads(pickle.dumps(facts, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == facts and getattr(back, name) == others[name]
 
 
 def test_accept_queue_needs_several_connections_in_one_period() -> None:

@@ -17,7 +17,11 @@ from collections.abc import Hashable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synscope.read.findings.model import ConnFacts
+from synscope.read.findings.model import MAX_IDS, ConnFacts
+from synscope.read.findings.ports import GAP_SAMPLES, MIN_ATTEMPTS, MIN_USES, NARROW_MAX, PortExhaustionDetector
+from synscope.read.findings.ports import _finding as _port_finding
+from synscope.read.findings.ports import _Pair as _PortPair
+from synscope.read.findings.reuse import ReuseDetector, _Life
 from synscope.read.findings.syn_flood import RATE_BUCKETS, DistinctCounter, FloodDetector, SpaceSaving
 from synscope.read.pipeline import RETRY_GAP_RATIO, RETRY_MIN_GAP, RETRY_PEERS, RETRY_WINDOW, RetryLinker
 
@@ -79,6 +83,20 @@ def test_space_saving_orders_its_entries_before_the_first_replacement() -> None:
     for x in ["a"] * 100 + ["b", "c", "d", "e", "b", "f"]:
         assert ss.add(x) == ref.add(x)
     assert ss.counts == ref.counts and ss.counts["a"] == 100
+
+
+def test_space_saving_breaks_ties_as_the_heap_around_its_rebuilds() -> None:
+    """Equal counts last counted in another order than they came into the table: before the
+    heap's rebuild of its stale entries the one counted longer ago goes first, after it the one
+    that came in first. Around every point of the rebuild, the same victim as the heap."""
+    for capacity in (1, 2, 3, 5):
+        for rounds in range(0, 120):
+            ss, ref = SpaceSaving(capacity), _ReferenceSpaceSaving(capacity)
+            items = list(range(capacity))
+            adds = items + [x for _ in range(rounds) for x in reversed(items)] + [100, 101, 102] + items
+            for x in adds:
+                assert ss.add(x) == ref.add(x), (capacity, rounds)
+            assert list(ss.counts.items()) == list(ref.counts.items())
 
 
 def test_space_saving_of_a_flood_of_spoofed_sources() -> None:
@@ -197,3 +215,135 @@ def test_retry_links_as_with_the_walk_at_every_link(seed: int) -> None:
         assert got == ref.link(key, cid, ts, failed, clock, failed_at), cid
         links += got is not None
         assert list(linker._failed.items()) == list(ref.failed.items())
+
+
+def _random_facts(rng: random.Random, ts: float) -> ConnFacts:
+    """A connection from a few clients and ports to a few services: tuples and pairs come back."""
+    client = bytes((198, 18, 0, rng.randrange(4)))
+    server = bytes((192, 0, 2, rng.randrange(2)))
+    syns = rng.choice((0, 1, 1, 1, 2))
+    closer = rng.choice(("", "client", "server"))
+    return ConnFacts(
+        client, 40000 + rng.randrange(6), server, rng.choice((80, 443)), ts, ts + rng.random(), ts if syns else None, syns, rng.randrange(2),
+        rng.random() < 0.5, False, False, "no-answer", False, False, b"", rng.randrange(1, 1000), -1.0, 0, 0, -1.0, (),
+        first_closer=closer, reset=rng.random() < 0.2, syn_timestamps=rng.random() < 0.5, answer=rng.choice(("", "synack", "rst", "ack")),
+        answer_frame=rng.randrange(1000), reused=rng.random() < 0.7,
+    )  # fmt: skip
+
+
+class _ReferenceReuse:
+    """ReuseDetector.add's table as first written: an OrderedDict, the oldest incarnation first."""
+
+    def __init__(self, slots: int) -> None:
+        self.det = ReuseDetector(tuple_slots=slots)  # (its reuse groups and findings)
+        self.lives: OrderedDict[tuple, _Life] = OrderedDict()
+        self.slots = slots
+
+    def add(self, cid: int, f: ConnFacts) -> None:
+        key = (f.client_ip, f.client_port, f.server_ip, f.server_port)
+        old = self.lives.get(key)
+        if old is not None:
+            new = _Life(cid, f)
+            earlier, later = (new, old) if old.syn_ts > new.syn_ts else (old, new)
+            self.det._reuse(f, earlier, later)
+            if later is old:
+                return
+            del self.lives[key]
+        elif len(self.lives) >= self.slots:
+            new = self.lives.popitem(False)[1]
+            new.fill(cid, f)
+            self.det.forgotten += 1
+        else:
+            new = _Life(cid, f)
+        self.lives[key] = new
+
+    def forget(self, before: float) -> None:
+        for key in [k for k, life in self.lives.items() if life.last_ts < before]:
+            del self.lives[key]
+        self.det.forget(before)
+
+
+class _ReferencePorts:
+    """PortExhaustionDetector.add's table as first written: an OrderedDict, least recently used first."""
+
+    def __init__(self, slots: int) -> None:
+        self.pairs: OrderedDict[tuple, _PortPair] = OrderedDict()
+        self.slots = slots
+        self.evicted = 0
+
+    def add(self, cid: int, f: ConnFacts) -> None:
+        if f.client_syns == 0:
+            return
+        ts = f.syn_ts if f.syn_ts is not None else f.first_ts
+        key = (f.client_ip, f.server_ip, f.server_port)
+        p = self.pairs.get(key)
+        if p is not None:
+            self.pairs.move_to_end(key)
+        else:
+            if len(self.pairs) >= self.slots:
+                p = self.pairs.popitem(False)[1]
+                p.reset(ts)
+                self.evicted += 1
+            else:
+                p = _PortPair(ts)
+            self.pairs[key] = p
+        p.first, p.last = min(p.first, ts), max(p.last, ts)
+        p.attempts += 1
+        if p.wide:
+            return
+        before = p.last_use.get(f.client_port)
+        if before is None:
+            if len(p.last_use) >= NARROW_MAX:
+                p.wide = True
+                p.last_use.clear()
+                p.gaps.clear()
+                return
+        else:
+            p.reuses += 1
+            if len(p.gaps) < GAP_SAMPLES:
+                p.gaps.append(abs(ts - before))
+            if len(p.frames) < 2:
+                p.frames.append(f.first_frame)
+        p.last_use[f.client_port] = max(ts, before) if before is not None else ts
+        if len(p.ids) < MAX_IDS:
+            p.ids.append(cid)
+
+    def findings(self) -> list:
+        out = []
+        for key, p in self.pairs.items():
+            ports = len(p.last_use)
+            if p.wide or p.attempts < MIN_ATTEMPTS or ports < 2 or p.attempts < MIN_USES * ports:
+                continue
+            out.append(_port_finding(key, p))
+        return out
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 40), st.integers(0, 3))
+def test_reuse_and_port_tables_keep_and_drop_as_the_ordered_dicts(seed: int, slots: int, forgets: int) -> None:
+    """The dict-and-queue tables of ReuseDetector and PortExhaustionDetector drop the same
+    entries and list the same findings, in the same order, as the OrderedDicts they replaced."""
+    rng = random.Random(seed)
+    reuse, reuse_ref = ReuseDetector(tuple_slots=slots), _ReferenceReuse(slots)
+    ports, ports_ref = PortExhaustionDetector(slots=slots), _ReferencePorts(slots)
+    ts = 1_700_000_000.0
+    n = rng.choice((50, 500, 3000))
+    forget_at = {rng.randrange(n) for _ in range(forgets)}
+    for cid in range(n):
+        ts += rng.choice((0.01, 0.5, 3.0))
+        f = _random_facts(rng, ts - rng.choice((0.0, 0.0, 5.0)))
+        reuse.add(cid, f)
+        reuse_ref.add(cid, f)
+        ports.add(cid, f)
+        ports_ref.add(cid, f)
+        if cid in forget_at:
+            reuse.forget(ts - 20)
+            reuse_ref.forget(ts - 20)
+            ports.forget(ts - 20)
+            for key in [k for k, p in ports_ref.pairs.items() if p.last < ts - 20]:
+                del ports_ref.pairs[key]
+        assert len(reuse._lives) == len(reuse_ref.lives) and len(ports._pairs) == len(ports_ref.pairs)
+    assert reuse.findings() == reuse_ref.det.findings() and reuse.forgotten == reuse_ref.det.forgotten
+    assert ports.findings() == ports_ref.findings() and ports.evicted == ports_ref.evicted
+    assert [p.key for p in ports._in_order()] == list(ports_ref.pairs)
+    assert [life.cid for life in reuse._order[reuse._front :] if reuse._lives.get(life.key) is life] == [life.cid for life in reuse_ref.lives.values()]

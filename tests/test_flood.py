@@ -186,7 +186,7 @@ def test_memory_stays_bounded_with_a_million_sources_and_many_targets() -> None:
     assert len(det._targets) <= flood.TARGET_SLOTS
     for t in det._targets.values():
         assert t.sources is not None and len(t.sources) <= flood.SOURCE_SLOTS
-        assert len(t.sources._heap) <= 4 * flood.SOURCE_SLOTS + 64
+        assert t.sources._entries <= flood.STALE_FACTOR * flood.SOURCE_SLOTS + flood.STALE_EXTRA and len(t.sources._buckets) <= flood.SOURCE_SLOTS + 1
         assert t.buckets is not None and len(t.buckets) <= flood.RATE_BUCKETS
         assert t.distinct is not None and (t.distinct.exact or t.distinct._exact is None)
     s = det.summary()

@@ -210,53 +210,63 @@ class ConnFacts:
 
     def __reduce__(self) -> tuple[type[ConnFacts], tuple[object, ...]]:
         """Pickled as the constructor's arguments (a split run's workers send ConnFacts): with a
-        written-out ``__init__`` the compiled class cannot be made empty and filled in."""
-        return (
-            ConnFacts,
-            (
-                self.client_ip,
-                self.client_port,
-                self.server_ip,
-                self.server_port,
-                self.first_ts,
-                self.last_ts,
-                self.syn_ts,
-                self.client_syns,
-                self.server_syns,
-                self.completed,
-                self.server_rst,
-                self.evicted,
-                self.outcome,
-                self.ok,
-                self.established,
-                self.icmp_from,
-                self.first_frame,
-                self.stalled,
-                self.data_retransmissions,
-                self.synack_after_ack,
-                self.abort_after,
-                self.frames,
-                self.packets,
-                self.client_bytes,
-                self.server_bytes,
-                self.handshake_s,
-                self.teardown_ts,
-                self.teardown_packets,
-                self.first_closer,
-                self.reset,
-                self.syn_timestamps,
-                self.answer,
-                self.answer_frame,
-                self.rule,
-                self.keepalive_probes,
-                self.keepalive_interval,
-                self.silent_since,
-                self.prober_is_client,
-                self.probe_frames,
-                self.reused,
-                self.scan,
-            ),
+        written-out ``__init__`` the compiled class cannot be made empty and filled in. The
+        arguments that end it at their defaults are left out (the constructor puts them back):
+        a half-open attempt's keep-alive fields are, and the parent unpickles one per connection."""
+        args: tuple = (  # (a plain tuple type: compiled, a fixed-length one is a struct of 41)
+            self.client_ip,
+            self.client_port,
+            self.server_ip,
+            self.server_port,
+            self.first_ts,
+            self.last_ts,
+            self.syn_ts,
+            self.client_syns,
+            self.server_syns,
+            self.completed,
+            self.server_rst,
+            self.evicted,
+            self.outcome,
+            self.ok,
+            self.established,
+            self.icmp_from,
+            self.first_frame,
+            self.stalled,
+            self.data_retransmissions,
+            self.synack_after_ack,
+            self.abort_after,
+            self.frames,
+            self.packets,
+            self.client_bytes,
+            self.server_bytes,
+            self.handshake_s,
+            self.teardown_ts,
+            self.teardown_packets,
+            self.first_closer,
+            self.reset,
+            self.syn_timestamps,
+            self.answer,
+            self.answer_frame,
+            self.rule,
+            self.keepalive_probes,
+            self.keepalive_interval,
+            self.silent_since,
+            self.prober_is_client,
+            self.probe_frames,
+            self.reused,
+            self.scan,
         )
+        n = len(args)
+        defaults = _DEFAULTS
+        first = n - len(defaults)  # the first argument with a default
+        while n > first and args[n - 1] == defaults[n - 1 - first]:
+            n -= 1
+        return ConnFacts, args[:n]
+
+
+# The defaults of ConnFacts.__init__'s last arguments (packets on), in order: __reduce__ leaves
+# out the arguments that end it at them (tests/test_findings.py holds this to the signature)
+_DEFAULTS: Final[tuple[object, ...]] = (0, 0, 0, -1.0, -1.0, 0, "", False, False, "", 0, "", 0, -1.0, -1.0, True, (), False, False)
 
 
 def facts_of(report: ConnReport) -> ConnFacts:

@@ -14,7 +14,6 @@ errno itself is not in the capture. Confidence ``likely``.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Final
 
 from synscope.core import fmt
@@ -45,8 +44,12 @@ class _Pair:
     attempts: int
     wide: bool  # more than NARROW_MAX ports: not narrow, ports no longer followed
     reuses: int
+    key: tuple  # its key in the detector's table
+    used: int  # the place in the detector's _order of its latest use (its earlier places are passed over)
 
     def __init__(self, ts: float) -> None:
+        self.key = ()
+        self.used = -1
         self.last_use: dict[int, float] = {}  # port -> SYN time of its last use
         self.gaps: list[float] = []
         self.ids: list[int] = []
@@ -77,9 +80,15 @@ class PortExhaustionDetector:
 
     def __init__(self, slots: int = PAIR_SLOTS) -> None:
         self.slots = slots
-        # OrderedDict: its oldest entry is found in O(1); a dict's first key costs O(n) once many
-        # entries were deleted from its front (5 % of a run in ReuseDetector.add)
-        self._pairs: OrderedDict[tuple[bytes, bytes, int], _Pair] = OrderedDict()
+        # The pairs least recently used first: a dict, and a queue of the pairs at each use read
+        # from a front index (a pair's place is the latest; its earlier ones are passed over).
+        # An OrderedDict's move_to_end, popitem and insertion (a linked node) cost half the
+        # detector's time on a SYN flood; a dict's first key costs O(n) once many entries were
+        # deleted from its front.
+        self._pairs: dict[tuple, _Pair] = {}
+        self._order: list[_Pair] = []
+        self._front = 0
+        self._base = 0  # the place in the queue of _order[0]
         self.evicted = 0  # pairs dropped to make room (their counts are lost)
 
     def add(self, cid: int, f: ConnFacts) -> None:
@@ -91,17 +100,21 @@ class PortExhaustionDetector:
         # each use as a key)
         key: tuple = (f.client_ip, f.server_ip, f.server_port)
         pairs = self._pairs
-        p = pairs[key] if key in pairs else None  # (not OrderedDict.get: a method call when compiled)
-        if p is not None:
-            pairs.move_to_end(key)  # the dict's order is least recently used first
-        else:
+        p = pairs.get(key)
+        if p is None:
             if len(pairs) >= self.slots:
-                p = pairs.popitem(False)[1]  # the least recently used pair makes room (positional: cheaper)
+                p = self._take_oldest()  # the least recently used pair makes room (its record is reused)
                 p.reset(ts)
                 self.evicted += 1
             else:
                 p = _Pair(ts)
+            p.key = key
             pairs[key] = p
+        order = self._order
+        p.used = self._base + len(order)
+        order.append(p)
+        if len(order) - self._front > 2 * self.slots + 64:  # too many places passed over: keep the latest
+            self._renumber(self._in_order())
         if ts < p.first:
             p.first = ts
         if ts > p.last:
@@ -126,6 +139,42 @@ class PortExhaustionDetector:
         if len(p.ids) < MAX_IDS:
             p.ids.append(cid)
 
+    def _current(self, p: _Pair, place: int) -> bool:
+        """Is ``place`` in the queue ``p``'s latest, and ``p`` still in the table?"""
+        return p.used == place and self._pairs.get(p.key) is p
+
+    def _in_order(self) -> list[_Pair]:
+        """The pairs of the table, least recently used first."""
+        order = self._order
+        base = self._base
+        return [order[i] for i in range(self._front, len(order)) if self._current(order[i], base + i)]
+
+    def _renumber(self, pairs: list[_Pair]) -> None:
+        """Make ``pairs`` (the table's, least recently used first) the whole queue."""
+        for i in range(len(pairs)):
+            pairs[i].used = i
+        self._order = pairs
+        self._front = 0
+        self._base = 0
+
+    def _take_oldest(self) -> _Pair:
+        """Take the least recently used pair out of the table (it is not empty)."""
+        order = self._order
+        front = self._front
+        base = self._base
+        while True:
+            p = order[front]
+            front += 1
+            if self._current(p, base + front - 1):  # (else used again since, or gone: passed over)
+                break
+        del self._pairs[p.key]
+        if front >= 4096 and 2 * front >= len(order):  # the list's consumed front goes (amortized O(1))
+            del order[:front]
+            self._base = base + front
+            front = 0
+        self._front = front
+        return p
+
     def forget(self, before: float) -> None:
         """Drop the pairs last seen before ``before`` (watch's window)."""
         for key in [k for k, p in self._pairs.items() if p.last < before]:
@@ -134,7 +183,8 @@ class PortExhaustionDetector:
     def findings(self) -> list[Finding]:
         """Every pair that cycled through a narrow range of ports."""
         out = []
-        for key, p in self._pairs.items():
+        for p in self._in_order():
+            key = p.key
             ports = len(p.last_use)
             if p.wide or p.attempts < MIN_ATTEMPTS or ports < 2 or p.attempts < MIN_USES * ports:
                 continue

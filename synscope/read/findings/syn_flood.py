@@ -78,10 +78,25 @@ RATE_BUCKETS = 3600
 EXACT_SOURCES = 4096
 # HyperLogLog registers: 2^12 of them, standard error 1.04 / sqrt(4096) = 1.6 %
 HLL_BITS = 12
-# A SpaceSaving heap entry's tie takes the low bits of its int (2^40 updates before ties could
-# collide with counts: a million a second for twelve days)
+# (how often SpaceSaving's entries may outnumber its items before the stale ones go: 4 per
+# slot and 64, as when they were a heap, whose rebuilding decides which of equal counts goes first)
+STALE_FACTOR: Final = 4
+STALE_EXTRA: Final = 64
+# Until its table first fills, SpaceSaving keeps its entries as ints in a list, unordered: its tie
+# in the low bits of an int (2^40 updates before ties could collide with counts: a million a
+# second for twelve days)
 TIE_BITS: Final = 40
 TIE_MASK: Final = (1 << TIE_BITS) - 1
+
+
+class _Bucket:
+    """SpaceSaving's entries of one count, oldest first from ``front``."""
+
+    __slots__ = ("entries", "front")
+
+    def __init__(self) -> None:
+        self.entries: list[int] = []  # tie << slot_bits | slot
+        self.front = 0
 
 
 class SpaceSaving:
@@ -90,20 +105,41 @@ class SpaceSaving:
     An item not in the table replaces the one with the smallest count and
     inherits that count, so every count is an upper bound and overestimates by
     at most its recorded error; any item seen more than ``total / capacity``
-    times is guaranteed to be in the table. O(log capacity) per update (a heap
-    with lazily discarded stale entries).
+    times is guaranteed to be in the table. Of equal counts the oldest entry goes first.
 
-    Each item has a slot (its count, error and latest tie in lists: a SYN flood's spoofed
-    sources replace an entry per attempt, and list stores cost a fraction of the dict updates
-    that keyed these by item and by tie). A heap entry is one int, ``(count << TIE_BITS | tie)
-    << slot_bits | slot``: ties are unique, so the ints order as the pairs (count, tie) do (of
-    equal counts the oldest entry comes first), and ints compare several times faster than
-    tuples. An entry is stale when its tie is not its slot's latest (the item was counted
-    again, or replaced). Entries are appended unordered until one has to be popped (a table
-    that never fills never orders its entries).
+    O(1) per update (a stream summary): each item has a slot (its count, error and latest tie
+    in lists); each count a bucket of entries, ints ``tie << slot_bits | slot`` appended as
+    items reach that count, so a bucket is in tie order; the smallest count's oldest up-to-date
+    entry is the one replaced. An entry is stale when its tie is not its slot's latest (the item
+    was counted again, or replaced); stale entries are passed over at the front of the smallest
+    bucket. The rule for ties is the one of the heap of (count, tie) entries this replaced: when
+    the entries not yet passed over outnumber ``STALE_FACTOR * capacity + STALE_EXTRA``, the stale
+    ones go and every item gets a new tie in the order it came into the table (which changes
+    which of equal counts is oldest: kept exactly, or a flood's top sources would change).
+    tests/test_findings_same_results.py holds it to that heap, victim for victim.
+
+    Until the table first fills nothing is replaced, so the entries are only appended to a
+    list, ``(count << TIE_BITS | tie) << slot_bits | slot``, and sorted into buckets at the
+    first replacement (a busy endpoint's count goes up at every attempt: a bucket per count
+    made at each would cost more than the heap did).
     """
 
-    __slots__ = ("_counts", "_errors", "_heap", "_heaped", "_items", "_slot_bits", "_slots", "_tie", "_ties", "capacity", "total")
+    __slots__ = (
+        "_bucketed",
+        "_buckets",
+        "_counts",
+        "_entries",
+        "_errors",
+        "_items",
+        "_lows",
+        "_pending",
+        "_slot_bits",
+        "_slots",
+        "_tie",
+        "_ties",
+        "capacity",
+        "total",
+    )
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -113,11 +149,14 @@ class SpaceSaving:
         self._items: list[Hashable] = []  # slot -> item
         self._counts: list[int] = []  # slot -> count
         self._errors: list[int] = []  # slot -> how much the count may overstate it
-        self._ties: list[int] = []  # slot -> tie of its latest heap entry (its other entries are stale)
+        self._ties: list[int] = []  # slot -> tie of its latest entry (its other entries are stale)
         self._slot_bits = capacity.bit_length()
-        self._heap: list[int] = []  # (count << TIE_BITS | tie) << _slot_bits | slot
-        self._heaped = True  # _heap is in heap order (False: appended to since it last was)
-        self._tie = 0  # the next entry's tie-break: entries of equal counts pop oldest first
+        self._buckets: dict[int, _Bucket] = {}  # count -> its entries
+        self._lows: list[int] = []  # the buckets' counts, a heap (the smallest first)
+        self._entries = 0  # entries in the buckets not passed over yet (up-to-date or stale)
+        self._bucketed = False  # the entries are in _buckets (False: in _pending, unordered)
+        self._pending: list[int] = []  # (count << TIE_BITS | tie) << slot_bits | slot, until bucketed
+        self._tie = 0  # the next entry's tie-break: entries of equal counts go oldest first
         self.total = 0
 
     @property
@@ -134,9 +173,6 @@ class SpaceSaving:
         victim = None
         slots = self._slots
         counts = self._counts
-        ties = self._ties
-        heap = self._heap
-        bits = self._slot_bits
         slot = slots.get(item)
         if slot is None:
             if len(slots) < self.capacity:
@@ -145,17 +181,11 @@ class SpaceSaving:
                 self._items.append(item)
                 counts.append(c)
                 self._errors.append(0)
-                ties.append(0)
+                self._ties.append(0)
             else:
-                if not self._heaped:
-                    heapify(heap)
-                    self._heaped = True
-                mask = (1 << bits) - 1
-                while True:  # the smallest up-to-date entry is the minimum
-                    entry = heappop(heap)
-                    slot = entry & mask
-                    if ties[slot] & TIE_MASK == (entry >> bits) & TIE_MASK:
-                        break
+                if not self._bucketed:
+                    self._make_buckets()
+                slot = self._take_lowest()
                 victim = self._items[slot]
                 del slots[victim]
                 low = counts[slot]
@@ -168,22 +198,104 @@ class SpaceSaving:
             c = counts[slot] + n
             counts[slot] = c
         tie = self._tie
-        ties[slot] = tie
-        if self._heaped:
-            heappush(heap, (c << TIE_BITS | tie) << bits | slot)  # (names imported: no module attribute looked up per call)
+        self._ties[slot] = tie
+        self._tie = tie + 1
+        if self._bucketed:
+            bucket = self._buckets.get(c)
+            if bucket is None:
+                bucket = _Bucket()
+                self._buckets[c] = bucket
+                heappush(self._lows, c)
+            bucket.entries.append(tie << self._slot_bits | slot)
         else:
-            heap.append((c << TIE_BITS | tie) << bits | slot)
-        tie += 1
-        if len(heap) > 4 * self.capacity + 64:  # drop the stale entries
-            fresh: list[int] = []
-            for s in slots.values():
-                ties[s] = tie
-                fresh.append((counts[s] << TIE_BITS | tie) << bits | s)
-                tie += 1
-            self._heap = fresh
-            self._heaped = False
-        self._tie = tie
+            self._pending.append((c << TIE_BITS | tie & TIE_MASK) << self._slot_bits | slot)
+        self._entries += 1
+        if self._entries > STALE_FACTOR * self.capacity + STALE_EXTRA:
+            self._renew()
         return victim
+
+    def _take_lowest(self) -> int:
+        """The slot of the smallest count's oldest up-to-date entry, that entry passed over
+        (with the stale ones before it)."""
+        buckets = self._buckets
+        lows = self._lows
+        ties = self._ties
+        bits = self._slot_bits
+        mask = (1 << bits) - 1
+        while True:
+            low = lows[0]
+            bucket = buckets[low]
+            entries = bucket.entries
+            front = bucket.front
+            while front < len(entries):
+                entry = entries[front]
+                front += 1
+                slot = entry & mask
+                if ties[slot] == entry >> bits:
+                    self._entries -= front - bucket.front
+                    if front >= 64 and 2 * front >= len(entries):  # the list's consumed front goes
+                        del entries[:front]
+                        front = 0
+                    bucket.front = front
+                    return slot
+            # only stale entries left: the bucket goes
+            self._entries -= front - bucket.front
+            del buckets[low]
+            heappop(lows)
+
+    def _make_buckets(self) -> None:
+        """Sort the entries appended so far into buckets (at the first replacement)."""
+        bits = self._slot_bits
+        mask = (1 << bits) - 1
+        buckets: dict[int, _Bucket] = {}
+        pending = self._pending
+        pending.sort()  # (count, tie) order: each bucket in tie order
+        for entry in pending:
+            c = entry >> (TIE_BITS + bits)
+            bucket = buckets.get(c)
+            if bucket is None:
+                bucket = _Bucket()
+                buckets[c] = bucket
+            bucket.entries.append(((entry >> bits) & TIE_MASK) << bits | entry & mask)
+        self._pending = []
+        self._buckets = buckets
+        lows = list(buckets)
+        heapify(lows)
+        self._lows = lows
+        self._bucketed = True
+
+    def _renew(self) -> None:
+        """Drop the stale entries: every item gets a new tie in the order it came into the table."""
+        counts = self._counts
+        ties = self._ties
+        bits = self._slot_bits
+        tie = self._tie
+        if not self._bucketed:
+            pending: list[int] = []
+            for s in self._slots.values():
+                ties[s] = tie
+                pending.append((counts[s] << TIE_BITS | tie & TIE_MASK) << bits | s)
+                tie += 1
+            self._tie = tie
+            self._pending = pending
+            self._entries = len(pending)
+            return
+        buckets: dict[int, _Bucket] = {}
+        for s in self._slots.values():
+            ties[s] = tie
+            c = counts[s]
+            bucket = buckets.get(c)
+            if bucket is None:
+                bucket = _Bucket()
+                buckets[c] = bucket
+            bucket.entries.append(tie << bits | s)
+            tie += 1
+        self._tie = tie
+        self._buckets = buckets
+        lows = list(buckets)
+        heapify(lows)
+        self._lows = lows
+        self._entries = len(self._slots)
 
     def error(self, item: Hashable) -> int:
         """How much ``item``'s count may overstate it (0 when it was counted from its first occurrence)."""
@@ -406,6 +518,7 @@ class FloodDetector:
         self._targets: dict[tuple[bytes, int], _Target] = {}
         self.reports = 0
         self.attempts = 0
+        self._key: tuple = (b"", -1)  # the key of the latest endpoint (see add_facts)
 
     def add(self, report: ConnReport) -> None:
         """Take one finished connection into account (any order; O(log slots))."""
@@ -416,7 +529,13 @@ class FloodDetector:
         self.reports += 1
         # (a plain tuple type: compiled, a fixed-length one is a C struct, made a new tuple object
         # at each use as a key, three per attempt)
-        key: tuple = (f.server_ip, f.server_port)
+        key: tuple = self._key
+        if f.server_ip is not key[0] or f.server_port != key[1]:
+            # (the endpoint's key of the attempt before is used again: a flood's attempts go to
+            # one endpoint, and a dict finds a key that is the very object it holds without
+            # comparing tuples; the server's address is the decoder's shared object)
+            key = (f.server_ip, f.server_port)
+            self._key = key
         if f.client_syns == 0:
             # no SYN: a SYN-ACK whose attempt was evicted earlier, or a mid-stream pickup
             if f.server_syns:
