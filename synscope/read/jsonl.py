@@ -481,6 +481,13 @@ def links_text(reused_from: int | None, retry_of: int | None, retry_number: int 
     """The members that name other connections (``"reused_from":…,"retry_of":…,"retry_number":…``):
     a split run's parent writes them in (its ids are the single run's), the rest of the line as
     the worker rendered it. ``retry_number`` counts only with ``retry_of``."""
+    if reused_from is None and retry_of is None:  # (most connections: no link, one constant text)
+        return _NO_LINKS
+    return _links_text(reused_from, retry_of, retry_number)
+
+
+def _links_text(reused_from: int | None, retry_of: int | None, retry_number: int | None) -> str:
+    """:func:`links_text`, written out."""
     return f'"reused_from":{_int_text(reused_from)},"retry_of":{_int_text(retry_of)},"retry_number":{_int_text(retry_number if retry_of is not None else None)}'
 
 
@@ -495,6 +502,10 @@ _UNTOUCHED: Final = (
 def _int_text(x: int | None) -> str:
     """A whole number or None as JSON."""
     return "null" if x is None else str(x)
+
+
+# links_text of a connection that names no other
+_NO_LINKS: Final = _links_text(None, None, None)
 
 
 def join_line(head: dict[str, Any], packets: str) -> str:

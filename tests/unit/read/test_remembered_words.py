@@ -12,6 +12,7 @@ import pytest
 from synscope.core.model import TcpOptions, parse_tcp_options
 from synscope.core.seqnum import UNSEEN
 from synscope.read import jsonl, verdict
+from synscope.read.analysis import annotate
 from synscope.read.analysis.engine import DirectionFacts
 from synscope.read.analysis.loss import LossFacts
 from synscope.read.evidence import CERTAIN, LIKELY, POSSIBLE
@@ -99,3 +100,16 @@ def test_quiet_directions_remembered_are_the_directions_written(seed: int) -> No
         absolute = rng.random() < 0.3
         assert jsonl._direction_text(f, lf, side, peer, absolute) == jsonl.compact(jsonl._direction(f, lf, side, peer, absolute))
     assert len(jsonl._QUIET_MEMBERS) <= jsonl.MAX_WORDS
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_answer_notes_remembered_are_the_notes_written(seed: int) -> None:
+    rng = random.Random(seed)
+    base = 1700000000.0 + rng.random()
+    # differences of capture times (in steps of their precision), and edge cases
+    delays = [(base + rng.choice([0.0002, 0.00021, 0.05, 1.5, 130.0]) * rng.random()) - base for _ in range(300)]
+    delays += [0.0, -0.0, 1e-7, 0.0001, 0.00009999, 0.001, 0.000999, 1.0, 119.99, 120.0, 7200.0, float("inf")]
+    for _ in range(3000):
+        delay = rng.choice(delays)
+        assert annotate._remembered_answer_note(delay) == annotate.answer_note(delay)
+    assert len(annotate._ANSWER_NOTES) <= annotate.MAX_ANSWER_NOTES
