@@ -371,12 +371,18 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
         # most directions of failed attempts: no data, nothing sent again, no idle time (one
         # packet): the members after the ISN differ only by the few numbers of the key, and
         # recur from attempt to attempt, so their text is looked up (see _quiet_members)
-        key: tuple = (next_seq, highest_ack, mss, win_scale, sack, f.packets)
-        members = _QUIET_MEMBERS.get(key)
-        if members is None:
-            if len(_QUIET_MEMBERS) >= MAX_WORDS:
-                _QUIET_MEMBERS.clear()
-            members = _QUIET_MEMBERS[key] = _quiet_members(next_seq, highest_ack, mss, win_scale, sack, f.packets)
+        packets = f.packets
+        if next_seq < 4095 and highest_ack < 4095 and mss < 65536 and win_scale < 31 and packets < 16384:
+            # the six numbers in one whole number of 62 bits, in fields wide enough for each
+            # (a tuple of them costs more to make, hash and compare than the text saves)
+            key = (next_seq + 1) | (highest_ack + 1) << 12 | (mss + 1) << 24 | (win_scale + 1) << 41 | (sack + 1) << 46 | packets << 48
+            members = _QUIET_MEMBERS.get(key)
+            if members is None:
+                if len(_QUIET_MEMBERS) >= MAX_WORDS:
+                    _QUIET_MEMBERS.clear()
+                members = _QUIET_MEMBERS[key] = _quiet_members(next_seq, highest_ack, mss, win_scale, sack, packets)
+        else:
+            members = _quiet_members(next_seq, highest_ack, mss, win_scale, sack, packets)
     else:
         if not (f.payload_bytes or f.data_segments or sent_again or _nonzero(counts)):
             middle = _NO_DATA
@@ -391,9 +397,9 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
 
 
 # the members of a direction after its ISN and before its RTT's value (see _quiet_members), by
-# (next_seq, highest_ack, mss, win_scale, sack_permitted, packets) as _direction_text keys them;
+# (next_seq, highest_ack, mss, win_scale, sack_permitted, packets) as _direction_text packs them;
 # emptied when full
-_QUIET_MEMBERS: Final[dict[tuple, str]] = {}
+_QUIET_MEMBERS: Final[dict[int, str]] = {}
 
 
 def _quiet_members(next_seq: int, highest_ack: int, mss: int, win_scale: int, sack: int, packets: int) -> str:

@@ -972,11 +972,13 @@ def _no_answer(conn: Connection, cs: str, server: str, host_up: bool = False) ->
         )
     else:
         summary = "1 SYN, nothing back"
-        explanation = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before "
+        # (each a single f-string: one string made, not three)
         if replaced is not None:
-            explanation += f"a new connection on the same ports began {fmt.duration(replaced)} later (frame {conn.superseded_frame})."
+            explanation = f"{_ONE_SYN}a new connection on the same ports began {fmt.duration(replaced)} later (frame {conn.superseded_frame})."
+        elif quiet is not None:
+            explanation = f"{_ONE_SYN}the capture ended {fmt.duration(quiet)} later."
         else:
-            explanation += "the capture ended" + (f" {fmt.duration(quiet)} later." if quiet is not None else ".")
+            explanation = f"{_ONE_SYN}the capture ended."
     words = _silence_words(summary, explanation, c.syn_count > 1, server, port, host_up, _on_one_host(conn), cs == "RSTOS0")
     summary, explanation, next_step, confidence, fact = words
     if fact:
@@ -984,6 +986,10 @@ def _no_answer(conn: Connection, cs: str, server: str, host_up: bool = False) ->
     if cs == "RSTOS0":
         evidence = (*evidence, _rst_evidence(conn, by_client=True))
     return _Cause("no-answer", summary, explanation, next_step, "no-answer", confidence, evidence)
+
+
+# how the explanation of one SYN that got nothing back begins
+_ONE_SYN: Final = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before "
 
 
 def silence_words(

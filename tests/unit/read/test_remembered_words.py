@@ -74,17 +74,17 @@ def test_verdict_members_remembered_are_the_members_written(seed: int) -> None:
 
 def _quiet_direction(rng: random.Random) -> tuple[DirectionFacts, LossFacts, Side, Side]:
     f = DirectionFacts()
-    f.packets = rng.choice([1, 2, 3])
+    f.packets = rng.choice([1, 2, 3, 16383, 16384])
     side = Side(b"\xc0\x00\x02\x0a", 443)
     peer = Side(b"\xc6\x12\x00\x01", 40000)
     side.isn = rng.choice([None, 0, 12345, 4294967295])
     side.base = rng.choice([UNSEEN, 0, 12345])
     peer.base = rng.choice([UNSEEN, 0, 777])
-    side.next_seq = rng.choice([UNSEEN, 1, 12346, 4294967295])
-    side.highest_ack = rng.choice([UNSEEN, 1, 778])
-    options: list[TcpOptions | None] = [None, *(parse_tcp_options(bytes.fromhex(h)) for h in ("", "020405b4", "020405b40402"))]
+    side.next_seq = rng.choice([UNSEEN, 1, 4094, 4095, 12346, 4294967295])
+    side.highest_ack = rng.choice([UNSEEN, 1, 778, 4095])
+    options: list[TcpOptions | None] = [None, *(parse_tcp_options(bytes.fromhex(h)) for h in ("", "020405b4", "0204ffff", "020405b40402"))]
     side.syn_options = rng.choice(options)
-    side.win_scale = rng.choice([-2, -1, 0, 7, 14])
+    side.win_scale = rng.choice([-2, -1, 0, 7, 14, 30, 31])
     if rng.random() < 0.2:
         f.rtt_samples = [rng.choice([0.0002, 0.5])]
     if rng.random() < 0.1:
