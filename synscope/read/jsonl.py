@@ -18,6 +18,7 @@ from synscope.read.analysis.loss import LossFacts
 from synscope.read.evidence import Evidence
 from synscope.read.pipeline import ConnReport
 from synscope.read.tracker import C2S, Side
+from synscope.read.verdict import Verdict
 
 SCHEMA: Final = 1
 # how every connection object starts; the id comes next
@@ -214,17 +215,15 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
     # (a connection of one packet, as most failed attempts: its end is its start, written once;
     # not for zero, whose sign the text shows and equality ignores)
     end = start if c.last_ts == c.first_ts and c.first_ts != 0.0 else float_text(c.last_ts)
-    next_step = word_text(v.next_step) if v.next_step else "null"
+    next_step = v.next_step
     # (an f-string is one allocation when compiled; a chain of + is one per member)
     return (
         f'{HEAD_START}{c.id},"source":{word_text(r.source_name)},'
         f'"client":{{"ip":{ip_text(client.ip)},"port":{client.port}}},'
         f'"server":{{"ip":{ip_text(server.ip)},"port":{server.port}}},"encap":{_encap_text(c.encap)},'
         f'"roles_guessed":{"true" if c.roles_guessed else "false"},"start":{start},"end":{end},'
-        f'"state":{word_text(v.conn_state)},"history":{word_text(v.history)},"outcome":{word_text(v.outcome)},'
-        f'"ok":{"true" if v.ok else "false"},"verdict":{remembered_text(_SENTENCES, v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
-        f'"confidence":{word_text(v.confidence)},"evidence":[{_evidence_text(v.evidence)}],"next_step":{next_step},'
-        f'"client_state":{word_text(r.client_state())},"server_state":{word_text(r.server_state())},'
+        f"{_verdict_head(v)}{_evidence_text(v.evidence)}],"
+        f"{_verdict_tail(next_step, r.client_state(), r.server_state())}"
         f'"syn_retransmissions":{_again(client.syn_count)},"synack_retransmissions":{_again(server.syn_count)},'
         f'"handshake_rtt":{rounded_text(c.handshake_rtt)},"handshake_rtt_server_leg":{rounded_text(c.server_leg)},'
         f'"handshake_rtt_client_leg":{rounded_text(c.client_leg)},"packets_omitted":{r.analysis.omitted},'
@@ -235,6 +234,41 @@ def head_text(r: ConnReport, absolute: bool = False) -> str:
         f'"s2c":{_direction_text(fs, r.analysis.loss[1], server, client, absolute)}'
     )
 
+
+def _verdict_head(v: Verdict) -> str:
+    """``"state":…`` to ``"evidence":[``: the verdict's members before its evidence, looked up
+    by the values they show (most connections of a capture share one of a few dozen verdicts;
+    only their evidence's frames differ)."""
+    key: tuple = (v.conn_state, v.history, v.outcome, v.ok, v.explanation, v.rule, v.confidence)
+    text = _VERDICT_HEADS.get(key)
+    if text is None:
+        if len(_VERDICT_HEADS) >= MAX_WORDS:
+            _VERDICT_HEADS.clear()
+        text = _VERDICT_HEADS[key] = (
+            f'"state":{word_text(v.conn_state)},"history":{word_text(v.history)},"outcome":{word_text(v.outcome)},'
+            f'"ok":{"true" if v.ok else "false"},"verdict":{remembered_text(_SENTENCES, v.explanation)},"rule":{word_text(v.rule) if v.rule else "null"},'
+            f'"confidence":{word_text(v.confidence)},"evidence":['
+        )
+    return text
+
+
+def _verdict_tail(next_step: str, client_state: str, server_state: str) -> str:
+    """``"next_step":…,"client_state":…,"server_state":…`` (``next_step`` "": null), looked up
+    by the three strings, as :func:`_verdict_head`."""
+    key: tuple = (next_step, client_state, server_state)
+    text = _VERDICT_TAILS.get(key)
+    if text is None:
+        if len(_VERDICT_TAILS) >= MAX_WORDS:
+            _VERDICT_TAILS.clear()
+        text = _VERDICT_TAILS[key] = (
+            f'"next_step":{word_text(next_step) if next_step else "null"},"client_state":{word_text(client_state)},"server_state":{word_text(server_state)},'
+        )
+    return text
+
+
+# the texts of _verdict_head and _verdict_tail, by the values they show; emptied when full
+_VERDICT_HEADS: Final[dict[tuple, str]] = {}
+_VERDICT_TAILS: Final[dict[tuple, str]] = {}
 
 # JSON text of the verdicts' explanations that recur (most connections of a capture are alike,
 # and their explanation, a few sentences long, is costly to escape); emptied when full
@@ -273,7 +307,14 @@ def _encap_text(encap: Encap | None) -> str:
 
 def _evidence_text(evidence: tuple[Evidence, ...]) -> str:
     """The members of the "evidence" array: one object per fact, with its frame numbers."""
-    return ",".join([f'{{"fact":{word_text(e.fact)},"frames":[{_frames_text(e.frames)}]}}' for e in evidence])
+    if len(evidence) == 1:  # (most verdicts of failed attempts: no list to build and join)
+        return _fact_text(evidence[0])
+    return ",".join([_fact_text(e) for e in evidence])
+
+
+def _fact_text(e: Evidence) -> str:
+    """One member of the "evidence" array."""
+    return f'{{"fact":{word_text(e.fact)},"frames":[{_frames_text(e.frames)}]}}'
 
 
 def _frames_text(frames: tuple[int, ...]) -> str:
@@ -309,34 +350,81 @@ def _direction_text(f: DirectionFacts, lf: LossFacts, side: Side, peer: Side, ab
         rtt_text = f'{{"min":{one},"median":{one},"max":{one}}}'
     else:
         rtt_text = f'{{"min":{float_text(rtt[0])},"median":{float_text(rtt[1])},"max":{float_text(rtt[2])}}}'
-    next_seq = "null"
+    # the members from next_seq to packets as numbers (-1: null; relative numbers, MSS and
+    # window shifts are never negative, and every negative window shift is written null)
+    next_seq = -1
     if side.next_seq != UNSEEN:
-        next_seq = str(relative(side.next_seq, UNSEEN if absolute else side.base))
-    highest_ack = "null"
+        next_seq = relative(side.next_seq, UNSEEN if absolute else side.base)
+    highest_ack = -1
     if side.highest_ack != UNSEEN:
-        highest_ack = str(relative(side.highest_ack, UNSEEN if absolute else peer.base))
-    if opts is None:
-        mss = sack = "null"
-    else:
+        highest_ack = relative(side.highest_ack, UNSEEN if absolute else peer.base)
+    mss = sack = -1
+    if opts is not None:
         mss_value = opts.mss
-        mss = "null" if mss_value is None else _count_text(mss_value)
-        sack = "true" if opts.sack_permitted else "false"
+        if mss_value is not None:
+            mss = mss_value
+        sack = 1 if opts.sack_permitted else 0
+    win_scale = side.win_scale if side.win_scale >= 0 else -1
     counts = lf.counts
     sent_again = bool(f.retransmitted_segments or f.retransmitted_bytes or f.fast_retransmissions or f.out_of_order or f.duplicate_acks)
-    if not (f.payload_bytes or f.data_segments or sent_again or _nonzero(counts)):
-        # most directions of failed attempts: no data, nothing sent again, a constant run of members
-        middle = _NO_DATA
-        throughput = "0.0"  # (no bytes over any span)
+    if not (f.payload_bytes or f.data_segments or sent_again or _nonzero(counts)) and _plain_zero(f.zero_window_time) and _plain_zero(f.max_idle):
+        # most directions of failed attempts: no data, nothing sent again, no idle time (one
+        # packet): the members after the ISN differ only by the few numbers of the key, and
+        # recur from attempt to attempt, so their text is looked up (see _quiet_members)
+        packets = f.packets
+        if next_seq < 4095 and highest_ack < 4095 and mss < 65536 and win_scale < 31 and packets < 16384:
+            # the six numbers in one whole number of 62 bits, in fields wide enough for each
+            # (a tuple of them costs more to make, hash and compare than the text saves)
+            key = (next_seq + 1) | (highest_ack + 1) << 12 | (mss + 1) << 24 | (win_scale + 1) << 41 | (sack + 1) << 46 | packets << 48
+            members = _QUIET_MEMBERS.get(key)
+            if members is None:
+                if len(_QUIET_MEMBERS) >= MAX_WORDS:
+                    _QUIET_MEMBERS.clear()
+                members = _QUIET_MEMBERS[key] = _quiet_members(next_seq, highest_ack, mss, win_scale, sack, packets)
+        else:
+            members = _quiet_members(next_seq, highest_ack, mss, win_scale, sack, packets)
     else:
-        middle = f'"bytes":{f.payload_bytes},"data_segments":{f.data_segments},{_losses_text(f, counts, sent_again)}'
-        throughput = float_text(f.throughput() * 8, 1)
+        if not (f.payload_bytes or f.data_segments or sent_again or _nonzero(counts)):
+            middle = _NO_DATA
+            throughput = "0.0"  # (no bytes over any span)
+        else:
+            middle = f'"bytes":{f.payload_bytes},"data_segments":{f.data_segments},{_losses_text(f, counts, sent_again)}'
+            throughput = float_text(f.throughput() * 8, 1)
+        members = _members_text(
+            next_seq, highest_ack, mss, win_scale, sack, f.packets, middle, float_text(f.zero_window_time), float_text(f.max_idle), throughput
+        )
+    return f'{{"isn":{_int_text(side.isn)},{members}{rtt_text}}}'
+
+
+# the members of a direction after its ISN and before its RTT's value (see _quiet_members), by
+# (next_seq, highest_ack, mss, win_scale, sack_permitted, packets) as _direction_text packs them;
+# emptied when full
+_QUIET_MEMBERS: Final[dict[int, str]] = {}
+
+
+def _quiet_members(next_seq: int, highest_ack: int, mss: int, win_scale: int, sack: int, packets: int) -> str:
+    """:func:`_members_text` of a direction that sent no data and nothing again, with no zero
+    window and no idle time (its bytes, losses, times and throughput all zero)."""
+    return _members_text(next_seq, highest_ack, mss, win_scale, sack, packets, _NO_DATA, "0.0", "0.0", "0.0")
+
+
+def _members_text(
+    next_seq: int, highest_ack: int, mss: int, win_scale: int, sack: int, packets: int, middle: str, zero_window: str, idle: str, throughput: str
+) -> str:
+    """The members of a direction from ``next_seq`` to the key of ``rtt`` (numbers of -1 and a
+    ``sack`` of -1 written null; ``middle``: the members from ``bytes`` to the loss counts)."""
     return (
-        f'{{"isn":{_int_text(side.isn)},"next_seq":{next_seq},"highest_ack":{highest_ack},'
-        f'"mss":{mss},"win_scale":{_count_text(side.win_scale) if side.win_scale >= 0 else "null"},"sack_permitted":{sack},'
-        f'"packets":{f.packets},{middle},'
-        f'"zero_window_time":{float_text(f.zero_window_time)},"max_idle":{float_text(f.max_idle)},'
-        f'"throughput_bps":{throughput},"rtt":{rtt_text}}}'
+        f'"next_seq":{_num_text(next_seq)},"highest_ack":{_num_text(highest_ack)},'
+        f'"mss":{_num_text(mss)},"win_scale":{_num_text(win_scale)},"sack_permitted":{"null" if sack < 0 else "true" if sack else "false"},'
+        f'"packets":{packets},{middle},'
+        f'"zero_window_time":{zero_window},"max_idle":{idle},'
+        f'"throughput_bps":{throughput},"rtt":'
     )
+
+
+def _num_text(n: int) -> str:
+    """A whole number that is not negative as JSON, -1 as null."""
+    return "null" if n < 0 else _count_text(n)
 
 
 def _untouched(f: DirectionFacts, lf: LossFacts, side: Side) -> bool:
@@ -399,6 +487,13 @@ def links_text(reused_from: int | None, retry_of: int | None, retry_number: int 
     """The members that name other connections (``"reused_from":…,"retry_of":…,"retry_number":…``):
     a split run's parent writes them in (its ids are the single run's), the rest of the line as
     the worker rendered it. ``retry_number`` counts only with ``retry_of``."""
+    if reused_from is None and retry_of is None:  # (most connections: no link, one constant text)
+        return _NO_LINKS
+    return _links_text(reused_from, retry_of, retry_number)
+
+
+def _links_text(reused_from: int | None, retry_of: int | None, retry_number: int | None) -> str:
+    """:func:`links_text`, written out."""
     return f'"reused_from":{_int_text(reused_from)},"retry_of":{_int_text(retry_of)},"retry_number":{_int_text(retry_number if retry_of is not None else None)}'
 
 
@@ -413,6 +508,10 @@ _UNTOUCHED: Final = (
 def _int_text(x: int | None) -> str:
     """A whole number or None as JSON."""
     return "null" if x is None else str(x)
+
+
+# links_text of a connection that names no other
+_NO_LINKS: Final = _links_text(None, None, None)
 
 
 def join_line(head: dict[str, Any], packets: str) -> str:

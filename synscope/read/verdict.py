@@ -972,14 +972,38 @@ def _no_answer(conn: Connection, cs: str, server: str, host_up: bool = False) ->
         )
     else:
         summary = "1 SYN, nothing back"
-        explanation = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before "
+        # (each a single f-string: one string made, not three)
         if replaced is not None:
-            explanation += f"a new connection on the same ports began {fmt.duration(replaced)} later (frame {conn.superseded_frame})."
+            explanation = f"{_ONE_SYN}a new connection on the same ports began {fmt.duration(replaced)} later (frame {conn.superseded_frame})."
+        elif quiet is not None:
+            explanation = f"{_ONE_SYN}the capture ended {fmt.duration(quiet)} later."
         else:
-            explanation += "the capture ended" + (f" {fmt.duration(quiet)} later." if quiet is not None else ".")
+            explanation = f"{_ONE_SYN}the capture ended."
+    words = _silence_words(summary, explanation, c.syn_count > 1, server, port, host_up, _on_one_host(conn), cs == "RSTOS0")
+    summary, explanation, next_step, confidence, fact = words
+    if fact:
+        evidence = (*evidence, Evidence(fact))
+    if cs == "RSTOS0":
+        evidence = (*evidence, _rst_evidence(conn, by_client=True))
+    return _Cause("no-answer", summary, explanation, next_step, "no-answer", confidence, evidence)
+
+
+# how the explanation of one SYN that got nothing back begins
+_ONE_SYN: Final = "One SYN and nothing came back (no SYN-ACK, RST or ICMP) before "
+
+
+def silence_words(
+    summary: str, explanation: str, resent: bool, server: str, port: int, host_up: bool, one_host: bool, gave_up: bool
+) -> tuple[str, str, str, str, str]:
+    """How :func:`_no_answer` ends its words for SYNs that got nothing back, from the words so
+    far: (summary, explanation, next step, confidence, the fact of an evidence without frames
+    or ""). ``resent``: more than one SYN; ``server``: its address as :func:`_server_addr`
+    writes it; ``host_up``: see :func:`judge`; ``one_host``: :func:`_on_one_host`; ``gave_up``:
+    the client ended with RST (RSTOS0)."""
     # silence cannot tell a DROP rule from a host that is down: after retransmissions, one of the two is
     # likely; a single SYN could also be a client that gave up at once
-    confidence = LIKELY if c.syn_count > 1 else POSSIBLE
+    confidence = LIKELY if resent else POSSIBLE
+    fact = ""
     if host_up:
         # the host answered on another port in this run: it is up, so this port's SYNs are dropped
         confidence = LIKELY
@@ -988,22 +1012,41 @@ def _no_answer(conn: Connection, cs: str, server: str, host_up: bool = False) ->
             f" {server} answered on another port in this run, so it is up. {hedge(confidence)}a firewall on the way"
             f" or on {server} drops packets to port {port}."
         )
-        evidence = (*evidence, Evidence(f"{server} answered on another port in the same run"))
-    elif _on_one_host(conn):
+        fact = f"{server} answered on another port in the same run"
+    elif one_host:
         # loopback (or one address): no path to lose packets on, and the host is the one sending
         explanation += f" Client and server are on one host, so no path lost them: the local stack dropped the SYNs to port {port} (a firewall rule)."
-        evidence = (*evidence, Evidence("client and server on one host"))
+        fact = "client and server on one host"
     else:
         explanation += f" {hedge(confidence)}packets to {server}:{port} are dropped on the way, or the host is down" + (
             " (silence cannot tell which)." if confidence == LIKELY else "."
         )
-    if cs == "RSTOS0":
+    if gave_up:
         explanation += " The client then gave up with RST."
-        evidence = (*evidence, _rst_evidence(conn, by_client=True))
     next_step = f"Check firewalls / security groups on the path for DROP rules on port {port}; test from closer to the server (nc -vz {server} {port})" + (
         f" and on {server} itself (nft list ruleset)." if host_up else " and check the host is up."
     )
-    return _Cause("no-answer", summary, explanation, next_step, "no-answer", confidence, evidence)
+    return summary, explanation, next_step, confidence, fact
+
+
+def _silence_words(
+    summary: str, explanation: str, resent: bool, server: str, port: int, host_up: bool, one_host: bool, gave_up: bool
+) -> tuple[str, str, str, str, str]:
+    """:func:`silence_words`, remembered by its arguments: the attempts of a flood to one
+    server port end their words alike (tests/unit/read/test_verdict_words.py holds the two equal)."""
+    key: tuple = (summary, explanation, resent, server, port, host_up, one_host, gave_up)
+    words = _SILENCE_WORDS.get(key)
+    if words is None:
+        if len(_SILENCE_WORDS) >= MAX_REMEMBERED:
+            _SILENCE_WORDS.clear()
+        words = _SILENCE_WORDS[key] = silence_words(summary, explanation, resent, server, port, host_up, one_host, gave_up)
+    return words
+
+
+# silence_words' answers by its arguments (emptied when full): the words of a verdict depend on
+# nothing else, and the attempts of a flood share a few dozen of them
+_SILENCE_WORDS: Final[dict[tuple, tuple[str, str, str, str, str]]] = {}
+MAX_REMEMBERED: Final = 4096
 
 
 # Scanner probes by their flags (nmap -sF, -sN, -sX, -sA; OS detection sends the same kinds)
