@@ -138,3 +138,17 @@ def test_reader_going_away_is_not_an_error(fmt: tuple[str, ...]) -> None:
     assert proc.wait(timeout=60) == 0
     assert first
     assert b"Traceback" not in err and b"BrokenPipe" not in err and b"Broken pipe" not in err
+
+
+def _imported(*args: str) -> set[str]:
+    """The modules a `synscope` run imports (python -X importtime), by name."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "synscope", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:") and line.count("|") == 2}
+
+
+def test_read_json_starts_without_the_table_library() -> None:
+    # --json draws no table: importing tabulate (and wcwidth) took a sixth of the start-up of
+    # every run of `read --json`, most of it on a small capture read mid-incident
+    assert "tabulate" not in _imported("read", "--json", str(pcap("normal.pcap")))
+    assert "tabulate" in _imported("read", str(pcap("normal.pcap")))  # the text view draws tables
