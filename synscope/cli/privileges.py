@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import os
 import pwd
 
@@ -24,6 +25,11 @@ __all__ = ["SAFE_UMASK", "PrivilegeDropError", "drop_privileges"]
 SAFE_UMASK = 0o077
 
 _PR_SET_NO_NEW_PRIVS = 38
+
+# Modules a run imports lazily, after the drop (synscope.render.table imports tabulate when it
+# first draws a table): imported before it, while the process can read any installation, which
+# the user it becomes may not (a Python installed under /root)
+LOAD_BEFORE_DROP = ("tabulate",)
 
 
 class PrivilegeDropError(Exception):
@@ -64,6 +70,8 @@ def drop_privileges(user: str, umask: int = SAFE_UMASK) -> None:
         )
     if gid == 0:
         raise PrivilegeDropError(f"--user {user}: that account's primary group is root (gid 0); give an unprivileged account, e.g. nobody")
+    for name in LOAD_BEFORE_DROP:
+        importlib.import_module(name)
     try:
         try:
             os.initgroups(pw.pw_name, gid)

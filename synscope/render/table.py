@@ -156,7 +156,8 @@ def direction_table(report: ConnReport, out: TextIO, indent: str = "  ") -> None
 def _tabulate(rows: Any, headers: Any, tablefmt: str, disable_numparse: bool = False) -> str:
     """``tabulate.tabulate``, imported when a table is first drawn: a ``--json`` run draws none,
     and importing tabulate (with wcwidth) was a sixth of the start-up of `read --json` (114 M of 712 M
-    instructions)."""
+    instructions). A run that drops root (``--user``) has it imported before the drop
+    (synscope.cli.privileges.LOAD_BEFORE_DROP)."""
     from tabulate import tabulate
 
     return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=disable_numparse)
