@@ -94,6 +94,7 @@ class ConnReport:
     rounds: int = 1
     raw_client: bool = False  # the client was a raw probe (crafted SYN): no client socket had a state
     scan: bool = False  # part of a port scan (synscope.read.scans): the port-scan finding covers it
+    storm: bool = False  # opened while its server endpoint was under a SYN storm (ScanWatch.storm)
 
     # Written out (dataclass keeps it): one per connection, and the generated one runs as Python bytecode
     def __init__(
@@ -109,6 +110,7 @@ class ConnReport:
         self.rounds = 1
         self.raw_client = False
         self.scan = False
+        self.storm = False
 
     def client_state(self) -> str:
         """The client's end state; ``none`` for a raw probe, which had no socket."""
@@ -591,16 +593,25 @@ class Pipeline(FrameSink):
         verdict = judge(conn, state, tracker.idle_timeout, host_up, scan, host_synack, "--idle-timeout" if tracker.sweep_idle else "--split-idle")
         report = ConnReport(conn, state, verdict)
         report.scan = scan
+        syn_ts = conn.syn_ts
+        # (asked only of an attempt the retry linker would look at)
+        if syn_ts is not None and scans is not None and not scan:
+            report.storm = scans.storm(conn.server.ip, conn.server.port, syn_ts)
         report.raw_client = verdict.rule == "scan-probe"  # (a crafted probe: no socket behind it)
         if state.partial_checksums or state.bad_checksums:
             self.stats.partial_checksums += state.partial_checksums
             self.stats.bad_checksums += len(state.bad_checksums)
         if self.source_names and conn.source_index < len(self.source_names):
             report.source_name = self.source_names[conn.source_index]
-        syn_ts = conn.syn_ts
         if self.link_retries and syn_ts is not None and is_attempt(report):
             linked = self.retries.link(
-                (conn.client.ip, conn.server.ip, conn.server.port), conn.id, syn_ts, failed_attempt(conn, verdict), conn.retire_clock, conn.last_ts
+                (conn.client.ip, conn.server.ip, conn.server.port),
+                conn.id,
+                syn_ts,
+                failed_attempt(conn, verdict),
+                conn.retire_clock,
+                conn.last_ts,
+                not report.storm,
             )
             if linked is not None:
                 report.retry_of, report.retry_number = linked
@@ -633,11 +644,22 @@ class RetryLinker:
         self._front_at = 0.0
         self._front_known = False
 
-    def link(self, key: tuple, conn_id: int, syn_ts: float, failed_attempt: bool, clock: float, failed_at: float | None = None) -> tuple[int, int] | None:
+    def link(
+        self, key: tuple, conn_id: int, syn_ts: float, failed_attempt: bool, clock: float, failed_at: float | None = None, linkable: bool = True
+    ) -> tuple[int, int] | None:
         """(id of the failed attempt this one retries, retry number), or None. ``failed_attempt``:
         this connection never got established (a connection that worked, even with loss, is
         nothing to retry); ``clock``: the capture clock when it was handed on; ``failed_at``:
-        when it failed (its last packet; default its SYN). ``key``: (client ip, server ip, server port)."""
+        when it failed (its last packet; default its SYN). ``key``: (client ip, server ip, server port).
+
+        ``linkable`` False: the connection opened during a SYN storm against the server endpoint
+        (ScanWatch.storm). Spoofed flood sources share addresses by chance, and the packets cannot
+        tell a second spoofed SYN from an application's retry: it is neither linked nor remembered
+        as a failure to retry, only as its client's latest connection to the server (which keeps
+        an earlier failure of a real client from being linked across it)."""
+        if not linkable:
+            self._latest_before((key[0], key[1]), syn_ts)
+            return None
         failed = self._failed
         # (taken before the expired ones go: several files in one run need not be in time
         # order, and the capture clock is the latest of them)
@@ -658,17 +680,7 @@ class RetryLinker:
                     self._front_known = True
                     break
                 del failed[first]
-        pair: tuple = (key[0], key[1])  # (one tuple object: see __init__)
-        latests = self._latest
-        latest = latests[pair] if pair in latests else None
-        if latest is None:
-            latests[pair] = syn_ts
-            if len(latests) > RETRY_PEERS:
-                latests.popitem(False)  # (the oldest; positional: a keyword costs more in the call)
-        else:
-            latests.move_to_end(pair)  # the dict stays in update order
-            if syn_ts > latest:
-                latests[pair] = syn_ts
+        latest = self._latest_before((key[0], key[1]), syn_ts)  # (one tuple object: see __init__)
         linked = None
         gap = 0.0
         # another connection from this client to this server started after the failure: not a retry
@@ -683,10 +695,27 @@ class RetryLinker:
             failed[key] = (conn_id, syn_ts if failed_at is None else failed_at, linked[1] if linked else 0, gap)
         return linked
 
+    def _latest_before(self, pair: tuple, syn_ts: float) -> float | None:
+        """The latest SYN time of a connection from the client to the server (``pair``) before
+        this one, which starts at ``syn_ts`` and is remembered in turn."""
+        latests = self._latest
+        latest = latests[pair] if pair in latests else None
+        if latest is None:
+            latests[pair] = syn_ts
+            if len(latests) > RETRY_PEERS:
+                latests.popitem(False)  # (the oldest; positional: a keyword costs more in the call)
+        else:
+            latests.move_to_end(pair)  # the dict stays in update order
+            if syn_ts > latest:
+                latests[pair] = syn_ts
+        return latest
+
 
 def is_attempt(report: ConnReport) -> bool:
     """A connection the retry linker looks at: one with a SYN, not a scan's probe, and not the
-    continuation of an earlier record split off by ``read --split-idle`` (the same attempt)."""
+    continuation of an earlier record split off by ``read --split-idle`` (the same attempt).
+    One opened during a SYN storm against its server endpoint (``report.storm``) is looked at only
+    as its client's latest connection to the server: see ``RetryLinker.link``'s ``linkable``."""
     conn = report.conn
     return conn.syn_ts is not None and not report.scan and not conn.idle_split
 

@@ -19,6 +19,9 @@ same with any number of workers. It answers two questions in bounded memory:
   this port is a filter, not a host that is down;
 - is this connection part of a scan (its client's probes of this host, or of this port, so far
   look like one)?
+- was its server endpoint under a SYN storm when it opened (:meth:`ScanWatch.storm`)? Then one
+  client address's two attempts there may be two spoofed SYNs that happen to share a source, and
+  the packets cannot tell them from an application's retry: the retry linker leaves them apart.
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ ANSWER_HOSTS: Final = 16384
 # Distinct ports (or hosts) kept exactly per pair; beyond, only counted (every SYN of a new
 # target after that counts, so a scan past this many is still a scan)
 PAIR_EXACT: Final = 1024
+# A server endpoint that received at least this many bare SYNs within one second of capture time is
+# under a SYN storm in that second (the syn-flood finding asks as many half-open attempts in its
+# busiest second: a listen backlog is 128-4096). Spoofed flood sources from a /15 share addresses
+# by chance: of a crafted flood of 200,000 attempts at 50,000 per second (scripts/make-synflood),
+# 54,076 were linked as application retries before the linker asked this.
+STORM_SYN_RATE: Final = 100
+# Server endpoints whose SYN rate is followed at once; the oldest go first
+STORM_ENDPOINTS: Final = 4096
+# Storm seconds remembered per endpoint (the oldest go first): an hour of storm
+STORM_SECONDS: Final = 3600
 
 
 def looks_like_scan(targets: int, open_targets: int, horizontal: bool = False) -> bool:
@@ -105,6 +118,8 @@ class ScanWatch:
         # host -> (TTL, frame) of the first SYN-ACK it sent: its own kernel's TTL at the capture
         # point, to weigh an RST sent in its name (a reject rule on the path answers with another)
         self._synack_ttl: OrderedDict[bytes, tuple[int, int]] = OrderedDict()
+        # (server ip, server port) -> its bare SYNs per second and the seconds it was under a storm
+        self._rates: OrderedDict[tuple, _SynRate] = OrderedDict()
 
     def saw(self, seg: Segment) -> None:
         """One segment; only SYN, SYN-ACK and RST count (call for those alone, cheaply)."""
@@ -116,6 +131,7 @@ class ScanWatch:
         if flags & SYN and not flags & ACK:
             _add(self._by_host, (src, dst), dport, ts, SCAN_MIN_PORTS, self._ended, 0)
             _add(self._by_port, (src, dport), dst, ts, SCAN_MIN_HOSTS, self._ended, 1)
+            self._count_syn(dst, dport, ts)
             return
         if flags & SYN:  # SYN-ACK: the port is open
             if src not in self._synack_ttl and ttl > 0:
@@ -150,6 +166,36 @@ class ScanWatch:
         ports = self._answered.get(host)
         return ports is not None and (len(ports) > 1 or ports[0] != port)
 
+    def _count_syn(self, host: bytes, port: int, ts: float) -> None:
+        """One bare SYN to ``host``:``port`` at ``ts``: counted in its second of capture time."""
+        rates = self._rates
+        endpoint: tuple = (host, port)
+        rate = rates.get(endpoint)
+        if rate is None:
+            if len(rates) >= STORM_ENDPOINTS:
+                rates.popitem(False)  # (the oldest; positional: a keyword costs more in the call)
+            rate = rates[endpoint] = _SynRate()
+        second = int(ts // 1.0)
+        if second != rate.second:  # (a second earlier than the last one, from another file, counts again too)
+            rate.second = second
+            rate.count = 0
+        rate.count += 1
+        if rate.count == STORM_SYN_RATE:
+            storms = rate.storms
+            if len(storms) >= STORM_SECONDS:
+                del storms[next(iter(storms))]
+            storms[second] = None
+
+    def storm(self, host: bytes, port: int, ts: float) -> bool:
+        """Was ``host``:``port`` under a SYN storm (:data:`STORM_SYN_RATE`) in the second of capture
+        time of ``ts``, or the one before or after it (as read so far)?"""
+        rate = self._rates.get((host, port))
+        if rate is None or not rate.storms:
+            return False
+        second = int(ts // 1.0)
+        storms = rate.storms
+        return second in storms or second - 1 in storms or second + 1 in storms
+
     def in_scan(self, client: bytes, host: bytes, port: int, ts: float) -> bool:
         """Do ``client``'s probes so far of ``host`` (or of ``port`` on many hosts) look like a scan,
         and was a connection that started at ``ts`` made during it?"""
@@ -165,6 +211,18 @@ class ScanWatch:
         if _scan_during(self._by_port.probed.get(horizontal), ts, True):
             return True
         return len(ended) > 0 and _scan_during(ended.get((1, horizontal)), ts, True)
+
+
+class _SynRate:
+    """Bare SYNs to one server endpoint in the latest second of capture time that had any, and the
+    seconds in which it was under a SYN storm (a dict used as an insertion-ordered set)."""
+
+    __slots__ = ("second", "count", "storms")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.count = 0
+        self.storms: dict[int, None] = {}
 
 
 class _Pairs:

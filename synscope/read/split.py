@@ -75,6 +75,8 @@ TEXT_ITEM_BYTES: Final = 100
 NOT_ATTEMPT: Final = 0
 ATTEMPT: Final = 1
 FAILED_ATTEMPT: Final = 2
+# ... opened during a SYN storm against its server endpoint: never linked (RetryLinker.link's linkable)
+STORM_ATTEMPT: Final = 3
 
 
 class _Output:
@@ -329,7 +331,7 @@ class SplitRun:
             syn_ts = facts.syn_ts
             assert syn_ts is not None  # (an attempt has a SYN)
             key = (facts.client_ip, facts.server_ip, facts.server_port)
-            linked = self._linker.link(key, cid, syn_ts, attempt == FAILED_ATTEMPT, item[3], facts.last_ts)
+            linked = self._linker.link(key, cid, syn_ts, attempt == FAILED_ATTEMPT, item[3], facts.last_ts, attempt != STORM_ATTEMPT)
         self._linked = linked
         # (the ids its line or timeline names, as in a single run; named once: the tracker let go of it then)
         self._named = self._nameable[w].pop(reused_from) if reused_from is not None else None
@@ -663,9 +665,11 @@ def _run_worker(
 
 def _attempt(report: Any) -> int:
     """What RetryLinker needs of a connection beyond its facts (its SYN time, 4-tuple and last
-    packet are there), linked by the parent in the merged order: NOT_ATTEMPT, ATTEMPT or FAILED_ATTEMPT."""
+    packet are there), linked by the parent in the merged order: NOT_ATTEMPT, ATTEMPT, FAILED_ATTEMPT or STORM_ATTEMPT."""
     if not is_attempt(report):
         return NOT_ATTEMPT
+    if report.storm:
+        return STORM_ATTEMPT
     return FAILED_ATTEMPT if failed_attempt(report.conn, report.verdict) else ATTEMPT
 
 
