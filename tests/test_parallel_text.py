@@ -210,7 +210,8 @@ def _stream(n: int, seed: int) -> list[S.Brief]:
         duration = rnd.choice([0.001, 0.002, 0.5, 1.0, float(rnd.randint(0, 100))]) * grow
         server = (bytes([198, 18, 0, rnd.randint(1, 3)]), rnd.choice([80, 443, 8080]))
         scan = rnd.random() < 0.05
-        briefs.append((outcome, ok, outcome, scan, rnd.random() * 100, rnd.randrange(2), duration, rate, server))
+        storm = rnd.random() < 0.3  # (a failed one is held apart: see the flooded parameter below)
+        briefs.append((outcome, ok, outcome, scan, rnd.random() * 100, rnd.randrange(2), duration, rate, server, storm))
     return briefs
 
 
@@ -246,7 +247,10 @@ def _split(briefs: list[S.Brief], worker_of: list[int], workers: int, show_all: 
 @pytest.mark.parametrize("show_all", [False, True])
 @pytest.mark.parametrize("share", ["even", "skewed", "one"])
 @pytest.mark.parametrize(("row_limit", "timeline_limit"), [(40, 7), (S.ROW_LIMIT, S.TIMELINE_LIMIT)])
-def test_the_parent_keeps_only_what_workers_sent_and_what_one_process_keeps(show_all: bool, share: str, row_limit: int, timeline_limit: int) -> None:
+@pytest.mark.parametrize("flooded", [set(), {("198.18.0.2", 443)}])
+def test_the_parent_keeps_only_what_workers_sent_and_what_one_process_keeps(
+    show_all: bool, share: str, row_limit: int, timeline_limit: int, flooded: set[tuple[str, int]]
+) -> None:
     briefs = _stream(6000, seed=17)
     rnd = random.Random(5)
     workers = 3
@@ -258,6 +262,12 @@ def test_the_parent_keeps_only_what_workers_sent_and_what_one_process_keeps(show
         worker_of = [0] * len(briefs)
     split = _split(briefs, worker_of, workers, show_all, row_limit, timeline_limit)
     one = _split(briefs, [0] * len(briefs), 1, show_all, row_limit, timeline_limit)
+    # (failed storm attempts held apart join the lists, or a syn-flood finding sums them up)
+    split._settle_storms(flooded)
+    one._settle_storms(flooded)
+    assert split.flood_attempts == one.flood_attempts
+    assert (split.flood_attempts > 0) == (bool(flooded) and not show_all)
+    assert (split.rows_dropped, split.timelines_dropped) == (one.rows_dropped, one.timelines_dropped)
     assert split.total == len(briefs)
     assert split.by_rate and split.by_duration
     assert split.expanded == one.expanded

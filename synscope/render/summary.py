@@ -34,6 +34,9 @@ PROBLEMS_LINE_ABOVE = 20
 SERVICE_SLOTS = 64
 # Durations kept per service for the median (the first ones)
 DURATION_SAMPLES = 10_001
+# Server endpoints whose failed attempts during a SYN storm are held apart at once (the rest are
+# listed as any other connection)
+STORM_SLOTS = 16
 
 # Makes the texts of the kept timelines, given them in id order and the frames the findings cite
 Timelines = Callable[[list[object], frozenset[int]], Iterable[str]]
@@ -41,15 +44,32 @@ Timelines = Callable[[list[object], frozenset[int]], Iterable[str]]
 
 # What the summary counts of every connection, kept or not: (outcome, ended well, verdict rule,
 # part of a port scan, first packet's time, input file's index, duration, retransmission rate,
-# server endpoint); plain values, so a split run's worker sends it for each of its connections
-Brief = tuple[str, bool, str, bool, float, int, float, float, tuple[bytes, int]]
+# server endpoint, one SYN sent during a SYN storm against it: see brief_of); plain values, so a
+# split run's worker sends it for each of its connections
+Brief = tuple[str, bool, str, bool, float, int, float, float, tuple[bytes, int], bool]
 
 
 def brief_of(r: ConnReport) -> Brief:
-    """The figures :meth:`RunSummary.count` takes from every connection."""
+    """The figures :meth:`RunSummary.count` takes from every connection.
+
+    The last: the client sent one SYN, during a SYN storm against the server endpoint
+    (ConnReport.storm). A failed one is held apart and summed up by a syn-flood finding on the
+    endpoint, if there is one; a client that sent its SYN again had a kernel that retried (a
+    flood's crafted SYNs are sent once): it may be a real client the flood kept out, and is listed."""
     c = r.conn
     v = r.verdict
-    return (v.outcome, v.ok, v.rule, r.scan, c.first_ts, c.source_index, c.last_ts - c.first_ts, r.analysis.retransmission_rate, (c.server.ip, c.server.port))
+    return (
+        v.outcome,
+        v.ok,
+        v.rule,
+        r.scan,
+        c.first_ts,
+        c.source_index,
+        c.last_ts - c.first_ts,
+        r.analysis.retransmission_rate,
+        (c.server.ip, c.server.port),
+        r.storm and c.client.syn_count <= 1,
+    )
 
 
 class Kept(Protocol):
@@ -82,6 +102,20 @@ class _Whole:
         return self.report
 
 
+class _StormHeld:
+    """The failed attempts of one SYN made to one server endpoint during a SYN storm against it
+    (see brief_of), held apart until the end: a syn-flood finding on the endpoint sums them
+    up, otherwise they are listed as any other connection. Rows and timelines are the first ones
+    (by the order connections were counted), each with that place in the order."""
+
+    __slots__ = ("count", "rows", "timelines")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.rows: list[tuple[int, Row]] = []
+        self.timelines: list[tuple[int, int, object]] = []  # (place, id, Kept.timeline)
+
+
 @dataclass
 class RunSummary:
     """Everything the end-of-run text needs, in bounded memory."""
@@ -107,6 +141,11 @@ class RunSummary:
     healthy: Counter = field(default_factory=Counter)  # healthy connections per server endpoint
     healthy_elsewhere: int = 0  # healthy connections to services beyond SERVICE_SLOTS
     scan_probes: int = 0  # connections of port scans, summed up by the port-scan finding (not listed unless --all)
+    counted: int = 0  # connections listed or held apart so far (the place of the next one in that order)
+    row_places: list[int] = field(default_factory=list)  # the place of each of rows
+    timeline_places: list[int] = field(default_factory=list)  # the place of each of expanded
+    storms: dict[tuple[bytes, int], _StormHeld] = field(default_factory=dict)  # failed attempts during SYN storms, by server endpoint
+    flood_attempts: int = 0  # of those, summed up by a syn-flood finding (set by write)
 
     def add(self, r: ConnReport) -> None:
         """Take one finished connection."""
@@ -127,7 +166,7 @@ class RunSummary:
         that one kept: the parent merges the workers' connections keeping each worker's order, so
         whatever it keeps of a kind (the first N, the top ones so far) its worker kept too.
         """
-        outcome, ok, rule, scan, first_ts, source_index, duration, rate, server = brief
+        outcome, ok, rule, scan, first_ts, source_index, duration, rate, server, storm = brief
         self.total += 1
         self.outcomes[outcome] += 1
         if self.first_ts is None or first_ts < self.first_ts:
@@ -144,20 +183,74 @@ class RunSummary:
         if not ok:
             self.failed += 1
             self.problems[(outcome, rule)] += 1
-        if expand:
-            if len(self.expanded) < self.timeline_limit:
-                self.expanded.append((cid, kept.timeline()))
-            else:
-                self.timelines_dropped += 1
-        if ok and not self.show_all:
-            self._count_healthy(server, duration, kept)
-        elif len(self.rows) < self.row_limit:
-            self.rows.append(kept.row())
+        place = self.counted
+        self.counted += 1
+        if storm and not ok and not self.show_all and self._hold_apart(server, place, cid, kept):
+            pass  # (held apart: listed at the end unless a syn-flood finding sums it up)
         else:
-            self.rows_dropped += 1
+            if expand:
+                if len(self.expanded) < self.timeline_limit:
+                    self.expanded.append((cid, kept.timeline()))
+                    self.timeline_places.append(place)
+                else:
+                    self.timelines_dropped += 1
+            if ok and not self.show_all:
+                self._count_healthy(server, duration, kept)
+            elif len(self.rows) < self.row_limit:
+                self.rows.append(kept.row())
+                self.row_places.append(place)
+            else:
+                self.rows_dropped += 1
         if rate > 0:
             _push_top(self.by_rate, rate, cid, kept)
         _push_top(self.by_duration, duration, cid, kept)
+
+    def _hold_apart(self, server: tuple[bytes, int], place: int, cid: int, kept: Kept) -> bool:
+        """Hold a failed attempt made during a SYN storm against ``server`` apart (False: no room
+        for another endpoint; it is listed at once). Its row and timeline are kept if it is among
+        the endpoint's first ones, as the table and the timelines keep the first ones: listed at
+        the end, the first of all are those of the first of both."""
+        held = self.storms.get(server)
+        if held is None:
+            if len(self.storms) >= STORM_SLOTS:
+                return False
+            held = self.storms[server] = _StormHeld()
+        held.count += 1
+        if len(held.timelines) < self.timeline_limit:
+            held.timelines.append((place, cid, kept.timeline()))
+        if len(held.rows) < self.row_limit:
+            held.rows.append((place, kept.row()))
+        return True
+
+    def _settle_storms(self, flooded: set[tuple[str, int]]) -> None:
+        """The failed attempts held apart: those of an endpoint a syn-flood finding names are
+        counted in flood_attempts; the others join the table and the timelines, which then keep
+        the first ones of all, as if they had never been apart."""
+        from synscope.core.addr import fmt_ip
+
+        rows = list(zip(self.row_places, self.rows, strict=True))
+        timelines = list(zip(self.timeline_places, self.expanded, strict=True))
+        row_candidates = len(rows) + self.rows_dropped
+        timeline_candidates = len(timelines) + self.timelines_dropped
+        for (ip, port), held in self.storms.items():
+            if (fmt_ip(ip), port) in flooded:
+                self.flood_attempts += held.count
+                continue
+            rows += held.rows
+            timelines += [(place, (cid, timeline)) for place, cid, timeline in held.timelines]
+            row_candidates += held.count
+            timeline_candidates += held.count
+        self.storms = {}
+        rows.sort(key=_place)
+        timelines.sort(key=_place)
+        del rows[self.row_limit :]
+        del timelines[self.timeline_limit :]
+        self.rows = [row for _, row in rows]
+        self.expanded = [item for _, item in timelines]
+        self.row_places = [place for place, _ in rows]
+        self.timeline_places = [place for place, _ in timelines]
+        self.rows_dropped = row_candidates - len(rows)
+        self.timelines_dropped = timeline_candidates - len(timelines)
 
     def _count_healthy(self, key: tuple[bytes, int], duration: float, kept: Kept) -> None:
         """A connection that ended well: kept for a small capture's table, summed up per service."""
@@ -183,6 +276,7 @@ class RunSummary:
 
         findings = self.findings.findings()
         write_findings(findings, self.first_ts or 0.0, out)
+        self._settle_storms({(f.server_ip, f.server_port) for f in findings if f.name == "syn-flood"})
         small = self.total <= LIST_ALL_UP_TO
         if small:  # every connection, in id order
             self.rows.extend(self.healthy_rows)
@@ -195,6 +289,8 @@ class RunSummary:
             self._write_healthy(out)
         if self.scan_probes:
             out.write(f"Port scans: {self.scan_probes:,} connections not listed (the port-scan findings above sum them up; --all lists them)\n")
+        if self.flood_attempts:
+            out.write(f"SYN floods: {self.flood_attempts:,} failed attempts not listed (the syn-flood findings above sum them up; --all lists them)\n")
         if self.rows_dropped:
             out.write(f"… and {self.rows_dropped} more connections not listed (the table stops at {self.row_limit}); --json lists all\n")
         if view.stats:
@@ -250,6 +346,10 @@ def _push_top(heap: list[tuple[float, int, Row]], value: float, cid: int, kept: 
 
 
 def _first(item: tuple[int, object]) -> int:
+    return item[0]
+
+
+def _place(item: tuple[int, object]) -> int:
     return item[0]
 
 
