@@ -130,3 +130,22 @@ def test_storm_threshold_and_its_seconds() -> None:
     for i in range(2 * STORM_SYN_RATE):
         quiet.saw_fields(SYN | ACK, server, bytes([198, 18, 0, 1]), 443, 1024 + i, 200.0 + i / (4 * STORM_SYN_RATE), 64, i)
     assert not quiet.storm(bytes([198, 18, 0, 1]), 1024, 200.2)
+
+
+def test_a_scan_of_many_endpoints_does_not_push_a_flooded_one_out() -> None:
+    """The scan watch follows STORM_ENDPOINTS endpoints; one that keeps getting SYNs stays while
+    a scan touches many more endpoints than that."""
+    from synscope.read.scans import STORM_ENDPOINTS
+
+    server = bytes([192, 0, 2, 10])
+    watch = ScanWatch()
+    scanned = 0
+    for second in range(3):
+        t = 100.0 + second
+        for i in range(STORM_SYN_RATE):
+            watch.saw_fields(SYN, bytes([198, 18, 0, i % 250]), server, 1024 + i, 443, t + i / (2 * STORM_SYN_RATE), 64, i)
+        for _ in range(STORM_ENDPOINTS):
+            scanned += 1
+            watch.saw_fields(SYN, bytes([198, 19, 0, 1]), bytes([192, 0, 3, scanned % 250]), 2000, scanned % 65536, t + 0.9, 64, scanned)
+    assert all(watch.storm(server, 443, 100.5 + s) for s in range(3))
+    assert watch.storm(server, 443, 99.5), "the first storm second is still remembered"

@@ -52,8 +52,11 @@ PAIR_EXACT: Final = 1024
 # by chance: of a crafted flood of 200,000 attempts at 50,000 per second (scripts/make-synflood),
 # 54,076 were linked as application retries before the linker asked this.
 STORM_SYN_RATE: Final = 100
-# Server endpoints whose SYN rate is followed at once; the oldest go first
+# Server endpoints whose SYN rate is followed at once; those that got none for the longest go first
+# (but see STORM_SECOND_CHANCES)
 STORM_ENDPOINTS: Final = 4096
+# Endpoints under a storm passed over when the table makes room (then the oldest goes anyway)
+STORM_SECOND_CHANCES: Final = 8
 # Storm seconds remembered per endpoint (the oldest go first): an hour of storm
 STORM_SECONDS: Final = 3600
 
@@ -173,12 +176,13 @@ class ScanWatch:
         rate = rates.get(endpoint)
         if rate is None:
             if len(rates) >= STORM_ENDPOINTS:
-                rates.popitem(False)  # (the oldest; positional: a keyword costs more in the call)
+                _make_room(rates)
             rate = rates[endpoint] = _SynRate()
         second = int(ts // 1.0)
         if second != rate.second:  # (a second earlier than the last one, from another file, counts again too)
             rate.second = second
             rate.count = 0
+            rates.move_to_end(endpoint)  # (the endpoints SYNs went to lately stay: once a second each, not at every SYN)
         rate.count += 1
         if rate.count == STORM_SYN_RATE:
             storms = rate.storms
@@ -211,6 +215,17 @@ class ScanWatch:
         if _scan_during(self._by_port.probed.get(horizontal), ts, True):
             return True
         return len(ended) > 0 and _scan_during(ended.get((1, horizontal)), ts, True)
+
+
+def _make_room(rates: OrderedDict[tuple, _SynRate]) -> None:
+    """Forget the endpoint SYNs went to least lately, passing over (a few at most) the ones that
+    were under a storm: a port scan's thousands of endpoints do not push a flooded one out."""
+    for _ in range(STORM_SECOND_CHANCES):
+        oldest, rate = rates.popitem(False)  # (positional: a keyword costs more in the call)
+        if not rate.storms:
+            return
+        rates[oldest] = rate  # (at the end: a second chance)
+    rates.popitem(False)
 
 
 class _SynRate:
