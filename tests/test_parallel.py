@@ -249,8 +249,8 @@ class Checked(SplitRun):
     def _merged(self, w, item):
         cid, line = super()._merged(w, item)
         assert cid == self._number(item[1]), (cid, item[1])
-        if item[0] < DRAIN_STAMP:  # (the connections left at the end are never retired: kept)
-            self.most_nameable = max(self.most_nameable, len(self._nameable[w]))
+        # (the connections left at the end are never retired, nor named: not kept either)
+        self.most_nameable = max(self.most_nameable, len(self._nameable[w]))
         if item[2] is not None:
             assert json.loads(line)["reused_from"] == self._number(item[2])
             self.reused += 1

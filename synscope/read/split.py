@@ -320,7 +320,9 @@ class SplitRun:
         early = self._released_early[w]
         if early and opened_at in early:
             early.discard(opened_at)
-        else:
+        elif item[0] != DRAIN_STAMP:
+            # (one still open at the end of the input is never named: a reuse of its 4-tuple would
+            # have ended it first. A SYN flood's million attempts are all such: not kept)
             self._nameable[w][opened_at] = cid
         facts: ConnFacts = item[5]
         if self.findings is not None:
