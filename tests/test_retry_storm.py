@@ -47,6 +47,19 @@ def _storm(w: PcapWriter, start: float, seconds: int, per_second: int) -> None:
             w.write(start + s + i / per_second, ether(ipv4_tcp(src, FLOODED[0], 1024 + n % 60000, FLOODED[1], n, 0, SYN, options=options)))
 
 
+def _mixed(path: Path, storm_seconds: int, retry_after: bool) -> Path:
+    """The application refused 3 times by another server and 3 times by the flooded endpoint
+    during a storm of ``storm_seconds`` against it; ``retry_after``: 3 times more, 16 s after it."""
+    with path.open("wb") as f:
+        w = PcapWriter(f)
+        _refused_thrice(w, T0 + 0.5, OTHER_SERVER, 80, 40000)
+        _refused_thrice(w, T0 + 0.7, *FLOODED, 41000)
+        _storm(w, T0, storm_seconds, 2 * STORM_SYN_RATE)
+        if retry_after:
+            _refused_thrice(w, T0 + 20.0, *FLOODED, 42000)
+    return path
+
+
 def test_a_flood_has_no_application_retries(tmp_path: Path) -> None:
     """The flood's spoofed sources repeat (a /15, 20,000 attempts over 4 s); none is a retry."""
     path = tmp_path / "flood.pcap"
@@ -74,14 +87,7 @@ def test_retries_elsewhere_are_linked_during_a_storm(tmp_path: Path) -> None:
     """A storm against one endpoint; an application retrying against another server at the same
     time is still linked (attempts 2 and 3), and so is one retrying against the flooded endpoint
     after the storm; the attempts it made to the flooded endpoint during the storm are not."""
-    path = tmp_path / "mixed.pcap"
-    with path.open("wb") as f:
-        w = PcapWriter(f)
-        _refused_thrice(w, T0 + 0.5, OTHER_SERVER, 80, 40000)
-        _refused_thrice(w, T0 + 0.7, *FLOODED, 41000)
-        _storm(w, T0, 4, 2 * STORM_SYN_RATE)
-        _refused_thrice(w, T0 + 20.0, *FLOODED, 42000)
-    reports = analyse_paths(path)
+    reports = analyse_paths(_mixed(tmp_path / "mixed.pcap", 4, True))
     app = {r.conn.client.port: r for r in reports if r.conn.client.ip == bytes([198, 51, 100, 7])}
     assert len(app) == 9
     # another server: linked as attempts 2 and 3
@@ -98,12 +104,7 @@ def test_retries_elsewhere_are_linked_during_a_storm(tmp_path: Path) -> None:
 
 def test_workers_agree_on_storms(tmp_path: Path) -> None:
     """Storms are seen by every worker before the split: one worker and two give the same links."""
-    path = tmp_path / "mixed.pcap"
-    with path.open("wb") as f:
-        w = PcapWriter(f)
-        _refused_thrice(w, T0 + 0.5, OTHER_SERVER, 80, 40000)
-        _refused_thrice(w, T0 + 0.7, *FLOODED, 41000)
-        _storm(w, T0, 3, 2 * STORM_SYN_RATE)
+    path = _mixed(tmp_path / "mixed.pcap", 3, False)
     one = cli("read", "--json", "--workers", "1", str(path))
     two = cli("read", "--json", "--workers", "2", str(path))
     assert one.returncode == two.returncode == 0
