@@ -150,3 +150,25 @@ def test_a_scan_of_many_endpoints_does_not_push_a_flooded_one_out() -> None:
             watch.saw_fields(SYN, bytes([198, 19, 0, 1]), bytes([192, 0, 3, scanned % 250]), 2000, scanned % 65536, t + 0.9, 64, scanned)
     assert all(watch.storm(server, 443, 100.5 + s) for s in range(3))
     assert watch.storm(server, 443, 99.5), "the first storm second is still remembered"
+
+
+def test_a_kernel_client_during_the_storm_is_linked(tmp_path: Path) -> None:
+    """During the storm a client whose kernel sent its SYN 3 times (1 s, then 2 s: a flood's
+    crafted SYNs go once) gives up, and its application connects again 1 s later and gets in: a
+    retry the packets show, linked (the storm's one-SYN attempts are not: see above)."""
+    path = tmp_path / "victim.pcap"
+    opts = tcp_options(ts=(1, 0))
+    with path.open("wb") as f:
+        w = PcapWriter(f)
+        for at in (0.5, 1.5, 3.5):
+            w.write(T0 + at, ether(ipv4_tcp(APP_CLIENT, FLOODED[0], 43000, FLOODED[1], 7000, 0, SYN, options=opts)))
+        w.write(T0 + 4.5, ether(ipv4_tcp(APP_CLIENT, FLOODED[0], 43001, FLOODED[1], 8000, 0, SYN, options=opts)))
+        w.write(T0 + 4.5002, ether(ipv4_tcp(FLOODED[0], APP_CLIENT, FLOODED[1], 43001, 100, 8001, SYN | ACK, options=opts)))
+        w.write(T0 + 4.5004, ether(ipv4_tcp(APP_CLIENT, FLOODED[0], 43001, FLOODED[1], 8001, 101, ACK)))
+        _storm(w, T0, 7, 2 * STORM_SYN_RATE)
+    reports = analyse_paths(path)
+    app = {r.conn.client.port: r for r in reports if r.conn.client.ip == bytes([198, 51, 100, 7])}
+    assert all(r.storm for r in app.values())
+    assert (app[43000].conn.client.syn_count, app[43001].conn.established) == (3, True)
+    assert (app[43001].retry_of, app[43001].retry_number) == (app[43000].conn.id, 1)
+    assert "attempt 2 by the application" in link_sentences(app[43001])

@@ -611,7 +611,7 @@ class Pipeline(FrameSink):
                 failed_attempt(conn, verdict),
                 conn.retire_clock,
                 conn.last_ts,
-                not report.storm,
+                not storm_suspect(report),
             )
             if linked is not None:
                 report.retry_of, report.retry_number = linked
@@ -652,11 +652,11 @@ class RetryLinker:
         nothing to retry); ``clock``: the capture clock when it was handed on; ``failed_at``:
         when it failed (its last packet; default its SYN). ``key``: (client ip, server ip, server port).
 
-        ``linkable`` False: the connection opened during a SYN storm against the server endpoint
-        (ScanWatch.storm). Spoofed flood sources share addresses by chance, and the packets cannot
-        tell a second spoofed SYN from an application's retry: it is neither linked nor remembered
-        as a failure to retry, only as its client's latest connection to the server (which keeps
-        an earlier failure of a real client from being linked across it)."""
+        ``linkable`` False: the connection may be a flood's spoofed SYN (:func:`storm_suspect`).
+        Spoofed flood sources share addresses by chance, and the packets cannot tell a second
+        spoofed SYN from an application's retry: it is neither linked nor remembered as a failure
+        to retry, only as its client's latest connection to the server (which keeps an earlier
+        failure of a real client from being linked across it)."""
         if not linkable:
             self._latest_before((key[0], key[1]), syn_ts)
             return None
@@ -711,11 +711,20 @@ class RetryLinker:
         return latest
 
 
+def storm_suspect(report: ConnReport) -> bool:
+    """Opened during a SYN storm against its server endpoint (``report.storm``) with nothing to show
+    a kernel behind its client: one SYN and no handshake. A flood's crafted SYNs are sent once and
+    never completed; a client whose SYN went again, or that completed the handshake, had a kernel
+    that retried or answered, and may be a real client the flood hit."""
+    conn = report.conn
+    return report.storm and conn.client.syn_count <= 1 and not conn.established
+
+
 def is_attempt(report: ConnReport) -> bool:
     """A connection the retry linker looks at: one with a SYN, not a scan's probe, and not the
     continuation of an earlier record split off by ``read --split-idle`` (the same attempt).
-    One opened during a SYN storm against its server endpoint (``report.storm``) is looked at only
-    as its client's latest connection to the server: see ``RetryLinker.link``'s ``linkable``."""
+    A :func:`storm_suspect` is looked at only as its client's latest connection to the server:
+    see ``RetryLinker.link``'s ``linkable``."""
     conn = report.conn
     return conn.syn_ts is not None and not report.scan and not conn.idle_split
 

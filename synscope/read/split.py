@@ -48,7 +48,7 @@ from typing import Any, BinaryIO, Final, Protocol
 
 from synscope.read.findings import ConnFacts, FindingsEngine, facts_of
 from synscope.read.jsonl import HEAD_START, head_text, links_text, packets_text
-from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, is_attempt
+from synscope.read.pipeline import DRAIN_STAMP, Pipeline, RetryLinker, failed_attempt, feed_source, is_attempt, storm_suspect
 from synscope.read.sources.pcap import open_capture
 from synscope.read.tracker import MAX_ORPHAN_ICMP
 
@@ -75,7 +75,7 @@ TEXT_ITEM_BYTES: Final = 100
 NOT_ATTEMPT: Final = 0
 ATTEMPT: Final = 1
 FAILED_ATTEMPT: Final = 2
-# ... opened during a SYN storm against its server endpoint: never linked (RetryLinker.link's linkable)
+# ... a flood's spoofed SYN, by what the packets show (pipeline.storm_suspect): never linked (RetryLinker.link's linkable)
 STORM_ATTEMPT: Final = 3
 
 
@@ -670,7 +670,7 @@ def _attempt(report: Any) -> int:
     packet are there), linked by the parent in the merged order: NOT_ATTEMPT, ATTEMPT, FAILED_ATTEMPT or STORM_ATTEMPT."""
     if not is_attempt(report):
         return NOT_ATTEMPT
-    if report.storm:
+    if storm_suspect(report):
         return STORM_ATTEMPT
     return FAILED_ATTEMPT if failed_attempt(report.conn, report.verdict) else ATTEMPT
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 from synscope.read.findings import FindingsEngine
-from synscope.read.pipeline import ConnReport
+from synscope.read.pipeline import ConnReport, storm_suspect
 from synscope.render.table import Row, table_row
 from synscope.render.text import write_connection
 from synscope.render.view import TextView
@@ -44,7 +44,7 @@ Timelines = Callable[[list[object], frozenset[int]], Iterable[str]]
 
 # What the summary counts of every connection, kept or not: (outcome, ended well, verdict rule,
 # part of a port scan, first packet's time, input file's index, duration, retransmission rate,
-# server endpoint, one SYN sent during a SYN storm against it: see brief_of); plain values, so a
+# server endpoint, a flood's spoofed SYN by what the packets show: see brief_of); plain values, so a
 # split run's worker sends it for each of its connections
 Brief = tuple[str, bool, str, bool, float, int, float, float, tuple[bytes, int], bool]
 
@@ -52,10 +52,11 @@ Brief = tuple[str, bool, str, bool, float, int, float, float, tuple[bytes, int],
 def brief_of(r: ConnReport) -> Brief:
     """The figures :meth:`RunSummary.count` takes from every connection.
 
-    The last: the client sent one SYN, during a SYN storm against the server endpoint
-    (ConnReport.storm). A failed one is held apart and summed up by a syn-flood finding on the
-    endpoint, if there is one; a client that sent its SYN again had a kernel that retried (a
-    flood's crafted SYNs are sent once): it may be a real client the flood kept out, and is listed."""
+    The last: a flood's spoofed SYN, by what the packets show (synscope.read.pipeline.storm_suspect:
+    one SYN, no handshake, during a SYN storm against the server endpoint). A failed one is held
+    apart and summed up by a syn-flood finding on the endpoint, if there is one; a client whose
+    SYN went again had a kernel that retried: it may be a real client the flood kept out, and is
+    listed."""
     c = r.conn
     v = r.verdict
     return (
@@ -68,7 +69,7 @@ def brief_of(r: ConnReport) -> Brief:
         c.last_ts - c.first_ts,
         r.analysis.retransmission_rate,
         (c.server.ip, c.server.port),
-        r.storm and c.client.syn_count <= 1,
+        storm_suspect(r),
     )
 
 
