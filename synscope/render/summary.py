@@ -242,8 +242,8 @@ class RunSummary:
             row_candidates += held.count
             timeline_candidates += held.count
         self.storms = {}
-        rows.sort(key=_place)
-        timelines.sort(key=_place)
+        rows.sort(key=_first)
+        timelines.sort(key=_first)
         del rows[self.row_limit :]
         del timelines[self.timeline_limit :]
         self.rows = [row for _, row in rows]
@@ -347,10 +347,6 @@ def _push_top(heap: list[tuple[float, int, Row]], value: float, cid: int, kept: 
 
 
 def _first(item: tuple[int, object]) -> int:
-    return item[0]
-
-
-def _place(item: tuple[int, object]) -> int:
     return item[0]
 
 
